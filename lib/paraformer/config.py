@@ -1,0 +1,224 @@
+"""Configuration: dataclasses for the model, the data and the training recipe, and where files live.
+
+Every result records the three configs that produced it (see `paraformer.train`), so each field here is
+part of an experiment's identity: renaming or re-defaulting a field changes the run-cache key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the field, the value and the fix."""
+
+
+def _check_types(obj) -> None:
+    """Fail loudly on a wrong type (a string where an int belongs is a common notebook slip)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        allowed = _allowed_types(hints[f.name])
+        if bool in allowed and isinstance(value, bool):
+            continue
+        if isinstance(value, bool) or not isinstance(value, allowed):
+            if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+                continue
+            names = " or ".join(t.__name__ for t in allowed)
+            raise ConfigError(
+                f"{type(obj).__name__}.{f.name}={value!r} has type {type(value).__name__}; expected {names}"
+            )
+
+
+def _allowed_types(hint) -> tuple[type, ...]:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return tuple(t for arg in typing.get_args(hint) for t in _allowed_types(arg))
+    if hint is type(None):
+        return (type(None),)
+    return (origin or hint,)
+
+
+def from_dict(cls, values: dict):
+    """Build a config dataclass from a plain dict; unknown keys fail instead of being ignored."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{cls.__name__} needs a dict, got {type(values).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} key(s) {unknown}; known keys are {sorted(known)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return cls(**values)
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def _positive(obj, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{type(obj).__name__}.{name}={value!r} must be positive")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A ParaFormer Para-F-m-n: `num_layers` (n) Transformer layers in n/m parallel branches of depth m.
+
+    Give `num_layers` or `num_branches` (the other is derived). A ViT of depth d is `branch_depth=d, num_layers=d`.
+    """
+
+    image_size: int = 32  # input height = width, in pixels
+    in_channels: int = 3  # 3 for RGB, 1 for greyscale
+    patch_size: int = 4  # square patches, linearly projected; must divide image_size
+    width: int = 64  # token dimension (the paper's hidden size)
+    num_heads: int = 4  # attention heads; must divide width
+    mlp_ratio: float = 4.0  # MLP hidden size = mlp_ratio * width
+    branch_depth: int = 1  # m: Transformer layers in series inside one branch
+    num_layers: int | None = None  # n: total layers over all branches (n / m branches)
+    num_branches: int | None = None  # alternative to num_layers: number of parallel branches
+    dropout: float = 0.0  # dropout after the embedding, the attention projection and the MLP
+    num_classes: int = 10  # outputs of the shared head
+
+    def __post_init__(self):
+        _check_types(self)
+        _positive(self, "image_size", "in_channels", "patch_size", "width", "num_heads", "mlp_ratio",
+                  "branch_depth", "num_layers", "num_branches", "num_classes")
+        if self.num_layers is None and self.num_branches is None:
+            raise ConfigError("ModelConfig needs num_layers (n) or num_branches; got neither")
+        if self.num_layers is not None and self.num_layers % self.branch_depth:
+            raise ConfigError(
+                f"ModelConfig.num_layers={self.num_layers} is not a multiple of branch_depth={self.branch_depth}; "
+                "Para-F-m-n needs m to divide n"
+            )
+        branches = self.num_branches if self.num_branches is not None else self.num_layers // self.branch_depth
+        if self.num_layers is not None and branches * self.branch_depth != self.num_layers:
+            raise ConfigError(
+                f"ModelConfig.num_branches={self.num_branches} disagrees with num_layers={self.num_layers} / "
+                f"branch_depth={self.branch_depth}; give only one of them"
+            )
+        object.__setattr__(self, "num_branches", branches)
+        object.__setattr__(self, "num_layers", branches * self.branch_depth)
+        if self.image_size % self.patch_size:
+            raise ConfigError(
+                f"ModelConfig.patch_size={self.patch_size} does not divide image_size={self.image_size}"
+            )
+        if self.width % self.num_heads:
+            raise ConfigError(f"ModelConfig.num_heads={self.num_heads} does not divide width={self.width}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"ModelConfig.dropout={self.dropout} must be in [0, 1)")
+        if int(self.mlp_ratio * self.width) < 1:
+            raise ConfigError(f"ModelConfig.mlp_ratio={self.mlp_ratio} gives an empty MLP at width={self.width}")
+
+    @classmethod
+    def from_name(cls, name: str, **fields) -> "ModelConfig":
+        """`ModelConfig.from_name("1-24", width=64)` or `"Para-F-6-24"`: the paper's Para-F-m-n naming."""
+        spec = str(name).removeprefix("Para-F-").removeprefix("para-f-")
+        try:
+            depth, layers = (int(part) for part in spec.split("-"))
+        except ValueError:
+            raise ConfigError(f"model name {name!r} is not of the form 'm-n' or 'Para-F-m-n' (e.g. '1-24')") from None
+        return cls(branch_depth=depth, num_layers=layers, **fields)
+
+    @property
+    def name(self) -> str:
+        return f"Para-F-{self.branch_depth}-{self.num_layers}"
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(self.mlp_ratio * self.width)
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images a run sees. Subsets are class-stratified and drawn with `subset_seed` alone,
+    so every model in a sweep sees exactly the same images whatever its training seed."""
+
+    dataset: str = "cifar10"  # a registry name (see paraformer.data.DATASETS) or a path to an ImageFolder root
+    n_train: int | None = None  # training images (stratified subset); None = the whole training split
+    n_test: int | None = None  # test images (stratified subset); None = the whole test split
+    val_fraction: float = 0.0  # share of the training subset held out (stratified) as a validation split
+    image_size: int | None = None  # resize images to this square size when decoding; None = native size
+    subset_seed: int = 0  # seed of the subset and validation draws
+
+    def __post_init__(self):
+        _check_types(self)
+        _positive(self, "n_train", "n_test", "image_size")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"DataConfig.val_fraction={self.val_fraction} must be in [0, 1)")
+
+
+AUGMENTATIONS = ("flip", "crop", "randaugment")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is trained. The learning rate is a pure function of the step (linear warmup, then
+    cosine or constant), so a resumed run follows exactly the schedule of an uninterrupted one."""
+
+    epochs: int = 10  # passes over the training subset
+    batch_size: int = 128  # images per optimizer step
+    optimizer: str = "adamw"  # "adamw", "adam" or "sgd" (momentum 0.9, nesterov)
+    lr: float = 1e-3  # peak learning rate, reached after warmup
+    weight_decay: float = 0.05  # decoupled for adamw; L2 for adam and sgd (not applied to norms, biases, tokens)
+    warmup_epochs: float = 1.0  # linear warmup from 0 to lr, in epochs (fractions allowed)
+    schedule: str = "cosine"  # after warmup: "cosine" (to 0 at the end) or "constant"
+    label_smoothing: float = 0.1  # cross-entropy label smoothing
+    grad_clip: float | None = None  # clip the global gradient norm to this value; None = no clipping
+    augment: tuple[str, ...] = ("flip", "crop")  # any of AUGMENTATIONS, applied on the fly to training batches
+    seed: int = 0  # initialization, shuffling, augmentation and dropout
+    device: str = "auto"  # "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...
+    amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU, where it would only be slower
+
+    def __post_init__(self):
+        if isinstance(self.augment, list):
+            object.__setattr__(self, "augment", tuple(self.augment))
+        _check_types(self)
+        _positive(self, "epochs", "batch_size", "lr", "grad_clip")
+        if self.optimizer not in ("adamw", "adam", "sgd"):
+            raise ConfigError(f"Recipe.optimizer={self.optimizer!r} is unknown; use 'adamw', 'adam' or 'sgd'")
+        if self.schedule not in ("cosine", "constant"):
+            raise ConfigError(f"Recipe.schedule={self.schedule!r} is unknown; use 'cosine' or 'constant'")
+        if self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise ConfigError("Recipe.weight_decay and Recipe.warmup_epochs must be >= 0")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"Recipe.label_smoothing={self.label_smoothing} must be in [0, 1)")
+        unknown = [name for name in self.augment if name not in AUGMENTATIONS]
+        if unknown:
+            raise ConfigError(f"Recipe.augment has unknown augmentation(s) {unknown}; choose from {AUGMENTATIONS}")
+
+
+# --- where files live -------------------------------------------------------------------------------
+
+def project_root() -> Path:
+    """The checkout this package was installed from (editable install), else the current directory."""
+    here = Path(__file__).resolve().parents[2]
+    return here if (here / "pyproject.toml").exists() else Path.cwd()
+
+
+def data_dir() -> Path:
+    """Downloads and decoded-tensor caches. Override with PARAFORMER_DATA."""
+    return Path(os.environ.get("PARAFORMER_DATA") or project_root() / "data")
+
+
+def results_dir() -> Path:
+    """Run records, tables and figures. Override with PARAFORMER_RESULTS (the tests point it at a temp dir)."""
+    return Path(os.environ.get("PARAFORMER_RESULTS") or project_root() / "results")
+
+
+def offline_dirs() -> list[Path]:
+    """Where offline dataset copies are looked for, in order: PARAFORMER_OFFLINE_DATA (os.pathsep-separated),
+    then the project's ../shared/datasets."""
+    extra = [Path(p) for p in os.environ.get("PARAFORMER_OFFLINE_DATA", "").split(os.pathsep) if p]
+    return extra + [project_root().parent / "shared" / "datasets"]
+

@@ -1,0 +1,154 @@
+"""Profiles (how big an experiment is) and the model sweeps that the table notebooks share.
+
+Three profiles scale every experiment:
+- `ci`: seconds per notebook, a few hundred images; used by the notebook regression tests.
+- `quick`: a reduced version on the offline datasets that fits this project's 2-core CPU budget
+  (the whole suite in about an hour); the default of `make reproduce`.
+- `paper`: the papers' datasets and 500 epochs; meant for GPUs. Hyperparameters the papers omit are
+  our choices and are stated here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+import pandas as pd
+
+from .config import ConfigError, DataConfig, ModelConfig, Recipe
+from .data import ImageData, load_data
+from .train import RunResult, train
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    datasets: tuple[str, ...]  # datasets the sweep tables run on
+    n_train: int | None  # training images per dataset (class-stratified subset); None = all
+    n_test: int | None  # test images per dataset; None = all
+    width: int  # token dimension of every model
+    num_heads: int  # attention heads of every model
+    mlp_ratio: float  # MLP hidden size / width
+    dropout: float  # dropout of every model
+    recipe: Recipe  # training recipe of every run
+    patch_size: dict = field(default_factory=lambda: {28: 4, 32: 4, 96: 8, 224: 16})  # image size -> patch size
+    seeds: tuple[int, ...] = (0,)  # training seeds per configuration
+
+    def data_config(self, dataset: str) -> DataConfig:
+        return DataConfig(dataset=dataset, n_train=self.n_train, n_test=self.n_test)
+
+    def model_config(self, name: str, data: ImageData) -> ModelConfig:
+        """Para-F-m-n (`name` = "m-n") sized for this profile and fitted to `data`."""
+        if data.image_size not in self.patch_size:
+            raise ConfigError(f"profile {self.name!r} has no patch size for {data.image_size}px images; "
+                              f"add it to Profile.patch_size (known: {sorted(self.patch_size)})")
+        return ModelConfig.from_name(
+            name, image_size=data.image_size, in_channels=data.in_channels, num_classes=data.num_classes,
+            patch_size=self.patch_size[data.image_size], width=self.width, num_heads=self.num_heads,
+            mlp_ratio=self.mlp_ratio, dropout=self.dropout,
+        )
+
+    def describe(self) -> str:
+        r = self.recipe
+        subset = f"{self.n_train or 'all'} train / {self.n_test or 'all'} test images"
+        return (f"profile `{self.name}`: {subset} per dataset; width {self.width}, {self.num_heads} heads, "
+                f"MLP ratio {self.mlp_ratio:g}, dropout {self.dropout:g}; {r.epochs} epochs, batch {r.batch_size}, "
+                f"{r.optimizer} lr {r.lr:g} wd {r.weight_decay:g}, {r.warmup_epochs:g} warmup epochs + {r.schedule}, "
+                f"label smoothing {r.label_smoothing:g}, augment {'+'.join(r.augment) or 'none'}; "
+                f"seeds {list(self.seeds)}")
+
+
+PROFILES = {
+    "ci": Profile(
+        name="ci", datasets=("fashion_mnist",), n_train=256, n_test=200, width=32, num_heads=2, mlp_ratio=2.0,
+        dropout=0.0, recipe=Recipe(epochs=2, batch_size=64, lr=2e-3, weight_decay=0.05, warmup_epochs=0.5),
+    ),
+    "quick": Profile(
+        name="quick", datasets=("cifar10", "fashion_mnist"), n_train=2500, n_test=1000, width=64, num_heads=4,
+        mlp_ratio=2.0, dropout=0.0, recipe=Recipe(epochs=10, batch_size=128, lr=2e-3, weight_decay=0.05,
+                                                  warmup_epochs=1.0),
+    ),
+    # The 2024 paper gives only "500 epochs, ViT-style patches and position encoding". Width, heads and
+    # dropout follow the authors' public ParaFormer code (width 192, 3 heads, dropout 0.1); the optimizer
+    # recipe is a standard from-scratch ViT recipe. RandAugment is left out so that data loading does not
+    # dominate GPU time; add it to Recipe.augment to test its effect.
+    "paper": Profile(
+        name="paper", datasets=("cifar10", "cifar100", "stl10", "oxford_pets", "flowers102"), n_train=None,
+        n_test=None, width=192, num_heads=3, mlp_ratio=4.0, dropout=0.1,
+        recipe=Recipe(epochs=500, batch_size=128, lr=5e-4, weight_decay=0.05, warmup_epochs=5.0),
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+    return PROFILES[name]
+
+
+def run_sweep(profile: Profile, model_names: list[str], datasets: tuple[str, ...] | None = None,
+              progress: bool = True) -> tuple[pd.DataFrame, list[RunResult]]:
+    """Train (or fetch from the run cache) every model on every dataset with every seed of the profile.
+
+    Returns one row per run (dataset, model, seed, accuracy, size, time, provenance) and the run records.
+    """
+    rows, results = [], []
+    for dataset in datasets or profile.datasets:
+        data_config = profile.data_config(dataset)
+        data = load_data(data_config)
+        for name in model_names:
+            model_config = profile.model_config(name, data)
+            for seed in profile.seeds:
+                result = train(model_config, data_config, replace(profile.recipe, seed=seed), data=data,
+                               progress=progress)
+                results.append(result)
+                rows.append({
+                    "dataset": dataset, "model": model_config.name, "branch_depth": model_config.branch_depth,
+                    "num_layers": model_config.num_layers, "seed": seed, "test_acc": result.final_test_acc,
+                    "best_test_acc": max(h["test_acc"] for h in result.history), "num_params": result.num_params,
+                    "train_seconds": result.wall_seconds, "cached": result.cached, "run_key": result.key,
+                    "data_source": result.data_source, "device": result.device,
+                    "code_version": result.code_version,
+                })
+    return pd.DataFrame(rows), results
+
+
+def compare_with_paper(runs: pd.DataFrame, paper_table: dict) -> pd.DataFrame:
+    """Mean (and std over seeds) of our accuracy beside the paper's, one row per dataset and model."""
+    grouped = runs.groupby(["dataset", "model", "branch_depth", "num_layers"], sort=False)
+    table = grouped.agg(ours=("test_acc", "mean"), ours_std=("test_acc", "std"), seeds=("seed", "count"),
+                        params=("num_params", "first"), train_seconds=("train_seconds", "sum")).reset_index()
+    table["paper"] = [paper_table.get(d, {}).get(m) for d, m in zip(table["dataset"], table["model"])]
+    table["ours_minus_paper"] = table["ours"] - table["paper"]
+    columns = ["dataset", "model", "branch_depth", "num_layers", "params", "paper", "ours", "ours_std",
+               "ours_minus_paper", "seeds", "train_seconds"]
+    return table[columns].rename(columns={"paper": "paper_acc", "ours": "our_acc", "ours_std": "our_acc_std"})
+
+
+def trend_summary(table: pd.DataFrame) -> list[str]:
+    """Per dataset, in words: does our accuracy rise with the number of layers, as the paper's does?"""
+    lines = []
+    for dataset, rows in table.sort_values("num_layers").groupby("dataset", sort=False):
+        accs = rows["our_acc"].tolist()
+        models = rows["model"].tolist()
+        rises = sum(b > a for a, b in zip(accs, accs[1:]))
+        steps = len(accs) - 1
+        verdict = ("rises at every step" if rises == steps else "never rises" if rises == 0
+                   else f"rises at {rises} of {steps} steps")
+        spread = " -> ".join(f"{m.removeprefix('Para-F-')}: {a:.1f}" for m, a in zip(models, accs))
+        line = f"{dataset}: our accuracy {verdict} ({spread})."
+        paper = rows["paper_acc"].dropna()
+        if len(paper):
+            gap = rows["ours_minus_paper"].dropna()
+            line += (f" Paper: {paper.iloc[0]:.1f} -> {paper.iloc[-1]:.1f}; ours minus paper ranges from "
+                     f"{gap.min():+.1f} to {gap.max():+.1f} points.")
+        else:
+            line += " The paper has no number for this dataset."
+        lines.append(line)
+    return lines
+
+
+def profile_record(profile: Profile) -> dict:
+    """The profile as plain data, for printing in notebooks beside the results it produced."""
+    record = asdict(profile)
+    record["recipe"] = asdict(profile.recipe)
+    return record

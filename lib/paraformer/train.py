@@ -1,0 +1,274 @@
+"""Training: `train(model_config, data_config, recipe) -> RunResult`, with a run cache and exact resume.
+
+Every run is keyed by a hash of its full configuration (model, data, recipe). A finished run is a small
+JSON record under `results/runs/`; asking for it again returns the record without training. An unfinished
+run leaves a checkpoint after every epoch under `results/checkpoints/` and resumes from it.
+
+Resumed runs give the same numbers as uninterrupted ones because nothing random carries over between
+epochs: the shuffling generator and the global RNG (dropout, RandAugment) are re-seeded from
+(seed, epoch) at the start of every epoch, and the learning rate is a function of the step number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .config import ConfigError, DataConfig, ModelConfig, Recipe, from_dict, results_dir
+from .data import ImageData, augment_batch, load_data, normalize
+from .model import ParaFormer
+from .results import atomic_save, atomic_write_json, code_version
+
+# Bump when a change to the training code makes old records incomparable (it is part of every run key).
+RUN_FORMAT = 1
+
+
+@dataclass
+class RunResult:
+    """What a finished run records; `config` holds the three dataclasses as dicts."""
+
+    name: str
+    key: str
+    config: dict
+    history: list[dict]  # per epoch: epoch, train_loss, test_acc, lr, seconds
+    final_test_acc: float
+    num_params: int
+    wall_seconds: float  # training + evaluation time summed over all sessions of the run
+    device: str
+    data_source: str
+    code_version: str
+    torch_version: str
+    finished_at: str
+    cached: bool = field(default=False, compare=False)  # True when loaded from the run cache
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return from_dict(ModelConfig, self.config["model"])
+
+    def to_json(self) -> dict:
+        record = asdict(self)
+        record.pop("cached")
+        return record
+
+
+def run_key(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe) -> str:
+    """A stable hash of everything that decides a run's numbers."""
+    payload = {"format": RUN_FORMAT, "model": asdict(model_config), "data": asdict(data_config),
+               "recipe": asdict(recipe)}
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_paths(name: str, key: str, root: Path | None = None) -> tuple[Path, Path, Path]:
+    """(record JSON, resume checkpoint, final weights) of one run."""
+    root = Path(root) if root is not None else results_dir()
+    stem = f"{name}-{key}"
+    return root / "runs" / f"{stem}.json", root / "checkpoints" / f"{stem}.pt", root / "models" / f"{stem}.pt"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"Recipe.device={name!r} but CUDA is not available here; use device='auto' or 'cpu'")
+    return device
+
+
+def learning_rate(step: int, total_steps: int, warmup_steps: int, recipe: Recipe) -> float:
+    if step < warmup_steps:
+        return recipe.lr * (step + 1) / warmup_steps
+    if recipe.schedule == "constant":
+        return recipe.lr
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return recipe.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    # Weight decay on weight matrices only: decaying norms, biases, the CLS token and the position
+    # embedding hurts ViTs.
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in params if p.dim() >= 2 and n not in ("cls_token", "pos_embed")]
+    decay_ids = {id(p) for p in decay}
+    other = [p for _, p in params if id(p) not in decay_ids]
+    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": other, "weight_decay": 0.0}]
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=recipe.lr)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=recipe.lr)
+    return torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9, nesterov=True)
+
+
+def prepare_batch(images: torch.Tensor, data: ImageData, model_config: ModelConfig,
+                  device: torch.device) -> torch.Tensor:
+    """uint8 images -> normalized float on `device`, resized to the model's input size when they differ."""
+    x = normalize(images.to(device, non_blocking=True), data.mean, data.std)
+    if x.shape[-1] != model_config.image_size:
+        x = F.interpolate(x, size=model_config.image_size, mode="bilinear", align_corners=False)
+    return x
+
+
+def _autocast(device: torch.device, recipe: Recipe):
+    enabled = recipe.amp and device.type == "cuda"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.inference_mode()
+def evaluate(model: ParaFormer, images: torch.Tensor, labels: torch.Tensor, data: ImageData,
+             recipe: Recipe, num_branches: int | None = None, batch_size: int = 512) -> float:
+    """Top-1 accuracy in percent of `model` (or of its first `num_branches` branches)."""
+    if len(labels) == 0:
+        raise ConfigError("cannot evaluate on an empty split (check DataConfig.n_test / val_fraction)")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for start in range(0, len(labels), batch_size):
+        x = prepare_batch(images[start:start + batch_size], data, model.config, device)
+        with _autocast(device, recipe):
+            logits = model(x, num_branches=num_branches)
+        correct += (logits.argmax(1).cpu() == labels[start:start + batch_size]).sum().item()
+    model.train(was_training)
+    return 100.0 * correct / len(labels)
+
+
+def _progress(total: int, desc: str, initial: int, enabled: bool):
+    """One bar per run, one tick per epoch. Under papermill (PARAFORMER_PROGRESS=text, set by the Makefile)
+    a plain-text bar that prints a line per epoch keeps the log readable; in Jupyter a widget."""
+    if not enabled:
+        return None
+    if os.environ.get("PARAFORMER_PROGRESS") == "text":
+        from tqdm import tqdm
+        return tqdm(total=total, desc=desc, initial=initial, unit="epoch", ascii=True, file=sys.stdout,
+                    mininterval=0, dynamic_ncols=False, ncols=100)
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, initial=initial, unit="epoch")
+
+
+def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *, name: str | None = None,
+          data: ImageData | None = None, results_root: Path | None = None, progress: bool = True,
+          on_epoch_end: Callable[[dict], None] | None = None) -> RunResult:
+    """Train (or fetch from the run cache) one model and return its record.
+
+    `data` may be passed to reuse images already loaded for `data_config`; `on_epoch_end` is called with
+    each epoch's log entry after its checkpoint is safely written (so interrupting it loses nothing).
+    """
+    for value, cls in ((model_config, ModelConfig), (data_config, DataConfig), (recipe, Recipe)):
+        if not isinstance(value, cls):
+            raise ConfigError(f"train() needs a {cls.__name__}, got {type(value).__name__}")
+    key = run_key(model_config, data_config, recipe)
+    name = name or f"{data_config.dataset}-{model_config.name}".replace("/", "_")
+    record_path, checkpoint_path, weights_path = run_paths(name, key, results_root)
+    if record_path.exists():
+        result = RunResult(**json.loads(record_path.read_text()))
+        result.cached = True
+        return result
+
+    data = data if data is not None else load_data(data_config)
+    if (data.num_classes, data.in_channels) != (model_config.num_classes, model_config.in_channels):
+        raise ConfigError(
+            f"{model_config.name} has num_classes={model_config.num_classes}, in_channels={model_config.in_channels} "
+            f"but {data.name} has {data.num_classes} classes and {data.in_channels} channel(s); set them to match"
+        )
+    device = resolve_device(recipe.device)
+    torch.manual_seed(recipe.seed)
+    model = ParaFormer(model_config).to(device)
+    optimizer = build_optimizer(model, recipe)
+    history: list[dict] = []
+    wall_seconds = 0.0
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, wall_seconds = state["history"], state["wall_seconds"]
+
+    n_train = len(data.train_labels)
+    steps_per_epoch = math.ceil(n_train / recipe.batch_size)
+    total_steps = steps_per_epoch * recipe.epochs
+    warmup_steps = round(recipe.warmup_epochs * steps_per_epoch)
+    bar = _progress(recipe.epochs, f"{name} [{device.type}]", len(history), progress)
+    model.train()
+    for epoch in range(len(history), recipe.epochs):
+        started = time.perf_counter()
+        generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch)
+        torch.manual_seed(recipe.seed * 1_000_003 + epoch)
+        order = torch.randperm(n_train, generator=generator)
+        loss_sum, seen = 0.0, 0
+        for i in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + i
+            lr = learning_rate(step, total_steps, warmup_steps, recipe)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size]
+            images = augment_batch(data.train_images[idx], recipe.augment, generator)
+            x = prepare_batch(images, data, model_config, device)
+            y = data.train_labels[idx].to(device, non_blocking=True)
+            with _autocast(device, recipe):
+                loss = F.cross_entropy(model(x), y, label_smoothing=recipe.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if recipe.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+            optimizer.step()
+            loss_sum += loss.item() * len(idx)
+            seen += len(idx)
+        if not math.isfinite(loss_sum):
+            raise FloatingPointError(f"{name}: training loss became {loss_sum} in epoch {epoch + 1}; lower Recipe.lr")
+        test_acc = evaluate(model, data.test_images, data.test_labels, data, recipe)
+        seconds = time.perf_counter() - started
+        wall_seconds += seconds
+        entry = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "test_acc": test_acc, "lr": lr,
+                 "seconds": seconds}
+        history.append(entry)
+        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
+                     "wall_seconds": wall_seconds}, checkpoint_path)
+        if bar is not None:
+            bar.set_postfix(loss=f"{entry['train_loss']:.3f}", acc=f"{test_acc:.2f}")
+            bar.update(1)
+        if on_epoch_end is not None:
+            on_epoch_end(entry)
+    if bar is not None:
+        bar.close()
+
+    result = RunResult(
+        name=name, key=key,
+        # in its JSON form (tuples as lists), so that a fresh result equals the one read back from the cache
+        config=json.loads(json.dumps({"model": asdict(model_config), "data": asdict(data_config),
+                                      "recipe": asdict(recipe)})),
+        history=history, final_test_acc=history[-1]["test_acc"], num_params=model.num_parameters(),
+        wall_seconds=wall_seconds, device=device_name(device), data_source=data.source,
+        code_version=code_version(), torch_version=torch.__version__,
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    atomic_save(model.state_dict(), weights_path)
+    atomic_write_json(result.to_json(), record_path)
+    checkpoint_path.unlink(missing_ok=True)
+    return result
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def load_trained_model(result: RunResult, results_root: Path | None = None,
+                       device: str | torch.device = "cpu") -> ParaFormer:
+    """The weights a finished run saved (kept locally; they are not committed)."""
+    _, _, weights_path = run_paths(result.name, result.key, results_root)
+    if not weights_path.exists():
+        raise FileNotFoundError(f"no saved weights for run {result.name} at {weights_path}; delete its record "
+                                f"{run_paths(result.name, result.key, results_root)[0]} to train it again")
+    model = ParaFormer(result.model_config)
+    model.load_state_dict(torch.load(weights_path, map_location=device, weights_only=True))
+    return model.to(device)

@@ -1,0 +1,122 @@
+"""The ParaFormer model: what it computes, what it refuses, and how big it is."""
+
+import pytest
+import torch
+
+from paraformer.config import ConfigError, ModelConfig, from_dict
+from paraformer.model import ParaFormer, count_parameters
+
+
+def small(name="2-6", **fields):
+    base = dict(image_size=16, in_channels=3, patch_size=4, width=32, num_heads=4, mlp_ratio=2.0, num_classes=7)
+    return ModelConfig.from_name(name, **{**base, **fields})
+
+
+def test_name_maps_to_depth_layers_and_branches():
+    config = ModelConfig.from_name("Para-F-6-24")
+    assert (config.branch_depth, config.num_layers, config.num_branches) == (6, 24, 4)
+    assert ModelConfig.from_name("1-24").name == "Para-F-1-24"
+    assert ModelConfig(branch_depth=3, num_branches=4).num_layers == 12
+
+
+@pytest.mark.parametrize("name", ["1-1", "1-6", "3-6", "6-6"])
+def test_output_shape_and_no_nans(name):
+    model = ParaFormer(small(name))
+    logits = model(torch.randn(5, 3, 16, 16))
+    assert logits.shape == (5, 7)
+    assert torch.isfinite(logits).all()
+
+
+def test_prefix_evaluation_is_the_head_on_the_sum_of_the_first_k_branches():
+    torch.manual_seed(0)
+    model = ParaFormer(small("2-8")).eval()
+    x = torch.randn(3, 3, 16, 16)
+    tokens = model.embed(x)
+    outputs = [branch(tokens) for branch in model.branches]
+    for k in range(1, 5):
+        expected = model.head(model.norm(sum(outputs[:k])[:, 0]))
+        torch.testing.assert_close(model(x, num_branches=k), expected)
+    torch.testing.assert_close(model(x), model(x, num_branches=4))
+
+
+def test_later_branches_do_not_affect_a_prefix():
+    torch.manual_seed(0)
+    model = ParaFormer(small("1-4")).eval()
+    x = torch.randn(2, 3, 16, 16)
+    before = model(x, num_branches=2)
+    with torch.no_grad():
+        for p in model.branches[3].parameters():
+            p.add_(1.0)
+    torch.testing.assert_close(model(x, num_branches=2), before)
+    assert not torch.allclose(model(x), model(x, num_branches=2))
+
+
+def test_one_branch_is_a_plain_sequential_vit():
+    torch.manual_seed(0)
+    model = ParaFormer(small("4-4")).eval()
+    x = torch.randn(2, 3, 16, 16)
+    h = model.embed(x)
+    for layer in model.branches[0]:
+        h = h + layer.attn(layer.norm1(h))
+        h = h + layer.mlp(layer.norm2(h))
+    torch.testing.assert_close(model(x), model.head(model.norm(h[:, 0])))
+
+
+def test_every_parameter_gets_a_gradient():
+    model = ParaFormer(small("2-6", dropout=0.1))
+    model(torch.randn(4, 3, 16, 16)).logsumexp(1).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+@pytest.mark.parametrize("name", ["1-1", "1-6", "2-6", "6-24"])
+def test_parameter_count_matches_the_closed_form(name):
+    config = small(name)
+    model = ParaFormer(config)
+    assert sum(p.numel() for p in model.parameters()) == count_parameters(config)
+    w, c = 32, 7
+    # qkv (3w^2 + 3w) + proj (w^2 + w) + MLP with hidden 2w (4w^2 + 3w) + two LayerNorms (4w)
+    per_layer = 8 * w * w + 11 * w
+    stem = 3 * 16 * w + w + w + 17 * w  # patch projection + bias, CLS token, 16 + 1 position embeddings
+    assert count_parameters(config) == stem + config.num_layers * per_layer + 2 * w + w * c + c
+
+
+def test_prefix_parameter_count_keeps_stem_and_head():
+    model = ParaFormer(small("2-6"))
+    per_branch = sum(p.numel() for p in model.branches[0].parameters())
+    assert model.num_parameters(1) == model.num_parameters() - 2 * per_branch
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(patch_size=5), "patch_size=5"),
+    (dict(num_heads=5), "num_heads=5"),
+    (dict(branch_depth=4, num_layers=6), "num_layers=6"),
+    (dict(branch_depth=2, num_layers=6, num_branches=2), "num_branches=2"),
+    (dict(width=0), "width=0"),
+    (dict(width="64"), "width='64'"),
+    (dict(dropout=1.5), "dropout=1.5"),
+])
+def test_impossible_shapes_raise_value_error_naming_the_field(fields, message):
+    base = dict(image_size=16, patch_size=4, width=32, num_heads=4, branch_depth=1, num_layers=2)
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**{**base, **fields})
+
+
+def test_prefix_out_of_range_is_refused():
+    model = ParaFormer(small("1-3"))
+    x = torch.randn(1, 3, 16, 16)
+    for bad in (0, 4, -1):
+        with pytest.raises(ValueError, match=f"num_branches={bad}"):
+            model(x, num_branches=bad)
+
+
+def test_wrong_input_shape_is_refused_with_the_expected_shape():
+    with pytest.raises(ValueError, match=r"expected \(batch, 3, 16, 16\)"):
+        ParaFormer(small())(torch.randn(1, 1, 28, 28))
+
+
+def test_unknown_config_keys_fail_loudly():
+    with pytest.raises(ConfigError, match="unknown ModelConfig key"):
+        from_dict(ModelConfig, {"num_layers": 2, "nb": 3})
+    with pytest.raises(ConfigError, match="not of the form"):
+        ModelConfig.from_name("24")
