@@ -118,7 +118,6 @@ class ImageData:
 def load_data(config: DataConfig) -> ImageData:
     """The images `config` asks for: stratified subsets (drawn with `config.subset_seed`) of the full splits."""
     name, full = _load_full(config)
-    n_available = len(full["train_labels"])
     for field, n, split in (("n_train", config.n_train, "train"), ("n_test", config.n_test, "test")):
         available = len(full[f"{split}_labels"])
         if n is not None and n > available:
@@ -128,7 +127,7 @@ def load_data(config: DataConfig) -> ImageData:
     n_val = round(config.val_fraction * len(train_idx))
     if n_val >= len(train_idx) and n_val > 0:
         raise ConfigError(f"DataConfig.val_fraction={config.val_fraction} leaves no training images out of "
-                          f"{len(train_idx)}; lower it or raise n_train (of {n_available})")
+                          f"{len(train_idx)}; lower it or raise DataConfig.n_train")
     # The validation draw has its own seed, so that it does not repeat the pattern of the subset draw.
     val_pos = stratified_subset(full["train_labels"][train_idx], n_val, _derived_seed(config.subset_seed, "val"))
     is_val = torch.zeros(len(train_idx), dtype=torch.bool)
@@ -278,6 +277,7 @@ def _write_cache(path: Path, full: dict) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             torch.save({**full, "format": CACHE_FORMAT}, f)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is as shareable as the data
         os.replace(tmp, path)
     except BaseException as error:
         if tmp is not None:
@@ -393,7 +393,7 @@ class _ImageFolderDecoder:
         if "JPEG" in self.formats:
             quality = f" q{self.jpeg_quality}" if self.jpeg_quality else ""
             return f"JPEG{quality}: not the official pixels"
-        return ", ".join(sorted(self.formats)) + (" (lossless)" if self.formats <= {"PNG", "BMP", "PPM"} else "")
+        return ", ".join(sorted(self.formats)) + (", lossless" if self.formats <= {"PNG", "BMP", "PPM"} else "")
 
 
 def _natural_key(name: str) -> list:

@@ -59,13 +59,17 @@ class Profile:
 
 PROFILES = {
     "ci": Profile(
-        name="ci", datasets=("fashion_mnist",), n_train=256, n_test=200, width=32, num_heads=2, mlp_ratio=2.0,
-        dropout=0.0, recipe=Recipe(epochs=2, batch_size=64, lr=2e-3, weight_decay=0.05, warmup_epochs=0.5),
+        name="ci", datasets=("fashion_mnist",), n_train=512, n_test=200, width=32, num_heads=2, mlp_ratio=2.0,
+        dropout=0.0, recipe=Recipe(epochs=4, batch_size=32, lr=2e-3, weight_decay=0.05, warmup_epochs=0.5,
+                                   augment=()),
     ),
+    # Small batches give more optimizer steps for the same CPU time, and in 10 epochs augmentation only slows
+    # learning: on Para-F-1-1, batch 32 without augmentation reached 73.7% (Fashion-MNIST) and 36.0% (CIFAR-10)
+    # against 65.9% and 32.2% at batch 64 with flips (measured 2026-11-23).
     "quick": Profile(
         name="quick", datasets=("cifar10", "fashion_mnist"), n_train=2500, n_test=1000, width=64, num_heads=4,
-        mlp_ratio=2.0, dropout=0.0, recipe=Recipe(epochs=10, batch_size=128, lr=2e-3, weight_decay=0.05,
-                                                  warmup_epochs=1.0),
+        mlp_ratio=2.0, dropout=0.0, recipe=Recipe(epochs=10, batch_size=32, lr=2e-3, weight_decay=0.05,
+                                                  warmup_epochs=1.0, augment=()),
     ),
     # The 2024 paper gives only "500 epochs, ViT-style patches and position encoding". Width, heads and
     # dropout follow the authors' public ParaFormer code (width 192, 3 heads, dropout 0.1); the optimizer
@@ -117,7 +121,7 @@ def compare_with_paper(runs: pd.DataFrame, paper_table: dict) -> pd.DataFrame:
     grouped = runs.groupby(["dataset", "model", "branch_depth", "num_layers"], sort=False)
     table = grouped.agg(ours=("test_acc", "mean"), ours_std=("test_acc", "std"), seeds=("seed", "count"),
                         params=("num_params", "first"), train_seconds=("train_seconds", "sum")).reset_index()
-    table["paper"] = [paper_table.get(d, {}).get(m) for d, m in zip(table["dataset"], table["model"])]
+    table["paper"] = pd.to_numeric([paper_table.get(d, {}).get(m) for d, m in zip(table["dataset"], table["model"])])
     table["ours_minus_paper"] = table["ours"] - table["paper"]
     columns = ["dataset", "model", "branch_depth", "num_layers", "params", "paper", "ours", "ours_std",
                "ours_minus_paper", "seeds", "train_seconds"]

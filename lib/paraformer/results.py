@@ -68,7 +68,8 @@ def write_table(df, name: str, title: str, notes: list[str] = ()) -> tuple[Path,
     """`results/tables/<name>.csv` and a Markdown version with a title and notes (provenance, caveats)."""
     folder = results_dir() / "tables"
     csv_path = atomic_write_text(df.to_csv(index=False, float_format="%.2f"), folder / f"{name}.csv")
-    lines = [f"# {title}", "", df.to_markdown(index=False, floatfmt=".2f"), ""]
+    shown = df.astype(object).where(df.notna(), None)  # tabulate leaves None cells empty, but prints NaN as "nan"
+    lines = [f"# {title}", "", shown.to_markdown(index=False, floatfmt=".2f", missingval="-"), ""]
     lines += [f"- {note}" for note in notes]
     md_path = atomic_write_text("\n".join(lines) + "\n", folder / f"{name}.md")
     return csv_path, md_path

@@ -1,0 +1,327 @@
+"""Data: where datasets come from, how subsets are drawn, and what augmentation does to a batch.
+
+Everything here runs on tiny synthetic datasets written into tmp_path (archives, folders, idx files);
+nothing touches the network. Each synthetic image carries its identity in its pixels: pixel (0, 0) is a
+unique image id and every other pixel is the code of the class folder it was written to, so a test can
+check labels and splits from the loaded tensors alone.
+"""
+
+import gzip
+import io
+import struct
+import tarfile
+import urllib.error
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+import paraformer.config as config_module
+import paraformer.data as data
+from paraformer.config import ConfigError, DataConfig
+from paraformer.data import DATASETS, DatasetSpec, augment_batch, load_data, normalize, read_idx, stratified_subset
+
+FOLDER_CODES = {"zebra": 10, "apple": 20, "mango": 30}
+OFFICIAL_ORDER = ["zebra", "apple", "mango"]  # as classes.txt numbers them: not alphabetical
+TOY = DatasetSpec("toy", num_classes=3, in_channels=1, image_size=8, mean=(0.1,), std=(0.2,),
+                  torchvision_class="FakeToy")
+
+
+def png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def toy_files(per_class={"train": 6, "test": 3}, sizes=(8,)) -> dict[str, bytes]:
+    """Relative path -> file bytes of an ImageFolder tree with classes.txt in OFFICIAL_ORDER."""
+    files = {"classes.txt": ("# official index -> folder\n"
+                             + "".join(f"{i} {name}\n" for i, name in enumerate(OFFICIAL_ORDER))).encode()}
+    image_id = 0
+    for split, n in per_class.items():
+        for folder, code in FOLDER_CODES.items():
+            for k in range(n):
+                size = sizes[image_id % len(sizes)]
+                pixels = np.full((size, size), code, dtype=np.uint8)
+                pixels[0, 0] = image_id
+                files[f"{split}/{folder}/{k:04d}.png"] = png(pixels)
+                image_id += 1
+    return files
+
+
+def write_archive(path: Path, top: str, files: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return path
+
+
+def write_folder(root: Path, files: dict[str, bytes]) -> Path:
+    for name, content in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(content)
+    return root
+
+
+def ids(images: torch.Tensor) -> set[int]:
+    return set(images[:, 0, 0, 0].tolist())
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    """A private data dir and offline dir; the checkout's ../shared/datasets is an empty temp folder."""
+    paths = {"data": tmp_path / "data", "offline": tmp_path / "offline", "shared": tmp_path / "shared" / "datasets"}
+    for path in paths.values():
+        path.mkdir(parents=True)
+    monkeypatch.setenv("PARAFORMER_DATA", str(paths["data"]))
+    monkeypatch.setenv("PARAFORMER_OFFLINE_DATA", str(paths["offline"]))
+    monkeypatch.setattr(config_module, "project_root", lambda: tmp_path / "checkout")
+    monkeypatch.setitem(DATASETS, "toy", TOY)
+    return paths
+
+
+# --- subsets ----------------------------------------------------------------------------------------
+
+def test_a_subset_keeps_class_proportions_and_is_the_same_for_the_same_seed():
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    subset = stratified_subset(labels, 10, seed=3)
+    assert torch.equal(subset, stratified_subset(labels, 10, seed=3))
+    assert torch.equal(subset, subset.sort().values) and len(set(subset.tolist())) == 10
+    assert labels[subset].bincount().tolist() == [5, 3, 2]
+
+
+def test_shares_that_do_not_divide_evenly_are_rounded_by_largest_remainder():
+    labels = torch.arange(30) % 3  # 10 per class; 10 / 3 = 3.33 each
+    counts = labels[stratified_subset(labels, 10, seed=0)].bincount().tolist()
+    assert sorted(counts) == [3, 3, 4]
+
+
+def test_different_seeds_draw_different_subsets():
+    labels = torch.arange(1000) % 10
+    assert not torch.equal(stratified_subset(labels, 100, seed=0), stratified_subset(labels, 100, seed=1))
+
+
+def test_no_size_means_everything_and_too_large_a_size_is_an_error():
+    labels = torch.arange(100) % 4
+    assert torch.equal(stratified_subset(labels, None, seed=0), torch.arange(100))
+    with pytest.raises(ConfigError, match=r"n=101.*100 images"):
+        stratified_subset(labels, 101, seed=0)
+
+
+# --- loading ----------------------------------------------------------------------------------------
+
+def test_an_archive_is_split_into_disjoint_train_validation_and_test_subsets(dirs):
+    write_archive(dirs["offline"] / "toy.tar.gz", "toy", toy_files())
+    loaded = load_data(DataConfig(dataset="toy", n_train=15, n_test=6, val_fraction=0.2, subset_seed=1))
+    assert (len(loaded.train_labels), len(loaded.val_labels), len(loaded.test_labels)) == (12, 3, 6)
+    assert loaded.val_labels.bincount().tolist() == [1, 1, 1]  # the validation split is stratified too
+    assert not ids(loaded.train_images) & ids(loaded.val_images)
+    assert (loaded.train_images.dtype, loaded.train_labels.dtype) == (torch.uint8, torch.int64)
+    assert (loaded.num_classes, loaded.in_channels, loaded.image_size) == (3, 1, 8)
+    assert (loaded.mean, loaded.std) == (TOY.mean, TOY.std)  # registry datasets use their standard constants
+    assert loaded.source.startswith(f"offline archive {dirs['offline'] / 'toy.tar.gz'}")
+    again = load_data(DataConfig(dataset="toy", n_train=15, n_test=6, val_fraction=0.2, subset_seed=1))
+    assert torch.equal(again.train_images, loaded.train_images) and torch.equal(again.val_images, loaded.val_images)
+
+
+def test_classes_txt_gives_the_official_label_order_not_the_alphabetical_one(dirs):
+    write_archive(dirs["offline"] / "toy.tar.gz", "toy", toy_files())
+    loaded = load_data(DataConfig(dataset="toy"))
+    assert loaded.classes == OFFICIAL_ORDER
+    for images, labels in ((loaded.train_images, loaded.train_labels), (loaded.test_images, loaded.test_labels)):
+        codes = [FOLDER_CODES[loaded.classes[label]] for label in labels.tolist()]
+        assert images[:, 0, 1, 1].tolist() == codes
+
+
+def test_the_second_load_comes_from_the_decoded_tensor_cache(dirs, monkeypatch):
+    write_archive(dirs["offline"] / "toy.tar.gz", "toy", toy_files())
+    first = load_data(DataConfig(dataset="toy"))
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a cached dataset must not be decoded again")
+
+    monkeypatch.setattr(data, "_read_archive", no_decoding)
+    second = load_data(DataConfig(dataset="toy", n_train=9))
+    assert torch.equal(second.test_images, first.test_images) and second.source == first.source
+    assert [p.name for p in (dirs["data"] / "cache").iterdir()] == ["toy-offline-8px.pt"]
+
+
+def test_an_unpacked_offline_folder_works_like_the_archive(dirs):
+    write_folder(dirs["shared"] / "toy", toy_files())  # found in ../shared/datasets without configuration
+    loaded = load_data(DataConfig(dataset="toy"))
+    assert loaded.classes == OFFICIAL_ORDER and len(loaded.train_labels) == 18
+    assert loaded.source.startswith("offline folder")
+
+
+def test_a_failed_cache_write_leaves_no_partial_file_behind(dirs, monkeypatch):
+    write_archive(dirs["offline"] / "toy.tar.gz", "toy", toy_files())
+
+    def disk_full(obj, f):
+        f.write(b"half a cache")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.warns(UserWarning, match="could not write the dataset cache"):
+        loaded = load_data(DataConfig(dataset="toy"))
+    assert len(loaded.train_labels) == 18
+    assert list((dirs["data"] / "cache").iterdir()) == []
+
+
+def test_a_different_image_size_is_resized_when_decoded_and_cached_apart(dirs):
+    write_archive(dirs["offline"] / "toy.tar.gz", "toy", toy_files(sizes=(8, 12)))  # fitted to 8 by default
+    assert load_data(DataConfig(dataset="toy")).image_size == 8
+    assert load_data(DataConfig(dataset="toy", image_size=16)).train_images.shape[1:] == (1, 16, 16)
+    assert sorted(p.name for p in (dirs["data"] / "cache").iterdir()) == ["toy-offline-16px.pt", "toy-offline-8px.pt"]
+
+
+def test_without_offline_copies_torchvision_downloads_into_the_data_dir(dirs, monkeypatch):
+    class FakeCIFAR10(list):
+        classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+        def __init__(self, root, train, download):
+            assert download and root == str(dirs["data"])
+            n = 20 if train else 10
+            super().__init__((Image.new("RGB", (32, 32), (i, i, i)), i % 10) for i in range(n))
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
+    loaded = load_data(DataConfig(dataset="cifar10"))
+    assert loaded.train_images.shape == (20, 3, 32, 32) and loaded.test_labels.tolist() == list(range(10))
+    assert loaded.source == f"torchvision CIFAR10 (official) in {dirs['data']}"
+    assert loaded.classes == FakeCIFAR10.classes
+    assert (dirs["data"] / "cache" / "cifar10-torchvision-32px.pt").is_file()
+
+
+@pytest.mark.parametrize("name, torchvision_class", [("cifar100", "CIFAR100"), ("fashion_mnist", "FashionMNIST")])
+def test_a_dataset_found_nowhere_fails_with_one_message_listing_every_way_to_provide_it(
+        dirs, monkeypatch, name, torchvision_class):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no internet")
+
+    monkeypatch.setattr(torchvision.datasets, torchvision_class, offline)
+    if DATASETS[name].idx_dir:  # Debian's files must not be found either, even where they are installed
+        monkeypatch.setitem(DATASETS, name, replace(DATASETS[name], idx_dir=str(dirs["offline"] / "not-installed")))
+    with pytest.raises(data.DatasetNotFoundError) as error:
+        load_data(DataConfig(dataset=name))
+    message = str(error.value)
+    for expected in ("PARAFORMER_OFFLINE_DATA", f"{name}.tar.gz", f"{name}/train", "../shared/datasets",
+                     "torchvision", str(dirs["data"]), "URLError"):
+        assert expected in message
+    assert ("apt-get install dataset-fashion-mnist" in message) == (name == "fashion_mnist")
+    assert not (dirs["data"] / "cache").exists() or not list((dirs["data"] / "cache").iterdir())
+
+
+def test_an_unknown_name_is_a_config_error_that_lists_the_known_names(dirs):
+    with pytest.raises(ConfigError, match=r"'cifar11'.*cifar10.*ImageFolder.*train/ and test/"):
+        load_data(DataConfig(dataset="cifar11"))
+
+
+# --- ImageFolder directories and idx files ---------------------------------------------------------
+
+def test_an_imagefolder_directory_uses_alphabetical_classes_and_its_own_statistics(dirs, tmp_path):
+    files = {k: v for k, v in toy_files().items() if k != "classes.txt"}
+    root = write_folder(tmp_path / "my_images", files)
+    loaded = load_data(DataConfig(dataset=str(root)))
+    assert loaded.name == "my_images" and loaded.classes == sorted(FOLDER_CODES)
+    assert loaded.source == f"ImageFolder {root}"
+    pixels = loaded.train_images.double() / 255
+    assert loaded.mean[0] == pytest.approx(pixels.mean().item(), abs=1e-4)
+    assert loaded.std[0] == pytest.approx(pixels.std(unbiased=False).item(), abs=1e-4)
+
+
+def test_an_imagefolder_with_mixed_image_sizes_needs_an_image_size(dirs, tmp_path):
+    root = write_folder(tmp_path / "mixed", toy_files(sizes=(8, 10)))
+    with pytest.raises(ConfigError, match="DataConfig.image_size"):
+        load_data(DataConfig(dataset=str(root)))
+    loaded = load_data(DataConfig(dataset=str(root), image_size=6))
+    assert loaded.train_images.shape[1:] == (1, 6, 6) and loaded.classes == OFFICIAL_ORDER
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def test_official_idx_files_are_read_when_no_offline_copy_exists(dirs, tmp_path, monkeypatch):
+    idx_dir = tmp_path / "fashion-mnist"
+    idx_dir.mkdir()
+    rng = np.random.default_rng(0)
+    splits = {"train": (rng.integers(0, 256, (20, 28, 28)), np.arange(20) % 10),
+              "t10k": (rng.integers(0, 256, (10, 28, 28)), np.arange(10)[::-1] % 10)}
+    for prefix, (images, labels) in splits.items():
+        write_idx(idx_dir / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(idx_dir / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    monkeypatch.setitem(DATASETS, "fashion_mnist", replace(DATASETS["fashion_mnist"], idx_dir=str(idx_dir)))
+    loaded = load_data(DataConfig(dataset="fashion_mnist"))
+    assert torch.equal(loaded.test_images[:, 0], torch.from_numpy(splits["t10k"][0].astype(np.uint8)))
+    assert loaded.test_labels.tolist() == splits["t10k"][1].tolist()
+    assert loaded.classes[0] == "T-shirt/top" and loaded.source == f"official idx files in {idx_dir}"
+
+
+def test_read_idx_rejects_a_file_that_is_not_unsigned_byte_idx(tmp_path):
+    (tmp_path / "bad.gz").write_bytes(gzip.compress(b"\x00\x00\x0d\x01" + struct.pack(">I", 1) + b"\0\0\0\0"))
+    with pytest.raises(ValueError, match="not an unsigned-byte idx file"):
+        read_idx(tmp_path / "bad.gz")
+
+
+@pytest.mark.skipif(not Path("/work/shared/datasets/fashion_mnist.tar.gz").exists(),
+                    reason="the shared offline Fashion-MNIST archive is not on this machine")
+def test_the_shared_fashion_mnist_archive_is_remapped_to_official_labels():
+    # The archive is sorted by name, so its first images are test/Ankle_boot: official label 9, alphabetical 0.
+    first = data._read_archive(Path("/work/shared/datasets/fashion_mnist.tar.gz"), 1, 28, limit=5)
+    assert first["classes"][0] == "T-shirt_top" and first["classes"][9] == "Ankle_boot"
+    assert first["test_labels"].tolist() == [9] * 5 and first["test_images"].shape == (5, 1, 28, 28)
+
+
+# --- batches ----------------------------------------------------------------------------------------
+
+def test_normalize_gives_float32_in_units_of_the_channel_std():
+    images = torch.full((2, 3, 4, 4), 255, dtype=torch.uint8)
+    x = normalize(images, mean=(0.5, 0.5, 0.0), std=(0.5, 0.25, 1.0))
+    assert x.dtype == torch.float32 and x[:, :, 0, 0].tolist() == [[1.0, 2.0, 1.0]] * 2
+    with pytest.raises(ValueError, match="one value per channel"):
+        normalize(images, mean=(0.5,), std=(0.5,))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("augment", [(), ("flip",), ("crop",), ("randaugment",), ("flip", "crop", "randaugment")])
+def test_augmentation_keeps_shape_and_dtype(augment, channels):
+    images = torch.randint(0, 256, (4, channels, 16, 16), dtype=torch.uint8)
+    out = augment_batch(images, augment, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    if not augment:
+        assert torch.equal(out, images)
+
+
+def test_flip_and_crop_are_reproducible_with_the_same_generator_seed():
+    images = torch.randint(0, 256, (32, 3, 16, 16), dtype=torch.uint8)
+    first = augment_batch(images, ("flip", "crop"), torch.Generator().manual_seed(7))
+    assert torch.equal(first, augment_batch(images, ("flip", "crop"), torch.Generator().manual_seed(7)))
+    assert not torch.equal(first, augment_batch(images, ("flip", "crop"), torch.Generator().manual_seed(8)))
+
+
+def test_flip_mirrors_some_images_and_leaves_the_others_untouched():
+    images = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    out = augment_batch(images, ("flip",), torch.Generator().manual_seed(0))
+    flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(out, images)]
+    kept = [torch.equal(o, i) for o, i in zip(out, images)]
+    assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
+
+
+def test_crop_is_a_window_of_the_zero_padded_image():
+    images = torch.randint(1, 256, (16, 3, 8, 8), dtype=torch.uint8)
+    out = augment_batch(images, ("crop",), torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
+    for o, p in zip(out, padded):
+        assert any(torch.equal(o, p[:, dy:dy + 8, dx:dx + 8]) for dy in range(9) for dx in range(9))
+    assert (out == 0).any()  # some windows reach into the zero padding
+
+
+def test_an_unknown_augmentation_is_a_config_error():
+    with pytest.raises(ConfigError, match="'mixup'"):
+        augment_batch(torch.zeros(1, 1, 4, 4, dtype=torch.uint8), ("mixup",), torch.Generator())
