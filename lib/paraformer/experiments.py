@@ -10,6 +10,7 @@ Three profiles scale every experiment:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 import pandas as pd
@@ -107,7 +108,8 @@ def run_sweep(profile: Profile, model_names: list[str], datasets: tuple[str, ...
                 results.append(result)
                 rows.append({
                     "dataset": dataset, "model": model_config.name, "branch_depth": model_config.branch_depth,
-                    "num_layers": model_config.num_layers, "seed": seed, "test_acc": result.final_test_acc,
+                    "num_layers": model_config.num_layers, "seed": seed, "test_images": len(data.test_labels),
+                    "test_acc": result.final_test_acc,
                     "best_test_acc": max(h["test_acc"] for h in result.history), "num_params": result.num_params,
                     "train_seconds": result.wall_seconds, "cached": result.cached, "run_key": result.key,
                     "data_source": result.data_source, "device": result.device,
@@ -118,28 +120,33 @@ def run_sweep(profile: Profile, model_names: list[str], datasets: tuple[str, ...
 
 def compare_with_paper(runs: pd.DataFrame, paper_table: dict) -> pd.DataFrame:
     """Mean (and std over seeds) of our accuracy beside the paper's, one row per dataset and model."""
-    grouped = runs.groupby(["dataset", "model", "branch_depth", "num_layers"], sort=False)
+    grouped = runs.groupby(["dataset", "model", "branch_depth", "num_layers", "test_images"], sort=False)
     table = grouped.agg(ours=("test_acc", "mean"), ours_std=("test_acc", "std"), seeds=("seed", "count"),
                         params=("num_params", "first"), train_seconds=("train_seconds", "sum")).reset_index()
     table["paper"] = pd.to_numeric([paper_table.get(d, {}).get(m) for d, m in zip(table["dataset"], table["model"])])
     table["ours_minus_paper"] = table["ours"] - table["paper"]
     columns = ["dataset", "model", "branch_depth", "num_layers", "params", "paper", "ours", "ours_std",
-               "ours_minus_paper", "seeds", "train_seconds"]
+               "ours_minus_paper", "seeds", "test_images", "train_seconds"]
     return table[columns].rename(columns={"paper": "paper_acc", "ours": "our_acc", "ours_std": "our_acc_std"})
 
 
 def trend_summary(table: pd.DataFrame) -> list[str]:
-    """Per dataset, in words: does our accuracy rise with the number of layers, as the paper's does?"""
+    """Per dataset, in words: does our accuracy rise with the number of layers, as the paper's does, and
+    are the steps larger than the noise of measuring an accuracy on this many test images?"""
     lines = []
     for dataset, rows in table.sort_values("num_layers").groupby("dataset", sort=False):
         accs = rows["our_acc"].tolist()
-        models = rows["model"].tolist()
         rises = sum(b > a for a, b in zip(accs, accs[1:]))
         steps = len(accs) - 1
         verdict = ("rises at every step" if rises == steps else "never rises" if rises == 0
                    else f"rises at {rises} of {steps} steps")
-        spread = " -> ".join(f"{m.removeprefix('Para-F-')}: {a:.1f}" for m, a in zip(models, accs))
-        line = f"{dataset}: our accuracy {verdict} ({spread})."
+        spread = " -> ".join(f"{m.removeprefix('Para-F-')}: {a:.1f}" for m, a in zip(rows["model"], accs))
+        line = f"**{dataset}**: our accuracy {verdict} ({spread}; {accs[-1] - accs[0]:+.1f} points overall)."
+        # Binomial standard error of one accuracy measured on n test images; seeds average some of it away.
+        p, n = sum(accs) / len(accs) / 100, int(rows["test_images"].iloc[0]) * int(rows["seeds"].min())
+        noise = 100 * math.sqrt(p * (1 - p) / n)
+        line += (f" With {n} test predictions per model an accuracy has a standard error of about {noise:.1f} "
+                 f"points, so a step smaller than about {2 * noise:.1f} points is within noise.")
         paper = rows["paper_acc"].dropna()
         if len(paper):
             gap = rows["ours_minus_paper"].dropna()
