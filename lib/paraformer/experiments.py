@@ -10,7 +10,6 @@ Three profiles scale every experiment:
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, replace
 
 import pandas as pd
@@ -125,9 +124,14 @@ def compare_with_paper(runs: pd.DataFrame, paper_table: dict) -> pd.DataFrame:
                         params=("num_params", "first"), train_seconds=("train_seconds", "sum")).reset_index()
     table["paper"] = pd.to_numeric([paper_table.get(d, {}).get(m) for d, m in zip(table["dataset"], table["model"])])
     table["ours_minus_paper"] = table["ours"] - table["paper"]
-    columns = ["dataset", "model", "branch_depth", "num_layers", "params", "paper", "ours", "ours_std",
+    # Binomial standard error of the mean accuracy over all test predictions: the measurement noise that a
+    # difference between two cells has to exceed (seed-to-seed variation comes on top, in our_acc_std).
+    p = table["ours"] / 100
+    table["ours_se"] = 100 * (p * (1 - p) / (table["test_images"] * table["seeds"])) ** 0.5
+    columns = ["dataset", "model", "branch_depth", "num_layers", "params", "paper", "ours", "ours_se", "ours_std",
                "ours_minus_paper", "seeds", "test_images", "train_seconds"]
-    return table[columns].rename(columns={"paper": "paper_acc", "ours": "our_acc", "ours_std": "our_acc_std"})
+    return table[columns].rename(columns={"paper": "paper_acc", "ours": "our_acc", "ours_se": "our_acc_se",
+                                          "ours_std": "our_acc_std"})
 
 
 def trend_summary(table: pd.DataFrame) -> list[str]:
@@ -142,9 +146,7 @@ def trend_summary(table: pd.DataFrame) -> list[str]:
                    else f"rises at {rises} of {steps} steps")
         spread = " -> ".join(f"{m.removeprefix('Para-F-')}: {a:.1f}" for m, a in zip(rows["model"], accs))
         line = f"**{dataset}**: our accuracy {verdict} ({spread}; {accs[-1] - accs[0]:+.1f} points overall)."
-        # Binomial standard error of one accuracy measured on n test images; seeds average some of it away.
-        p, n = sum(accs) / len(accs) / 100, int(rows["test_images"].iloc[0]) * int(rows["seeds"].min())
-        noise = 100 * math.sqrt(p * (1 - p) / n)
+        n, noise = int(rows["test_images"].iloc[0] * rows["seeds"].min()), rows["our_acc_se"].mean()
         line += (f" With {n} test predictions per model an accuracy has a standard error of about {noise:.1f} "
                  f"points, so a step smaller than about {2 * noise:.1f} points is within noise.")
         paper = rows["paper_acc"].dropna()
