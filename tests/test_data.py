@@ -163,7 +163,7 @@ def test_a_failed_cache_write_leaves_no_partial_file_behind(dirs, monkeypatch):
     write_archive(dirs["offline"] / "toy.tar.gz", "toy", toy_files())
 
     def disk_full(obj, f):
-        f.write(b"half a cache")
+        Path(f).write_bytes(b"half a cache")
         raise OSError("No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)

@@ -50,6 +50,9 @@ def test_a_dataset_the_paper_lacks_has_an_empty_paper_cell():
 def test_the_trend_summary_says_what_the_numbers_show():
     rising = trend_summary(compare_with_paper(runs([40, 41, 42, 43]), TABLE2_LAYER_SWEEP))[0]
     assert "rises at every step" in rising and "+3.0 points overall" in rising
-    assert "standard error of about 1.6 points" in rising  # sqrt(0.415 * 0.585 / 1000) = 1.56
+    # standard error sqrt(0.415 * 0.585 / 1000) = 1.56 points; a difference needs 2 * sqrt(2) * 1.56 = 4.4
+    assert "must exceed about 4.4 points" in rising and "+3.0 points does not" in rising
+    clear = trend_summary(compare_with_paper(runs([40, 42, 45, 50]), TABLE2_LAYER_SWEEP))[0]
+    assert "+10.0 points does." in clear
     mixed = trend_summary(compare_with_paper(runs([40, 39, 42, 41]), TABLE2_LAYER_SWEEP))[0]
     assert "rises at 1 of 3 steps" in mixed

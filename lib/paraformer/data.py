@@ -24,7 +24,6 @@ import os
 import re
 import struct
 import tarfile
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from .config import AUGMENTATIONS, ConfigError, DataConfig, data_dir, offline_dirs
+from .results import atomic_save
 
 # --- the registry -----------------------------------------------------------------------------------
 
@@ -270,20 +270,10 @@ def _read_cache(path: Path) -> dict | None:
 
 
 def _write_cache(path: Path, full: dict) -> None:
-    """Write to a temp file in the same directory, then rename: readers never see half a file."""
-    tmp = None
+    """Atomic, so readers never see half a file; a full or read-only disk costs only the cache, not the run."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            torch.save({**full, "format": CACHE_FORMAT}, f)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is as shareable as the data
-        os.replace(tmp, path)
-    except BaseException as error:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if not isinstance(error, (OSError, RuntimeError)):  # a full or read-only disk: go on without the cache
-            raise
+        atomic_save({**full, "format": CACHE_FORMAT}, path)
+    except (OSError, RuntimeError) as error:
         warnings.warn(f"could not write the dataset cache {path} ({error}); using the data uncached")
 
 
@@ -291,7 +281,7 @@ def _not_found(spec: DatasetSpec, download_error: BaseException | None) -> Datas
     name = spec.name
     ways = [f"an offline copy: set PARAFORMER_OFFLINE_DATA (separated by {os.pathsep!r}) to a directory holding "
             f"{name}.tar.gz or an unpacked {name}/train + {name}/test (ImageFolder layout, optional {name}/classes.txt)",
-            f"or put that archive or folder in ../shared/datasets beside the checkout"]
+            "or put that archive or folder in ../shared/datasets beside the checkout"]
     if spec.idx_dir:
         ways.append(f"or `apt-get install dataset-fashion-mnist` (official idx files in {spec.idx_dir})")
     ways.append(f"or internet access, so that torchvision downloads {spec.torchvision_class} into {data_dir()}"

@@ -10,6 +10,7 @@ Three profiles scale every experiment:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 import pandas as pd
@@ -147,8 +148,12 @@ def trend_summary(table: pd.DataFrame) -> list[str]:
         spread = " -> ".join(f"{m.removeprefix('Para-F-')}: {a:.1f}" for m, a in zip(rows["model"], accs))
         line = f"**{dataset}**: our accuracy {verdict} ({spread}; {accs[-1] - accs[0]:+.1f} points overall)."
         n, noise = int(rows["test_images"].iloc[0] * rows["seeds"].min()), rows["our_acc_se"].mean()
-        line += (f" With {n} test predictions per model an accuracy has a standard error of about {noise:.1f} "
-                 f"points, so a step smaller than about {2 * noise:.1f} points is within noise.")
+        # Two standard errors of a difference between two independently measured accuracies.
+        threshold = 2 * math.sqrt(2) * noise
+        overall = accs[-1] - accs[0]
+        line += (f" With {n} test predictions per model, a difference between two models must exceed about "
+                 f"{threshold:.1f} points (two standard errors) to stand out from test-set noise: the overall "
+                 f"change of {overall:+.1f} points {'does' if abs(overall) > threshold else 'does not'}.")
         paper = rows["paper_acc"].dropna()
         if len(paper):
             gap = rows["ours_minus_paper"].dropna()
