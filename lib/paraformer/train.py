@@ -187,7 +187,7 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
     history: list[dict] = []
     wall_seconds = 0.0
     if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history, wall_seconds = state["history"], state["wall_seconds"]
