@@ -149,12 +149,12 @@ def trend_summary(table: pd.DataFrame) -> list[str]:
         steps = len(accs) - 1
         verdict = ("rises at every step" if rises == steps else "never rises" if rises == 0
                    else f"rises at {rises} of {steps} steps")
+        overall = accs[-1] - accs[0]
         spread = " -> ".join(f"{m.removeprefix('Para-F-')}: {a:.1f}" for m, a in zip(rows["model"], accs))
-        line = f"**{dataset}**: our accuracy {verdict} ({spread}; {accs[-1] - accs[0]:+.1f} points overall)."
+        line = f"**{dataset}**: our accuracy {verdict} ({spread}; {overall:+.1f} points overall)."
         n, noise = int(rows["test_images"].iloc[0] * rows["seeds"].min()), rows["our_acc_se"].mean()
         # Two standard errors of a difference between two independently measured accuracies.
         threshold = 2 * math.sqrt(2) * noise
-        overall = accs[-1] - accs[0]
         line += (f" With {n} test predictions per model, a difference between two models must exceed about "
                  f"{threshold:.1f} points (two standard errors) to stand out from test-set noise: the overall "
                  f"change of {overall:+.1f} points {'does' if abs(overall) > threshold else 'does not'}.")
