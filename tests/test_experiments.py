@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 from paraformer.config import ConfigError
-from paraformer.experiments import PROFILES, compare_with_paper, get_profile, trend_summary
+from paraformer.experiments import (PROFILES, compare_with_paper, convergence_summary, get_profile, paired_p_value,
+                                    time_to_target, trend_summary, versus_vit_summary, versus_vit_table)
 from paraformer.paper import TABLE2_LAYER_SWEEP
 from tests.test_train import toy_data
 
@@ -56,3 +57,52 @@ def test_the_trend_summary_says_what_the_numbers_show():
     assert "+10.0 points does." in clear
     mixed = trend_summary(compare_with_paper(runs([40, 39, 42, 41]), TABLE2_LAYER_SWEEP))[0]
     assert "rises at 1 of 3 steps" in mixed
+
+
+def comparison_runs(vit=(40.0, 42.0, 41.0), prefix=(43.0, 44.0, 44.5), dataset="cifar10"):
+    rows = []
+    for label, model, method, accs in (("ViT-6", "Para-F-6-6", "joint", vit),
+                                       ("Para-F-1-6 prefix", "Para-F-1-6", "prefix", prefix)):
+        for seed, acc in enumerate(accs):
+            rows.append({"dataset": dataset, "label": label, "model": model, "method": method, "seed": seed,
+                         "test_acc": acc, "num_params": 100, "train_seconds": 1.0, "test_images": 1000})
+    return pd.DataFrame(rows)
+
+
+def test_the_vit_comparison_pairs_each_seed_with_the_vit_of_the_same_seed():
+    table = versus_vit_table(comparison_runs(), paper_gain=2.39)
+    para = table[table["method"] == "prefix"].iloc[0]
+    # per-seed differences 3.0, 2.0, 3.5: mean 2.83, std 0.76; unpaired std of the means would be larger
+    assert para["ours_minus_vit"] == pytest.approx(17 / 6)
+    assert para["ours_minus_vit_std"] == pytest.approx(pd.Series([3.0, 2.0, 3.5]).std())
+    assert para["paper_best_gain_over_vit"] == 2.39 and pd.isna(table.iloc[0]["paper_best_gain_over_vit"])
+    assert 0 < para["p_value"] < 0.05
+
+
+def test_the_p_value_follows_the_paired_t_test():
+    from scipy import stats
+    diffs = [3.0, 2.0, 3.5]
+    expected = stats.ttest_1samp(diffs, 0.0).pvalue
+    assert paired_p_value(pd.Series(diffs).mean(), pd.Series(diffs).std(), 3) == pytest.approx(expected)
+    assert pd.isna(paired_p_value(1.0, float("nan"), 1))
+
+
+def test_the_vit_summary_says_whether_the_difference_is_significant():
+    line = versus_vit_summary(versus_vit_table(comparison_runs(), 2.39), 2.39)[0]
+    assert "prefix) beats it: +2.83 points, against the paper's up to +2.39" in line
+    assert "(significant at 5%)" in line
+    noisy = versus_vit_summary(versus_vit_table(comparison_runs(prefix=(45.0, 40.0, 40.5)), 2.39), 2.39)[0]
+    assert "+0.83" in noisy and "significant" not in noisy
+
+
+def test_time_to_target_finds_the_first_epoch_reaching_a_share_of_the_reference():
+    curves = pd.DataFrame([
+        {"dataset": "d", "label": label, "seed": 0, "epoch": e, "test_acc": acc, "train_seconds": 10.0 * e * cost}
+        for label, accs, cost in (("joint", [20, 40, 50], 1), ("fast", [48, 49, 51], 2))
+        for e, acc in enumerate(accs, start=1)])
+    targets = time_to_target(curves, "joint", fraction=0.95).set_index("label")
+    assert targets.loc["joint", "target_acc"] == pytest.approx(47.5)
+    assert (targets.loc["joint", "epochs_to_target"], targets.loc["joint", "seconds_to_target"]) == (3, 30.0)
+    assert (targets.loc["fast", "epochs_to_target"], targets.loc["fast", "seconds_to_target"]) == (1, 20.0)
+    line = convergence_summary(targets.reset_index(), "joint")[0]
+    assert "in epochs: fast; in training seconds: fast." in line

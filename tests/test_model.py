@@ -120,3 +120,76 @@ def test_unknown_config_keys_fail_loudly():
         from_dict(ModelConfig, {"num_layers": 2, "nb": 3})
     with pytest.raises(ConfigError, match="not of the form"):
         ModelConfig.from_name("24")
+
+
+def test_expanding_with_new_classes_keeps_the_old_logits_bit_identical_even_after_training():
+    torch.manual_seed(0)
+    old = ParaFormer(small("1-2", num_classes=3)).eval()
+    x = torch.randn(4, 3, 16, 16)
+    reference = old(x)
+    bigger = old.expand(2, num_new_classes=4).eval()
+    assert (bigger.config.num_branches, bigger.config.num_classes) == (4, 7)
+    assert (bigger.config.task_classes, bigger.config.task_branches) == ((3, 4), (2, 2))
+    assert torch.equal(bigger(x)[:, :3], reference)
+    # train only what is new, as class-incremental expansion does
+    new = set(bigger.inherit(old))
+    assert new and all(n.startswith(("branches.2.", "branches.3.", "task_heads.0.")) for n in new)
+    trainable = [p for n, p in bigger.named_parameters() if n in new]
+    optimizer = torch.optim.SGD(trainable, lr=0.5)
+    for _ in range(3):
+        optimizer.zero_grad()
+        bigger(x).logsumexp(1).sum().backward()
+        optimizer.step()
+    assert not torch.equal(bigger(x)[:, 3:], old.expand(2, 4)(x)[:, 3:])
+    assert torch.equal(bigger(x)[:, :3], reference)
+
+
+def test_growing_without_new_classes_keeps_the_old_model_as_a_bit_identical_prefix():
+    torch.manual_seed(0)
+    old = ParaFormer(small("1-3")).eval()
+    x = torch.randn(4, 3, 16, 16)
+    bigger = old.expand(2).eval()
+    assert bigger.config.num_branches == 5 and not bigger.config.is_incremental
+    assert torch.equal(bigger(x, num_branches=3), old(x))
+    for k in (1, 2):
+        assert torch.equal(bigger(x, num_branches=k), old(x, num_branches=k))
+
+
+def test_a_class_incremental_model_has_prefixes_only_at_task_boundaries():
+    model = ParaFormer(small("1-2", num_classes=3)).expand(1, 2).expand(2, 2)
+    assert model.task_ends() == [2, 3, 5]
+    assert model(torch.randn(1, 3, 16, 16), num_branches=3).shape == (1, 5)
+    with pytest.raises(ValueError, match="num_branches=4 splits a task"):
+        model(torch.randn(1, 3, 16, 16), num_branches=4)
+    with pytest.raises(ValueError, match="grows only with a new task"):
+        model.expand(1)
+    assert sum(p.numel() for p in model.parameters()) == count_parameters(model.config)
+
+
+def test_a_model_inherits_only_from_a_model_it_expands():
+    with pytest.raises(ValueError, match="is not an expansion of"):
+        ParaFormer(small("1-4", width=64, num_heads=4)).inherit(ParaFormer(small("1-2")))
+    with pytest.raises(ValueError, match="is not an expansion of"):
+        ParaFormer(small("1-2")).inherit(ParaFormer(small("1-4")))
+
+
+def test_selected_branches_make_a_smaller_model_that_saves_and_loads_without_the_others(tmp_path):
+    from paraformer.model import load_model, save_model
+
+    torch.manual_seed(0)
+    model = ParaFormer(small("2-8")).eval()
+    x = torch.randn(3, 3, 16, 16)
+    tokens = model.embed(x)
+    kept = [2, 0]
+    compressed = model.select_branches(kept)
+    expected = model.classify(model.branches[2](tokens)[:, 0] + model.branches[0](tokens)[:, 0])
+    assert torch.equal(compressed(x), expected)
+    assert torch.equal(model.select_branches([0, 1])(x), model(x, num_branches=2))
+    full_file, small_file = save_model(model, tmp_path / "full.pt"), save_model(compressed, tmp_path / "small.pt")
+    assert small_file.stat().st_size < 0.6 * full_file.stat().st_size
+    loaded = load_model(small_file).eval()
+    assert loaded.config == compressed.config and loaded.num_branches == 2
+    assert torch.equal(loaded(x), compressed(x))
+    for bad in ([], [0, 0], [4], [True]):
+        with pytest.raises(ValueError, match="branch indices"):
+            model.select_branches(bad)

@@ -60,6 +60,13 @@ def to_dict(config) -> dict:
     return dataclasses.asdict(config)
 
 
+def _lists_to_tuples(obj, *names: str) -> None:
+    """Frozen configs hold tuples (hashable, and equal after a JSON round trip); accept lists too."""
+    for name in names:
+        if isinstance(getattr(obj, name), list):
+            object.__setattr__(obj, name, tuple(getattr(obj, name)))
+
+
 def _positive(obj, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
@@ -85,8 +92,13 @@ class ModelConfig:
     num_branches: int | None = None  # alternative to num_layers: number of parallel branches
     dropout: float = 0.0  # dropout after the embedding, the attention projection and the MLP
     num_classes: int = 10  # outputs of the shared head
+    # Class-incremental models (see ParaFormer.expand): task t adds task_branches[t] branches and a head for
+    # task_classes[t] new classes, which reads the sum of the branches up to its own. Empty = one head.
+    task_classes: tuple[int, ...] = ()  # classes of each task, in label order; sums to num_classes
+    task_branches: tuple[int, ...] = ()  # branches each task added; sums to num_branches
 
     def __post_init__(self):
+        _lists_to_tuples(self, "task_classes", "task_branches")
         _check_types(self)
         _positive(self, "image_size", "in_channels", "patch_size", "width", "num_heads", "mlp_ratio",
                   "branch_depth", "num_layers", "num_branches", "num_classes")
@@ -115,6 +127,14 @@ class ModelConfig:
             raise ConfigError(f"ModelConfig.dropout={self.dropout} must be in [0, 1)")
         if int(self.mlp_ratio * self.width) < 1:
             raise ConfigError(f"ModelConfig.mlp_ratio={self.mlp_ratio} gives an empty MLP at width={self.width}")
+        if self.task_classes or self.task_branches:
+            tasks = (self.task_classes, self.task_branches)
+            if (len(tasks[0]) != len(tasks[1]) or len(tasks[0]) < 2 or sum(tasks[0]) != self.num_classes
+                    or sum(tasks[1]) != self.num_branches or min(tasks[0] + tasks[1]) < 1):
+                raise ConfigError(
+                    f"ModelConfig.task_classes={self.task_classes} and task_branches={self.task_branches} must be "
+                    f"positive, of equal length (at least 2 tasks), and sum to num_classes={self.num_classes} and "
+                    f"num_branches={self.num_branches}; build class-incremental models with ParaFormer.expand()")
 
     @classmethod
     def from_name(cls, name: str, **fields) -> "ModelConfig":
@@ -129,6 +149,44 @@ class ModelConfig:
     @property
     def name(self) -> str:
         return f"Para-F-{self.branch_depth}-{self.num_layers}"
+
+    @property
+    def is_incremental(self) -> bool:
+        """A class-incremental model: one head per task, not one shared head."""
+        return len(self.task_classes) > 1
+
+    def with_branches(self, num_branches: int, **fields) -> "ModelConfig":
+        """The same model with another number of branches (and any other fields changed)."""
+        return dataclasses.replace(self, num_layers=None, num_branches=num_branches, **fields)
+
+    def expanded(self, num_new_branches: int, num_new_classes: int = 0) -> "ModelConfig":
+        """This model grown by `num_new_branches` branches and, for a new task, `num_new_classes` classes."""
+        for name, value, least in (("num_new_branches", num_new_branches, 1), ("num_new_classes", num_new_classes, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(f"{name}={value!r} must be an int >= {least}")
+        if not num_new_classes:
+            if self.is_incremental:
+                raise ConfigError("a class-incremental model grows only with a new task: give num_new_classes > 0 "
+                                  "(new branches without new classes would change the last task's logits)")
+            return self.with_branches(self.num_branches + num_new_branches)
+        return self.with_branches(
+            self.num_branches + num_new_branches, num_classes=self.num_classes + num_new_classes,
+            task_classes=(self.task_classes or (self.num_classes,)) + (num_new_classes,),
+            task_branches=(self.task_branches or (self.num_branches,)) + (num_new_branches,))
+
+    def is_expansion_of(self, smaller: "ModelConfig") -> bool:
+        """True when this model is `smaller` with branches (and possibly tasks) appended."""
+        same = [f.name for f in dataclasses.fields(self)
+                if f.name not in ("num_layers", "num_branches", "num_classes", "task_classes", "task_branches")]
+        if any(getattr(self, name) != getattr(smaller, name) for name in same):
+            return False
+        if self.num_branches < smaller.num_branches:
+            return False
+        if not (self.is_incremental or smaller.is_incremental):
+            return self.num_classes == smaller.num_classes  # more branches in the shared sum
+        old = (smaller.task_classes or (smaller.num_classes,), smaller.task_branches or (smaller.num_branches,))
+        new = (self.task_classes, self.task_branches)
+        return len(new[0]) >= len(old[0]) and new[0][:len(old[0])] == old[0] and new[1][:len(old[1])] == old[1]
 
     @property
     def mlp_hidden(self) -> int:
@@ -150,15 +208,22 @@ class DataConfig:
     val_fraction: float = 0.0  # share of the training subset held out (stratified) as a validation split
     image_size: int | None = None  # resize images to this square size when decoding; None = native size
     subset_seed: int = 0  # seed of the subset and validation draws
+    classes: tuple[int, ...] | None = None  # keep only these class indices (labels keep their numbers); None = all
 
     def __post_init__(self):
+        _lists_to_tuples(self, "classes")
         _check_types(self)
         _positive(self, "n_train", "n_test", "image_size")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"DataConfig.val_fraction={self.val_fraction} must be in [0, 1)")
+        if self.classes is not None and (not self.classes or len(set(self.classes)) != len(self.classes)
+                                         or not all(isinstance(c, int) and c >= 0 for c in self.classes)):
+            raise ConfigError(f"DataConfig.classes={self.classes} must be distinct class indices >= 0 (or None)")
 
 
 AUGMENTATIONS = ("flip", "crop", "randaugment")
+# How the branches learn (paraformer.progressive): the plain baseline and the three progressive variants.
+METHODS = ("joint", "authors", "prefix", "frozen")
 
 
 @dataclass(frozen=True)
@@ -179,10 +244,12 @@ class Recipe:
     seed: int = 0  # initialization, shuffling, augmentation and dropout
     device: str = "auto"  # "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...
     amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU, where it would only be slower
+    method: str = "joint"  # one of METHODS; see paraformer.progressive
+    prefix_weights: tuple[float, ...] = ()  # "prefix" method: weight of each prefix's loss; () = all equal
+    freeze_inherited: bool = False  # with a parent run (train(parent=...)): train only what the parent lacked
 
     def __post_init__(self):
-        if isinstance(self.augment, list):
-            object.__setattr__(self, "augment", tuple(self.augment))
+        _lists_to_tuples(self, "augment", "prefix_weights")
         _check_types(self)
         _positive(self, "epochs", "batch_size", "lr", "grad_clip")
         if self.optimizer not in ("adamw", "adam", "sgd"):
@@ -196,6 +263,12 @@ class Recipe:
         unknown = [name for name in self.augment if name not in AUGMENTATIONS]
         if unknown:
             raise ConfigError(f"Recipe.augment has unknown augmentation(s) {unknown}; choose from {AUGMENTATIONS}")
+        if self.method not in METHODS:
+            raise ConfigError(f"Recipe.method={self.method!r} is unknown; choose from {METHODS}")
+        if self.prefix_weights and (self.method != "prefix" or min(self.prefix_weights) < 0
+                                    or sum(self.prefix_weights) <= 0):
+            raise ConfigError(f"Recipe.prefix_weights={self.prefix_weights} needs method='prefix' and non-negative "
+                              "weights with a positive sum (one per branch)")
 
 
 # --- where files live -------------------------------------------------------------------------------

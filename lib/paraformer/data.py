@@ -118,12 +118,23 @@ class ImageData:
 def load_data(config: DataConfig) -> ImageData:
     """The images `config` asks for: stratified subsets (drawn with `config.subset_seed`) of the full splits."""
     name, full = _load_full(config)
+    # Class-incremental tasks keep some classes; labels keep their numbers, so a task's labels index the
+    # outputs of a model that has seen all earlier classes too.
+    pools = {split: torch.arange(len(full[f"{split}_labels"])) for split in ("train", "test")}
+    if config.classes is not None:
+        num_classes = len(full["classes"])
+        if max(config.classes) >= num_classes:
+            raise ConfigError(f"DataConfig.classes={config.classes} names a class that {name} lacks; "
+                              f"it has classes 0..{num_classes - 1}")
+        wanted = torch.tensor(config.classes)
+        pools = {split: torch.nonzero(torch.isin(full[f"{split}_labels"], wanted)).flatten() for split in pools}
     for field, n, split in (("n_train", config.n_train, "train"), ("n_test", config.n_test, "test")):
-        available = len(full[f"{split}_labels"])
+        available = len(pools[split])
         if n is not None and n > available:
             raise ConfigError(f"DataConfig.{field}={n} exceeds the {available} images of {name}'s {split} split; "
                               f"use at most {available} (or None for all)")
-    train_idx = stratified_subset(full["train_labels"], config.n_train, config.subset_seed)
+    train_idx = pools["train"][stratified_subset(full["train_labels"][pools["train"]], config.n_train,
+                                                 config.subset_seed)]
     n_val = round(config.val_fraction * len(train_idx))
     if n_val >= len(train_idx) and n_val > 0:
         raise ConfigError(f"DataConfig.val_fraction={config.val_fraction} leaves no training images out of "
@@ -133,7 +144,7 @@ def load_data(config: DataConfig) -> ImageData:
     is_val = torch.zeros(len(train_idx), dtype=torch.bool)
     is_val[val_pos] = True
     val_idx, train_idx = train_idx[is_val], train_idx[~is_val]
-    test_idx = stratified_subset(full["test_labels"], config.n_test, config.subset_seed)
+    test_idx = pools["test"][stratified_subset(full["test_labels"][pools["test"]], config.n_test, config.subset_seed)]
     return ImageData(
         name=name,
         train_images=full["train_images"][train_idx], train_labels=full["train_labels"][train_idx],

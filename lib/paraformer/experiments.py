@@ -10,12 +10,14 @@ Three profiles scale every experiment:
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, field, replace
 
 import pandas as pd
+from scipy import stats
 
-from .config import ConfigError, DataConfig, ModelConfig, Recipe
+from .config import METHODS, ConfigError, DataConfig, ModelConfig, Recipe
 from .data import ImageData, load_data
 from .train import RunResult, train
 
@@ -95,30 +97,30 @@ def get_profile(name: str) -> Profile:
 
 
 def run_sweep(profile: Profile, model_names: list[str], datasets: tuple[str, ...] | None = None,
-              progress: bool = True) -> tuple[pd.DataFrame, list[RunResult]]:
-    """Train (or fetch from the run cache) every model on every dataset with every seed of the profile.
+              progress: bool = True, methods: tuple[str, ...] = ("joint",),
+              seeds: tuple[int, ...] | None = None) -> tuple[pd.DataFrame, list[RunResult]]:
+    """Train (or fetch from the run cache) every model with every method (`Recipe.method`) on every dataset
+    with every seed (the profile's unless given).
 
-    Returns one row per run (dataset, model, seed, accuracy, size, time, provenance) and the run records.
+    Returns one row per run (dataset, model, method, seed, accuracy, size, time, provenance) and the records.
     """
     rows, results = [], []
     for dataset in datasets or profile.datasets:
         data_config = profile.data_config(dataset)
         data = load_data(data_config)
-        for name in model_names:
+        for name, method, seed in itertools.product(model_names, methods, seeds or profile.seeds):
             model_config = profile.model_config(name, data)
-            for seed in profile.seeds:
-                result = train(model_config, data_config, replace(profile.recipe, seed=seed), data=data,
-                               progress=progress)
-                results.append(result)
-                rows.append({
-                    "dataset": dataset, "model": model_config.name, "branch_depth": model_config.branch_depth,
-                    "num_layers": model_config.num_layers, "seed": seed, "test_images": len(data.test_labels),
-                    "test_acc": result.final_test_acc,
-                    "best_test_acc": max(h["test_acc"] for h in result.history), "num_params": result.num_params,
-                    "train_seconds": result.wall_seconds, "cached": result.cached, "run_key": result.key,
-                    "data_source": result.data_source, "device": result.device,
-                    "code_version": result.code_version,
-                })
+            result = train(model_config, data_config, replace(profile.recipe, seed=seed, method=method), data=data,
+                           progress=progress)
+            results.append(result)
+            rows.append({
+                "dataset": dataset, "model": model_config.name, "method": method,
+                "branch_depth": model_config.branch_depth, "num_layers": model_config.num_layers, "seed": seed,
+                "test_images": len(data.test_labels), "test_acc": result.final_test_acc,
+                "best_test_acc": max(h["test_acc"] for h in result.history), "num_params": result.num_params,
+                "train_seconds": result.wall_seconds, "cached": result.cached, "run_key": result.key,
+                "data_source": result.data_source, "device": result.device, "code_version": result.code_version,
+            })
     return pd.DataFrame(rows), results
 
 
@@ -174,3 +176,158 @@ def profile_record(profile: Profile) -> dict:
     record = asdict(profile)
     record["recipe"] = asdict(profile.recipe)
     return record
+
+
+# --- the 2025 paper: ParaFormer against ViT, under every training method (notebooks 03 and 04) ---------------
+
+@dataclass(frozen=True)
+class Comparison:
+    """A ParaFormer trained by every method of `paraformer.progressive`, against the ViT with as many layers
+    (so as many parameters) under the same recipe. A validation split is held out so that compression
+    (notebook 04) chooses branches on it, never on the test split; both notebooks then share the runs."""
+
+    profile: Profile
+    paraformer: str  # Para-F-m-n name of the ParaFormer; the ViT is Para-F-n-n
+
+    @property
+    def vit(self) -> str:
+        layers = ModelConfig.from_name(self.paraformer).num_layers
+        return f"{layers}-{layers}"
+
+
+_paper = PROFILES["paper"]
+COMPARISONS = {
+    "ci": Comparison(replace(PROFILES["ci"], seeds=(0, 1), val_fraction=0.1), "1-4"),
+    # Six depth-1 branches against ViT-6: the authors' variant costs m(m+1)/2 + m branch passes per
+    # minibatch, so a few branches keep 5 methods x 3 seeds x 2 datasets within about 20 minutes here.
+    "quick": Comparison(replace(PROFILES["quick"], seeds=(0, 1, 2), val_fraction=0.1), "1-6"),
+    # The 2025 paper's datasets, and the authors' public code's shape and length: 8 branches of depth 2,
+    # 300 epochs, 10% of the training set held out. The code upsamples images to 224 px with patch 16; we keep
+    # the native size with patch 4 (8 x 8 or 7 x 7 patches), which suits 32 px images better.
+    "paper": Comparison(replace(_paper, datasets=("cifar10", "cifar100", "fashion_mnist"), seeds=(0, 1, 2),
+                                val_fraction=0.1, recipe=replace(_paper.recipe, epochs=300)), "2-16"),
+}
+
+
+def get_comparison(profile: str) -> Comparison:
+    get_profile(profile)  # the same error for an unknown name
+    return COMPARISONS[profile]
+
+
+def method_label(model: str, method: str, vit: str) -> str:
+    """'ViT-6' for the ViT, else 'Para-F-1-6 prefix'."""
+    if model == f"Para-F-{vit}":
+        return f"ViT-{vit.split('-')[1]}"
+    return f"{model} {method}"
+
+
+def run_comparison(comparison: Comparison, datasets: tuple[str, ...] | None = None, methods: tuple[str, ...] = METHODS,
+                   seeds: tuple[int, ...] | None = None, progress: bool = True) -> tuple[pd.DataFrame, list[RunResult]]:
+    """The ViT (joint training) and the ParaFormer under each of `methods`: one row per run, with a `label`."""
+    vit_runs, vit_results = run_sweep(comparison.profile, [comparison.vit], datasets, progress, seeds=seeds)
+    para_runs, para_results = run_sweep(comparison.profile, [comparison.paraformer], datasets, progress, methods, seeds)
+    runs = pd.concat([vit_runs, para_runs], ignore_index=True)
+    runs["label"] = [method_label(m, k, comparison.vit) for m, k in zip(runs["model"], runs["method"])]
+    return runs, vit_results + para_results
+
+
+def versus_vit_table(runs: pd.DataFrame, paper_gain: float) -> pd.DataFrame:
+    """Per dataset and label: mean and std over seeds, and the difference to the ViT of the same seed
+    (paired, so that seed-to-seed variation shared by both models cancels), beside the paper's best gain."""
+    vit = runs[runs["label"].str.startswith("ViT")].set_index(["dataset", "seed"])["test_acc"]
+    runs = runs.assign(minus_vit=[acc - vit.get((d, s), float("nan"))
+                                  for d, s, acc in zip(runs["dataset"], runs["seed"], runs["test_acc"])])
+    table = runs.groupby(["dataset", "label", "model", "method"], sort=False).agg(
+        params=("num_params", "first"), our_acc=("test_acc", "mean"), our_acc_std=("test_acc", "std"),
+        seeds=("seed", "count"), ours_minus_vit=("minus_vit", "mean"), ours_minus_vit_std=("minus_vit", "std"),
+        seconds_per_run=("train_seconds", "mean"), test_images=("test_images", "first")).reset_index()
+    is_vit = table["label"].str.startswith("ViT")
+    table.loc[is_vit, ["ours_minus_vit", "ours_minus_vit_std"]] = float("nan")
+    table["p_value"] = [paired_p_value(m, sd, n) for m, sd, n in
+                        zip(table["ours_minus_vit"], table["ours_minus_vit_std"], table["seeds"])]
+    table["paper_best_gain_over_vit"] = [float("nan") if v else paper_gain for v in is_vit]
+    return table
+
+
+def paired_p_value(mean: float, std: float, n: int) -> float:
+    """Two-sided p-value of a paired t-test that the mean of `n` per-seed differences is zero (NaN for n < 2).
+    It measures seed-to-seed variation only: every seed is tested on the same test images."""
+    if n < 2 or not math.isfinite(mean) or not math.isfinite(std):
+        return float("nan")
+    if std == 0:
+        return 0.0 if mean else 1.0
+    return float(2 * stats.t.sf(abs(mean) / (std / math.sqrt(n)), df=n - 1))
+
+
+def versus_vit_summary(table: pd.DataFrame, paper_gain: float) -> list[str]:
+    """Per dataset, in words: which ParaFormer variants beat the ViT, by how much, and beyond noise or not."""
+    lines = []
+    for dataset, rows in table.groupby("dataset", sort=False):
+        vit = rows[rows["label"].str.startswith("ViT")].iloc[0]
+        paras = rows[~rows["label"].str.startswith("ViT")].sort_values("ours_minus_vit", ascending=False)
+        n = int(vit["seeds"])
+        parts = []
+        for _, r in paras.iterrows():
+            p = r["p_value"]
+            verdict = "" if math.isnan(p) else f", p = {p:.2f}" + (" (significant at 5%)" if p < 0.05 else "")
+            parts.append(f"{r['method']} {r['ours_minus_vit']:+.2f} ± {r['ours_minus_vit_std']:.2f}{verdict}")
+        best = paras.iloc[0]
+        verdict = ("beats" if best["ours_minus_vit"] > 0 else "does not beat")
+        lines.append(f"**{dataset}**: {vit['label']} reaches {vit['our_acc']:.2f} ± {vit['our_acc_std']:.2f} % "
+                     f"({n} seeds). Our best ParaFormer ({best['method']}) {verdict} it: {best['ours_minus_vit']:+.2f} "
+                     f"points, against the paper's up to +{paper_gain:.2f}. Differences to the ViT of the same seed, "
+                     f"mean ± std over seeds (p: paired t-test over seeds): " + "; ".join(parts) + ".")
+    return lines
+
+
+def learning_curves(runs: pd.DataFrame, results: list[RunResult]) -> pd.DataFrame:
+    """One row per run and epoch: test accuracy against epochs and against cumulative training seconds."""
+    rows = []
+    for (_, run), result in zip(runs.iterrows(), results):
+        seconds = 0.0
+        for h in result.history:
+            seconds += h["train_seconds"]
+            rows.append({"dataset": run["dataset"], "label": run["label"], "method": run["method"],
+                         "seed": run["seed"], "epoch": h["epoch"], "train_seconds": seconds,
+                         "test_acc": h["test_acc"], "branches": h["branches"]})
+    return pd.DataFrame(rows)
+
+
+def time_to_target(curves: pd.DataFrame, reference: str, fraction: float = 0.95) -> pd.DataFrame:
+    """Per dataset and label: the first epoch (and its mean cumulative training seconds) at which the
+    seed-mean test accuracy reaches `fraction` of the final seed-mean accuracy of the `reference` label."""
+    mean = curves.groupby(["dataset", "label", "epoch"], sort=False)[["test_acc", "train_seconds"]].mean().reset_index()
+    rows = []
+    for dataset, per_dataset in mean.groupby("dataset", sort=False):
+        ref = per_dataset[per_dataset["label"] == reference]
+        target = fraction * ref.loc[ref["epoch"].idxmax(), "test_acc"]
+        for label, curve in per_dataset.groupby("label", sort=False):
+            hit = curve[curve["test_acc"] >= target]
+            rows.append({"dataset": dataset, "label": label, "target_acc": target,
+                         "epochs_to_target": hit["epoch"].min() if len(hit) else float("nan"),
+                         "seconds_to_target": hit.loc[hit["epoch"].idxmin(), "train_seconds"] if len(hit) else float("nan"),
+                         "final_acc": curve.loc[curve["epoch"].idxmax(), "test_acc"],
+                         "total_seconds": curve["train_seconds"].max()})
+    return pd.DataFrame(rows)
+
+
+def convergence_summary(targets: pd.DataFrame, reference: str) -> list[str]:
+    """Per dataset, in words: which methods reach the target sooner than the reference, in epochs and seconds."""
+    lines = []
+    for dataset, rows in targets.groupby("dataset", sort=False):
+        ref = rows[rows["label"] == reference].iloc[0]
+        parts = []
+        for _, r in rows.iterrows():
+            if math.isnan(r["epochs_to_target"]):
+                parts.append(f"{r['label']} never (final {r['final_acc']:.1f})")
+            else:
+                parts.append(f"{r['label']} after {int(r['epochs_to_target'])} epoch(s) / {r['seconds_to_target']:.1f} s")
+        faster = [r["label"] for _, r in rows.iterrows() if r["label"] != reference
+                  and not math.isnan(r["seconds_to_target"]) and r["seconds_to_target"] < ref["seconds_to_target"]]
+        sooner = [r["label"] for _, r in rows.iterrows() if r["label"] != reference
+                  and not math.isnan(r["epochs_to_target"]) and r["epochs_to_target"] < ref["epochs_to_target"]]
+        lines.append(f"**{dataset}** (target {ref['target_acc']:.1f}% = {ref['target_acc'] / ref['final_acc']:.2f} x "
+                     f"{reference}'s final seed-mean accuracy): " + "; ".join(parts) + ". "
+                     f"Sooner than {reference} in epochs: {', '.join(sooner) or 'none'}; "
+                     f"in training seconds: {', '.join(faster) or 'none'}.")
+    return lines

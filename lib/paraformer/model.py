@@ -10,16 +10,25 @@ depth n is exactly a ViT of depth n, so the ViT baseline is this class too (`Mod
 num_layers=n)`).
 
 `model(x, num_branches=k)` uses only the first k branches: the prefix models that progressive training
-and compression work with.
+and compression work with. The head reads only the CLS token, so only the branches' CLS outputs are summed,
+always in branch order and one branch at a time: a prefix, a compressed copy and an expanded model all
+compute their shared part with the same float operations, so their outputs agree bit for bit.
+
+Class-incremental models (`ModelConfig.task_classes`, built by `expand`) have one head per task; the head of
+task t reads the sum of the branches that existed when task t arrived, so later branches never change the
+logits of earlier classes.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ConfigError, ModelConfig
+from .config import ConfigError, ModelConfig, from_dict, to_dict
+from .results import atomic_save
 
 
 class Attention(nn.Module):
@@ -85,8 +94,12 @@ class ParaFormer(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, config.num_patches + 1, config.width))
         self.embed_dropout = nn.Dropout(config.dropout)
         self.branches = nn.ModuleList(Branch(config) for _ in range(config.num_branches))
+        # The first task's head keeps the plain model's names, so that expanding a model keeps its state dict.
+        classes = config.task_classes or (config.num_classes,)
         self.norm = nn.LayerNorm(config.width)
-        self.head = nn.Linear(config.width, config.num_classes)
+        self.head = nn.Linear(config.width, classes[0])
+        self.task_heads = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(config.width), nn.Linear(config.width, c)) for c in classes[1:])
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -104,6 +117,14 @@ class ParaFormer(nn.Module):
     def num_branches(self) -> int:
         return len(self.branches)
 
+    def task_ends(self) -> list[int]:
+        """For each task, the number of branches its head reads (a plain model has one task: all branches)."""
+        ends, total = [], 0
+        for count in self.config.task_branches or (self.num_branches,):
+            total += count
+            ends.append(total)
+        return ends
+
     def _check_prefix(self, num_branches: int | None) -> int:
         if num_branches is None:
             return self.num_branches
@@ -111,6 +132,9 @@ class ParaFormer(nn.Module):
             raise ConfigError(f"num_branches={num_branches!r} must be an int from 1 to {self.num_branches}")
         if not 1 <= num_branches <= self.num_branches:
             raise ConfigError(f"num_branches={num_branches} is out of range: this model has 1..{self.num_branches}")
+        if self.config.is_incremental and num_branches not in self.task_ends():
+            raise ConfigError(f"num_branches={num_branches} splits a task of this class-incremental model; "
+                              f"use a task boundary, one of {self.task_ends()}")
         return num_branches
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -126,22 +150,102 @@ class ParaFormer(nn.Module):
         return self.embed_dropout(x + self.pos_embed)
 
     def branch_outputs(self, tokens: torch.Tensor, num_branches: int | None = None) -> list[torch.Tensor]:
-        """Each of the first `num_branches` branches applied to the same stem tokens."""
+        """Each of the first `num_branches` branches applied to the same stem tokens (whole sequences)."""
         return [branch(tokens) for branch in self.branches[: self._check_prefix(num_branches)]]
 
-    def classify(self, summed_tokens: torch.Tensor) -> torch.Tensor:
-        """The shared head on a (sum of) branch output(s)."""
-        return self.head(self.norm(summed_tokens[:, 0]))
+    def prefix_sums(self, images: torch.Tensor, num_branches: int | None = None) -> list[torch.Tensor]:
+        """CLS tokens of the sums of branches 1..k, for k = 1..num_branches: one stem pass, one pass per branch."""
+        tokens = self.embed(images)
+        sums, total = [], None
+        for branch in self.branches[: self._check_prefix(num_branches)]:
+            cls = branch(tokens)[:, 0]
+            total = cls if total is None else total + cls
+            sums.append(total)
+        return sums
+
+    def classify(self, summed_cls: torch.Tensor, task: int = 0) -> torch.Tensor:
+        """A head (the shared one, or task `task`'s) on a (sum of) branch CLS output(s)."""
+        if task == 0:
+            return self.head(self.norm(summed_cls))
+        return self.task_heads[task - 1](summed_cls)
+
+    def logits(self, sums: list[torch.Tensor]) -> torch.Tensor:
+        """Logits from prefix sums: the shared head on the last sum, or each task's head on its own sum."""
+        if not self.config.is_incremental:
+            return self.classify(sums[-1])
+        ends = [end for end in self.task_ends() if end <= len(sums)]
+        return torch.cat([self.classify(sums[end - 1], task) for task, end in enumerate(ends)], dim=1)
 
     def forward(self, images: torch.Tensor, num_branches: int | None = None) -> torch.Tensor:
-        outputs = self.branch_outputs(self.embed(images), num_branches)
-        return self.classify(torch.stack(outputs).sum(0) if len(outputs) > 1 else outputs[0])
+        return self.logits(self.prefix_sums(images, num_branches))
+
+    def prefix_logits(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Logits of every prefix model 1..num_branches, at the cost of one forward pass."""
+        if self.config.is_incremental:
+            raise ConfigError("prefix_logits needs a plain ParaFormer; a class-incremental model has "
+                              f"prefixes only at its task boundaries {self.task_ends()}")
+        return [self.classify(s) for s in self.prefix_sums(images)]
 
     def num_parameters(self, num_branches: int | None = None) -> int:
-        """Parameters of the model restricted to its first `num_branches` branches (stem and head included)."""
+        """Parameters of the model restricted to its first `num_branches` branches (stem and heads included)."""
         kept = self._check_prefix(num_branches)
         dropped = self.branches[kept:]
         return sum(p.numel() for p in self.parameters()) - sum(p.numel() for p in dropped.parameters())
+
+    # --- growing and shrinking ------------------------------------------------------------------------
+
+    def expand(self, num_new_branches: int, num_new_classes: int = 0) -> "ParaFormer":
+        """A larger copy: `num_new_branches` new branches (freshly initialized from the global RNG) and, for
+        class-incremental learning, a new head for `num_new_classes` new classes that reads all branches.
+
+        The copy's first `self.num_branches` branches compute exactly what this model computes: without new
+        classes, `bigger(x, num_branches=old)` equals `self(x)` bit for bit; with new classes, the first
+        `old_classes` logits of `bigger(x)` equal `self(x)` bit for bit, however the new branches are trained.
+        """
+        bigger = ParaFormer(self.config.expanded(num_new_branches, num_new_classes))
+        bigger.to(next(self.parameters()).device)
+        bigger.inherit(self)
+        return bigger
+
+    def inherit(self, smaller: "ParaFormer") -> list[str]:
+        """Copy every weight of `smaller`, a model this one expands; returns the names of the new parameters."""
+        if not self.config.is_expansion_of(smaller.config):
+            raise ConfigError(f"{self.config.name} (task classes {self.config.task_classes or '-'}) is not an "
+                              f"expansion of {smaller.config.name} (task classes {smaller.config.task_classes or '-'}); "
+                              "build it with ParaFormer.expand or ModelConfig.expanded")
+        missing, unexpected = self.load_state_dict(smaller.state_dict(), strict=False)
+        assert not unexpected, unexpected  # guaranteed by is_expansion_of
+        return missing
+
+    def select_branches(self, indices: list[int]) -> "ParaFormer":
+        """A smaller ParaFormer that holds only the branches `indices` (in that order), with this model's stem
+        and head: a compressed model that runs without the other branches' weights."""
+        if self.config.is_incremental:
+            raise ConfigError("select_branches needs a plain ParaFormer, not a class-incremental one")
+        indices = list(indices)
+        bad = [i for i in indices if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.num_branches]
+        if not indices or bad or len(set(indices)) != len(indices):
+            raise ConfigError(f"branch indices {indices} must be distinct ints in 0..{self.num_branches - 1}")
+        smaller = ParaFormer(self.config.with_branches(len(indices)))
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith("branches.")}
+        for new, old in enumerate(indices):
+            prefix = f"branches.{old}."
+            state.update({f"branches.{new}.{k[len(prefix):]}": v for k, v in self.state_dict().items()
+                          if k.startswith(prefix)})
+        smaller.load_state_dict(state)
+        return smaller.to(next(self.parameters()).device)
+
+
+def save_model(model: ParaFormer, path: str | Path) -> Path:
+    """One file with the config and the weights, written atomically; `load_model` reads it back."""
+    return atomic_save({"config": to_dict(model.config), "state_dict": model.state_dict()}, Path(path))
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> ParaFormer:
+    saved = torch.load(path, map_location=device, weights_only=True)
+    model = ParaFormer(from_dict(ModelConfig, saved["config"]))
+    model.load_state_dict(saved["state_dict"])
+    return model.to(device)
 
 
 def count_parameters(config: ModelConfig) -> int:
@@ -149,5 +253,6 @@ def count_parameters(config: ModelConfig) -> int:
     w, h, n = config.width, config.mlp_hidden, config.num_layers
     stem = config.in_channels * config.patch_size**2 * w + w + w + (config.num_patches + 1) * w
     layer = 2 * 2 * w + (3 * w * w + 3 * w) + (w * w + w) + (w * h + h) + (h * w + w)
-    head = 2 * w + w * config.num_classes + config.num_classes
+    heads = len(config.task_classes) or 1  # each: LayerNorm + Linear to its classes
+    head = heads * 2 * w + w * config.num_classes + config.num_classes
     return stem + n * layer + head

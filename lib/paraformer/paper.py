@@ -39,3 +39,11 @@ PAPER_DATASETS = ("cifar10", "cifar100", "stl10", "oxford_pets", "flowers102")
 def paper_accuracy(table: dict, dataset: str, model: str) -> float | None:
     """The paper's number for (dataset, model), or None where the paper has none (e.g. Fashion-MNIST)."""
     return table.get(dataset, {}).get(model)
+
+
+# Li, Wang & Wei, "ParaFormer: Shallow Parallel Transformers with Progressive Approximation" (arXiv 2510.15425).
+# Only the abstract's headline figures are public (the body, its tables and protocols could not be retrieved).
+PAPER_2025 = "Li, Wang & Wei 2025 (arXiv 2510.15425)"
+BEST_GAIN_OVER_VIT = 2.39  # "outperforms ... ViT ... with performance gains of up to 2.39%" (points, best case)
+BEST_COMPRESSION = 15.07  # "supports up to 15.07x model compression" (how the ratio is counted is not stated)
+FAIRSCALE_SPEEDUP = (3.30, 0.86)  # "3.30x faster than ... FairScale" (+- 0.86), multi-GPU

@@ -26,11 +26,12 @@ import torch.nn.functional as F
 
 from .config import ConfigError, DataConfig, ModelConfig, Recipe, from_dict, results_dir
 from .data import ImageData, augment_batch, load_data, normalize
+from . import progressive
 from .model import ParaFormer
 from .results import atomic_save, atomic_write_json, code_version
 
 # Bump when a change to the training code makes old records incomparable (it is part of every run key).
-RUN_FORMAT = 1
+RUN_FORMAT = 2
 
 
 @dataclass
@@ -40,7 +41,10 @@ class RunResult:
     name: str
     key: str
     config: dict
-    history: list[dict]  # per epoch: epoch, train_loss, test_acc, lr, seconds
+    # per epoch: epoch, train_loss (mean of the epoch's last pass), lr (the last), branches (of the model being
+    # trained), test_acc (of that model), prefix_test_acc (of every prefix, plain models), train_seconds
+    # (training alone), seconds (with evaluation)
+    history: list[dict]
     final_test_acc: float
     num_params: int
     wall_seconds: float  # training + evaluation time summed over all sessions of the run
@@ -61,10 +65,13 @@ class RunResult:
         return record
 
 
-def run_key(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe) -> str:
-    """A stable hash of everything that decides a run's numbers."""
+def run_key(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe,
+            parent: "RunResult | None" = None) -> str:
+    """A stable hash of everything that decides a run's numbers (the parent run's key included)."""
     payload = {"format": RUN_FORMAT, "model": asdict(model_config), "data": asdict(data_config),
                "recipe": asdict(recipe)}
+    if parent is not None:
+        payload["parent"] = parent.key
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -124,22 +131,46 @@ def _autocast(device: torch.device, recipe: Recipe):
 
 
 @torch.inference_mode()
-def evaluate(model: ParaFormer, images: torch.Tensor, labels: torch.Tensor, data: ImageData,
-             recipe: Recipe, num_branches: int | None = None, batch_size: int = 512) -> float:
-    """Top-1 accuracy in percent of `model` (or of its first `num_branches` branches)."""
-    if len(labels) == 0:
-        raise ConfigError("cannot evaluate on an empty split (check DataConfig.n_test / val_fraction)")
+def predict(model: ParaFormer, images: torch.Tensor, data: ImageData, recipe: Recipe,
+                 heads: Callable[[ParaFormer, torch.Tensor], list[torch.Tensor]], batch_size: int = 512):
+    """`heads(model, x)` gives a list of logit tensors from one forward pass; for each, every image's predicted
+    label (batched, in evaluation mode)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    correct = 0
-    for start in range(0, len(labels), batch_size):
+    predictions = []
+    for start in range(0, len(images), batch_size):
         x = prepare_batch(images[start:start + batch_size], data, model.config, device)
         with _autocast(device, recipe):
-            logits = model(x, num_branches=num_branches)
-        correct += (logits.argmax(1).cpu() == labels[start:start + batch_size]).sum().item()
+            predictions.append([logits.argmax(1).cpu() for logits in heads(model, x)])
     model.train(was_training)
-    return 100.0 * correct / len(labels)
+    return [torch.cat(per_head) for per_head in zip(*predictions)]
+
+
+def _accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
+    return 100.0 * (predicted == labels).sum().item() / len(labels)
+
+
+def _nonempty(labels: torch.Tensor) -> None:
+    if len(labels) == 0:
+        raise ConfigError("cannot evaluate on an empty split (check DataConfig.n_test / val_fraction)")
+
+
+def evaluate(model: ParaFormer, images: torch.Tensor, labels: torch.Tensor, data: ImageData,
+             recipe: Recipe, num_branches: int | None = None, batch_size: int = 512) -> float:
+    """Top-1 accuracy in percent of `model` (or of its first `num_branches` branches)."""
+    _nonempty(labels)
+    (predicted,) = predict(model, images, data, recipe, lambda m, x: [m(x, num_branches=num_branches)],
+                                batch_size)
+    return _accuracy(predicted, labels)
+
+
+def evaluate_prefixes(model: ParaFormer, images: torch.Tensor, labels: torch.Tensor, data: ImageData,
+                      recipe: Recipe, batch_size: int = 512) -> list[float]:
+    """Top-1 accuracy of every prefix model 1..num_branches, from one forward pass."""
+    _nonempty(labels)
+    predicted = predict(model, images, data, recipe, lambda m, x: m.prefix_logits(x), batch_size)
+    return [_accuracy(p, labels) for p in predicted]
 
 
 def _progress(total: int, desc: str, initial: int, enabled: bool):
@@ -156,18 +187,29 @@ def _progress(total: int, desc: str, initial: int, enabled: bool):
 
 
 def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *, name: str | None = None,
-          data: ImageData | None = None, results_root: Path | None = None, progress: bool = True,
-          on_epoch_end: Callable[[dict], None] | None = None) -> RunResult:
+          data: ImageData | None = None, parent: RunResult | None = None, results_root: Path | None = None,
+          progress: bool = True, on_epoch_end: Callable[[dict], None] | None = None) -> RunResult:
     """Train (or fetch from the run cache) one model and return its record.
 
-    `data` may be passed to reuse images already loaded for `data_config`; `on_epoch_end` is called with
-    each epoch's log entry after its checkpoint is safely written (so interrupting it loses nothing).
+    `data` may be passed to reuse images already loaded for `data_config`. `parent` is a finished run whose
+    model this one expands (`ModelConfig.expanded`): its weights are copied in before training, and its key
+    becomes part of this run's. `on_epoch_end` is called with each epoch's log entry after its checkpoint is
+    safely written (so interrupting it loses nothing).
     """
     for value, cls in ((model_config, ModelConfig), (data_config, DataConfig), (recipe, Recipe)):
         if not isinstance(value, cls):
             raise ConfigError(f"train() needs a {cls.__name__}, got {type(value).__name__}")
-    key = run_key(model_config, data_config, recipe)
-    name = name or f"{data_config.dataset}-{model_config.name}".replace("/", "_")
+    if parent is not None and not isinstance(parent, RunResult):
+        raise ConfigError(f"train(parent=...) needs the RunResult of a finished run, got {type(parent).__name__}")
+    if parent is not None and not model_config.is_expansion_of(parent.model_config):
+        raise ConfigError(f"{model_config.name} is not an expansion of the parent run's {parent.model_config.name}; "
+                          "build the model config with ModelConfig.expanded")
+    if recipe.freeze_inherited and parent is None:
+        raise ConfigError("Recipe.freeze_inherited=True needs a parent run to inherit from (train(parent=...))")
+    key = run_key(model_config, data_config, recipe, parent)
+    if name is None:
+        method = "" if recipe.method == "joint" else f"-{recipe.method}"
+        name = f"{data_config.dataset}-{model_config.name}{method}".replace("/", "_")
     record_path, checkpoint_path, weights_path = run_paths(name, key, results_root)
     if record_path.exists():
         result = RunResult(**json.loads(record_path.read_text()))
@@ -175,76 +217,104 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
         return result
 
     data = data if data is not None else load_data(data_config)
-    if (data.num_classes, data.in_channels) != (model_config.num_classes, model_config.in_channels):
+    labels = data.num_classes if data_config.classes is None else max(data_config.classes) + 1
+    if (labels, data.in_channels) != (model_config.num_classes, model_config.in_channels):
         raise ConfigError(
             f"{model_config.name} has num_classes={model_config.num_classes}, in_channels={model_config.in_channels} "
-            f"but {data.name} has {data.num_classes} classes and {data.in_channels} channel(s); set them to match"
+            f"but {data.name} (classes {data_config.classes or 'all'}) needs {labels} outputs and has "
+            f"{data.in_channels} channel(s); set them to match"
         )
     device = resolve_device(recipe.device)
     torch.manual_seed(recipe.seed)
     model = ParaFormer(model_config).to(device)
-    optimizer = build_optimizer(model, recipe)
+    inherited = frozenset()
+    if parent is not None:
+        new = model.inherit(load_trained_model(parent, results_root, device))
+        inherited = frozenset(n for n, _ in model.named_parameters()) - frozenset(new)
+    stages = progressive.plan(model, recipe, inherited)
     history: list[dict] = []
-    wall_seconds = 0.0
+    wall_seconds, state = 0.0, None
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
         history, wall_seconds = state["history"], state["wall_seconds"]
 
     n_train = len(data.train_labels)
-    steps_per_epoch = math.ceil(n_train / recipe.batch_size)
-    total_steps = steps_per_epoch * recipe.epochs
-    warmup_steps = round(recipe.warmup_epochs * steps_per_epoch)
-    bar = _progress(recipe.epochs, f"{name} [{device.type}]", len(history), progress)
+    batches = math.ceil(n_train / recipe.batch_size)
+    passes = progressive.PASSES[recipe.method]
+    bar = _progress(recipe.epochs, f"{name} {recipe.method} [{device.type}]", len(history), progress)
     model.train()
+    stage, optimizer, loss_sum = None, None, float("nan")
     for epoch in range(len(history), recipe.epochs):
+        if stage is None or epoch == stage.first_epoch + stage.num_epochs:
+            stage = progressive.stage_of(stages, epoch)
+            progressive.set_trainable(model, stage)
+            optimizer = build_optimizer(model, recipe)
+            if state is not None and state["stage"] == stage.index:  # resuming inside this stage
+                optimizer.load_state_dict(state["optimizer"])
+            steps_per_epoch = batches * sum(progressive.steps_per_batch(recipe.method, stage.active_branches))
+            stage_steps = steps_per_epoch * stage.num_epochs
+            warmup_steps = round(recipe.warmup_epochs * stage.num_epochs / recipe.epochs * steps_per_epoch)
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch)
         torch.manual_seed(recipe.seed * 1_000_003 + epoch)
-        order = torch.randperm(n_train, generator=generator)
-        loss_sum, seen = 0.0, 0
-        for i in range(steps_per_epoch):
-            step = epoch * steps_per_epoch + i
-            lr = learning_rate(step, total_steps, warmup_steps, recipe)
+        step_count = (epoch - stage.first_epoch) * steps_per_epoch
+
+        def step(loss: torch.Tensor, clip: float | None) -> None:
+            nonlocal step_count, lr
+            lr = learning_rate(step_count, stage_steps, warmup_steps, recipe)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size]
-            images = augment_batch(data.train_images[idx], recipe.augment, generator)
-            x = prepare_batch(images, data, model_config, device)
-            y = data.train_labels[idx].to(device, non_blocking=True)
-            with _autocast(device, recipe):
-                loss = F.cross_entropy(model(x), y, label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if recipe.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             optimizer.step()
-            loss_sum += loss.item() * len(idx)
-            seen += len(idx)
+            step_count += 1
+
+        lr = 0.0
+        for update in passes:
+            order = torch.randperm(n_train, generator=generator)
+            loss_sum, seen = 0.0, 0
+            for i in range(batches):
+                idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size]
+                images = augment_batch(data.train_images[idx], recipe.augment, generator)
+                x = prepare_batch(images, data, model_config, device)
+                y = data.train_labels[idx].to(device, non_blocking=True)
+                with _autocast(device, recipe):
+                    loss_sum += update(model, x, y, stage, recipe, step) * len(idx)
+                seen += len(idx)
         if not math.isfinite(loss_sum):
             raise FloatingPointError(f"{name}: training loss became {loss_sum} in epoch {epoch + 1}; lower Recipe.lr")
-        test_acc = evaluate(model, data.test_images, data.test_labels, data, recipe)
-        seconds = time.perf_counter() - started
-        wall_seconds += seconds
-        entry = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "test_acc": test_acc, "lr": lr,
-                 "seconds": seconds}
+        train_seconds = time.perf_counter() - started
+        entry = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "lr": lr, "branches": stage.active_branches}
+        if model_config.is_incremental:
+            entry["test_acc"] = evaluate(model, data.test_images, data.test_labels, data, recipe)
+        else:
+            prefix_accs = evaluate_prefixes(model, data.test_images, data.test_labels, data, recipe)
+            entry["test_acc"] = prefix_accs[stage.active_branches - 1]
+            entry["prefix_test_acc"] = prefix_accs
+        entry["train_seconds"] = train_seconds
+        entry["seconds"] = time.perf_counter() - started
+        wall_seconds += entry["seconds"]
         history.append(entry)
-        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history,
-                     "wall_seconds": wall_seconds}, checkpoint_path)
+        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "stage": stage.index,
+                     "history": history, "wall_seconds": wall_seconds}, checkpoint_path)
         if bar is not None:
-            bar.set_postfix(loss=f"{entry['train_loss']:.3f}", acc=f"{test_acc:.2f}")
+            bar.set_postfix(loss=f"{entry['train_loss']:.3f}", acc=f"{entry['test_acc']:.2f}")
             bar.update(1)
         if on_epoch_end is not None:
             on_epoch_end(entry)
     if bar is not None:
         bar.close()
 
+    config = {"model": asdict(model_config), "data": asdict(data_config), "recipe": asdict(recipe)}
+    if parent is not None:
+        config["parent"] = {"name": parent.name, "key": parent.key}
     result = RunResult(
         name=name, key=key,
         # in its JSON form (tuples as lists), so that a fresh result equals the one read back from the cache
-        config=json.loads(json.dumps({"model": asdict(model_config), "data": asdict(data_config),
-                                      "recipe": asdict(recipe)})),
+        config=json.loads(json.dumps(config)),
         history=history, final_test_acc=history[-1]["test_acc"], num_params=model.num_parameters(),
         wall_seconds=wall_seconds, device=device_name(device), data_source=data.source,
         code_version=code_version(), torch_version=torch.__version__,

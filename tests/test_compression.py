@@ -1,0 +1,77 @@
+"""Compression: kept branches are chosen on validation only, measured on the real smaller model, and sized right."""
+
+import pandas as pd
+import pytest
+import torch
+
+from paraformer.compression import compression_table, forward_flops, greedy_order, smallest_within
+from paraformer.config import ConfigError, DataConfig, ModelConfig, Recipe
+from paraformer.train import evaluate, load_trained_model, train
+from tests.test_train import toy_data
+
+MODEL = ModelConfig(image_size=16, patch_size=4, width=32, num_heads=2, mlp_ratio=2.0, branch_depth=1,
+                    num_layers=4, num_classes=4)
+RECIPE = Recipe(epochs=2, batch_size=16, lr=3e-3, warmup_epochs=0.5, augment=(), seed=0, method="prefix")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 4-branch model trained on toy data, and that data with a validation split carved from the test images."""
+    data, root = toy_data(n_train=96, n_test=96), tmp_path_factory.mktemp("runs")
+    result = train(MODEL, DataConfig(dataset="toy"), RECIPE, data=data, results_root=root, progress=False)
+    data.val_images, data.val_labels = data.test_images[:48], data.test_labels[:48]
+    data.test_images, data.test_labels = data.test_images[48:], data.test_labels[48:]
+    return load_trained_model(result, root), data
+
+
+def test_every_subset_size_is_measured_on_the_smaller_model(trained):
+    model, data = trained
+    table = compression_table(model, data, RECIPE)
+    assert len(table) == 2 * 4 and set(table["selection"]) == {"prefix", "greedy"}
+    for _, row in table[table["selection"] == "prefix"].iterrows():
+        k = row["branches_kept"]
+        assert row["test_acc"] == evaluate(model, data.test_images, data.test_labels, data, RECIPE, num_branches=k)
+        assert row["params"] == model.num_parameters(k)
+        assert row["branch_ratio"] == 4 / k
+    full = table[table["branches_kept"] == 4]
+    assert (full["param_ratio"] == 1).all() and (full["flops_ratio"] == 1).all()
+    one = table[(table["selection"] == "prefix") & (table["branches_kept"] == 1)].iloc[0]
+    assert 1 < one["param_ratio"] < 4 and 1 < one["flops_ratio"] < 4  # the stem and head are kept
+
+
+def test_greedy_selection_never_looks_at_the_test_split(trained):
+    model, data = trained
+    before = compression_table(model, data, RECIPE)
+    labels = data.test_labels
+    data.test_labels = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))]
+    try:
+        after = compression_table(model, data, RECIPE)
+    finally:
+        data.test_labels = labels
+    assert not after["test_acc"].equals(before["test_acc"])  # the scrambled labels did reach the test measurement
+    greedy = lambda t: t[t["selection"] == "greedy"]["branches"].tolist()
+    assert greedy(after) == greedy(before)
+    subsets = [s.split() for s in greedy(before)]
+    assert all(a == b[:len(a)] for a, b in zip(subsets, subsets[1:]))  # each adds one branch to the last
+
+
+def test_compression_needs_a_validation_split(trained):
+    model, data = trained
+    empty = toy_data()
+    with pytest.raises(ConfigError, match="val_fraction > 0"):
+        compression_table(model, empty, RECIPE)
+
+
+def test_flops_grow_with_the_branches_kept(trained):
+    model, _ = trained
+    flops = [forward_flops(model.select_branches(list(range(k)))) for k in (1, 2, 3, 4)]
+    per_branch = {b - a for a, b in zip(flops, flops[1:])}
+    assert len(per_branch) == 1 and per_branch.pop() > 0  # every branch costs the same
+
+
+def test_the_headline_is_the_fewest_branches_within_tolerance_on_validation():
+    table = pd.DataFrame({"selection": ["prefix"] * 4, "branches_kept": [1, 2, 3, 4],
+                          "val_acc": [70.0, 79.5, 80.5, 80.2], "test_acc": [69.0, 75.0, 81.0, 80.0]})
+    pick = smallest_within(table, tolerance=1.0).iloc[0]
+    assert pick["branches_kept"] == 2  # 79.5 >= 80.2 - 1, chosen on validation although its test is worse
+    assert (pick["full_val_acc"], pick["full_test_acc"]) == (80.2, 80.0)

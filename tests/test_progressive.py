@@ -1,0 +1,154 @@
+"""Progressive approximation: what each method trains, what it leaves alone, and what it achieves."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from paraformer import progressive
+from paraformer.config import ConfigError, DataConfig, ModelConfig, Recipe
+from paraformer.model import ParaFormer
+from paraformer.train import build_optimizer, load_trained_model, prepare_batch, run_key, run_paths, train
+from tests.test_train import toy_data
+
+MODEL = ModelConfig(image_size=16, patch_size=4, width=32, num_heads=2, mlp_ratio=2.0, branch_depth=1,
+                    num_layers=3, num_classes=4)
+DATA = DataConfig(dataset="toy")
+RECIPE = Recipe(epochs=3, batch_size=16, lr=3e-3, warmup_epochs=0.5, augment=(), seed=1)
+
+
+def prefix_losses(model: ParaFormer, data) -> list[float]:
+    """Training loss of every prefix model 1..m, without label smoothing."""
+    model.eval()
+    with torch.no_grad():
+        x = prepare_batch(data.train_images, data, model.config, torch.device("cpu"))
+        return [F.cross_entropy(logits, data.train_labels).item() for logits in model.prefix_logits(x)]
+
+
+def test_frozen_stage_trains_only_its_branch_and_earlier_ones_get_no_gradient():
+    torch.manual_seed(0)
+    model = ParaFormer(MODEL)
+    stages = progressive.plan(model, replace(RECIPE, method="frozen"))
+    stage = stages[1]  # branch 2 learns on top of the fixed branch 1, stem and head
+    progressive.set_trainable(model, stage)
+    optimizer = build_optimizer(model, RECIPE)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    def step(loss, clip):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    data = toy_data()
+    x = prepare_batch(data.train_images[:16], data, MODEL, torch.device("cpu"))
+    progressive.full_sum_update(model, x, data.train_labels[:16], stage, RECIPE, step)
+    for name, p in model.named_parameters():
+        if name.startswith("branches.1."):
+            assert p.grad is not None and not torch.equal(p, before[name]), name
+        else:
+            assert p.grad is None and torch.equal(p, before[name]), name
+
+
+def test_frozen_training_never_changes_a_branch_after_its_stage(tmp_path):
+    recipe = replace(RECIPE, method="frozen")
+    data = toy_data()
+
+    def stop_after_stage_one(entry):
+        if entry["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(MODEL, DATA, recipe, data=data, results_root=tmp_path, progress=False, on_epoch_end=stop_after_stage_one)
+    _, checkpoint, _ = run_paths("toy-Para-F-1-3-frozen", run_key(MODEL, DATA, recipe), tmp_path)
+    after_stage_one = torch.load(checkpoint)["model"]
+    result = train(MODEL, DATA, recipe, data=data, results_root=tmp_path, progress=False)
+    final = load_trained_model(result, tmp_path).state_dict()
+    kept = [k for k in final if not k.startswith(("branches.1.", "branches.2."))]
+    assert kept and all(torch.equal(final[k], after_stage_one[k]) for k in kept)
+    assert not torch.equal(final["branches.1.0.mlp.fc1.weight"], after_stage_one["branches.1.0.mlp.fc1.weight"])
+    # the model being trained grows one branch per stage
+    assert [h["branches"] for h in result.history] == [1, 2, 3]
+
+
+def test_prefix_training_of_one_branch_is_ordinary_training(tmp_path):
+    one = MODEL.with_branches(1)
+    data = toy_data()
+    joint = train(one, DATA, RECIPE, data=data, results_root=tmp_path, progress=False)
+    prefix = train(one, DATA, replace(RECIPE, method="prefix"), data=data, results_root=tmp_path, progress=False)
+    a, b = load_trained_model(joint, tmp_path).state_dict(), load_trained_model(prefix, tmp_path).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["train_loss"] for h in joint.history] == [h["train_loss"] for h in prefix.history]
+
+
+@pytest.mark.parametrize("method", ["authors", "prefix", "frozen"])
+def test_every_progressive_variant_lowers_the_loss_of_every_prefix(tmp_path, method):
+    data = toy_data()
+    torch.manual_seed(RECIPE.seed)
+    untrained = prefix_losses(ParaFormer(MODEL), data)
+    result = train(MODEL, DATA, replace(RECIPE, method=method), data=data, results_root=tmp_path, progress=False)
+    trained = prefix_losses(load_trained_model(result, tmp_path), data)
+    assert all(after < before - 0.1 for before, after in zip(untrained, trained)), (untrained, trained)
+    assert len(result.history[-1]["prefix_test_acc"]) == MODEL.num_branches
+
+
+def test_the_authors_epoch_takes_a_step_per_prefix_then_one_on_the_full_sum_per_minibatch(tmp_path):
+    recipe = replace(RECIPE, method="authors", epochs=1)
+    data = toy_data(n_train=32)  # two minibatches of 16
+
+    def stop(entry):
+        raise KeyboardInterrupt  # keep the checkpoint, which holds the optimizer's step count
+
+    with pytest.raises(KeyboardInterrupt):
+        train(MODEL, DATA, recipe, data=data, results_root=tmp_path, progress=False, on_epoch_end=stop)
+    _, checkpoint, _ = run_paths("toy-Para-F-1-3-authors", run_key(MODEL, DATA, recipe), tmp_path)
+    saved = torch.load(checkpoint)["optimizer"]
+    # the optimizer numbers parameters in the order of its groups; recover their names
+    model = ParaFormer(MODEL)
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    names = [by_id[id(p)] for group in build_optimizer(model, recipe).param_groups for p in group["params"]]
+    steps = {names[i]: int(s["step"]) for i, s in saved["state"].items()}
+    # per minibatch: prefix steps 1..3, then the full sum; branch k takes part in 3 - k + 1 prefix steps + 1
+    assert steps["head.weight"] == steps["cls_token"] == 2 * (3 + 1)
+    assert [steps[f"branches.{k}.0.attn.qkv.weight"] for k in range(3)] == [2 * 4, 2 * 3, 2 * 2]
+    assert progressive.steps_per_batch("authors", 3) == [3, 1]
+
+
+def test_frozen_splits_the_epochs_over_its_stages_earlier_stages_first():
+    model = ParaFormer(MODEL.with_branches(4))
+    stages = progressive.plan(model, replace(RECIPE, method="frozen", epochs=10))
+    assert [(s.first_epoch, s.num_epochs, s.active_branches) for s in stages] == [
+        (0, 3, 1), (3, 3, 2), (6, 2, 3), (8, 2, 4)]
+    assert "head.weight" in stages[0].trainable and "head.weight" not in stages[1].trainable
+    with pytest.raises(ConfigError, match="epochs=3 is fewer than the 4 stages"):
+        progressive.plan(model, replace(RECIPE, method="frozen", epochs=3))
+
+
+def test_a_grown_model_trains_only_its_new_branches(tmp_path):
+    data = toy_data()
+    small = train(MODEL.with_branches(2), DATA, RECIPE, data=data, results_root=tmp_path, progress=False)
+    bigger = MODEL.with_branches(2).expanded(2)
+    torch.manual_seed(RECIPE.seed)
+    untrained = ParaFormer(bigger).state_dict()
+    for recipe in (replace(RECIPE, method="frozen", epochs=2), replace(RECIPE, freeze_inherited=True)):
+        grown = train(bigger, DATA, recipe, data=data, parent=small, results_root=tmp_path, progress=False)
+        old = load_trained_model(small, tmp_path).state_dict()
+        new = load_trained_model(grown, tmp_path).state_dict()
+        assert all(torch.equal(old[k], new[k]) for k in old)
+        assert all(not torch.equal(new[k], untrained[k]) for k in new if k.startswith(("branches.2.", "branches.3.")))
+        assert grown.config["parent"] == {"name": small.name, "key": small.key}
+
+
+def test_bad_progressive_settings_are_refused_by_name(tmp_path):
+    model = ParaFormer(MODEL)
+    with pytest.raises(ConfigError, match="prefix_weights has 2 weights but the model has 3 branches"):
+        progressive.plan(model, replace(RECIPE, method="prefix", prefix_weights=(1.0, 1.0)))
+    with pytest.raises(ConfigError, match="method='boost' is unknown"):
+        Recipe(method="boost")
+    with pytest.raises(ConfigError, match="needs method='prefix'"):
+        Recipe(prefix_weights=(1.0, 2.0, 3.0))
+    with pytest.raises(ConfigError, match="freeze_inherited=True needs a parent"):
+        train(MODEL, DATA, replace(RECIPE, freeze_inherited=True), data=toy_data(), results_root=tmp_path)
+    incremental = ParaFormer(MODEL.with_branches(2, num_classes=2)).expand(1, 2)
+    with pytest.raises(ConfigError, match="not defined for a class-incremental model"):
+        progressive.plan(incremental, replace(RECIPE, method="prefix"))
