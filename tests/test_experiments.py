@@ -3,9 +3,10 @@
 import pandas as pd
 import pytest
 
-from paraformer.config import ConfigError
-from paraformer.experiments import (PROFILES, compare_with_paper, convergence_summary, get_profile, paired_p_value,
-                                    time_to_target, trend_summary, versus_vit_summary, versus_vit_table)
+from paraformer.config import ConfigError, Recipe
+from paraformer.experiments import (PROFILES, compare_with_paper, convergence_summary, get_comparison, get_profile,
+                                    paired_p_value, time_to_target, trend_summary, versus_vit_summary,
+                                    versus_vit_table)
 from paraformer.paper import TABLE2_LAYER_SWEEP
 from tests.test_train import toy_data
 
@@ -106,3 +107,26 @@ def test_time_to_target_finds_the_first_epoch_reaching_a_share_of_the_reference(
     assert (targets.loc["fast", "epochs_to_target"], targets.loc["fast", "seconds_to_target"]) == (1, 20.0)
     line = convergence_summary(targets.reset_index(), "joint")[0]
     assert "in epochs: fast; in training seconds: fast." in line
+
+
+def test_every_profile_has_a_comparison_and_an_expansion_plan_that_build():
+    from paraformer.data import DATASETS
+    from paraformer.expansion import get_plan
+    from paraformer.model import ParaFormer
+    from paraformer.progressive import plan
+
+    for name in PROFILES:
+        comparison = get_comparison(name)
+        for dataset in comparison.profile.datasets:
+            data = toy_data()
+            size = DATASETS[dataset].image_size
+            data.train_images = data.train_images[:, :1, :1, :1].expand(-1, DATASETS[dataset].in_channels, size, size)
+            para = comparison.profile.model_config(comparison.paraformer, data)
+            vit = comparison.profile.model_config(comparison.vit, data)
+            assert para.num_layers == vit.num_layers and vit.num_branches == 1
+            small = ParaFormer(para.with_branches(para.num_branches, width=8, num_heads=1))
+            for method in ("joint", "authors", "prefix", "frozen"):
+                plan(small, Recipe(epochs=comparison.profile.recipe.epochs, method=method))
+        expansion = get_plan(name)
+        assert len(expansion.tasks()) >= 2 and expansion.dataset in DATASETS
+    assert get_comparison("quick").profile.seeds == (0, 1, 2)  # the issue asks for at least 3 seeds at quick

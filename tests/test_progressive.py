@@ -55,7 +55,7 @@ def test_frozen_training_never_changes_a_branch_after_its_stage(tmp_path):
     data = toy_data()
 
     def stop_after_stage_one(entry):
-        if entry["epoch"] == 1:
+        if entry["epoch"] == RECIPE.epochs:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -67,8 +67,8 @@ def test_frozen_training_never_changes_a_branch_after_its_stage(tmp_path):
     kept = [k for k in final if not k.startswith(("branches.1.", "branches.2."))]
     assert kept and all(torch.equal(final[k], after_stage_one[k]) for k in kept)
     assert not torch.equal(final["branches.1.0.mlp.fc1.weight"], after_stage_one["branches.1.0.mlp.fc1.weight"])
-    # the model being trained grows one branch per stage
-    assert [h["branches"] for h in result.history] == [1, 2, 3]
+    # the model being trained grows one branch per stage, and every stage is a whole run of the recipe
+    assert [h["branches"] for h in result.history] == [1] * 3 + [2] * 3 + [3] * 3
 
 
 def test_prefix_training_of_one_branch_is_ordinary_training(tmp_path):
@@ -114,14 +114,13 @@ def test_the_authors_epoch_takes_a_step_per_prefix_then_one_on_the_full_sum_per_
     assert progressive.steps_per_batch("authors", 3) == [3, 1]
 
 
-def test_frozen_splits_the_epochs_over_its_stages_earlier_stages_first():
+def test_every_frozen_stage_is_a_whole_run_of_the_recipe():
     model = ParaFormer(MODEL.with_branches(4))
     stages = progressive.plan(model, replace(RECIPE, method="frozen", epochs=10))
     assert [(s.first_epoch, s.num_epochs, s.active_branches) for s in stages] == [
-        (0, 3, 1), (3, 3, 2), (6, 2, 3), (8, 2, 4)]
+        (0, 10, 1), (10, 10, 2), (20, 10, 3), (30, 10, 4)]
     assert "head.weight" in stages[0].trainable and "head.weight" not in stages[1].trainable
-    with pytest.raises(ConfigError, match="epochs=3 is fewer than the 4 stages"):
-        progressive.plan(model, replace(RECIPE, method="frozen", epochs=3))
+    assert [len(progressive.plan(model, replace(RECIPE, method=m, epochs=10))) for m in ("joint", "prefix")] == [1, 1]
 
 
 def test_a_grown_model_trains_only_its_new_branches(tmp_path):

@@ -246,7 +246,8 @@ def versus_vit_table(runs: pd.DataFrame, paper_gain: float) -> pd.DataFrame:
     table["p_value"] = [paired_p_value(m, sd, n) for m, sd, n in
                         zip(table["ours_minus_vit"], table["ours_minus_vit_std"], table["seeds"])]
     table["paper_best_gain_over_vit"] = [float("nan") if v else paper_gain for v in is_vit]
-    return table
+    order = {dataset: i for i, dataset in enumerate(dict.fromkeys(runs["dataset"]))}
+    return table.sort_values("dataset", key=lambda d: d.map(order), kind="stable").reset_index(drop=True)
 
 
 def paired_p_value(mean: float, std: float, n: int) -> float:

@@ -12,12 +12,12 @@ before it, so that every prefix 1..k of the branches is a classifier on its own.
 - `prefix`: one forward pass whose running sums give all m prefix predictions through the shared head; the
   loss is the weighted mean of the m prefix losses (`Recipe.prefix_weights`, equal by default); one
   backward, one step. It asks of every prefix what `authors` asks, at about the cost of one ordinary step.
-- `frozen`: one stage per branch. Stage 1 trains the stem, branch 1 and the head; stage k trains branch k
-  alone, to lower the loss of the fixed sum of branches 1..k-1 (nothing before branch k requires a
-  gradient, so that sum is computed without one). A prefix is final when its stage ends, and earlier
-  branches only pass activations forward: across devices, communication is forward only. The recipe's
-  epochs are split over the stages (earlier stages get the remainder), each stage with a fresh optimizer
-  and its own warmup and schedule.
+- `frozen`: one stage per branch, each a whole run of the recipe (`Recipe.epochs` epochs, its own optimizer,
+  warmup and schedule), so a run has m x epochs epochs, each cheap. Stage 1 trains the stem, branch 1 and
+  the head; stage k trains branch k alone, to lower the loss of the fixed sum of branches 1..k-1 (nothing
+  before branch k requires a gradient, so that sum is computed without one). A prefix is final when its
+  stage ends, and earlier branches only pass activations forward: across devices, communication is forward
+  only.
 
 A run that starts from a parent run (`train(..., parent=...)`, used to grow models) inherits the parent's
 weights; `Recipe.freeze_inherited` trains only what the parent lacked, and `frozen` continues its stages at
@@ -70,19 +70,12 @@ def plan(model: ParaFormer, recipe: Recipe, inherited: frozenset[str] = frozense
     if first == model.num_branches:
         raise ConfigError("method='frozen' has no branch left to train: the parent run already has all "
                           f"{model.num_branches}; expand the model first")
-    todo = list(range(first, model.num_branches))
-    if recipe.epochs < len(todo):
-        raise ConfigError(f"Recipe.epochs={recipe.epochs} is fewer than the {len(todo)} stages of method='frozen' "
-                          f"(one per branch trained); use at least {len(todo)} epochs")
-    base, extra = divmod(recipe.epochs, len(todo))
-    stages, epoch = [], 0
-    for index, branch in enumerate(todo):
+    stages = []
+    for index, branch in enumerate(range(first, model.num_branches)):
         own = {name for name in names if name.startswith(f"branches.{branch}.")}
         if branch == 0:  # a model trained from scratch: its first stage also learns the stem and the head
             own |= {name for name in names if not name.startswith("branches.")}
-        length = base + (index < extra)
-        stages.append(Stage(index, epoch, length, branch + 1, frozenset(own)))
-        epoch += length
+        stages.append(Stage(index, index * recipe.epochs, recipe.epochs, branch + 1, frozenset(own)))
     return stages
 
 

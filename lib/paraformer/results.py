@@ -51,18 +51,28 @@ def atomic_save(obj, path: Path) -> Path:
     return Path(path)
 
 
+# What decides a run's numbers. Results files are tracked too, and a run that rewrites them must not make
+# the runs after it look as if the code had changed.
+CODE_PATHS = ("lib", "notebooks", "pyproject.toml")
+
+
 def code_version() -> str:
-    """The git commit of the checkout (with '-dirty' when it has uncommitted changes), else the package version."""
+    """The git commit of the checkout (with '-dirty' when the code in CODE_PATHS has uncommitted changes), else
+    the package version."""
     from . import __version__
 
+    def git(*args: str) -> str | None:
+        out = subprocess.run(["git", *args], cwd=project_root(), capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else None
+
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=project_root(),
-                             capture_output=True, text=True, timeout=10)
-        if out.returncode == 0 and out.stdout.strip():
-            return f"{__version__}+g{out.stdout.strip()}"
+        commit = git("rev-parse", "--short=12", "HEAD")
+        changes = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
     except (OSError, subprocess.TimeoutExpired):
-        pass
-    return __version__
+        return __version__
+    if not commit or changes is None:
+        return __version__
+    return f"{__version__}+g{commit}" + ("-dirty" if changes else "")
 
 
 def write_table(df, name: str, title: str, notes: list[str] = ()) -> tuple[Path, Path]:

@@ -31,7 +31,7 @@ from .model import ParaFormer
 from .results import atomic_save, atomic_write_json, code_version
 
 # Bump when a change to the training code makes old records incomparable (it is part of every run key).
-RUN_FORMAT = 2
+RUN_FORMAT = 3
 
 
 @dataclass
@@ -242,10 +242,11 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
     n_train = len(data.train_labels)
     batches = math.ceil(n_train / recipe.batch_size)
     passes = progressive.PASSES[recipe.method]
-    bar = _progress(recipe.epochs, f"{name} {recipe.method} [{device.type}]", len(history), progress)
+    epochs = stages[-1].first_epoch + stages[-1].num_epochs
+    bar = _progress(epochs, f"{name} {recipe.method} [{device.type}]", len(history), progress)
     model.train()
     stage, optimizer, loss_sum = None, None, float("nan")
-    for epoch in range(len(history), recipe.epochs):
+    for epoch in range(len(history), epochs):
         if stage is None or epoch == stage.first_epoch + stage.num_epochs:
             stage = progressive.stage_of(stages, epoch)
             progressive.set_trainable(model, stage)
@@ -254,7 +255,7 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
                 optimizer.load_state_dict(state["optimizer"])
             steps_per_epoch = batches * sum(progressive.steps_per_batch(recipe.method, stage.active_branches))
             stage_steps = steps_per_epoch * stage.num_epochs
-            warmup_steps = round(recipe.warmup_epochs * stage.num_epochs / recipe.epochs * steps_per_epoch)
+            warmup_steps = round(recipe.warmup_epochs * steps_per_epoch)
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch)
         torch.manual_seed(recipe.seed * 1_000_003 + epoch)
