@@ -130,6 +130,22 @@ def test_an_archive_is_split_into_disjoint_train_validation_and_test_subsets(dir
     assert torch.equal(again.train_images, loaded.train_images) and torch.equal(again.val_images, loaded.val_images)
 
 
+def test_a_class_subset_keeps_only_those_classes_with_their_original_labels(dirs):
+    write_archive(dirs["offline"] / "toy.tar.gz", "toy", toy_files())
+    loaded = load_data(DataConfig(dataset="toy", classes=(1, 2), n_train=8, n_test=4))
+    assert set(loaded.train_labels.tolist()) == set(loaded.test_labels.tolist()) == {1, 2}
+    assert loaded.train_labels.bincount().tolist() == [0, 4, 4]  # n_train counts within the kept classes
+    codes = {FOLDER_CODES[OFFICIAL_ORDER[label]] for label in (1, 2)}
+    assert set(loaded.train_images[:, 0, 1, 1].tolist()) == codes  # the pixels belong to those classes
+    assert loaded.num_classes == 3  # the dataset's classes, so label numbers stay meaningful
+    with pytest.raises(ConfigError, match=r"classes=\(1, 3\) names a class that toy lacks"):
+        load_data(DataConfig(dataset="toy", classes=(1, 3)))
+    with pytest.raises(ConfigError, match="n_train=13 exceeds the 12 images"):
+        load_data(DataConfig(dataset="toy", classes=(0, 1), n_train=13))
+    with pytest.raises(ConfigError, match="must be distinct class indices"):
+        DataConfig(dataset="toy", classes=(1, 1))
+
+
 def test_classes_txt_gives_the_official_label_order_not_the_alphabetical_one(dirs):
     write_archive(dirs["offline"] / "toy.tar.gz", "toy", toy_files())
     loaded = load_data(DataConfig(dataset="toy"))

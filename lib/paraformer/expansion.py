@@ -32,7 +32,7 @@ import pandas as pd
 
 from .config import ConfigError, DataConfig, ModelConfig, Recipe
 from .data import DATASETS, load_data
-from .experiments import Profile
+from .experiments import Profile, difference_noise
 from .model import count_parameters
 from .train import RunResult, load_trained_model, predict, train
 
@@ -180,7 +180,7 @@ def run_growth(profile: Profile, plan: ExpansionPlan, seed: int, progress: bool 
         scratch = train(config, data_config, replace(recipe, epochs=epochs), data=data, progress=progress)
         rows.append(_growth_row("scratch", config, scratch, TRAINED_LAYER_COST * config.num_layers * epochs,
                                 _train_seconds(scratch)))
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).assign(test_images=len(data.test_labels))
 
 
 def _train_seconds(result: RunResult) -> float:
@@ -216,6 +216,13 @@ def expansion_summary(summary: pd.DataFrame, growth: pd.DataFrame) -> list[str]:
              f"{scratch.loc[k, 'test_acc']:.1f}% ({scratch.loc[k, 'train_seconds']:.1f} s, {scratch.loc[k, 'epochs']:.0f} epochs)"
              for k in scratch.index]
     wins = sum(grown.loc[k, "test_acc"] > scratch.loc[k, "test_acc"] for k in scratch.index)
+    gaps = [grown.loc[k, "test_acc"] - scratch.loc[k, "test_acc"] for k in scratch.index]
+    n = int(growth["test_images"].iloc[0] * growth["seeds"].iloc[0])
+    noise = difference_noise(growth["test_acc"].mean(), n)
     lines.append(f"**Capacity growth** (matched training compute; measured training seconds in brackets): "
-                 + "; ".join(parts) + f". Growing beats training from scratch at {wins} of {len(scratch)} sizes.")
+                 + "; ".join(parts) + f". Growing beats training from scratch at {wins} of {len(scratch)} sizes, by "
+                 f"{min(gaps):+.1f} to {max(gaps):+.1f} points; with {n} test predictions per model a difference must "
+                 f"exceed about {noise:.1f} points to stand out from test-set noise, which "
+                 + ("all of them do." if min(map(abs, gaps)) > noise else
+                    "none of them does." if max(map(abs, gaps)) <= noise else "only some of them do."))
     return lines

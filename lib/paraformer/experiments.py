@@ -141,6 +141,13 @@ def compare_with_paper(runs: pd.DataFrame, paper_table: dict) -> pd.DataFrame:
                                           "ours_std": "our_acc_std"})
 
 
+def difference_noise(accuracy: float, test_images: int) -> float:
+    """Two standard errors (in points) of the difference between two accuracies near `accuracy` percent, each
+    measured on `test_images` predictions: what a difference must exceed to stand out from test-set noise."""
+    p = accuracy / 100
+    return 2 * math.sqrt(2) * 100 * math.sqrt(p * (1 - p) / test_images)
+
+
 def trend_summary(table: pd.DataFrame) -> list[str]:
     """Per dataset, in words: does our accuracy rise with the number of layers, as the paper's does, and
     are the steps larger than the noise of measuring an accuracy on this many test images?"""
@@ -154,9 +161,8 @@ def trend_summary(table: pd.DataFrame) -> list[str]:
         overall = accs[-1] - accs[0]
         spread = " -> ".join(f"{m.removeprefix('Para-F-')}: {a:.1f}" for m, a in zip(rows["model"], accs))
         line = f"**{dataset}**: our accuracy {verdict} ({spread}; {overall:+.1f} points overall)."
-        n, noise = int(rows["test_images"].iloc[0] * rows["seeds"].min()), rows["our_acc_se"].mean()
-        # Two standard errors of a difference between two independently measured accuracies.
-        threshold = 2 * math.sqrt(2) * noise
+        n = int(rows["test_images"].iloc[0] * rows["seeds"].min())
+        threshold = difference_noise(rows["our_acc"].mean(), n)
         line += (f" With {n} test predictions per model, a difference between two models must exceed about "
                  f"{threshold:.1f} points (two standard errors) to stand out from test-set noise: the overall "
                  f"change of {overall:+.1f} points {'does' if abs(overall) > threshold else 'does not'}.")

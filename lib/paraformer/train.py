@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from .config import ConfigError, DataConfig, ModelConfig, Recipe, from_dict, results_dir
-from .data import ImageData, augment_batch, load_data, normalize
 from . import progressive
+from .data import ImageData, augment_batch, load_data, normalize
 from .model import ParaFormer
 from .results import atomic_save, atomic_write_json, code_version
 
@@ -132,7 +132,7 @@ def _autocast(device: torch.device, recipe: Recipe):
 
 @torch.inference_mode()
 def predict(model: ParaFormer, images: torch.Tensor, data: ImageData, recipe: Recipe,
-                 heads: Callable[[ParaFormer, torch.Tensor], list[torch.Tensor]], batch_size: int = 512):
+            heads: Callable[[ParaFormer, torch.Tensor], list[torch.Tensor]], batch_size: int = 512):
     """`heads(model, x)` gives a list of logit tensors from one forward pass; for each, every image's predicted
     label (batched, in evaluation mode)."""
     device = next(model.parameters()).device
@@ -160,8 +160,7 @@ def evaluate(model: ParaFormer, images: torch.Tensor, labels: torch.Tensor, data
              recipe: Recipe, num_branches: int | None = None, batch_size: int = 512) -> float:
     """Top-1 accuracy in percent of `model` (or of its first `num_branches` branches)."""
     _nonempty(labels)
-    (predicted,) = predict(model, images, data, recipe, lambda m, x: [m(x, num_branches=num_branches)],
-                                batch_size)
+    (predicted,) = predict(model, images, data, recipe, lambda m, x: [m(x, num_branches=num_branches)], batch_size)
     return _accuracy(predicted, labels)
 
 
@@ -259,9 +258,10 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch)
         torch.manual_seed(recipe.seed * 1_000_003 + epoch)
-        step_count = (epoch - stage.first_epoch) * steps_per_epoch
+        step_count, lr = (epoch - stage.first_epoch) * steps_per_epoch, 0.0
 
         def step(loss: torch.Tensor, clip: float | None) -> None:
+            """One optimizer step at the schedule's learning rate; the methods' updates call it."""
             nonlocal step_count, lr
             lr = learning_rate(step_count, stage_steps, warmup_steps, recipe)
             for group in optimizer.param_groups:
@@ -273,7 +273,6 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
             optimizer.step()
             step_count += 1
 
-        lr = 0.0
         for update in passes:
             order = torch.randperm(n_train, generator=generator)
             loss_sum, seen = 0.0, 0
