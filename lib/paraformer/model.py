@@ -149,10 +149,6 @@ class ParaFormer(nn.Module):
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         return self.embed_dropout(x + self.pos_embed)
 
-    def branch_outputs(self, tokens: torch.Tensor, num_branches: int | None = None) -> list[torch.Tensor]:
-        """Each of the first `num_branches` branches applied to the same stem tokens (whole sequences)."""
-        return [branch(tokens) for branch in self.branches[: self._check_prefix(num_branches)]]
-
     def prefix_sums(self, images: torch.Tensor, num_branches: int | None = None) -> list[torch.Tensor]:
         """CLS tokens of the sums of branches 1..k, for k = 1..num_branches: one stem pass, one pass per branch."""
         tokens = self.embed(images)
