@@ -4,10 +4,10 @@ import pandas as pd
 import pytest
 
 from paraformer.config import ConfigError, Recipe
-from paraformer.experiments import (PROFILES, compare_with_paper, convergence_summary, get_comparison, get_profile,
-                                    paired_p_value, time_to_target, trend_summary, versus_vit_summary,
-                                    versus_vit_table)
-from paraformer.paper import TABLE2_LAYER_SWEEP
+from paraformer.experiments import (PROFILES, compare_with_paper, convergence_summary, depth_sweep_summary,
+                                    get_comparison, get_profile, paired_p_value, time_to_target, trend_summary,
+                                    versus_vit_summary, versus_vit_table)
+from paraformer.paper import TABLE2_LAYER_SWEEP, TABLE3_DEPTH_SWEEP, combine
 from tests.test_train import toy_data
 
 
@@ -130,3 +130,23 @@ def test_every_profile_has_a_comparison_and_an_expansion_plan_that_build():
         expansion = get_plan(name)
         assert len(expansion.tasks()) >= 2 and expansion.dataset in DATASETS
     assert get_comparison("quick").profile.seeds == (0, 1, 2)  # the issue asks for at least 3 seeds at quick
+
+
+def depth_rows(accs: dict, dataset="cifar10") -> pd.DataFrame:
+    return pd.DataFrame([{"dataset": dataset, "model": f"Para-F-{name}", "branch_depth": int(name.split("-")[0]),
+                          "num_layers": int(name.split("-")[1]), "seed": 0, "test_images": 1000, "test_acc": acc,
+                          "num_params": 1, "train_seconds": 1.0} for name, acc in accs.items()])
+
+
+def test_the_depth_findings_are_read_from_both_sweeps_against_test_set_noise():
+    paper = combine(TABLE2_LAYER_SWEEP, TABLE3_DEPTH_SWEEP)
+    assert paper["cifar10"]["Para-F-1-24"] == 71.53 and paper["cifar10"]["Para-F-6-6"] == 79.39
+    # noise at ~50% and 1000 test images: about 4.5 points
+    table = compare_with_paper(depth_rows({"1-24": 45.0, "6-6": 56.0, "2-24": 50.0, "3-24": 47.0, "6-24": 52.0}),
+                               paper)
+    (line,) = depth_sweep_summary(table, paper)
+    assert "in 2 of 3 cases" in line and "3-24 is within noise of 1-24 (+2.0)" in line
+    assert "6-6 beats 2-24 (+6.0) [paper +4.6]" in line
+    assert "In our run finding (1) fails and finding (2) holds." in line
+    (missing,) = depth_sweep_summary(compare_with_paper(depth_rows({"1-24": 45.0}), paper), paper)
+    assert "needs Para-F-1-24, Para-F-6-6" in missing

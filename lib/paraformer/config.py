@@ -91,6 +91,7 @@ class ModelConfig:
     num_layers: int | None = None  # n: total layers over all branches (n / m branches)
     num_branches: int | None = None  # alternative to num_layers: number of parallel branches
     dropout: float = 0.0  # dropout after the embedding, the attention projection and the MLP
+    norm_eps: float = 1e-5  # LayerNorm epsilon (torchvision's pretrained ViTs use 1e-6; see paraformer.pretrained)
     num_classes: int = 10  # outputs of the shared head
     # Class-incremental models (see ParaFormer.expand): task t adds task_branches[t] branches and a head for
     # task_classes[t] new classes, which reads the sum of the branches up to its own. Empty = one head.
@@ -101,7 +102,7 @@ class ModelConfig:
         _lists_to_tuples(self, "task_classes", "task_branches")
         _check_types(self)
         _positive(self, "image_size", "in_channels", "patch_size", "width", "num_heads", "mlp_ratio",
-                  "branch_depth", "num_layers", "num_branches", "num_classes")
+                  "branch_depth", "num_layers", "num_branches", "num_classes", "norm_eps")
         if self.num_layers is None and self.num_branches is None:
             raise ConfigError("ModelConfig needs num_layers (n) or num_branches; got neither")
         if self.num_layers is not None and self.num_layers % self.branch_depth:

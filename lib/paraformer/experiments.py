@@ -177,6 +177,46 @@ def trend_summary(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+def depth_sweep_summary(table: pd.DataFrame, paper_table: dict) -> list[str]:
+    """Per dataset, in words: do our runs show the 2024 paper's two depth findings (Table 3 against Table 2)?
+    (1) deeper branches beat Para-F-1-24 at the same 24 layers; (2) Para-F-6-6 beats Para-F-2-24 and 3-24.
+    `table` holds both sweeps (compare_with_paper rows); `paper_table` maps dataset -> model -> the paper's %."""
+    lines = []
+    for dataset, rows in table.groupby("dataset", sort=False):
+        acc = rows.set_index("model")["our_acc"]
+        paper = paper_table.get(dataset, {})
+        needed = ["Para-F-1-24", "Para-F-6-6", "Para-F-2-24", "Para-F-3-24"]
+        if any(name not in acc for name in needed):
+            lines.append(f"**{dataset}**: needs {', '.join(needed)} to test the findings; this run has "
+                         f"{', '.join(acc.index)}.")
+            continue
+        n = int((rows["test_images"] * rows["seeds"]).min())
+        noise = difference_noise(acc.mean(), n)
+
+        def compare(a: str, b: str) -> str:
+            gap = acc[a] - acc[b]
+            word = "beats" if gap > noise else "loses to" if gap < -noise else "is within noise of"
+            text = f"{a.removeprefix('Para-F-')} {word} {b.removeprefix('Para-F-')} ({gap:+.1f})"
+            if a in paper and b in paper:
+                text += f" [paper {paper[a] - paper[b]:+.1f}]"
+            return text
+
+        deeper = [name for name in acc.index if name.endswith("-24") and name != "Para-F-1-24"]
+        first = [compare(name, "Para-F-1-24") for name in deeper]
+        wins = sum(acc[name] - acc["Para-F-1-24"] > noise for name in deeper)
+        second = [compare("Para-F-6-6", name) for name in ("Para-F-2-24", "Para-F-3-24")]
+        both = sum(acc["Para-F-6-6"] - acc[name] > noise for name in ("Para-F-2-24", "Para-F-3-24"))
+        lines.append(
+            f"**{dataset}** (differences in points; beyond two standard errors of a difference, "
+            f"{noise:.1f} points at {n} test predictions, counts as a win or loss): "
+            f"(1) deeper branches beat Para-F-1-24 at 24 layers in {wins} of {len(deeper)} cases: "
+            + "; ".join(first) + ". "
+            f"(2) Para-F-6-6, a plain ViT of depth 6, beats {both} of 2-24 and 3-24: " + "; ".join(second) + ". "
+            f"In our run finding (1) {'holds' if wins == len(deeper) else 'fails'} and finding (2) "
+            f"{'holds' if both == 2 else 'fails'}" + ("." if paper else "; the paper has no numbers for this dataset."))
+    return lines
+
+
 def profile_record(profile: Profile) -> dict:
     """The profile as plain data, for printing in notebooks beside the results it produced."""
     record = asdict(profile)

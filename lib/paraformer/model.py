@@ -21,6 +21,7 @@ logits of earlier classes.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -65,9 +66,9 @@ class Layer(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.norm1 = nn.LayerNorm(config.width)
+        self.norm1 = nn.LayerNorm(config.width, eps=config.norm_eps)
         self.attn = Attention(config.width, config.num_heads, config.dropout)
-        self.norm2 = nn.LayerNorm(config.width)
+        self.norm2 = nn.LayerNorm(config.width, eps=config.norm_eps)
         self.mlp = MLP(config.width, config.mlp_hidden, config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,10 +97,10 @@ class ParaFormer(nn.Module):
         self.branches = nn.ModuleList(Branch(config) for _ in range(config.num_branches))
         # The first task's head keeps the plain model's names, so that expanding a model keeps its state dict.
         classes = config.task_classes or (config.num_classes,)
-        self.norm = nn.LayerNorm(config.width)
+        self.norm = nn.LayerNorm(config.width, eps=config.norm_eps)
         self.head = nn.Linear(config.width, classes[0])
-        self.task_heads = nn.ModuleList(
-            nn.Sequential(nn.LayerNorm(config.width), nn.Linear(config.width, c)) for c in classes[1:])
+        self.task_heads = nn.ModuleList(nn.Sequential(nn.LayerNorm(config.width, eps=config.norm_eps),
+                                                      nn.Linear(config.width, c)) for c in classes[1:])
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -230,6 +231,30 @@ class ParaFormer(nn.Module):
                           if k.startswith(prefix)})
         smaller.load_state_dict(state)
         return smaller.to(next(self.parameters()).device)
+
+    def regroup(self, branch_depth: int) -> "ParaFormer":
+        """The same layers in branches of `branch_depth`: the layers are taken in order (branch 1's first, then
+        branch 2's, ...) and cut into consecutive groups, with the same stem and head. A ViT of depth 12
+        regrouped with branch_depth=3 is 4 parallel branches holding its layers 1-3, 4-6, 7-9 and 10-12."""
+        if self.config.is_incremental:
+            raise ConfigError("regroup needs a plain ParaFormer, not a class-incremental one")
+        layers = self.config.num_layers
+        if isinstance(branch_depth, bool) or not isinstance(branch_depth, int) or branch_depth < 1 \
+                or layers % branch_depth:
+            raise ConfigError(f"branch_depth={branch_depth!r} must be a positive int dividing the model's "
+                              f"{layers} layers")
+        regrouped = ParaFormer(dataclasses.replace(self.config, branch_depth=branch_depth, num_layers=layers,
+                                                   num_branches=None))
+        old_depth = self.config.branch_depth
+        state = {}
+        for key, value in self.state_dict().items():
+            if key.startswith("branches."):
+                branch, layer, rest = key.split(".", 3)[1:]
+                index = int(branch) * old_depth + int(layer)
+                key = f"branches.{index // branch_depth}.{index % branch_depth}.{rest}"
+            state[key] = value
+        regrouped.load_state_dict(state)
+        return regrouped.to(next(self.parameters()).device)
 
 
 def save_model(model: ParaFormer, path: str | Path) -> Path:

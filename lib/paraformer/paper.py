@@ -47,3 +47,9 @@ PAPER_2025 = "Li, Wang & Wei 2025 (arXiv 2510.15425)"
 BEST_GAIN_OVER_VIT = 2.39  # "outperforms ... ViT ... with performance gains of up to 2.39%" (points, best case)
 BEST_COMPRESSION = 15.07  # "supports up to 15.07x model compression" (how the ratio is counted is not stated)
 FAIRSCALE_SPEEDUP = (3.30, 0.86)  # "3.30x faster than ... FairScale" (+- 0.86), multi-GPU
+
+
+def combine(*tables: dict) -> dict:
+    """One dataset -> model -> accuracy table from several (e.g. Tables 2 and 3 for the two sweeps together)."""
+    return {d: {m: a for table in tables for m, a in table.get(d, {}).items()}
+            for d in dict.fromkeys(d for table in tables for d in table)}

@@ -92,3 +92,10 @@ def save_figure(fig, name: str) -> Path:
     with _atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     return path
+
+
+def provenance(runs) -> list[str]:
+    """Table notes saying where a table's runs came from: the data sources, devices and code versions of the rows
+    of `runs` (a DataFrame with data_source, device and code_version columns)."""
+    return [*[f"data: {source}" for source in sorted(set(runs["data_source"]))],
+            f"runs on {sorted(set(runs['device']))}, code {sorted(set(runs['code_version']))}"]

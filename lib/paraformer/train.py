@@ -11,6 +11,7 @@ epochs: the shuffling generator and the global RNG (dropout, RandAugment) are re
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -65,13 +66,36 @@ class RunResult:
         return record
 
 
+@dataclass(frozen=True)
+class Initialization:
+    """Weights a run starts from instead of its random initialization (e.g. imported pretrained weights).
+    Parameters that `state_dict` lacks keep their random initialization: only a new head may be missing."""
+
+    source: str  # where the weights come from, in words; recorded with the run
+    state_dict: dict  # parameter name -> tensor, named as in the run's ParaFormer
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """A hash of the names and exact bytes of the weights: part of the run key, so that other weights
+        under the same description never hit the cache."""
+        h = hashlib.sha256()
+        for name in sorted(self.state_dict):
+            tensor = self.state_dict[name].detach().cpu().contiguous()
+            h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+            h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
 def run_key(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe,
-            parent: "RunResult | None" = None) -> str:
-    """A stable hash of everything that decides a run's numbers (the parent run's key included)."""
+            parent: "RunResult | None" = None, init: Initialization | None = None) -> str:
+    """A stable hash of everything that decides a run's numbers (the parent run's key or the initial
+    weights included)."""
     payload = {"format": RUN_FORMAT, "model": asdict(model_config), "data": asdict(data_config),
                "recipe": asdict(recipe)}
     if parent is not None:
         payload["parent"] = parent.key
+    if init is not None:
+        payload["init"] = init.digest
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -186,13 +210,15 @@ def _progress(total: int, desc: str, initial: int, enabled: bool):
 
 
 def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *, name: str | None = None,
-          data: ImageData | None = None, parent: RunResult | None = None, results_root: Path | None = None,
-          progress: bool = True, on_epoch_end: Callable[[dict], None] | None = None) -> RunResult:
+          data: ImageData | None = None, parent: RunResult | None = None, init: Initialization | None = None,
+          results_root: Path | None = None, progress: bool = True,
+          on_epoch_end: Callable[[dict], None] | None = None) -> RunResult:
     """Train (or fetch from the run cache) one model and return its record.
 
     `data` may be passed to reuse images already loaded for `data_config`. `parent` is a finished run whose
     model this one expands (`ModelConfig.expanded`): its weights are copied in before training, and its key
-    becomes part of this run's. `on_epoch_end` is called with each epoch's log entry after its checkpoint is
+    becomes part of this run's. `init` gives starting weights instead (fine-tuning); their digest becomes part
+    of the key. `on_epoch_end` is called with each epoch's log entry after its checkpoint is
     safely written (so interrupting it loses nothing).
     """
     for value, cls in ((model_config, ModelConfig), (data_config, DataConfig), (recipe, Recipe)):
@@ -203,9 +229,11 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
     if parent is not None and not model_config.is_expansion_of(parent.model_config):
         raise ConfigError(f"{model_config.name} is not an expansion of the parent run's {parent.model_config.name}; "
                           "build the model config with ModelConfig.expanded")
+    if init is not None and (parent is not None or not isinstance(init, Initialization)):
+        raise ConfigError("train(init=...) needs an Initialization and no parent run (give one or the other)")
     if recipe.freeze_inherited and parent is None:
         raise ConfigError("Recipe.freeze_inherited=True needs a parent run to inherit from (train(parent=...))")
-    key = run_key(model_config, data_config, recipe, parent)
+    key = run_key(model_config, data_config, recipe, parent, init)
     if name is None:
         method = "" if recipe.method == "joint" else f"-{recipe.method}"
         name = f"{data_config.dataset}-{model_config.name}{method}".replace("/", "_")
@@ -230,6 +258,11 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
     if parent is not None:
         new = model.inherit(load_trained_model(parent, results_root, device))
         inherited = frozenset(n for n, _ in model.named_parameters()) - frozenset(new)
+    if init is not None:
+        missing, unexpected = model.load_state_dict(init.state_dict, strict=False)
+        if unexpected or any(not name.startswith("head.") for name in missing):
+            raise ConfigError(f"initial weights from {init.source} do not fit {model_config.name}: unexpected "
+                              f"{sorted(unexpected)[:3]}, missing {sorted(missing)[:3]} (only head.* may be missing)")
     stages = progressive.plan(model, recipe, inherited)
     history: list[dict] = []
     wall_seconds, state = 0.0, None
@@ -311,6 +344,8 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
     config = {"model": asdict(model_config), "data": asdict(data_config), "recipe": asdict(recipe)}
     if parent is not None:
         config["parent"] = {"name": parent.name, "key": parent.key}
+    if init is not None:
+        config["init"] = {"source": init.source, "digest": init.digest}
     result = RunResult(
         name=name, key=key,
         # in its JSON form (tuples as lists), so that a fresh result equals the one read back from the cache

@@ -1,0 +1,319 @@
+"""Pretrained weights: torchvision's ImageNet ViT-B/16 as a ParaFormer, and the fine-tuning experiment of
+the 2024 paper's Table 4 (notebook 07).
+
+ViT-B/16 is Para-F-12-12: one branch of 12 layers. torchvision's layout maps onto ours one to one:
+
+    conv_proj                          -> patch_embed       (the same conv, kernel = stride = 16)
+    class_token, encoder.pos_embedding -> cls_token, pos_embed
+    encoder_layer_i.ln_1 / ln_2        -> branches.0.i.norm1 / norm2   (LayerNorm eps 1e-6: ModelConfig.norm_eps)
+    self_attention.in_proj_*           -> attn.qkv          (rows packed q, k, v, heads contiguous in each:
+                                                             exactly the order our qkv projection splits)
+    self_attention.out_proj            -> attn.proj
+    mlp.0 / mlp.3                      -> mlp.fc1 / fc2     (exact GELU in both)
+    encoder.ln, heads.head             -> norm, head        (torchvision normalizes every token, then takes
+                                                             the CLS token; we take it first: the same numbers)
+
+Any key left unmapped fails the import, so a layout torchvision changes cannot be imported half right.
+
+The weights expect ImageNet-normalized RGB. Our data pipeline normalizes each dataset with its own statistics
+and keeps greyscale images in one channel; the patch projection is linear, so the import folds the change
+of normalization (and, for greyscale, the sum over the three colour channels) into its weights exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, replace
+
+import pandas as pd
+import torch
+import torchvision
+
+from .config import ConfigError, DataConfig, ModelConfig, Recipe
+from .data import IMAGENET_MEAN, IMAGENET_STD, load_data
+from .experiments import difference_noise
+from .model import ParaFormer
+from .train import Initialization, RunResult, train
+
+IMAGENET_VIT = torchvision.models.ViT_B_16_Weights.IMAGENET1K_V1  # Google's original ImageNet weights
+
+
+class PretrainedUnavailable(RuntimeError):
+    """The ImageNet weights are neither in torchvision's cache nor downloadable here."""
+
+
+def config_from_torchvision(vit: torchvision.models.VisionTransformer, in_channels: int = 3) -> ModelConfig:
+    """The ModelConfig of a ParaFormer with one branch that computes what `vit` computes."""
+    if not isinstance(vit, torchvision.models.VisionTransformer):
+        raise ConfigError(f"expected a torchvision VisionTransformer, got {type(vit).__name__}")
+    if hasattr(vit.heads, "pre_logits"):
+        raise ConfigError("torchvision ViTs with a representation layer (representation_size) have no ParaFormer "
+                          "equivalent; use one whose heads are a single Linear")
+    if vit.attention_dropout:
+        raise ConfigError(f"the ViT has attention_dropout={vit.attention_dropout}; ParaFormer has no dropout on "
+                          "attention weights, so only attention_dropout=0 imports exactly")
+    return ModelConfig(
+        image_size=vit.image_size, in_channels=in_channels, patch_size=vit.patch_size, width=vit.hidden_dim,
+        num_heads=vit.encoder.layers[0].num_heads, mlp_ratio=vit.mlp_dim / vit.hidden_dim,
+        branch_depth=len(vit.encoder.layers), num_layers=len(vit.encoder.layers), dropout=vit.dropout,
+        norm_eps=vit.encoder.ln.eps, num_classes=vit.heads.head.out_features)
+
+
+def _our_name(name: str) -> str:
+    """torchvision state-dict key -> ParaFormer key (KeyError for anything this mapping does not know)."""
+    fixed = {"class_token": "cls_token", "conv_proj.weight": "patch_embed.weight",
+             "conv_proj.bias": "patch_embed.bias", "encoder.pos_embedding": "pos_embed",
+             "encoder.ln.weight": "norm.weight", "encoder.ln.bias": "norm.bias",
+             "heads.head.weight": "head.weight", "heads.head.bias": "head.bias"}
+    if name in fixed:
+        return fixed[name]
+    prefix, _, rest = name.partition(".encoder_layer_")
+    layer, _, part = rest.partition(".")
+    inside = {"ln_1": "norm1", "ln_2": "norm2", "self_attention.in_proj_weight": "attn.qkv.weight",
+              "self_attention.in_proj_bias": "attn.qkv.bias", "self_attention.out_proj": "attn.proj",
+              "mlp.0": "mlp.fc1", "mlp.3": "mlp.fc2"}
+    if prefix == "encoder.layers" and layer.isdigit():
+        module, _, tensor = part.rpartition(".")
+        for theirs, ours in inside.items():
+            if part == theirs:
+                return f"branches.0.{layer}.{ours}"
+            if module == theirs:
+                return f"branches.0.{layer}.{ours}.{tensor}"
+    raise KeyError(name)
+
+
+def fold_normalization(weight: torch.Tensor, bias: torch.Tensor, data_mean, data_std, weights_mean, weights_std):
+    """Patch-projection weights for images normalized with (data_mean, data_std) that compute what (weight,
+    bias) compute on the same images normalized with (weights_mean, weights_std). A greyscale image
+    (one data channel) is the RGB image whose three channels all hold the grey value."""
+    colours, channels = weight.shape[1], len(data_mean)
+    if len(data_std) != channels or channels not in (1, colours) or (len(weights_mean), len(weights_std)) != (
+            colours, colours):
+        raise ConfigError(f"cannot fold a normalization of {channels} data channel(s) into a patch projection of "
+                          f"{colours} channels (data mean/std {data_mean}/{data_std}, weights expect "
+                          f"{weights_mean}/{weights_std})")
+    source = [c if channels == colours else 0 for c in range(colours)]
+    # pixel = data_std * x + data_mean, and the weights read (pixel - weights_mean) / weights_std
+    scale = torch.tensor([data_std[s] / weights_std[c] for c, s in enumerate(source)], dtype=torch.float64)
+    shift = torch.tensor([(data_mean[s] - weights_mean[c]) / weights_std[c] for c, s in enumerate(source)],
+                         dtype=torch.float64)
+    w = weight.double()
+    folded_bias = bias.double() + (w.sum(dim=(2, 3)) * shift).sum(dim=1)
+    folded = w * scale.view(1, -1, 1, 1)
+    if channels == 1:
+        folded = folded.sum(dim=1, keepdim=True)
+    return folded.to(weight.dtype), folded_bias.to(bias.dtype)
+
+
+def from_torchvision(vit: torchvision.models.VisionTransformer, in_channels: int = 3, data_mean=None,
+                     data_std=None, weights_mean=IMAGENET_MEAN, weights_std=IMAGENET_STD) -> ParaFormer:
+    """`vit`'s weights in a ParaFormer with one branch (Para-F-12-12 for ViT-B/16).
+
+    Without `data_mean`/`data_std` the ParaFormer reads exactly the input `vit` reads. With them, it reads
+    images normalized by (data_mean, data_std) with `in_channels` channels (1 = greyscale) and computes what
+    `vit` computes on the same images as RGB normalized by (weights_mean, weights_std)."""
+    if (data_mean is None) != (data_std is None):
+        raise ConfigError("give both data_mean and data_std, or neither")
+    if data_mean is None and in_channels != 3:
+        raise ConfigError(f"in_channels={in_channels} needs data_mean and data_std to fold the colour channels")
+    model = ParaFormer(config_from_torchvision(vit, in_channels))
+    state = {}
+    for name, tensor in vit.state_dict().items():
+        try:
+            state[_our_name(name)] = tensor.detach().clone()
+        except KeyError:
+            raise ConfigError(f"torchvision ViT weight {name!r} has no place in a ParaFormer; the import knows "
+                              "torchvision's VisionTransformer layout (see paraformer.pretrained)") from None
+    if data_mean is not None:
+        state["patch_embed.weight"], state["patch_embed.bias"] = fold_normalization(
+            state["patch_embed.weight"], state["patch_embed.bias"], data_mean, data_std, weights_mean, weights_std)
+    model.load_state_dict(state)  # strict: every ParaFormer weight must come from the ViT
+    return model.to(next(vit.parameters()).device)
+
+
+def load_imagenet_vit() -> torchvision.models.VisionTransformer:
+    """torchvision's vit_b_16 with its ImageNet weights, from torchvision's cache or downloaded into it."""
+    try:
+        state = IMAGENET_VIT.get_state_dict(progress=False, check_hash=True)
+    except (OSError, RuntimeError) as error:  # no network: URLError (an OSError); a corrupt file: RuntimeError
+        reason = str(getattr(error, "reason", error)).splitlines()[0]
+        raise PretrainedUnavailable(
+            f"torchvision's ImageNet weights for vit_b_16 ({IMAGENET_VIT.url}) are not cached and could not be "
+            f"downloaded ({reason}); copy the file into {torch.hub.get_dir()}/checkpoints/ to use them") from None
+    vit = torchvision.models.vit_b_16()
+    vit.load_state_dict(state)
+    return vit
+
+
+# --- the fine-tuning experiment (notebook 07) ------------------------------------------------------------
+
+PRETRAINED_MODES = ("auto", "required", "never")
+
+
+@dataclass(frozen=True)
+class FinetuneProfile:
+    """Fine-tuning one 12-layer ViT's weights, as the sequential ViT and regrouped into parallel branches."""
+
+    name: str
+    datasets: tuple[str, ...]  # datasets fine-tuned on
+    n_train: int | None  # training images per dataset (stratified subset); None = all
+    n_test: int | None  # test images per dataset; None = all
+    recipe: Recipe  # the fine-tuning recipe of every run
+    # "auto": ImageNet weights when torchvision has them cached or can download them, else random weights;
+    # "required": fail without them; "never": random weights (the ci profile, so that tests agree everywhere)
+    pretrained: str
+    val_fraction: float = 0.0  # share of the training images held out (not trained on)
+    branch_depths: tuple[int, ...] = (12, 1, 3)  # 12: the sequential ViT; 1: 12 branches; 3: 4 branches
+    decode_size: dict = field(default_factory=dict)  # dataset -> size its variable-size images are decoded at
+    # The randomly initialized stand-in for ViT-B/16 (12 layers, MLP ratio 4): a torchvision VisionTransformer
+    # small enough for this profile, at the dataset's native image size.
+    random_width: int = 64
+    random_heads: int = 4
+    random_patch: dict = field(default_factory=lambda: {28: 4, 32: 4, 96: 8})  # image size -> patch size
+
+    def __post_init__(self):
+        if self.pretrained not in PRETRAINED_MODES:
+            raise ConfigError(f"FinetuneProfile.pretrained={self.pretrained!r}; choose one of {PRETRAINED_MODES}")
+
+    def data_config(self, dataset: str) -> DataConfig:
+        return DataConfig(dataset=dataset, n_train=self.n_train, n_test=self.n_test, val_fraction=self.val_fraction,
+                          image_size=self.decode_size.get(dataset))
+
+    def describe(self) -> str:
+        r = self.recipe
+        subset = f"{self.n_train or 'all'} train / {self.n_test or 'all'} test images per dataset"
+        if self.val_fraction:
+            subset += f" ({self.val_fraction:.0%} of train held out)"
+        return (f"fine-tuning profile `{self.name}`: {subset}; {r.epochs} epochs, batch {r.batch_size}, {r.optimizer} "
+                f"lr {r.lr:g} wd {r.weight_decay:g}, {r.warmup_epochs:g} warmup epochs + {r.schedule}, gradient clip "
+                f"{r.grad_clip}, label smoothing {r.label_smoothing:g}, augment {'+'.join(r.augment) or 'none'}; "
+                f"ImageNet weights: {self.pretrained}; without them, a random 12-layer torchvision ViT of width "
+                f"{self.random_width} ({self.random_heads} heads, MLP ratio 4) at each dataset's native size")
+
+    def random_vit(self, image_size: int, seed: int) -> torchvision.models.VisionTransformer:
+        if image_size not in self.random_patch:
+            raise ConfigError(f"finetune profile {self.name!r} has no patch size for {image_size}px images; add it "
+                              f"to FinetuneProfile.random_patch (known: {sorted(self.random_patch)})")
+        torch.manual_seed(seed)
+        return torchvision.models.VisionTransformer(
+            image_size=image_size, patch_size=self.random_patch[image_size], num_layers=12,
+            num_heads=self.random_heads, hidden_dim=self.random_width, mlp_dim=4 * self.random_width)
+
+
+# Hyperparameters the paper omits follow the ViT paper's fine-tuning recipe (SGD with momentum 0.9, no weight
+# decay, gradient clipping at norm 1, cosine decay) with a learning rate of 0.01 and batch 128.
+_finetune_recipe = Recipe(epochs=10, batch_size=128, optimizer="sgd", lr=0.01, weight_decay=0.0, warmup_epochs=0.5,
+                          label_smoothing=0.0, grad_clip=1.0, augment=("flip", "crop"))
+FINETUNE_PROFILES = {
+    "ci": FinetuneProfile("ci", ("fashion_mnist",), n_train=256, n_test=100, pretrained="never", random_width=16,
+                          random_heads=2, recipe=replace(_finetune_recipe, epochs=2, batch_size=32, augment=())),
+    # ViT-B/16 at 224 px trains at a few images per second on a 2-core CPU: with ImageNet weights this profile
+    # is a GPU job (minutes); with the random stand-in it runs here in a few minutes.
+    "quick": FinetuneProfile("quick", ("cifar10", "fashion_mnist"), n_train=1000, n_test=1000, pretrained="auto",
+                             recipe=replace(_finetune_recipe, batch_size=32, augment=())),
+    # The paper's datasets, whole, 10 epochs, 5% held out as in its Table 1. Pets and Flowers are decoded at
+    # 224 px rather than fitted to 96 px first.
+    "paper": FinetuneProfile("paper", ("cifar10", "cifar100", "stl10", "oxford_pets", "flowers102"), n_train=None,
+                             n_test=None, pretrained="required", val_fraction=0.05, recipe=_finetune_recipe,
+                             decode_size={"oxford_pets": 224, "flowers102": 224}),
+}
+
+
+def get_finetune_profile(name: str) -> FinetuneProfile:
+    if name not in FINETUNE_PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; choose one of {sorted(FINETUNE_PROFILES)}")
+    return FINETUNE_PROFILES[name]
+
+
+def pretrained_vit(mode: str) -> tuple[torchvision.models.VisionTransformer | None, str]:
+    """The ImageNet ViT-B/16 (or None for random weights) under `mode`, and one line saying which it is."""
+    if mode not in PRETRAINED_MODES:
+        raise ConfigError(f"pretrained={mode!r}; choose one of {PRETRAINED_MODES}")
+    if mode == "never":
+        return None, "Weights: random (this profile never loads ImageNet weights); NOT a pretrained fine-tune."
+    try:
+        return load_imagenet_vit(), f"Weights: torchvision {IMAGENET_VIT} (ImageNet-1k, Google's original ViT-B/16)."
+    except PretrainedUnavailable as error:
+        if mode == "required":
+            raise
+        return None, (f"ImageNet weights unavailable, so this run fine-tunes RANDOM weights and its numbers are "
+                      f"not a pretrained fine-tune: {error}")
+
+
+def arrangement(branch_depth: int, layers: int = 12) -> str:
+    if branch_depth == layers:
+        return "sequential (1 branch)"
+    return f"{layers // branch_depth} branches x depth {branch_depth}"
+
+
+def run_finetune(profile: FinetuneProfile, vit: torchvision.models.VisionTransformer | None,
+                 datasets: tuple[str, ...] | None = None, seed: int = 0,
+                 progress: bool = True) -> tuple[pd.DataFrame, list[RunResult]]:
+    """Fine-tune `vit`'s weights (None: the profile's randomly initialized stand-in) on every dataset, as the
+    sequential ViT and regrouped into parallel branches (`profile.branch_depths`), each with a new head."""
+    source = f"torchvision {IMAGENET_VIT}" if vit is not None else "random (not pretrained)"
+    recipe = replace(profile.recipe, seed=seed)
+    rows, results = [], []
+    for dataset in datasets or profile.datasets:
+        data_config = profile.data_config(dataset)
+        data = load_data(data_config)
+        base_vit = vit if vit is not None else profile.random_vit(data.image_size, seed)
+        sequential = from_torchvision(base_vit, data.in_channels, data.mean, data.std)
+        for depth in profile.branch_depths:
+            model = sequential.regroup(depth)
+            config = dataclasses.replace(model.config, num_classes=data.num_classes)
+            weights = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
+            init = Initialization(f"{source}, {arrangement(depth, config.num_layers)}", weights)
+            kind = "imagenet" if vit is not None else "random"
+            result = train(config, data_config, recipe, data=data, init=init, progress=progress,
+                           name=f"{dataset}-{config.name}-finetune-{kind}")
+            results.append(result)
+            rows.append({"dataset": dataset, "model": config.name, "arrangement": arrangement(depth, config.num_layers),
+                         "weights": source, "branch_depth": depth, "num_layers": config.num_layers, "seed": seed,
+                         "train_images": len(data.train_labels), "test_images": len(data.test_labels),
+                         "image_size": config.image_size, "test_acc": result.final_test_acc,
+                         "num_params": result.num_params, "epochs": len(result.history),
+                         "train_seconds": result.wall_seconds, "cached": result.cached, "run_key": result.key,
+                         "data_source": result.data_source, "device": result.device,
+                         "code_version": result.code_version})
+    return pd.DataFrame(rows), results
+
+
+def finetune_table(runs: pd.DataFrame, paper_table: dict) -> pd.DataFrame:
+    """Our fine-tuned accuracies beside the paper's Table 4, and each parallel arrangement against the
+    sequential fine-tune of the same weights on the same dataset."""
+    table = runs.copy()
+    table["paper_acc"] = pd.to_numeric([paper_table.get(d, {}).get(m) for d, m in zip(table["dataset"], table["model"])])
+    sequential = table[table["branch_depth"] == table["num_layers"]].set_index("dataset")["test_acc"]
+    table["minus_sequential"] = table["test_acc"] - table["dataset"].map(sequential)
+    table["ours_minus_paper"] = table["test_acc"] - table["paper_acc"]
+    columns = ["dataset", "model", "arrangement", "branch_depth", "num_layers", "weights", "params", "paper_acc",
+               "our_acc", "ours_minus_paper", "minus_sequential", "epochs", "train_images", "test_images",
+               "image_size", "train_seconds"]
+    return table.rename(columns={"test_acc": "our_acc", "num_params": "params"})[columns]
+
+
+def finetune_summary(table: pd.DataFrame) -> list[str]:
+    """Per dataset, in words: the sequential fine-tune against the paper, and whether the parallel
+    rearrangements of the same weights keep its accuracy (beyond test-set noise or not)."""
+    lines = []
+    for dataset, rows in table.groupby("dataset", sort=False):
+        is_sequential = rows["branch_depth"] == rows["num_layers"]
+        sequential = rows[is_sequential].iloc[0]
+        pretrained = not sequential["weights"].startswith("random")
+        line = f"**{dataset}**: the sequential {sequential['model']} reaches {sequential['our_acc']:.1f}%"
+        line += (f" (paper: {sequential['paper_acc']:.2f}%)." if not math.isnan(sequential["paper_acc"])
+                 else " (the paper has no number for this dataset).")
+        noise = difference_noise(sequential["our_acc"], int(sequential["test_images"]))
+        for _, r in rows[~is_sequential].iterrows():
+            gap = r["minus_sequential"]
+            verdict = ("within test-set noise of it" if abs(gap) <= noise else "clearly above it" if gap > 0
+                       else "clearly below it")
+            line += f" Regrouped as {r['arrangement']}: {r['our_acc']:.1f}% ({gap:+.1f} points, {verdict})."
+        line += f" (Two standard errors of a difference here: {noise:.1f} points.)"
+        if not pretrained:
+            line += (" These weights are random, not ImageNet's: the numbers test the pipeline and say nothing about "
+                     "Table 4 or about parallelizing a pretrained ViT.")
+        lines.append(line)
+    return lines

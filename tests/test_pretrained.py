@@ -1,0 +1,166 @@
+"""Importing torchvision ViTs: the imported ParaFormer computes what the ViT computes, and fine-tuning starts
+from exactly those weights. No test downloads anything."""
+
+import urllib.error
+
+import pandas as pd
+import pytest
+import torch
+import torchvision
+
+import paraformer.pretrained as pretrained
+from paraformer.config import ConfigError, DataConfig, ModelConfig, Recipe
+from paraformer.data import IMAGENET_MEAN, IMAGENET_STD
+from paraformer.model import ParaFormer
+from paraformer.paper import TABLE4_FINETUNE
+from paraformer.pretrained import (FINETUNE_PROFILES, Initialization, config_from_torchvision, finetune_summary,
+                                   finetune_table, from_torchvision, pretrained_vit)
+from paraformer.train import run_key, train
+from tests.test_train import toy_data
+
+
+def randomize_norms_and_biases(vit: torchvision.models.VisionTransformer) -> None:
+    """torchvision initializes LayerNorms to (1, 0) and attention biases to 0, which would hide a wrong mapping
+    of those tensors; give every one of them distinct values."""
+    with torch.no_grad():
+        for module in vit.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.normal_(1.0, 0.1)
+                module.bias.normal_(0.0, 0.1)
+            if isinstance(module, torch.nn.MultiheadAttention):
+                module.in_proj_bias.normal_(0.0, 0.1)
+                module.out_proj.bias.normal_(0.0, 0.1)
+        vit.heads.head.weight.normal_(0.0, 0.02)  # torchvision zeroes the head: the logits would all be 0
+
+
+def test_torchvision_vit_b_16_imports_with_the_same_logits():
+    torch.manual_seed(0)
+    vit = torchvision.models.vit_b_16().eval()  # random weights: nothing is downloaded
+    randomize_norms_and_biases(vit)
+    ours = from_torchvision(vit).eval()
+    assert ours.config.name == "Para-F-12-12"
+    assert (ours.config.width, ours.config.num_heads, ours.config.patch_size, ours.config.norm_eps) == (768, 12, 16, 1e-6)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in vit.parameters())
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        expected = vit(x)
+        torch.testing.assert_close(ours(x), expected, rtol=1e-4, atol=1e-4)
+    assert expected.abs().max() > 0.1  # the comparison is not between near-zero logits
+
+
+def small_vit(image_size=28, patch_size=4, **fields):
+    vit = torchvision.models.VisionTransformer(image_size=image_size, patch_size=patch_size, num_layers=12,
+                                               num_heads=2, hidden_dim=16, mlp_dim=64, **fields)
+    randomize_norms_and_biases(vit)
+    return vit.eval()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_our_normalization_and_greyscale_are_folded_into_the_patch_projection(channels):
+    """Our pipeline normalizes with each dataset's statistics and keeps greyscale in one channel; the imported
+    model on our input equals the ViT on the ImageNet-normalized RGB input it was trained for."""
+    torch.manual_seed(1)
+    vit = small_vit()
+    mean, std = (0.29, 0.31, 0.27)[:channels], (0.35, 0.30, 0.33)[:channels]
+    ours = from_torchvision(vit, channels, mean, std).eval()
+    pixels = torch.rand(3, channels, 28, 28)
+    rgb = pixels.expand(-1, 3, -1, -1)
+    imagenet = (rgb - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mine = (pixels - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(mine), vit(imagenet), rtol=1e-4, atol=1e-5)
+
+
+def test_layouts_the_import_cannot_reproduce_are_refused():
+    with pytest.raises(ConfigError, match="representation_size"):
+        from_torchvision(torchvision.models.VisionTransformer(28, 4, 2, 2, 16, 32, representation_size=8))
+    with pytest.raises(ConfigError, match="attention_dropout=0.1"):
+        config_from_torchvision(small_vit(attention_dropout=0.1))
+    with pytest.raises(ConfigError, match="in_channels=1 needs data_mean"):
+        from_torchvision(small_vit(), in_channels=1)
+    with pytest.raises(ConfigError, match="expected a torchvision VisionTransformer"):
+        config_from_torchvision(torch.nn.Linear(2, 2))
+
+
+def test_regrouping_a_vit_puts_consecutive_layers_into_parallel_branches():
+    torch.manual_seed(2)
+    sequential = from_torchvision(small_vit())
+    four = sequential.regroup(3)
+    assert (four.config.name, four.num_branches) == ("Para-F-3-12", 4)
+    for layer in range(12):
+        torch.testing.assert_close(four.branches[layer // 3][layer % 3].mlp.fc1.weight,
+                                   sequential.branches[0][layer].mlp.fc1.weight)
+    torch.testing.assert_close(four.head.weight, sequential.head.weight)
+    # regrouping only moves layers: back into one branch, it is the same ViT again
+    x = torch.randn(2, 1, 28, 28).expand(-1, 3, -1, -1)
+    with torch.no_grad():
+        torch.testing.assert_close(four.regroup(1).regroup(12)(x), sequential(x))
+        assert not torch.allclose(four(x), sequential(x))  # in parallel it is a different function
+    with pytest.raises(ConfigError, match="branch_depth=5 must be a positive int dividing the model's 12 layers"):
+        sequential.regroup(5)
+
+
+def test_fine_tuning_starts_from_the_given_weights_with_a_new_head(tmp_path):
+    config = ModelConfig(image_size=16, patch_size=4, width=32, num_heads=2, mlp_ratio=2.0, branch_depth=1,
+                         num_layers=2, num_classes=4)
+    torch.manual_seed(3)
+    weights = {k: v for k, v in ParaFormer(config).state_dict().items() if not k.startswith("head.")}
+    init = Initialization("a test", weights)
+    recipe = Recipe(epochs=1, batch_size=16, augment=(), lr=1e-9, warmup_epochs=0.0)  # barely moves the weights
+    result = train(config, DataConfig(dataset="toy"), recipe, data=toy_data(), init=init, results_root=tmp_path,
+                   progress=False)
+    trained = torch.load(tmp_path / "models" / f"{result.name}-{result.key}.pt", weights_only=True)
+    torch.testing.assert_close(trained["pos_embed"], weights["pos_embed"])
+    assert result.config["init"] == {"source": "a test", "digest": init.digest}
+    other = Initialization("a test", {**weights, "pos_embed": weights["pos_embed"] + 1})
+    assert run_key(config, DataConfig(dataset="toy"), recipe, init=other) != result.key
+
+
+def test_weights_that_do_not_fit_the_model_are_refused(tmp_path):
+    config = ModelConfig(image_size=16, patch_size=4, width=32, num_heads=2, branch_depth=1, num_layers=2,
+                         num_classes=4)
+    weights = {k: v for k, v in ParaFormer(config).state_dict().items() if not k.startswith("branches.1.")}
+    with pytest.raises(ConfigError, match="missing.*branches.1.*only head.\\* may be missing"):
+        train(config, DataConfig(dataset="toy"), Recipe(epochs=1), data=toy_data(),
+              init=Initialization("half a model", weights), results_root=tmp_path, progress=False)
+
+
+def test_without_network_the_weights_are_reported_unavailable_in_one_line(monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(type(pretrained.IMAGENET_VIT), "get_state_dict", offline)
+    vit, line = pretrained_vit("auto")
+    assert vit is None and "\n" not in line
+    assert "RANDOM weights" in line and "Name or service not known" in line and "checkpoints" in line
+    with pytest.raises(pretrained.PretrainedUnavailable, match="vit_b_16.*could not be downloaded"):
+        pretrained_vit("required")
+    assert pretrained_vit("never")[0] is None
+    with pytest.raises(ConfigError, match="pretrained='yes'"):
+        pretrained_vit("yes")
+
+
+def test_the_ci_profile_never_depends_on_downloaded_weights():
+    assert FINETUNE_PROFILES["ci"].pretrained == "never"
+    assert FINETUNE_PROFILES["paper"].pretrained == "required"
+    for profile in FINETUNE_PROFILES.values():
+        for size in profile.random_patch:
+            vit = profile.random_vit(size, seed=0)
+            assert len(vit.encoder.layers) == 12 and all(12 % d == 0 for d in profile.branch_depths)
+
+
+def test_the_table_compares_parallel_arrangements_with_the_sequential_fine_tune():
+    runs = pd.DataFrame([
+        {"dataset": "cifar10", "model": m, "arrangement": a, "weights": "random (not pretrained)",
+         "branch_depth": d, "num_layers": 12, "test_acc": acc, "num_params": 1, "epochs": 10, "train_images": 100,
+         "test_images": 1000, "image_size": 32, "train_seconds": 1.0}
+        for m, a, d, acc in [("Para-F-12-12", "sequential (1 branch)", 12, 60.0),
+                             ("Para-F-1-12", "12 branches x depth 1", 1, 50.0),
+                             ("Para-F-3-12", "4 branches x depth 3", 3, 59.0)]])
+    table = finetune_table(runs, TABLE4_FINETUNE)
+    assert table["paper_acc"].tolist()[0] == 98.62 and table["paper_acc"].isna().sum() == 2
+    assert table["minus_sequential"].tolist() == [0.0, -10.0, -1.0]
+    (line,) = finetune_summary(table)
+    assert "12 branches x depth 1: 50.0% (-10.0 points, clearly below it)" in line
+    assert "4 branches x depth 3: 59.0% (-1.0 points, within test-set noise of it)" in line
+    assert "say nothing about Table 4" in line
