@@ -272,6 +272,13 @@ class Recipe:
                               "weights with a positive sum (one per branch)")
 
 
+    def describe(self) -> str:
+        clip = f", gradient clip {self.grad_clip}" if self.grad_clip is not None else ""
+        return (f"{self.epochs} epochs, batch {self.batch_size}, {self.optimizer} lr {self.lr:g} wd "
+                f"{self.weight_decay:g}, {self.warmup_epochs:g} warmup epochs + {self.schedule}{clip}, label smoothing "
+                f"{self.label_smoothing:g}, augment {'+'.join(self.augment) or 'none'}")
+
+
 # --- where files live -------------------------------------------------------------------------------
 
 def project_root() -> Path:

@@ -52,14 +52,11 @@ class Profile:
         )
 
     def describe(self) -> str:
-        r = self.recipe
         subset = f"{self.n_train or 'all'} train / {self.n_test or 'all'} test images"
         if self.val_fraction:
             subset += f" ({self.val_fraction:.0%} of train held out for validation)"
         return (f"profile `{self.name}`: {subset} per dataset; width {self.width}, {self.num_heads} heads, "
-                f"MLP ratio {self.mlp_ratio:g}, dropout {self.dropout:g}; {r.epochs} epochs, batch {r.batch_size}, "
-                f"{r.optimizer} lr {r.lr:g} wd {r.weight_decay:g}, {r.warmup_epochs:g} warmup epochs + {r.schedule}, "
-                f"label smoothing {r.label_smoothing:g}, augment {'+'.join(r.augment) or 'none'}; "
+                f"MLP ratio {self.mlp_ratio:g}, dropout {self.dropout:g}; {self.recipe.describe()}; "
                 f"seeds {list(self.seeds)}")
 
 

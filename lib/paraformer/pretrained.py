@@ -181,13 +181,10 @@ class FinetuneProfile:
                           image_size=self.decode_size.get(dataset))
 
     def describe(self) -> str:
-        r = self.recipe
         subset = f"{self.n_train or 'all'} train / {self.n_test or 'all'} test images per dataset"
         if self.val_fraction:
             subset += f" ({self.val_fraction:.0%} of train held out)"
-        return (f"fine-tuning profile `{self.name}`: {subset}; {r.epochs} epochs, batch {r.batch_size}, {r.optimizer} "
-                f"lr {r.lr:g} wd {r.weight_decay:g}, {r.warmup_epochs:g} warmup epochs + {r.schedule}, gradient clip "
-                f"{r.grad_clip}, label smoothing {r.label_smoothing:g}, augment {'+'.join(r.augment) or 'none'}; "
+        return (f"fine-tuning profile `{self.name}`: {subset}; {self.recipe.describe()}; "
                 f"ImageNet weights: {self.pretrained}; without them, a random 12-layer torchvision ViT of width "
                 f"{self.random_width} ({self.random_heads} heads, MLP ratio 4) at each dataset's native size")
 
