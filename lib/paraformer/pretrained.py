@@ -281,7 +281,8 @@ def finetune_table(runs: pd.DataFrame, paper_table: dict) -> pd.DataFrame:
     """Our fine-tuned accuracies beside the paper's Table 4, and each parallel arrangement against the
     sequential fine-tune of the same weights on the same dataset."""
     table = runs.copy()
-    table["paper_acc"] = pd.to_numeric([paper_table.get(d, {}).get(m) for d, m in zip(table["dataset"], table["model"])])
+    table["paper_acc"] = pd.to_numeric([paper_table.get(d, {}).get(m)
+                                        for d, m in zip(table["dataset"], table["model"])])
     sequential = table[table["branch_depth"] == table["num_layers"]].set_index("dataset")["test_acc"]
     table["minus_sequential"] = table["test_acc"] - table["dataset"].map(sequential)
     table["ours_minus_paper"] = table["test_acc"] - table["paper_acc"]
