@@ -271,7 +271,6 @@ class Recipe:
             raise ConfigError(f"Recipe.prefix_weights={self.prefix_weights} needs method='prefix' and non-negative "
                               "weights with a positive sum (one per branch)")
 
-
     def describe(self) -> str:
         clip = f", gradient clip {self.grad_clip}" if self.grad_clip is not None else ""
         return (f"{self.epochs} epochs, batch {self.batch_size}, {self.optimizer} lr {self.lr:g} wd "

@@ -190,19 +190,19 @@ def depth_sweep_summary(table: pd.DataFrame, paper_table: dict) -> list[str]:
         n = int((rows["test_images"] * rows["seeds"]).min())
         noise = difference_noise(acc.mean(), n)
 
-        def compare(a: str, b: str) -> str:
+        def compare(a: str, b: str) -> tuple[str, bool]:
+            """The comparison in words, and whether `a` wins beyond noise."""
             gap = acc[a] - acc[b]
             word = "beats" if gap > noise else "loses to" if gap < -noise else "is within noise of"
             text = f"{a.removeprefix('Para-F-')} {word} {b.removeprefix('Para-F-')} ({gap:+.1f})"
             if a in paper and b in paper:
                 text += f" [paper {paper[a] - paper[b]:+.1f}]"
-            return text
+            return text, gap > noise
 
         deeper = [name for name in acc.index if name.endswith("-24") and name != "Para-F-1-24"]
-        first = [compare(name, "Para-F-1-24") for name in deeper]
-        wins = sum(acc[name] - acc["Para-F-1-24"] > noise for name in deeper)
-        second = [compare("Para-F-6-6", name) for name in ("Para-F-2-24", "Para-F-3-24")]
-        both = sum(acc["Para-F-6-6"] - acc[name] > noise for name in ("Para-F-2-24", "Para-F-3-24"))
+        first, won_first = zip(*(compare(name, "Para-F-1-24") for name in deeper))
+        second, won_second = zip(*(compare("Para-F-6-6", name) for name in ("Para-F-2-24", "Para-F-3-24")))
+        wins, both = sum(won_first), sum(won_second)
         lines.append(
             f"**{dataset}** (differences in points; beyond two standard errors of a difference, "
             f"{noise:.1f} points at {n} test predictions, counts as a win or loss): "

@@ -250,6 +250,7 @@ def run_finetune(profile: FinetuneProfile, vit: torchvision.models.VisionTransfo
     """Fine-tune `vit`'s weights (None: the profile's randomly initialized stand-in) on every dataset, as the
     sequential ViT and regrouped into parallel branches (`profile.branch_depths`), each with a new head."""
     source = f"torchvision {IMAGENET_VIT}" if vit is not None else "random (not pretrained)"
+    kind = "imagenet" if vit is not None else "random"
     recipe = replace(profile.recipe, seed=seed)
     rows, results = [], []
     for dataset in datasets or profile.datasets:
@@ -261,12 +262,12 @@ def run_finetune(profile: FinetuneProfile, vit: torchvision.models.VisionTransfo
             model = sequential.regroup(depth)
             config = dataclasses.replace(model.config, num_classes=data.num_classes)
             weights = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
-            init = Initialization(f"{source}, {arrangement(depth, config.num_layers)}", weights)
-            kind = "imagenet" if vit is not None else "random"
+            layout = arrangement(depth, config.num_layers)
+            init = Initialization(f"{source}, {layout}", weights)
             result = train(config, data_config, recipe, data=data, init=init, progress=progress,
                            name=f"{dataset}-{config.name}-finetune-{kind}")
             results.append(result)
-            rows.append({"dataset": dataset, "model": config.name, "arrangement": arrangement(depth, config.num_layers),
+            rows.append({"dataset": dataset, "model": config.name, "arrangement": layout,
                          "weights": source, "branch_depth": depth, "num_layers": config.num_layers, "seed": seed,
                          "train_images": len(data.train_labels), "test_images": len(data.test_labels),
                          "image_size": config.image_size, "test_acc": result.final_test_acc,
