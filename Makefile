@@ -9,7 +9,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 # quick results are the committed ones; other profiles write beside them so they never overwrite them.
 RESULTS := $(if $(filter quick,$(PROFILE)),results,results/$(PROFILE))
 
-.PHONY: env reproduce test lab refresh-notebooks clean-runs
+.PHONY: env reproduce test bench lab refresh-notebooks clean-runs
 
 env: $(VENV)/.installed
 
@@ -36,6 +36,18 @@ test: env
 	@tmp=$$(mktemp -d); \
 	PARAFORMER_RESULTS=$$tmp PARAFORMER_PROGRESS=text $(BIN)/python -m pytest tests $(NOTEBOOKS) \
 	  --nbval-lax --nbval-current-env -p no:cacheprovider; status=$$?; rm -rf $$tmp; exit $$status
+
+# Speed benchmarks into $(RESULTS)/bench/$(PROFILE)/: single-device strategies and layers, then the multi-process
+# step times (torchrun; one process per device) and FairScale's Pipe, at each process count in NPROC.
+NPROC ?= 1 2
+bench: env
+	PARAFORMER_RESULTS=$(abspath $(RESULTS)) $(BIN)/python -m paraformer.bench --profile $(PROFILE)
+	@for p in $(NPROC); do \
+	  PARAFORMER_RESULTS=$(abspath $(RESULTS)) $(BIN)/torchrun --standalone --nproc_per_node $$p \
+	    -m paraformer.multibench --profile $(PROFILE) || exit 1; \
+	  PARAFORMER_RESULTS=$(abspath $(RESULTS)) $(BIN)/python -m paraformer.multibench --profile $(PROFILE) \
+	    --fairscale $$p || exit 1; \
+	done
 
 lab: env
 	$(BIN)/jupyter lab notebooks/

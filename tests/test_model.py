@@ -34,7 +34,7 @@ def test_prefix_evaluation_is_the_head_on_the_sum_of_the_first_k_branches():
     tokens = model.embed(x)
     outputs = [branch(tokens) for branch in model.branches]
     for k in range(1, 5):
-        expected = model.head(model.norm(sum(outputs[:k])[:, 0]))
+        expected = model.head(model.norm(sum(outputs[:k])))
         torch.testing.assert_close(model(x, num_branches=k), expected)
     torch.testing.assert_close(model(x), model(x, num_branches=4))
 
@@ -52,6 +52,8 @@ def test_later_branches_do_not_affect_a_prefix():
 
 
 def test_one_branch_is_a_plain_sequential_vit():
+    """Every token through every layer, then the CLS token: what the branch computes with its last layer on the
+    CLS token alone."""
     torch.manual_seed(0)
     model = ParaFormer(small("4-4")).eval()
     x = torch.randn(2, 3, 16, 16)
@@ -182,7 +184,7 @@ def test_selected_branches_make_a_smaller_model_that_saves_and_loads_without_the
     tokens = model.embed(x)
     kept = [2, 0]
     compressed = model.select_branches(kept)
-    expected = model.classify(model.branches[2](tokens)[:, 0] + model.branches[0](tokens)[:, 0])
+    expected = model.classify(model.branches[2](tokens) + model.branches[0](tokens))
     assert torch.equal(compressed(x), expected)
     assert torch.equal(model.select_branches([0, 1])(x), model(x, num_branches=2))
     full_file, small_file = save_model(model, tmp_path / "full.pt"), save_model(compressed, tmp_path / "small.pt")

@@ -39,7 +39,7 @@ def branch_cls_outputs(model: ParaFormer, images: torch.Tensor, data: ImageData,
     chunks = []
     for start in range(0, len(images), batch_size):
         tokens = model.embed(prepare_batch(images[start:start + batch_size], data, model.config, device))
-        chunks.append(torch.stack([branch(tokens)[:, 0] for branch in model.branches]).cpu())
+        chunks.append(torch.stack([branch(tokens) for branch in model.branches]).cpu())
     return torch.cat(chunks, dim=1)
 
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ConfigError, ModelConfig, from_dict, to_dict
+from .execution import AutoChoice, FusedBranches, check_strategy, loop_cls
 from .results import atomic_save
 
 
@@ -40,12 +41,19 @@ class Attention(nn.Module):
         self.proj = nn.Linear(width, width)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cls_only: bool = False) -> torch.Tensor:
+        """Self-attention of every token, or (cls_only) of the CLS token alone, which still reads all tokens."""
         batch, tokens, width = x.shape
-        # (3, batch, heads, tokens, head_dim): q, k, v each split across heads
-        qkv = self.qkv(x).view(batch, tokens, 3, self.num_heads, width // self.num_heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
-        y = y.transpose(1, 2).reshape(batch, tokens, width)
+        heads = (self.num_heads, width // self.num_heads)
+        if cls_only:  # q for the CLS token only: k and v still come from every token
+            q = F.linear(x[:, :1], self.qkv.weight[:width], self.qkv.bias[:width]).view(batch, 1, *heads)
+            kv = F.linear(x, self.qkv.weight[width:], self.qkv.bias[width:]).view(batch, tokens, 2, *heads)
+            q, k, v = q.transpose(1, 2), kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+        else:
+            # (3, batch, heads, tokens, head_dim): q, k, v each split across heads
+            q, k, v = self.qkv(x).view(batch, tokens, 3, *heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v)
+        y = y.transpose(1, 2).reshape(batch, q.shape[2], width)
         return self.dropout(self.proj(y))
 
 
@@ -71,24 +79,38 @@ class Layer(nn.Module):
         self.norm2 = nn.LayerNorm(config.width, eps=config.norm_eps)
         self.mlp = MLP(config.width, config.mlp_hidden, config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: torch.Tensor, cls_only: bool = False) -> torch.Tensor:
+        """(batch, tokens, width) -> the same shape, or (cls_only) the CLS token's output, (batch, 1, width)."""
+        x = (x[:, :1] if cls_only else x) + self.attn(self.norm1(x), cls_only)
         return x + self.mlp(self.norm2(x))
 
 
 class Branch(nn.Sequential):
-    """`branch_depth` layers in series; branches share no weights."""
+    """`branch_depth` layers in series; branches share no weights.
+
+    The head reads only the CLS token, so a branch returns only its CLS output, and its last layer computes
+    attention and MLP for the CLS token alone (all tokens still serve as keys and values): the same numbers
+    for a fraction of the last layer's work, most of a depth-1 branch's."""
 
     def __init__(self, config: ModelConfig):
         super().__init__(*(Layer(config) for _ in range(config.branch_depth)))
 
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(batch, tokens, width) stem tokens -> (batch, width) CLS output."""
+        *first, last = self  # (slicing an nn.Sequential subclass would call __init__ with other arguments)
+        for layer in first:
+            tokens = layer(tokens)
+        return last(tokens, cls_only=True)[:, 0]
+
 
 class ParaFormer(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, execution: str = "loop"):
         super().__init__()
         if not isinstance(config, ModelConfig):
             raise ConfigError(f"ParaFormer needs a ModelConfig, got {type(config).__name__}")
         self.config = config
+        self.execution = execution  # how the branches run on one device: see paraformer.execution
+        self._fused, self._auto = FusedBranches(), AutoChoice()
         # A conv with kernel = stride = patch is the linear projection of flattened patches.
         self.patch_embed = nn.Conv2d(config.in_channels, config.width, config.patch_size, stride=config.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.width))
@@ -117,6 +139,27 @@ class ParaFormer(nn.Module):
     @property
     def num_branches(self) -> int:
         return len(self.branches)
+
+    @property
+    def execution(self) -> str:
+        return self._execution
+
+    @execution.setter
+    def execution(self, strategy: str) -> None:
+        try:
+            self._execution = check_strategy(strategy)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+    def branch_outputs(self, tokens: torch.Tensor, num_branches: int) -> list[torch.Tensor]:
+        """The (batch, width) CLS outputs of the first `num_branches` branches, run by `self.execution`."""
+        branches = self.branches[:num_branches]
+        strategy = self.execution
+        if strategy == "auto":
+            strategy = self._auto.choose({"loop": loop_cls, "fused": self._fused}, branches, tokens)
+        if strategy == "fused" and num_branches > 1:
+            return list(self._fused(branches, tokens).unbind(0))
+        return loop_cls(branches, tokens)
 
     def task_ends(self) -> list[int]:
         """For each task, the number of branches its head reads (a plain model has one task: all branches)."""
@@ -154,8 +197,7 @@ class ParaFormer(nn.Module):
         """CLS tokens of the sums of branches 1..k, for k = 1..num_branches: one stem pass, one pass per branch."""
         tokens = self.embed(images)
         sums, total = [], None
-        for branch in self.branches[: self._check_prefix(num_branches)]:
-            cls = branch(tokens)[:, 0]
+        for cls in self.branch_outputs(tokens, self._check_prefix(num_branches)):
             total = cls if total is None else total + cls
             sums.append(total)
         return sums

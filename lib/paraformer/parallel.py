@@ -1,0 +1,184 @@
+"""Branch parallelism across devices, on torch.distributed (gloo on CPU, NCCL on GPUs; one rank per device).
+
+Every rank sees the same minibatch and holds the stem, the head and a contiguous share of the branches. It runs
+the stem and its branches, sums its branches' CLS outputs, and one all-reduce sums those partial sums across
+ranks; every rank then applies the head to the same total and computes the same loss.
+
+Gradients are exact with one all-reduce in the forward pass and one for the stem's gradients:
+- the sum's backward is the identity. Each rank's loss is the whole loss, so the gradient reaching the total is
+  already complete on every rank. (Differentiable all-reduces such as torch.distributed.nn.functional.all_reduce
+  sum that gradient across ranks again, which makes it world_size times too large.)
+- a branch's parameters live on one rank, whose backward gives their full gradient;
+- the head sees the same total and loss on every rank, so its gradient is already identical everywhere;
+- the stem feeds every branch, so each rank holds the part of its gradient that flows through its own branches:
+  `sync_gradients` sums those parts (the only backward communication).
+With the stem and head frozen (the `frozen` progressive method after its first stage), there is nothing to
+sync: training needs the forward all-reduce only.
+
+Launch with torchrun (`torchrun --nproc_per_node N script.py`), or on several machines the way torchrun does.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .config import ConfigError
+from .model import ParaFormer
+
+
+class _SumAcrossRanks(torch.autograd.Function):
+    """all_reduce(sum) forward; identity backward (see the module docstring for why that is exact)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, group) -> torch.Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
+def sum_across_ranks(tensor: torch.Tensor, group=None) -> torch.Tensor:
+    """The sum of `tensor` over the ranks of `group`, with an exact gradient when every rank computes the same
+    loss from the sum."""
+    return _SumAcrossRanks.apply(tensor, group)
+
+
+def branch_shares(num_branches: int, world_size: int) -> list[range]:
+    """Contiguous, balanced shares of the branches: rank r holds branches shares[r] (the first ranks one more
+    when the division is not even)."""
+    if world_size > num_branches:
+        raise ConfigError(f"{world_size} ranks for {num_branches} branches: every rank needs at least one branch; "
+                          f"use at most {num_branches} processes")
+    size, extra = divmod(num_branches, world_size)
+    starts = [r * size + min(r, extra) for r in range(world_size + 1)]
+    return [range(starts[r], starts[r + 1]) for r in range(world_size)]
+
+
+class BranchParallel(nn.Module):
+    """This rank's part of a branch-parallel ParaFormer: the stem, the head and branches `share` of `model`.
+
+    Build it from the same full model (same weights) on every rank; `forward` returns the full model's logits
+    on every rank. In a `frozen` stage, a rank whose branches, stem and head are all fixed gets logits that
+    need no gradient: it skips backward (its forward all-reduce is all it contributes)."""
+
+    def __init__(self, model: ParaFormer, group=None):
+        super().__init__()
+        if model.config.is_incremental:
+            raise ConfigError("BranchParallel needs a plain ParaFormer, not a class-incremental one")
+        self.group = group
+        self.rank, self.world_size = dist.get_rank(group), dist.get_world_size(group)
+        self.num_branches = model.num_branches
+        self.share = branch_shares(model.num_branches, self.world_size)[self.rank]
+        self.local = model.select_branches(list(self.share))  # stem + head + this rank's branches
+        self.local.execution = model.execution
+
+    def forward(self, images: torch.Tensor, num_branches: int | None = None) -> torch.Tensor:
+        """Logits of the first `num_branches` branches (all by default), summed across ranks."""
+        k = self.num_branches if num_branches is None else num_branches
+        if not 1 <= k <= self.num_branches:
+            raise ConfigError(f"num_branches={num_branches} is out of range: this model has 1..{self.num_branches}")
+        tokens = self.local.embed(images)
+        local = max(0, min(k, self.share.stop) - self.share.start)  # this rank's branches inside the prefix
+        if local:
+            outputs = self.local.branch_outputs(tokens, local)
+            partial = outputs[0]
+            for cls in outputs[1:]:  # in branch order, as the single-process model adds them
+                partial = partial + cls
+        else:  # no branch inside the prefix here, but the all-reduce needs every rank
+            partial = torch.zeros_like(tokens[:, 0])
+        return self.local.classify(sum_across_ranks(partial, self.group))
+
+    def sync_gradients(self) -> int:
+        """Sum the stem's gradient parts across ranks (call after backward, before the optimizer step). Returns
+        the number of tensors reduced: 0 when the stem is frozen."""
+        # Decided by requires_grad, the same on every rank, never by whether a gradient exists here: a rank
+        # without branches in the prefix has none, and every rank must join the same collectives.
+        params = [p for p in self.stem_parameters() if p.requires_grad]
+        if params:  # one flat buffer, one collective
+            flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group)
+            offset = 0
+            for p in params:
+                p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
+                offset += p.numel()
+        return len(params)
+
+    def stem_parameters(self) -> list[nn.Parameter]:
+        return [self.local.patch_embed.weight, self.local.patch_embed.bias, self.local.cls_token,
+                self.local.pos_embed]
+
+
+def init_process_group(backend: str | None = None, timeout_seconds: float = 300) -> tuple[int, int, torch.device]:
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR, ...): NCCL with one GPU per rank
+    where CUDA is present, else gloo. Returns (rank, world size, this rank's device)."""
+    if "RANK" not in os.environ:
+        raise RuntimeError("no torch.distributed environment: launch with torchrun --nproc_per_node N ...")
+    cuda = torch.cuda.is_available()
+    backend = backend or ("nccl" if cuda else "gloo")
+    device = torch.device("cpu")
+    if backend == "nccl":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds))
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+# --- the sequential ViT as a stack of stages, for the pipeline-parallel baselines --------------------------
+
+class Stem(nn.Module):
+    """A ParaFormer's stem as a module of its own, sharing its parameters."""
+
+    embed = ParaFormer.embed  # reads config, patch_embed, cls_token, pos_embed and embed_dropout
+
+    def __init__(self, model: ParaFormer):
+        super().__init__()
+        self.config = model.config
+        self.patch_embed, self.cls_token, self.pos_embed = model.patch_embed, model.cls_token, model.pos_embed
+        self.embed_dropout = model.embed_dropout
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.embed(images)
+
+
+class LastLayer(nn.Module):
+    """The last layer of a ViT: the CLS token alone, as the ParaFormer's branches compute it."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.layer(tokens, cls_only=True)[:, 0]
+
+
+class Head(nn.Module):
+    """A ParaFormer's shared head on a CLS vector, sharing its parameters."""
+
+    def __init__(self, model: ParaFormer):
+        super().__init__()
+        self.norm, self.head = model.norm, model.head
+
+    def forward(self, cls: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(cls))
+
+
+def sequential_vit(model: ParaFormer) -> nn.Sequential:
+    """A one-branch ParaFormer (a ViT) as nn.Sequential(stem, layer 1, ..., last layer, head), sharing its
+    parameters and computing the same logits: the form pipeline-parallel tools split into stages."""
+    if model.num_branches != 1 or model.config.is_incremental:
+        raise ConfigError(f"sequential_vit needs a one-branch ParaFormer (a ViT), got {model.config.name}")
+    *layers, last = model.branches[0]
+    return nn.Sequential(Stem(model), *layers, LastLayer(last), Head(model))
+
+
+def stage_bounds(num_modules: int, num_stages: int) -> list[range]:
+    """Contiguous, balanced ranges of a Sequential's modules for each pipeline stage."""
+    return branch_shares(num_modules, num_stages)
