@@ -50,10 +50,7 @@ def _worker(rank: int, port: int, name: str, frozen: bool, num_branches: int | N
         torch.nn.functional.cross_entropy(expected, y).backward()
         torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-6)
         for local_name, p in parallel.local.named_parameters():
-            parts = local_name.split(".")
-            if parts[0] == "branches":  # local branch i is global branch share.start + i
-                parts[1] = str(parallel.share.start + int(parts[1]))
-            full = model.get_parameter(".".join(parts))
+            full = model.get_parameter(parallel.global_name(local_name))
             if full.grad is None:
                 assert p.grad is None, local_name
             else:

@@ -79,6 +79,15 @@ class BranchParallel(nn.Module):
         self.share = branch_shares(model.num_branches, self.world_size)[self.rank]
         self.local = model.select_branches(list(self.share))  # stem + head + this rank's branches
         self.local.execution = model.execution
+        for name, p in self.local.named_parameters():  # what is frozen in the model stays frozen here
+            p.requires_grad_(model.get_parameter(self.global_name(name)).requires_grad)
+
+    def global_name(self, local_name: str) -> str:
+        """The full model's name of a parameter of `self.local` (local branch i is branch share.start + i)."""
+        parts = local_name.split(".")
+        if parts[0] == "branches":
+            parts[1] = str(self.share.start + int(parts[1]))
+        return ".".join(parts)
 
     def forward(self, images: torch.Tensor, num_branches: int | None = None) -> torch.Tensor:
         """Logits of the first `num_branches` branches (all by default), summed across ranks."""
