@@ -38,16 +38,11 @@ test: env
 	  --nbval-lax --nbval-current-env -p no:cacheprovider; status=$$?; rm -rf $$tmp; exit $$status
 
 # Speed benchmarks into $(RESULTS)/bench/$(PROFILE)/: single-device strategies and layers, then the multi-process
-# step times (torchrun; one process per device) and FairScale's Pipe, at each process count in NPROC.
+# step times through torchrun (one process per device) at each process count in NPROC.
 NPROC ?= 1 2
 bench: env
-	PARAFORMER_RESULTS=$(abspath $(RESULTS)) $(BIN)/python -m paraformer.bench --profile $(PROFILE)
-	@for p in $(NPROC); do \
-	  PARAFORMER_RESULTS=$(abspath $(RESULTS)) $(BIN)/torchrun --standalone --nproc_per_node $$p \
-	    -m paraformer.multibench --profile $(PROFILE) || exit 1; \
-	  PARAFORMER_RESULTS=$(abspath $(RESULTS)) $(BIN)/python -m paraformer.multibench --profile $(PROFILE) \
-	    --fairscale $$p || exit 1; \
-	done
+	PARAFORMER_RESULTS=$(abspath $(RESULTS)) $(BIN)/python -m paraformer.bench --profile $(PROFILE) \
+	  --processes $(NPROC)
 
 lab: env
 	$(BIN)/jupyter lab notebooks/

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from paraformer.config import ConfigError
-from paraformer.execution import STRATEGIES
+from paraformer.execution import STRATEGIES, AutoChoice, loop_cls
 from paraformer.model import ParaFormer
 from tests.test_model import small
 
@@ -80,9 +80,34 @@ def test_auto_does_not_change_the_dropout_masks_it_trains_with():
     x = torch.randn(3, 3, 16, 16)
     torch.manual_seed(7)
     auto = models["auto"].train()(x)
-    chosen = next(iter(models["auto"]._auto.choices.values()))
+    chosen = next(iter(models["auto"].auto_choices.values()))
     torch.manual_seed(7)
     torch.testing.assert_close(auto, models[chosen].train()(x), rtol=1e-4, atol=1e-5)
+
+
+def test_auto_picks_fused_only_when_it_is_clearly_faster_and_measures_each_shape_once(monkeypatch):
+    measured = []
+    timings = {3: (1.0, 0.99), 4: (1.0, 0.80)}  # batch -> (loop, fused) median seconds
+
+    def fake_measure(self, run, branches, tokens):
+        measured.append(tokens.shape[0])
+        return timings[tokens.shape[0]]
+
+    monkeypatch.setattr(AutoChoice, "measure", fake_measure)
+    model = twins("2-4")["auto"].eval()
+    with torch.no_grad():
+        for batch in (3, 4, 3, 4):
+            model(torch.randn(batch, 3, 16, 16))
+    assert measured == [3, 4]
+    assert sorted(model.auto_choices.values()) == ["fused", "loop"]  # 1% faster is within the margin: loop
+
+
+def test_auto_measures_both_strategies_forward_and_backward():
+    model = twins("2-4")["auto"]
+    tokens = model.embed(torch.randn(2, 3, 16, 16))
+    loop, fused = model._auto.measure({"loop": loop_cls, "fused": model._fused}, model.branches, tokens)
+    assert loop > 0 and fused > 0
+    assert all(p.grad is None for p in model.parameters())  # timing the backward leaves no gradients behind
 
 
 def test_class_incremental_models_run_fused():

@@ -4,7 +4,8 @@ reads them. Every figure is a ratio of times measured in the same run on the sam
 - strategies: the branch execution strategies of `paraformer.execution` (loop, fused, auto) per model, batch
   size and mode (inference, or a training step: forward and backward);
 - layers: batch-1 inference latency and training throughput against the number of layers, for ParaFormers of
-  depth-1 branches (each strategy) and for the sequential ViT with as many layers of the same width.
+  depth-1 branches (each strategy) and for the sequential ViT with as many layers of the same width;
+- multi: the multi-process training steps of `paraformer.multibench`, through torchrun at each process count.
 
 Times are medians over repeats, with the strategies interleaved repeat by repeat so that a slow spell of the
 machine falls on all of them alike.
@@ -13,7 +14,10 @@ machine falls on all of them alike.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import os
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -40,6 +44,7 @@ class BenchProfile:
     strategy_models: tuple[str, ...]  # Para-F-m-n names timed under every strategy
     batches: tuple[int, ...]  # batch sizes of the strategy benchmark
     layer_counts: tuple[int, ...]  # n of Para-F-1-n and of the ViT-n in the layer benchmark
+    branch_depths: tuple[int, ...]  # deeper branches M of Para-F-M-n (auto) also timed there, where M divides n
     train_batch: int  # batch of the training-throughput measurements
     repeats: int  # timed repeats per measurement (the median is kept)
     warmup: int  # untimed calls first (allocations, caches, auto's own measurement)
@@ -52,16 +57,18 @@ class BenchProfile:
 
 BENCH_PROFILES = {
     "ci": BenchProfile("ci", width=32, num_heads=2, mlp_ratio=2.0, image_size=16, patch_size=4,
-                       strategy_models=("1-4", "2-4"), batches=(1, 8), layer_counts=(1, 4), train_batch=8,
+                       strategy_models=("1-4", "2-4"), batches=(1, 8), layer_counts=(1, 4), branch_depths=(2,), train_batch=8,
                        repeats=3, warmup=1),
     # The quick profile's model shape (width 64, 4 heads, MLP ratio 2, 32 px, patch 4).
     "quick": BenchProfile("quick", width=64, num_heads=4, mlp_ratio=2.0, image_size=32, patch_size=4,
                           strategy_models=("1-6", "1-24", "2-24", "3-24", "6-24"), batches=(1, 32, 128),
-                          layer_counts=(1, 2, 4, 6, 12, 24, 48), train_batch=128, repeats=9, warmup=2),
+                          layer_counts=(1, 2, 4, 6, 12, 24, 48), branch_depths=(2, 3, 6), train_batch=128,
+                          repeats=15, warmup=2),
     # The paper profile's width (192, 3 heads, MLP ratio 4) at its 32 px input: GPU-sized.
     "paper": BenchProfile("paper", width=192, num_heads=3, mlp_ratio=4.0, image_size=32, patch_size=4,
                           strategy_models=("1-6", "1-24", "2-24", "3-24", "6-24"), batches=(1, 32, 128, 512),
-                          layer_counts=(1, 2, 4, 6, 12, 24, 48, 96), train_batch=512, repeats=15, warmup=3),
+                          layer_counts=(1, 2, 4, 6, 12, 24, 48, 96), branch_depths=(2, 3, 6, 12), train_batch=512,
+                          repeats=15, warmup=3),
 }
 
 
@@ -86,9 +93,24 @@ def device_label(device: torch.device) -> str:
     return f"{model}, {torch.get_num_threads()} thread(s)"
 
 
-def interleaved_medians(calls: dict[str, Callable[[], None]], repeats: int, warmup: int,
-                        device: torch.device) -> dict[str, float]:
-    """Median seconds of each call; every repeat runs every call once, in turn."""
+def steady_allocator() -> bool:
+    """Keep freed memory in the process instead of handing it back to the system (glibc's allocator; elsewhere
+    nothing happens and False is returned). By default glibc unmaps large freed blocks, and the next call
+    page-faults them in again: that cost up to a third of a training step here, varied from run to run, and fell
+    unevenly on whichever model ran after a memory-hungry one. Every benchmark process calls this first, so it
+    applies to every method alike."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    trim_threshold, top_pad, mmap_threshold = -1, -2, -3  # mallopt parameter numbers (malloc.h)
+    settings = {trim_threshold: 1 << 30, top_pad: 256 << 20, mmap_threshold: 32 << 20}
+    return all(libc.mallopt(parameter, value) == 1 for parameter, value in settings.items())
+
+
+def interleaved_medians(calls: dict[object, Callable[[], None]], repeats: int, warmup: int,
+                        device: torch.device) -> dict[object, float]:
+    """Median seconds of each call; every repeat runs every call once, in turn, starting one further along."""
     def timed(call) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -101,10 +123,11 @@ def interleaved_medians(calls: dict[str, Callable[[], None]], repeats: int, warm
     for call in calls.values():
         for _ in range(warmup):
             call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            times[name].append(timed(call))
+    times: dict = {name: [] for name in calls}
+    names = list(calls)
+    for repeat in range(repeats):  # the order rotates, so that no call always follows the same one
+        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+            times[name].append(timed(calls[name]))
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -139,14 +162,19 @@ def bench_strategies(profile: BenchProfile, device: torch.device, progress: bool
         for batch in profile.batches:
             images = torch.randn(batch, 3, profile.image_size, profile.image_size, device=device)
             for mode in ("inference", "train"):
+                models["auto"].auto_choices.clear()  # auto measures afresh, during the warm-up calls
                 seconds = interleaved_medians({s: step(m, images, mode) for s, m in models.items()},
                                               profile.repeats, profile.warmup, device)
                 best = min(seconds["loop"], seconds["fused"])
-                chosen = sorted(set(models["auto"]._auto.choices.values()))
+                (key, chosen), = models["auto"].auto_choices.items()
+                auto_loop, auto_fused = models["auto"]._auto.measured[key]
                 for strategy, t in seconds.items():
                     rows.append({"model": f"Para-F-{name}", "batch": batch, "mode": mode, "strategy": strategy,
                                  "seconds": t, "vs_best_of_loop_fused": t / best,
-                                 "auto_chose": "+".join(chosen) if strategy == "auto" else ""})
+                                 "auto_chose": chosen if strategy == "auto" else "",
+                                 # what auto measured when it chose, to tell noise from a wrong rule
+                                 "auto_measured_loop": auto_loop if strategy == "auto" else None,
+                                 "auto_measured_fused": auto_fused if strategy == "auto" else None})
                 if progress:
                     print(f"strategies {name} batch {batch} {mode}: " + ", ".join(
                         f"{s} {1e3 * t:.2f} ms" for s, t in seconds.items()), file=sys.stderr)
@@ -154,24 +182,28 @@ def bench_strategies(profile: BenchProfile, device: torch.device, progress: bool
 
 
 def bench_layers(profile: BenchProfile, device: torch.device, progress: bool = True) -> pd.DataFrame:
-    """Batch-1 inference latency and training throughput against layers: Para-F-1-n under each strategy, and
-    the ViT with n layers (one branch: the strategies coincide, so it runs `loop`)."""
+    """Batch-1 inference latency and training throughput against layers n: Para-F-1-n under each strategy, the
+    ViT with n layers (one branch: the strategies coincide, so it runs `loop`), and Para-F-M-n for the profile's
+    deeper branch depths M (auto), all interleaved."""
     rows = []
     for layers in profile.layer_counts:
         torch.manual_seed(0)
-        candidates = {f"Para-F-1-{layers} {s}": profile.model(f"1-{layers}", s).to(device) for s in STRATEGIES}
-        candidates[f"ViT-{layers}"] = profile.model(f"{layers}-{layers}").to(device)
+        # (family, branch depth, strategy) -> model
+        candidates = {("ParaFormer", 1, s): profile.model(f"1-{layers}", s).to(device) for s in STRATEGIES}
+        candidates |= {("ParaFormer", depth, "auto"): profile.model(f"{depth}-{layers}", "auto").to(device)
+                       for depth in profile.branch_depths if layers % depth == 0 and depth < layers}
+        candidates[("ViT", layers, "loop")] = profile.model(f"{layers}-{layers}").to(device)
         for mode, batch in (("inference", 1), ("train", profile.train_batch)):
             images = torch.randn(batch, 3, profile.image_size, profile.image_size, device=device)
-            seconds = interleaved_medians({label: step(m, images, mode) for label, m in candidates.items()},
+            seconds = interleaved_medians({key: step(m, images, mode) for key, m in candidates.items()},
                                           profile.repeats, profile.warmup, device)
-            for label, t in seconds.items():
-                family, _, strategy = label.partition(" ")
-                rows.append({"family": "ViT" if family.startswith("ViT") else "ParaFormer m=1",
-                             "strategy": strategy or "loop", "num_layers": layers, "mode": mode, "batch": batch,
-                             "seconds": t, "images_per_second": batch / t})
+            for (family, depth, strategy), t in seconds.items():
+                rows.append({"model": f"ViT-{layers}" if family == "ViT" else f"Para-F-{depth}-{layers}",
+                             "family": family, "branch_depth": depth, "strategy": strategy, "num_layers": layers,
+                             "mode": mode, "batch": batch, "seconds": t, "images_per_second": batch / t})
             if progress:
-                print(f"layers {layers} {mode}: " + ", ".join(f"{k} {1e3 * t:.2f} ms" for k, t in seconds.items()),
+                print(f"layers {layers} {mode}: " + ", ".join(
+                    f"{r['model']} {r['strategy']} {1e3 * r['seconds']:.2f} ms" for r in rows[-len(seconds):]),
                       file=sys.stderr)
     return pd.DataFrame(rows)
 
@@ -185,20 +217,79 @@ def write_bench(df: pd.DataFrame, name: str, profile: BenchProfile, device: torc
     return atomic_write_text(df.to_csv(index=False), folder / f"{name}.csv")
 
 
-BENCHMARKS = {"strategies": bench_strategies, "layers": bench_layers}
+def bench_multi(profile: BenchProfile, processes: tuple[int, ...], root: Path | None = None) -> list[Path]:
+    """`paraformer.multibench` through torchrun at each process count, on this machine. Returns the CSVs written."""
+    root = Path(root) if root is not None else results_dir()
+    env = dict(os.environ, PARAFORMER_RESULTS=str(root))
+    if not torch.cuda.is_available():
+        env["OMP_NUM_THREADS"] = "1"  # what multibench sets anyway; saying it silences torchrun's warning
+    elif max(processes) > torch.cuda.device_count():
+        raise ConfigError(f"processes={max(processes)} needs as many GPUs, and this machine has "
+                          f"{torch.cuda.device_count()}; pass --processes up to that")
+    written = []
+    for count in processes:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={count}",
+                   "-m", "paraformer.multibench", "--profile", profile.name]
+        print(f"multi-process benchmark: {' '.join(command[2:])}", file=sys.stderr)
+        done = subprocess.run(command, env=env)
+        if done.returncode:
+            raise RuntimeError(f"the {count}-process benchmark failed with exit code {done.returncode} "
+                               f"(its output is above); run it by hand: {' '.join(command[2:])}")
+        written += [root / "bench" / profile.name / f"multi_{kind}_{count}.csv" for kind in ("steps", "costs")]
+    return written
+
+
+def load(profile_name: str, root: Path | None = None) -> dict[str, pd.DataFrame]:
+    """Every benchmark CSV of a profile, by file name without .csv (empty if none has been written)."""
+    folder = (Path(root) if root is not None else results_dir()) / "bench" / profile_name
+    return {path.stem: pd.read_csv(path) for path in sorted(folder.glob("*.csv"))}
+
+
+def to_measure(data: dict[str, pd.DataFrame], processes: tuple[int, ...] = (1, 2),
+               device: torch.device | None = None) -> list[str]:
+    """The benchmarks ("strategies", "layers", "multi") that have no CSV in `data` (from `load`), or whose CSV was
+    measured on another kind of device than this machine's: those must be run here before their tables mean
+    anything for this machine."""
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    here = device_label(device).split(",")[0]  # the device model, without the thread count
+
+    def stale(names):
+        return any(name not in data or {d.split(",")[0] for d in data[name]["device"]} != {here} for name in names)
+
+    todo = [name for name in ("strategies", "layers") if stale([name])]
+    if stale([f"multi_{kind}_{p}" for kind in ("steps", "costs") for p in processes]):
+        todo.append("multi")
+    return todo
+
+
+def run(profile_name: str, only: tuple[str, ...] = ("strategies", "layers", "multi"),
+        processes: tuple[int, ...] = (1, 2), device: torch.device | None = None, root: Path | None = None) -> None:
+    """Run the benchmarks of a profile and write their CSVs (what `make bench` does)."""
+    profile = get_bench_profile(profile_name)
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    unknown = set(only) - {"strategies", "layers", "multi"}
+    if unknown:
+        raise ConfigError(f"unknown benchmark(s) {sorted(unknown)}; choose from strategies, layers, multi")
+    print(f"benchmark profile {profile.name} on {device_label(device)}: {asdict(profile)}", file=sys.stderr)
+    steady_allocator()
+    for name in only:
+        if name == "multi":
+            bench_multi(profile, processes, root)
+        else:
+            benchmark = bench_strategies if name == "strategies" else bench_layers
+            print(f"wrote {write_bench(benchmark(profile, device), name, profile, device, root)}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m paraformer.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="quick", choices=sorted(BENCH_PROFILES))
-    parser.add_argument("--only", nargs="*", default=list(BENCHMARKS), choices=list(BENCHMARKS))
+    parser.add_argument("--only", nargs="*", default=["strategies", "layers", "multi"],
+                        choices=["strategies", "layers", "multi"])
+    parser.add_argument("--processes", nargs="*", type=int, default=[1, 2],
+                        help="process counts of the multi-process benchmark (one device each)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    profile, device = get_bench_profile(args.profile), torch.device(args.device)
-    print(f"benchmark profile {profile.name} on {device_label(device)}: {asdict(profile)}", file=sys.stderr)
-    for name in args.only:
-        path = write_bench(BENCHMARKS[name](profile, device), name, profile, device)
-        print(f"wrote {path}", file=sys.stderr)
+    run(args.profile, tuple(args.only), tuple(args.processes), torch.device(args.device))
 
 
 if __name__ == "__main__":

@@ -1,18 +1,25 @@
-"""A cost model of one training step on P devices, fed by measured times (`paraformer.multibench` costs) and
-checked against the step times measured at 1 and 2 processes before it is trusted at 4, 8 or 24.
+"""A cost model of one training step on P devices, fed by measured times (`paraformer.multibench` writes them to
+multi_costs_1.csv and multi_costs_2.csv) and checked against the step times measured at 1 and 2 processes
+before it is trusted at 4, 8 or 24.
 
 Inputs, all measured on the device: `layer(b)` and `cls_layer(b)`, one layer's forward and backward at batch b
-over every token or for the CLS token only; `stem_head(b)`; `adamw`, seconds per parameter of an optimizer step;
-an all-reduce and a send/receive round trip of each message size, at 2 processes.
+over every token, or for the CLS token only (the last layer of a branch); `stem_head(b)`; `adamw`, seconds per
+parameter of an optimizer step; at 2 processes, an all-reduce and a send/receive round trip of each message
+size the methods use. Compute times are fitted as lines in the batch, communication times as lines in bytes.
 
-ParaFormer, branch parallel (nb branches of depth d shared over P ranks, batch b, width w):
-    T = stem_head(b) + ceil(nb / P) * ((d - 1) * layer(b) + cls_layer(b))
-        + allreduce_P(4 b w) + allreduce_P(stem bytes) + adamw * (stem + head + ceil(nb / P) branch parameters)
-Pipeline (GPipe schedule; L layers in P stages, M micro-batches of b / M):
-    T = (M + P - 1) * (L / P * layer(b / M) + p2p(b / M)) + stem_head(b) + adamw * parameters / P
-(1F1B runs the same number of slots, in another order.) A ring all-reduce over P ranks moves 2 (P - 1) / P of
-the message per rank in 2 (P - 1) steps: allreduce_P(n) = 2 (P - 1) alpha + 2 (P - 1) / P * n * beta, with the
-latency alpha and the inverse bandwidth beta fitted to the 2-process measurements.
+Branch parallel (nb branches of depth d shared over P ranks, batch b, width w; every rank has ceil(nb / P)):
+    T = stem_head(b) + ceil(nb / P) * ((d - 1) layer(b) + cls_layer(b))
+        + allreduce_P(4 b w) + allreduce_P(4 stem parameters) + adamw (stem + head + ceil(nb / P) branch) parameters
+Pipeline (GPipe schedule; L layers in P stages, M micro-batches of b / M; 1F1B runs as many slots in another
+order):
+    T = (M + P - 1) * (((L - 1) layer(b / M) + cls_layer(b / M)) / P + p2p(b / M)) + stem_head(b)
+        + adamw parameters / P
+A ring all-reduce over P ranks moves 2 (P - 1) / P of the message per rank in 2 (P - 1) steps:
+allreduce_P(n) = 2 (P - 1) alpha + 2 (P - 1) / P n beta, with the latency alpha and the inverse bandwidth beta
+fitted to the 2-process measurements (where it is 2 alpha + n beta).
+
+What it leaves out: imbalance and jitter between ranks, contention for memory bandwidth or a shared network, and
+the idle time of a rank waiting for the slowest. The check at 1 and 2 processes shows how much that costs here.
 """
 
 from __future__ import annotations
@@ -23,42 +30,48 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .bench import get_bench_profile
+from .multibench import MULTI_SETTINGS, vit_name
+
 
 def _line(x: list[float], y: list[float]) -> tuple[float, float]:
-    """Least-squares intercept and slope (slope 0 when there is a single point)."""
+    """Least-squares intercept and slope (slope 0 when there is a single distinct x)."""
     if len(set(x)) < 2:
         return float(np.mean(y)), 0.0
     slope, intercept = np.polyfit(x, y, 1)
     return float(intercept), float(slope)
 
 
+def _at(line: tuple[float, float], x: float) -> float:
+    return max(line[0] + line[1] * x, 0.0)
+
+
 @dataclass(frozen=True)
 class Costs:
-    layer: tuple[float, float]  # seconds = intercept + slope * batch, every token
+    layer: tuple[float, float]  # seconds = intercept + slope * batch: forward and backward over every token
     cls_layer: tuple[float, float]  # the same for a last layer that computes the CLS token only
-    stem_head: tuple[float, float]
-    adamw: float  # seconds per parameter
-    allreduce: tuple[float, float]  # alpha (seconds per step), beta (seconds per byte)
-    p2p: tuple[float, float]  # seconds per round trip = intercept + slope * bytes
+    stem_head: tuple[float, float]  # the patch embedding, norm and head
+    adamw: float  # seconds per parameter of an AdamW step
+    allreduce: tuple[float, float]  # ring latency alpha (seconds per step), beta (seconds per byte)
+    p2p: tuple[float, float]  # seconds of a send/receive round trip = intercept + slope * bytes
 
     @classmethod
     def from_measurements(cls, one: pd.DataFrame, two: pd.DataFrame) -> "Costs":
         """`one`: the costs CSV of the 1-process run (compute); `two`: of the 2-process run (communication)."""
         def fit(what):
             rows = one[(one["kind"] == "compute") & (one["what"] == what)]
+            if rows.empty:
+                raise ValueError(f"the 1-process costs have no {what!r} rows; rerun the benchmark")
             return _line(rows["batch"].tolist(), rows["seconds"].tolist())
 
-        ar = two[two["kind"] == "allreduce"]
-        # at P = 2 the ring formula is 2 alpha + n beta
-        intercept, beta = _line(ar["bytes"].tolist(), ar["seconds"].tolist())
-        p2p = two[two["kind"] == "p2p"]
+        allreduce, p2p = two[two["kind"] == "allreduce"], two[two["kind"] == "p2p"]
+        if allreduce.empty or p2p.empty:
+            raise ValueError("the 2-process costs have no communication rows; rerun the 2-process benchmark")
+        intercept, beta = _line(allreduce["bytes"].tolist(), allreduce["seconds"].tolist())
         adamw = one[one["what"] == "adamw_per_parameter"]["seconds"].iloc[0]
         return cls(layer=fit("layer"), cls_layer=fit("cls_layer"), stem_head=fit("stem_head"), adamw=float(adamw),
                    allreduce=(max(intercept, 0.0) / 2, max(beta, 0.0)),
                    p2p=_line(p2p["bytes"].tolist(), p2p["seconds"].tolist()))
-
-    def compute(self, which: tuple[float, float], batch: float) -> float:
-        return max(which[0] + which[1] * batch, 0.0)
 
     def allreduce_seconds(self, nbytes: float, ranks: int) -> float:
         if ranks == 1:
@@ -66,23 +79,73 @@ class Costs:
         alpha, beta = self.allreduce
         return 2 * (ranks - 1) * alpha + 2 * (ranks - 1) / ranks * nbytes * beta
 
+    def branch_parallel_step(self, ranks: int, num_branches: int, branch_depth: int, batch: int, width: int,
+                             stem_parameters: int, head_parameters: int, branch_parameters: int) -> float:
+        local = math.ceil(num_branches / ranks)
+        compute = _at(self.stem_head, batch) + local * (
+            (branch_depth - 1) * _at(self.layer, batch) + _at(self.cls_layer, batch))
+        communication = (self.allreduce_seconds(4 * batch * width, ranks)
+                         + self.allreduce_seconds(4 * stem_parameters, ranks))
+        update = self.adamw * (stem_parameters + head_parameters + local * branch_parameters)
+        return compute + communication + update
 
-def branch_parallel_step(costs: Costs, ranks: int, num_branches: int, branch_depth: int, batch: int, width: int,
-                         stem_parameters: int, head_parameters: int, branch_parameters: int) -> float:
-    local = math.ceil(num_branches / ranks)
-    compute = (costs.compute(costs.stem_head, batch)
-               + local * ((branch_depth - 1) * costs.compute(costs.layer, batch)
-                          + costs.compute(costs.cls_layer, batch)))
-    communication = (costs.allreduce_seconds(4 * batch * width, ranks)
-                     + costs.allreduce_seconds(4 * stem_parameters, ranks))
-    update = costs.adamw * (stem_parameters + head_parameters + local * branch_parameters)
-    return compute + communication + update
+    def pipeline_step(self, stages: int, micro_batches: int, num_layers: int, batch: int, tokens: int,
+                      width: int, parameters: int) -> float:
+        micro = batch / micro_batches
+        p2p = 0.0 if stages == 1 else _at(self.p2p, 4 * micro * tokens * width)
+        slot = ((num_layers - 1) * _at(self.layer, micro) + _at(self.cls_layer, micro)) / stages + p2p
+        return (micro_batches + stages - 1) * slot + _at(self.stem_head, batch) + self.adamw * parameters / stages
 
 
-def pipeline_step(costs: Costs, stages: int, micro_batches: int, num_layers: int, batch: int, tokens: int,
-                  width: int, parameters: int) -> float:
-    micro = batch / micro_batches
-    p2p = 0.0 if stages == 1 else costs.compute(costs.p2p, 4 * micro * tokens * width)
-    slot = num_layers / stages * costs.compute(costs.layer, micro) + p2p
-    return ((micro_batches + stages - 1) * slot + costs.compute(costs.stem_head, batch)
-            + costs.adamw * parameters / stages)
+def _sizes(model) -> dict[str, int]:
+    def count(modules):
+        return sum(p.numel() for m in modules for p in m.parameters())
+
+    stem = sum(p.numel() for p in (model.patch_embed.weight, model.patch_embed.bias, model.cls_token,
+                                   model.pos_embed))
+    return {"stem": stem, "head": count([model.norm, model.head]), "branch": count([model.branches[0]]),
+            "total": count([model])}
+
+
+def predictions(bench: dict[str, pd.DataFrame], profile_name: str, ranks: tuple[int, ...] = (1, 2, 4, 8, 24),
+                micro_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)) -> pd.DataFrame:
+    """Predicted step milliseconds of branch parallelism (the profile's ParaFormer) and of the GPipe pipeline (its
+    sequential ViT; the best micro-batch count at each P) at each number of devices, with the measured step time
+    beside the prediction where there is one (1 and 2 processes). `bench` is `paraformer.bench.load(profile)`."""
+    setting, profile = MULTI_SETTINGS[profile_name], get_bench_profile(profile_name)
+    missing = {"multi_costs_1", "multi_costs_2"} - set(bench)
+    if missing:
+        raise ValueError(f"cost model inputs {sorted(missing)} are missing; run the 1- and 2-process benchmarks")
+    costs = Costs.from_measurements(bench["multi_costs_1"], bench["multi_costs_2"])
+    para, vit = profile.model(setting.paraformer), profile.model(setting.vit)
+    p_sizes, v_sizes = _sizes(para), _sizes(vit)
+    tokens = (profile.image_size // profile.patch_size) ** 2 + 1
+    measured = pd.concat([df for name, df in bench.items() if name.startswith("multi_steps_")], ignore_index=True) \
+        if any(name.startswith("multi_steps_") for name in bench) else pd.DataFrame()
+    rows = []
+    for p in ranks:
+        branch = costs.branch_parallel_step(p, para.num_branches, para.config.branch_depth, setting.batch,
+                                            profile.width, p_sizes["stem"], p_sizes["head"], p_sizes["branch"])
+        rows.append({"method": "branch", "model": f"Para-F-{setting.paraformer}", "devices": p,
+                     "micro_batches": 1, "predicted_ms": 1e3 * branch,
+                     "measured_ms": 1e3 * _measured(measured, "branch", p)})
+        layers = vit.config.num_layers
+        options = [m for m in micro_batches if setting.batch % m == 0 and m <= setting.batch]
+        best = min(options, key=lambda m: costs.pipeline_step(p, m, layers, setting.batch, tokens, profile.width,
+                                                              v_sizes["total"]))
+        rows.append({"method": "pipeline (GPipe)", "model": vit_name(setting), "devices": p,
+                     "micro_batches": best,
+                     "predicted_ms": 1e3 * costs.pipeline_step(p, best, layers, setting.batch, tokens, profile.width,
+                                                               v_sizes["total"]),
+                     "measured_ms": 1e3 * _measured(measured, "torch-gpipe", p)})
+    table = pd.DataFrame(rows)
+    table["predicted_over_measured"] = table["predicted_ms"] / table["measured_ms"]
+    return table
+
+
+def _measured(steps: pd.DataFrame, method: str, processes: int) -> float:
+    """The best measured step of `method` at `processes` (over micro-batch counts), or NaN if not measured."""
+    if steps.empty:
+        return float("nan")
+    rows = steps[(steps["method"] == method) & (steps["processes"] == processes)]
+    return float(rows["seconds"].min()) if len(rows) else float("nan")

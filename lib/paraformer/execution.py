@@ -16,6 +16,7 @@ and outputs and gradients agree to float tolerance. Only the order of float oper
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Sequence
 
@@ -144,38 +145,56 @@ class FusedBranches:
 class AutoChoice:
     """Remembers, per (device, input shape, dtype, autograd on or off, number of branches), which of `loop` and
     `fused` ran faster when measured there. Measuring preserves the random number generators' states, so a
-    dropout run draws the same masks as it would without the measurement."""
+    dropout run draws the same masks as it would without the measurement.
 
-    def __init__(self, repeats: int = 3):
+    The two strategies are timed in turn, repeat after repeat, and compared by their medians, so that a slow
+    spell of the machine falls on both. `fused` must beat `loop` by `margin` to be chosen: where the two are
+    that close, either choice is within a few percent of the best, and `loop` is the reference."""
+
+    def __init__(self, repeats: int = 5, margin: float = 0.03):
         self.repeats = repeats
+        self.margin = margin
         self.choices: dict[tuple, str] = {}
+        self.measured: dict[tuple, tuple[float, float]] = {}  # key -> (loop, fused) median seconds
+
+    @staticmethod
+    def key(branches: Sequence[nn.Module], tokens: torch.Tensor) -> tuple:
+        return str(tokens.device), tuple(tokens.shape), tokens.dtype, torch.is_grad_enabled(), len(branches)
 
     def choose(self, run: dict, branches: Sequence[nn.Module], tokens: torch.Tensor) -> str:
-        key = (str(tokens.device), tuple(tokens.shape), tokens.dtype, torch.is_grad_enabled(), len(branches))
+        key = self.key(branches, tokens)
         if key not in self.choices:
-            self.choices[key] = min(("loop", "fused"), key=lambda name: self._time(run[name], branches, tokens))
+            loop, fused = self.measured[key] = self.measure(run, branches, tokens)
+            self.choices[key] = "fused" if fused < (1 - self.margin) * loop else "loop"
         return self.choices[key]
 
-    def _time(self, fn, branches, tokens) -> float:
+    def measure(self, run: dict, branches: Sequence[nn.Module], tokens: torch.Tensor) -> tuple[float, float]:
+        """Median seconds of `loop` and of `fused` on these inputs (forward, and backward when autograd is on)."""
         cuda = tokens.device.type == "cuda"
         states = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if cuda else None)
         params = [p for branch in branches for p in branch.parameters() if p.requires_grad]
         grad = torch.is_grad_enabled() and (tokens.requires_grad or bool(params))
-        best = float("inf")
-        for attempt in range(self.repeats + 1):  # the first call warms up (allocations, caches)
+        inputs = params + ([tokens] if tokens.requires_grad else [])
+
+        def once(fn) -> float:
             if cuda:
                 torch.cuda.synchronize(tokens.device)
             started = time.perf_counter()
             out = fn(branches, tokens)
             out = torch.stack(out) if isinstance(out, list) else out
             if grad:  # time the backward pass too, without touching any .grad
-                inputs = params + ([tokens] if tokens.requires_grad else [])
                 torch.autograd.grad(out.sum(), inputs, allow_unused=True)
             if cuda:
                 torch.cuda.synchronize(tokens.device)
-            if attempt:
-                best = min(best, time.perf_counter() - started)
+            return time.perf_counter() - started
+
+        times: dict[str, list[float]] = {"loop": [], "fused": []}
+        for attempt in range(self.repeats + 2):  # two rounds warm up (allocations, caches); the order alternates
+            for name in ("loop", "fused") if attempt % 2 else ("fused", "loop"):
+                seconds = once(run[name])
+                if attempt >= 2:
+                    times[name].append(seconds)
         torch.set_rng_state(states[0])
         if cuda:
             torch.cuda.set_rng_state_all(states[1])
-        return best
+        return statistics.median(times["loop"]), statistics.median(times["fused"])

@@ -151,6 +151,11 @@ class ParaFormer(nn.Module):
         except ValueError as error:
             raise ConfigError(str(error)) from None
 
+    @property
+    def auto_choices(self) -> dict[tuple, str]:
+        """What `auto` chose so far, per (device, token shape, dtype, autograd, number of branches)."""
+        return self._auto.choices
+
     def branch_outputs(self, tokens: torch.Tensor, num_branches: int) -> list[torch.Tensor]:
         """The (batch, width) CLS outputs of the first `num_branches` branches, run by `self.execution`."""
         branches = self.branches[:num_branches]

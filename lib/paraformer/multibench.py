@@ -1,13 +1,18 @@
 """Multi-device training-step benchmark: branch parallelism against pipeline parallelism on the equivalent
 sequential ViT (same width, same total layers, same batch). `make bench` runs it; by hand:
 
-    torchrun --nproc_per_node P -m paraformer.multibench --profile quick     # branch, torch pipelining
-    python -m paraformer.multibench --profile quick --fairscale P            # FairScale Pipe (one process)
+    torchrun --nproc_per_node P -m paraformer.multibench --profile quick
 
 One process per device: on CPU, gloo with one thread per process; on GPUs, NCCL with one GPU per process.
-Each method's step is forward, backward, gradient sync and an AdamW step. Pipelines are timed at every
-micro-batch count of the profile and the best is reported beside the others, so that each baseline is tuned.
-Rank 0 writes results/bench/<profile>/multi_<method>_<P>.csv.
+Each method's step is forward, backward, gradient sync and an AdamW step:
+- branch: `paraformer.parallel.BranchParallel` on P processes, taken in turn with the whole model on one
+  process (rank 0 alone), so that the speed-up is a ratio of times from one run;
+- torch-gpipe and torch-1f1b: torch.distributed.pipelining, one stage per process;
+- fairscale: FairScale's Pipe, the 2025 paper's baseline, with P partitions in rank 0's process (the other
+  ranks idle meanwhile). Skipped, with a message, where FairScale is not installed.
+Pipelines are timed at every micro-batch count of the profile, so that each baseline's best can be reported.
+Rank 0 writes results/bench/<profile>/multi_steps_<P>.csv, and multi_costs_<P>.csv with what the cost model
+(`paraformer.costmodel`) is fed.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .bench import device_label, get_bench_profile
+from .bench import device_label, get_bench_profile, steady_allocator
 from .config import results_dir
 from .parallel import BranchParallel, init_process_group, sequential_vit, stage_bounds
 from .results import atomic_write_text, code_version
@@ -44,50 +49,84 @@ class MultiSetting:
 
 MULTI_SETTINGS = {
     "ci": MultiSetting("1-4", "4-4", batch=8, micro_batches=(1, 2), steps=3, warmup=1),
-    "quick": MultiSetting("1-24", "24-24", batch=64, micro_batches=(1, 2, 4, 8), steps=7, warmup=2),
+    "quick": MultiSetting("1-24", "24-24", batch=64, micro_batches=(1, 2, 4, 8), steps=11, warmup=2),
     "paper": MultiSetting("1-24", "24-24", batch=256, micro_batches=(1, 2, 4, 8, 16), steps=20, warmup=5),
 }
 
 
-def _median_step(step, steps: int, warmup: int, device: torch.device, group=None) -> float:
-    """Median seconds of `step()`. Ranks start each step together (a barrier, not timed) and a step lasts as long
-    as its slowest rank: each rank times its own steps, and the maximum over ranks is kept per step."""
-    times = []
-    for i in range(warmup + steps):
-        if dist.is_initialized():
-            dist.barrier(group)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        started = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - started)
+def vit_name(setting: MultiSetting) -> str:
+    """The sequential ViT's name in tables: ViT-n for Para-F-n-n."""
+    return "ViT-" + setting.vit.split("-")[1]
+
+
+def _timed(step, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - started
+
+
+def _median_steps(steps: dict, repeats: int, warmup: int, device: torch.device) -> dict[str, float]:
+    """Median seconds of each step, the steps taken in turn, round after round. Ranks start each step together
+    (a barrier, not timed) and a step lasts as long as its slowest rank: each rank times its own part, and the
+    maximum over ranks is kept. A step that is None on a rank leaves that rank idle meanwhile."""
+    times = {name: [] for name in steps}
+    for i in range(warmup + repeats):
+        for name, step in steps.items():
+            if dist.is_initialized():
+                dist.barrier()
+            seconds = _timed(step, device) if step is not None else 0.0
+            if i >= warmup:
+                times[name].append(seconds)
     if dist.is_initialized():
-        slowest = torch.tensor(times, dtype=torch.float64, device=device if device.type == "cuda" else "cpu")
-        dist.all_reduce(slowest, op=dist.ReduceOp.MAX, group=group)
-        times = slowest.tolist()
-    return statistics.median(times)
+        slowest = torch.tensor(list(times.values()), dtype=torch.float64,
+                               device=device if device.type == "cuda" else "cpu")
+        dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+        times = dict(zip(times, slowest.tolist()))
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
-def time_branch_parallel(profile_name: str, device: torch.device) -> list[dict]:
-    setting, profile = MULTI_SETTINGS[profile_name], get_bench_profile(profile_name)
-    torch.manual_seed(0)
-    model = profile.model(setting.paraformer).to(device)
-    parallel = BranchParallel(model)
-    optimizer = torch.optim.AdamW([p for p in parallel.local.parameters()], lr=1e-4)
-    images = torch.randn(setting.batch, 3, profile.image_size, profile.image_size, device=device)
-    labels = torch.randint(0, 10, (setting.batch,), device=device)
+def _median_step(step, repeats: int, warmup: int, device: torch.device) -> float:
+    return _median_steps({"step": step}, repeats, warmup, device)["step"]
+
+
+def _training_step(model, images, labels, sync=None):
+    """Forward, backward, gradient sync (if any) and an AdamW step."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(parallel(images), labels).backward()
-        parallel.sync_gradients()
+        F.cross_entropy(model(images), labels).backward()
+        if sync is not None:
+            sync()
         optimizer.step()
+    return step
 
-    seconds = _median_step(step, setting.steps, setting.warmup, device)
-    return [{"method": "branch", "model": f"Para-F-{setting.paraformer}", "micro_batches": 1, "seconds": seconds}]
+
+def _inputs(setting: MultiSetting, profile, device: torch.device):
+    images = torch.randn(setting.batch, 3, profile.image_size, profile.image_size, device=device)
+    return images, torch.randint(0, 10, (setting.batch,), device=device)
+
+
+def time_branch_parallel(profile_name: str, device: torch.device) -> list[dict]:
+    """The branch-parallel step on every rank; with several ranks, also the whole model's step in one process
+    (rank 0 alone, the others idle), taken in turn with the parallel step so that the speed-up is a ratio from
+    one run."""
+    setting, profile = MULTI_SETTINGS[profile_name], get_bench_profile(profile_name)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(0)
+    model = profile.model(setting.paraformer).to(device)
+    images, labels = _inputs(setting, profile, device)
+    parallel = BranchParallel(model)
+    steps = {"branch": _training_step(parallel, images, labels, parallel.sync_gradients)}
+    if world > 1:
+        steps["branch, 1 process"] = _training_step(model, images, labels) if rank == 0 else None
+    seconds = _median_steps(steps, setting.steps, setting.warmup, device)
+    return [{"method": method, "model": f"Para-F-{setting.paraformer}", "micro_batches": 1, "seconds": t}
+            for method, t in seconds.items()]
 
 
 def time_torch_pipelines(profile_name: str, device: torch.device) -> list[dict]:
@@ -100,8 +139,7 @@ def time_torch_pipelines(profile_name: str, device: torch.device) -> list[dict]:
     bounds = stage_bounds(len(stages), world)[rank]
     stage_module = torch.nn.Sequential(*[stages[i] for i in bounds]).to(device)
     optimizer = torch.optim.AdamW(stage_module.parameters(), lr=1e-4)
-    images = torch.randn(setting.batch, 3, profile.image_size, profile.image_size, device=device)
-    labels = torch.randint(0, 10, (setting.batch,), device=device)
+    images, labels = _inputs(setting, profile, device)
     rows = []
     for name, schedule_class in (("torch-gpipe", ScheduleGPipe), ("torch-1f1b", Schedule1F1B)):
         for micro in setting.micro_batches:
@@ -123,44 +161,48 @@ def time_torch_pipelines(profile_name: str, device: torch.device) -> list[dict]:
                 optimizer.step()
 
             seconds = _median_step(step, setting.steps, setting.warmup, device)
-            rows.append({"method": name, "model": f"Para-F-{setting.vit}", "micro_batches": micro,
+            rows.append({"method": name, "model": vit_name(setting), "micro_batches": micro,
                          "seconds": seconds})
     return rows
 
 
-def time_fairscale(profile_name: str, partitions: int, device: torch.device) -> list[dict]:
-    """FairScale's Pipe in this one process: `partitions` partitions on `partitions` devices (all 'cpu' on a CPU
-    machine, where its worker threads run the partitions side by side). Torn down explicitly: a Pipe left to
-    the interpreter's exit hangs it."""
-    from fairscale.nn import Pipe
+def fairscale_missing() -> str | None:
+    """Why FairScale cannot be timed here (one line), or None when it can."""
+    try:
+        import fairscale.nn  # noqa: F401
+    except ImportError as error:
+        return f"FairScale is not installed ({error}); install the bench extra: pip install -e '.[bench]'"
+    return None
 
+
+def time_fairscale(profile_name: str, device: torch.device) -> list[dict]:
+    """FairScale's Pipe with one partition per process of this run, all in rank 0's process (FairScale runs its
+    partitions in threads, on the devices it is given: every GPU, or 'cpu' once per partition), while the other
+    ranks idle. Torn down explicitly after each micro-batch count: a Pipe left to the interpreter's exit hangs it."""
     setting, profile = MULTI_SETTINGS[profile_name], get_bench_profile(profile_name)
+    rank, partitions = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
     stages = sequential_vit(profile.model(setting.vit))
     balance = [len(r) for r in stage_bounds(len(stages), partitions)]
     devices = ([torch.device("cuda", i) for i in range(partitions)] if device.type == "cuda"
                else ["cpu"] * partitions)
-    images = torch.randn(setting.batch, 3, profile.image_size, profile.image_size)
-    labels = torch.randint(0, 10, (setting.batch,))
+    images, labels = _inputs(setting, profile, torch.device("cpu"))
     rows = []
     for micro in setting.micro_batches:
         if setting.batch % micro:
             continue
-        pipe = Pipe(stages, balance=balance, devices=devices, chunks=micro, checkpoint="never")
-        optimizer = torch.optim.AdamW(pipe.parameters(), lr=1e-4)
-        first, last = pipe.devices[0], pipe.devices[-1]
-        try:
-            def step():
-                optimizer.zero_grad(set_to_none=True)
-                out = pipe(images.to(first))
-                F.cross_entropy(out, labels.to(last)).backward()
-                optimizer.step()
+        pipe = step = None
+        if rank == 0:
+            from fairscale.nn import Pipe
 
+            pipe = Pipe(stages, balance=balance, devices=devices, chunks=micro, checkpoint="never")
+            step = _training_step(pipe, images.to(pipe.devices[0]), labels.to(pipe.devices[-1]))
+        try:
             seconds = _median_step(step, setting.steps, setting.warmup, device)
         finally:
-            del pipe, optimizer
+            del pipe, step
             gc.collect()
-        rows.append({"method": "fairscale", "model": f"Para-F-{setting.vit}", "micro_batches": micro,
+        rows.append({"method": "fairscale", "model": vit_name(setting), "micro_batches": micro,
                      "seconds": seconds})
     return rows
 
@@ -223,32 +265,31 @@ def measure_costs(profile_name: str, device: torch.device) -> list[dict]:
 def write_rows(rows: list[dict], name: str, profile_name: str, processes: int, device: torch.device,
                root: Path | None = None) -> Path:
     df = pd.DataFrame(rows).assign(processes=processes, threads_per_process=torch.get_num_threads(),
-                                   device=device_label(device), torch_version=torch.__version__,
+                                   device=device_label(device), device_type=device.type, torch_version=torch.__version__,
                                    code_version=code_version(), profile=profile_name)
     folder = (Path(root) if root is not None else results_dir()) / "bench" / profile_name
     return atomic_write_text(df.to_csv(index=False), folder / f"multi_{name}_{processes}.csv")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m paraformer.multibench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="torchrun --nproc_per_node P -m paraformer.multibench",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="quick", choices=sorted(MULTI_SETTINGS))
-    parser.add_argument("--fairscale", type=int, metavar="P", help="time FairScale Pipe with P partitions instead")
     args = parser.parse_args(argv)
-    cuda = torch.cuda.is_available()
-    if not cuda:
+    if not torch.cuda.is_available():
         torch.set_num_threads(1)  # one core per process (FairScale: one per partition thread)
-    if args.fairscale:
-        device = torch.device("cuda" if cuda else "cpu")
-        rows = time_fairscale(args.profile, args.fairscale, device)
-        path = write_rows(rows, "fairscale", args.profile, args.fairscale, device)
-        print(f"wrote {path}", file=sys.stderr)
-        return
-    rank, world, device = init_process_group()
+    steady_allocator()
+    rank, world, device = init_process_group(timeout_seconds=1800)
     try:
         rows = time_branch_parallel(args.profile, device) + time_torch_pipelines(args.profile, device)
+        missing = fairscale_missing()
+        if missing is None:
+            rows += time_fairscale(args.profile, device)
+        elif rank == 0:
+            print(f"skipping FairScale: {missing}", file=sys.stderr)
         costs = measure_costs(args.profile, device)
         if rank == 0:
-            for name, table in (("torchrun", rows), ("costs", costs)):
+            for name, table in (("steps", rows), ("costs", costs)):
                 print(f"wrote {write_rows(table, name, args.profile, world, device)}", file=sys.stderr)
     finally:
         dist.destroy_process_group()

@@ -1,0 +1,79 @@
+"""The cost model's formulas, on made-up costs where every term can be checked by hand."""
+
+import pandas as pd
+import pytest
+
+from paraformer.costmodel import Costs, predictions
+
+# 10 ms per full layer, 2 ms per CLS-only layer, 1 ms stem and head (flat in the batch); 1 ns per parameter of
+# AdamW; all-reduce latency 0.1 ms per ring step and 1 ns per byte; a round trip of 0.5 ms flat.
+COSTS = Costs(layer=(0.010, 0.0), cls_layer=(0.002, 0.0), stem_head=(0.001, 0.0), adamw=1e-9,
+              allreduce=(1e-4, 1e-9), p2p=(5e-4, 0.0))
+
+
+def branch(ranks, **kw):
+    args = dict(num_branches=24, branch_depth=1, batch=64, width=64, stem_parameters=1000, head_parameters=500,
+                branch_parameters=10_000)
+    return COSTS.branch_parallel_step(ranks, **{**args, **kw})
+
+
+def test_one_rank_pays_every_branch_and_no_communication():
+    expected = 0.001 + 24 * 0.002 + 1e-9 * (1000 + 500 + 24 * 10_000)
+    assert branch(1) == pytest.approx(expected)
+
+
+def test_more_ranks_split_the_branches_and_pay_ring_all_reduces():
+    two = 0.001 + 12 * 0.002 + (2 * 1e-4 + 4 * 64 * 64 * 1e-9) + (2 * 1e-4 + 4000 * 1e-9) \
+        + 1e-9 * (1500 + 12 * 10_000)
+    assert branch(2) == pytest.approx(two)
+    assert branch(8) < branch(4) < branch(2) < branch(1)
+    # the ring's latency grows with the ranks while the work per rank shrinks: here 24 ranks lose to 8
+    assert branch(24) > branch(8)
+
+
+def test_deeper_branches_run_their_layers_in_series_with_a_cls_only_last_layer():
+    assert branch(1, num_branches=4, branch_depth=6) - branch(1, num_branches=4, branch_depth=6,
+                                                               branch_parameters=0) == pytest.approx(4e-5)
+    compute = branch(1, num_branches=4, branch_depth=6, branch_parameters=0, stem_parameters=0, head_parameters=0)
+    assert compute == pytest.approx(0.001 + 4 * (5 * 0.010 + 0.002))
+
+
+def test_a_one_stage_pipeline_is_the_sequential_model():
+    step = COSTS.pipeline_step(stages=1, micro_batches=1, num_layers=24, batch=64, tokens=65, width=64,
+                               parameters=100_000)
+    assert step == pytest.approx(23 * 0.010 + 0.002 + 0.001 + 1e-4)
+
+
+def test_a_gpipe_schedule_runs_micro_batches_plus_stages_minus_one_slots():
+    step = COSTS.pipeline_step(stages=4, micro_batches=8, num_layers=24, batch=64, tokens=65, width=64,
+                               parameters=100_000)
+    slot = (23 * 0.010 + 0.002) / 4 + 5e-4
+    assert step == pytest.approx(11 * slot + 0.001 + 1e-9 * 100_000 / 4)
+
+
+def test_the_fit_recovers_the_lines_it_was_measured_from():
+    one = pd.DataFrame([
+        *({"kind": "compute", "what": "layer", "batch": b, "bytes": 0, "seconds": 0.001 + 0.0002 * b}
+          for b in (8, 16, 32, 64)),
+        *({"kind": "compute", "what": "cls_layer", "batch": b, "bytes": 0, "seconds": 0.0005 * b} for b in (8, 64)),
+        {"kind": "compute", "what": "stem_head", "batch": 64, "bytes": 0, "seconds": 0.003},
+        {"kind": "compute", "what": "adamw_per_parameter", "batch": 0, "bytes": 0, "seconds": 2e-9},
+    ])
+    two = pd.DataFrame([
+        *({"kind": "allreduce", "what": "sum", "batch": 0, "bytes": n, "seconds": 2 * 3e-4 + n * 1e-9}
+          for n in (1024, 16384)),
+        *({"kind": "p2p", "what": "round trip", "batch": 0, "bytes": n, "seconds": 1e-4 + n * 2e-9}
+          for n in (4096, 65536)),
+    ])
+    costs = Costs.from_measurements(one, two)
+    assert costs.layer == pytest.approx((0.001, 0.0002))
+    assert costs.cls_layer == pytest.approx((0.0, 0.0005), abs=1e-12)
+    assert costs.stem_head == pytest.approx((0.003, 0.0))
+    assert costs.allreduce == pytest.approx((3e-4, 1e-9))
+    assert costs.p2p == pytest.approx((1e-4, 2e-9))
+    assert costs.allreduce_seconds(1000, 2) == pytest.approx(2 * 3e-4 + 1000 * 1e-9)
+
+
+def test_predictions_say_which_measurements_are_missing():
+    with pytest.raises(ValueError, match=r"\['multi_costs_2'\] are missing"):
+        predictions({"multi_costs_1": pd.DataFrame()}, "ci")
