@@ -108,18 +108,20 @@ def steady_allocator() -> bool:
     return all(libc.mallopt(parameter, value) == 1 for parameter, value in settings.items())
 
 
+def timed(call: Callable[[], None], device: torch.device) -> float:
+    """Seconds of one call, waiting for the GPU's queued work before and after."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    call()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - started
+
+
 def interleaved_medians(calls: dict[object, Callable[[], None]], repeats: int, warmup: int,
                         device: torch.device) -> dict[object, float]:
     """Median seconds of each call; every repeat runs every call once, in turn, starting one further along."""
-    def timed(call) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        started = time.perf_counter()
-        call()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - started
-
     for call in calls.values():
         for _ in range(warmup):
             call()
@@ -127,7 +129,7 @@ def interleaved_medians(calls: dict[object, Callable[[], None]], repeats: int, w
     names = list(calls)
     for repeat in range(repeats):  # the order rotates, so that no call always follows the same one
         for name in names[repeat % len(names):] + names[:repeat % len(names)]:
-            times[name].append(timed(calls[name]))
+            times[name].append(timed(calls[name], device))
     return {name: statistics.median(t) for name, t in times.items()}
 
 

@@ -225,7 +225,7 @@ def expansion_summary(summary: pd.DataFrame, growth: pd.DataFrame) -> list[str]:
     gaps = [grown.loc[k, "test_acc"] - scratch.loc[k, "test_acc"] for k in scratch.index]
     n = int(growth["test_images"].iloc[0] * growth["seeds"].iloc[0])
     noise = difference_noise(growth["test_acc"].mean(), n)
-    lines.append(f"**Capacity growth** (matched training compute; measured training seconds in brackets): "
+    lines.append("**Capacity growth** (matched training compute; measured training seconds in brackets): "
                  + "; ".join(parts) + f". Growing beats training from scratch at {wins} of {len(scratch)} sizes, by "
                  f"{min(gaps):+.1f} to {max(gaps):+.1f} points; with {n} test predictions per model a difference must "
                  f"exceed about {noise:.1f} points to stand out from test-set noise, which "

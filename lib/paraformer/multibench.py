@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +29,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .bench import device_label, get_bench_profile, steady_allocator
+from .bench import device_label, get_bench_profile, steady_allocator, timed
 from .config import results_dir
 from .parallel import BranchParallel, init_process_group, sequential_vit, stage_bounds
 from .results import atomic_write_text, code_version
@@ -59,16 +57,6 @@ def vit_name(setting: MultiSetting) -> str:
     return "ViT-" + setting.vit.split("-")[1]
 
 
-def _timed(step, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    started = time.perf_counter()
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - started
-
-
 def _median_steps(steps: dict, repeats: int, warmup: int, device: torch.device) -> dict[str, float]:
     """Median seconds of each step, the steps taken in turn, round after round. Ranks start each step together
     (a barrier, not timed) and a step lasts as long as its slowest rank: each rank times its own part, and the
@@ -78,7 +66,7 @@ def _median_steps(steps: dict, repeats: int, warmup: int, device: torch.device) 
         for name, step in steps.items():
             if dist.is_initialized():
                 dist.barrier()
-            seconds = _timed(step, device) if step is not None else 0.0
+            seconds = timed(step, device) if step is not None else 0.0
             if i >= warmup:
                 times[name].append(seconds)
     if dist.is_initialized():
