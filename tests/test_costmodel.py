@@ -3,12 +3,12 @@
 import pandas as pd
 import pytest
 
-from paraformer.costmodel import Costs, predictions
+from paraformer.costmodel import Costs, _on, predictions
 
 # 10 ms per full layer, 2 ms per CLS-only layer, 1 ms stem and head (flat in the batch); 1 ns per parameter of
 # AdamW; all-reduce latency 0.1 ms per ring step and 1 ns per byte; a round trip of 0.5 ms flat.
-COSTS = Costs(layer=(0.010, 0.0), cls_layer=(0.002, 0.0), stem_head=(0.001, 0.0), adamw=1e-9,
-              allreduce=(1e-4, 1e-9), p2p=(5e-4, 0.0))
+COSTS = Costs(layer=((1, 64), (0.010, 0.010)), cls_layer=((1, 64), (0.002, 0.002)),
+              stem_head=((1, 64), (0.001, 0.001)), adamw=1e-9, allreduce=(1e-4, 1e-9), p2p=(5e-4, 0.0))
 
 
 def branch(ranks, **kw):
@@ -66,12 +66,18 @@ def test_the_fit_recovers_the_lines_it_was_measured_from():
           for n in (4096, 65536)),
     ])
     costs = Costs.from_measurements(one, two)
-    assert costs.layer == pytest.approx((0.001, 0.0002))
-    assert costs.cls_layer == pytest.approx((0.0, 0.0005), abs=1e-12)
-    assert costs.stem_head == pytest.approx((0.003, 0.0))
+    assert costs.layer == ((8, 16, 32, 64), pytest.approx((0.0026, 0.0042, 0.0074, 0.0138)))
+    assert costs.cls_layer == ((8, 64), pytest.approx((0.004, 0.032)))
     assert costs.allreduce == pytest.approx((3e-4, 1e-9))
     assert costs.p2p == pytest.approx((1e-4, 2e-9))
     assert costs.allreduce_seconds(1000, 2) == pytest.approx(2 * 3e-4 + 1000 * 1e-9)
+
+
+def test_compute_is_interpolated_between_measured_batches_and_proportional_beyond_them():
+    curve = ((8, 64), (0.004, 0.032))
+    assert _on(curve, 36) == pytest.approx(0.018)
+    assert _on(curve, 128) == pytest.approx(0.064)
+    assert _on(curve, 2) == pytest.approx(0.004)  # below the smallest batch, per-call overheads dominate
 
 
 def test_predictions_say_which_measurements_are_missing():

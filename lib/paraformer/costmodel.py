@@ -5,7 +5,8 @@ before it is trusted at 4, 8 or 24.
 Inputs, all measured on the device: `layer(b)` and `cls_layer(b)`, one layer's forward and backward at batch b
 over every token, or for the CLS token only (the last layer of a branch); `stem_head(b)`; `adamw`, seconds per
 parameter of an optimizer step; at 2 processes, an all-reduce and a send/receive round trip of each message
-size the methods use. Compute times are fitted as lines in the batch, communication times as lines in bytes.
+size the methods use. Compute times are interpolated between the measured batch sizes (every power of two up to
+the full batch), communication times fitted as lines in bytes.
 
 Branch parallel (nb branches of depth d shared over P ranks, batch b, width w; every rank has ceil(nb / P)):
     T = stem_head(b) + ceil(nb / P) * ((d - 1) layer(b) + cls_layer(b))
@@ -46,11 +47,23 @@ def _at(line: tuple[float, float], x: float) -> float:
     return max(line[0] + line[1] * x, 0.0)
 
 
+Curve = tuple[tuple[float, ...], tuple[float, ...]]  # measured (batch sizes, seconds), by increasing batch
+
+
+def _on(curve: Curve, batch: float) -> float:
+    """Seconds at `batch`: linear between measured sizes, the smallest size's time below them, and proportional
+    to the batch beyond the largest (where the work is the whole device's already)."""
+    sizes, seconds = curve
+    if batch > sizes[-1]:
+        return seconds[-1] * batch / sizes[-1]
+    return float(np.interp(batch, sizes, seconds))
+
+
 @dataclass(frozen=True)
 class Costs:
-    layer: tuple[float, float]  # seconds = intercept + slope * batch: forward and backward over every token
-    cls_layer: tuple[float, float]  # the same for a last layer that computes the CLS token only
-    stem_head: tuple[float, float]  # the patch embedding, norm and head
+    layer: Curve  # one layer's forward and backward over every token, against the batch
+    cls_layer: Curve  # the same for a last layer that computes the CLS token only
+    stem_head: Curve  # the patch embedding, norm and head
     adamw: float  # seconds per parameter of an AdamW step
     allreduce: tuple[float, float]  # ring latency alpha (seconds per step), beta (seconds per byte)
     p2p: tuple[float, float]  # seconds of a send/receive round trip = intercept + slope * bytes
@@ -58,11 +71,11 @@ class Costs:
     @classmethod
     def from_measurements(cls, one: pd.DataFrame, two: pd.DataFrame) -> "Costs":
         """`one`: the costs CSV of the 1-process run (compute); `two`: of the 2-process run (communication)."""
-        def fit(what):
-            rows = one[(one["kind"] == "compute") & (one["what"] == what)]
+        def fit(what) -> Curve:
+            rows = one[(one["kind"] == "compute") & (one["what"] == what)].sort_values("batch")
             if rows.empty:
                 raise ValueError(f"the 1-process costs have no {what!r} rows; rerun the benchmark")
-            return _line(rows["batch"].tolist(), rows["seconds"].tolist())
+            return tuple(rows["batch"].astype(float)), tuple(rows["seconds"].astype(float))
 
         allreduce, p2p = two[two["kind"] == "allreduce"], two[two["kind"] == "p2p"]
         if allreduce.empty or p2p.empty:
@@ -82,8 +95,8 @@ class Costs:
     def branch_parallel_step(self, ranks: int, num_branches: int, branch_depth: int, batch: int, width: int,
                              stem_parameters: int, head_parameters: int, branch_parameters: int) -> float:
         local = math.ceil(num_branches / ranks)
-        compute = _at(self.stem_head, batch) + local * (
-            (branch_depth - 1) * _at(self.layer, batch) + _at(self.cls_layer, batch))
+        compute = _on(self.stem_head, batch) + local * (
+            (branch_depth - 1) * _on(self.layer, batch) + _on(self.cls_layer, batch))
         communication = (self.allreduce_seconds(4 * batch * width, ranks)
                          + self.allreduce_seconds(4 * stem_parameters, ranks))
         update = self.adamw * (stem_parameters + head_parameters + local * branch_parameters)
@@ -93,8 +106,8 @@ class Costs:
                       width: int, parameters: int) -> float:
         micro = batch / micro_batches
         p2p = 0.0 if stages == 1 else _at(self.p2p, 4 * micro * tokens * width)
-        slot = ((num_layers - 1) * _at(self.layer, micro) + _at(self.cls_layer, micro)) / stages + p2p
-        return (micro_batches + stages - 1) * slot + _at(self.stem_head, batch) + self.adamw * parameters / stages
+        slot = ((num_layers - 1) * _on(self.layer, micro) + _on(self.cls_layer, micro)) / stages + p2p
+        return (micro_batches + stages - 1) * slot + _on(self.stem_head, batch) + self.adamw * parameters / stages
 
 
 def _sizes(model) -> dict[str, int]:

@@ -197,13 +197,15 @@ def time_fairscale(profile_name: str, device: torch.device) -> list[dict]:
 
 def measure_costs(profile_name: str, device: torch.device) -> list[dict]:
     """What the cost model is fed (`kind`, `what`, `batch`, `bytes`, `seconds`): on one process, the compute time of
-    one layer (every token, or the CLS token only) at each micro-batch size, of the stem and head, and of an
-    AdamW step per parameter; on several, an all-reduce and a send/receive of each message size the methods use."""
+    one layer (every token, or the CLS token only) and of the stem and head at every power-of-two batch up to the
+    full one (every micro-batch size a pipeline could use), and of an AdamW step per parameter; on several, an
+    all-reduce and a send/receive round trip over a wide range of message sizes, those the methods use included.
+    Communication is cheap to time and noisy, so it gets three times the repeats."""
     setting, profile = MULTI_SETTINGS[profile_name], get_bench_profile(profile_name)
     world = dist.get_world_size()
     tokens = (profile.image_size // profile.patch_size) ** 2 + 1
     width = profile.width
-    sizes = sorted({setting.batch // m for m in setting.micro_batches if setting.batch % m == 0})
+    sizes = [1 << i for i in range(setting.batch.bit_length()) if setting.batch % (1 << i) == 0]
     rows = []
     if world == 1:
         torch.manual_seed(0)
@@ -228,9 +230,10 @@ def measure_costs(profile_name: str, device: torch.device) -> list[dict]:
                      "seconds": seconds / count})
         return rows
     rank = dist.get_rank()
-    messages = {("allreduce", setting.batch * width * 4), ("allreduce", 4 * (width * (3 * profile.patch_size ** 2 + 2)
-                                                                           + tokens * width))}
-    messages |= {("p2p", b * tokens * width * 4) for b in sizes}
+    stem_bytes = 4 * (width * (3 * profile.patch_size ** 2 + 2) + tokens * width)
+    spread = {1 << 10, 1 << 14, 1 << 18, 1 << 22}
+    messages = {("allreduce", n) for n in spread | {setting.batch * width * 4, stem_bytes}}
+    messages |= {("p2p", n) for n in spread | {b * tokens * width * 4 for b in sizes}}
     for kind, nbytes in sorted(messages):
         buffer = torch.zeros(nbytes // 4, device=device)
         if kind == "allreduce":
@@ -244,7 +247,7 @@ def measure_costs(profile_name: str, device: torch.device) -> list[dict]:
                 elif rank == 1:
                     dist.recv(buffer, 0)
                     dist.send(buffer, 0)
-        seconds = _median_step(fn, setting.steps, setting.warmup, device)
+        seconds = _median_step(fn, 3 * setting.steps, setting.warmup, device)
         rows.append({"kind": kind, "what": "round trip" if kind == "p2p" else "sum", "batch": 0, "bytes": nbytes,
                      "seconds": seconds})
     return rows
