@@ -110,6 +110,12 @@ class Costs:
         return (micro_batches + stages - 1) * slot + _on(self.stem_head, batch) + self.adamw * parameters / stages
 
 
+def multi_steps(bench: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every multi_steps_<P> table of `paraformer.bench.load` in one (empty if there is none)."""
+    tables = [df for name, df in sorted(bench.items()) if name.startswith("multi_steps_")]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
 def _sizes(model) -> dict[str, int]:
     def count(modules):
         return sum(p.numel() for m in modules for p in m.parameters())
@@ -133,8 +139,7 @@ def predictions(bench: dict[str, pd.DataFrame], profile_name: str, ranks: tuple[
     para, vit = profile.model(setting.paraformer), profile.model(setting.vit)
     p_sizes, v_sizes = _sizes(para), _sizes(vit)
     tokens = (profile.image_size // profile.patch_size) ** 2 + 1
-    measured = pd.concat([df for name, df in bench.items() if name.startswith("multi_steps_")], ignore_index=True) \
-        if any(name.startswith("multi_steps_") for name in bench) else pd.DataFrame()
+    measured = multi_steps(bench)
     rows = []
     for p in ranks:
         branch = costs.branch_parallel_step(p, para.num_branches, para.config.branch_depth, setting.batch,

@@ -160,9 +160,11 @@ class ParaFormer(nn.Module):
         """The (batch, width) CLS outputs of the first `num_branches` branches, run by `self.execution`."""
         branches = self.branches[:num_branches]
         strategy = self.execution
+        if num_branches == 1:  # one branch runs the same way under every strategy: nothing to choose or fuse
+            return loop_cls(branches, tokens)
         if strategy == "auto":
             strategy = self._auto.choose({"loop": loop_cls, "fused": self._fused}, branches, tokens)
-        if strategy == "fused" and num_branches > 1:
+        if strategy == "fused":
             return list(self._fused(branches, tokens).unbind(0))
         return loop_cls(branches, tokens)
 

@@ -60,8 +60,7 @@ def layers_table(layers: pd.DataFrame) -> pd.DataFrame:
 def multi_table(data: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Per number of processes and method, the best step over micro-batch counts, and the ratio of that time to
     the branch-parallel step of the same run (the paper's 3.30x is such a ratio, against FairScale)."""
-    steps = pd.concat([df for name, df in sorted(data.items()) if name.startswith("multi_steps_")],
-                      ignore_index=True)
+    steps = costmodel.multi_steps(data)
     best = steps.loc[steps.groupby(["processes", "method"], sort=False)["seconds"].idxmin()]
     branch = best[best["method"] == "branch"].set_index("processes")["seconds"]
     table = best[["processes", "method", "model", "micro_batches", "seconds"]].copy()
@@ -128,11 +127,12 @@ def summary(data: dict[str, pd.DataFrame]) -> list[str]:
             f"where N/M = {row['paper_N_over_M']:.0f}); in training at batch {int(layers['batch'].max())}, "
             f"{table['train_speedup'].min():.2f}x to {table['train_speedup'].max():.2f}x. N/M assumes every "
             f"branch has hardware of its own; the multi-process table tests that case [{device}].")
-    if any(name.startswith("multi_steps_") for name in data):
+    steps = costmodel.multi_steps(data)
+    if not steps.empty:
         multi = multi_table(data)
         top = int(multi["processes"].max())
-        device = device_of(pd.concat([df for k, df in data.items() if k.startswith("multi_steps_")]))
-        on_cpu = all(set(df["device_type"]) == {"cpu"} for k, df in data.items() if k.startswith("multi_steps_"))
+        device = device_of(steps)
+        on_cpu = set(steps["device_type"]) == {"cpu"}
         scaling = branch_scaling(data, top)
         if scaling is not None:
             lines.append(f"Target, branch-parallel step on {top} processes at least {SCALING_TARGET}x faster than "
