@@ -2,33 +2,69 @@
 PYTHON ?= python3
 VENV ?= .venv
 PROFILE ?= quick
+# Empty: reuse every finished run; stale: retrain the runs recorded by another version of the training code.
+RETRAIN ?=
+# Exact versions of every package (`make constraints` writes them). `CONSTRAINTS=` (on every call, or exported)
+# installs the newest versions pip finds instead.
+CONSTRAINTS ?= constraints.txt
 # Per-cell limit for papermill (seconds); the paper profile trains for hours per cell on a GPU.
 CELL_TIMEOUT ?= 172800
 BIN := $(VENV)/bin
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
-# quick results are the committed ones; other profiles write beside them so they never overwrite them.
-RESULTS := $(if $(filter quick,$(PROFILE)),results,results/$(PROFILE))
+# PARAFORMER_RESULTS names this root; the library itself puts every profile but quick (the committed results) in
+# <root>/<profile>/. RESULTS is where a profile's files end up, for the executed notebooks and clean-runs.
+ROOT := results
+RESULTS := $(if $(filter quick,$(PROFILE)),$(ROOT),$(ROOT)/$(PROFILE))
 
-.PHONY: env reproduce test bench lab refresh-notebooks clean-runs
+ifeq ($(strip $(CONSTRAINTS)),)
+# so that tests/test_environment.py does not hold the installed versions to constraints.txt
+export PARAFORMER_UNPINNED := 1
+endif
+
+.PHONY: env constraints reproduce test bench lab refresh-notebooks clean-runs FORCE
 
 env: $(VENV)/.installed
 
 # One pip call resolves torch and torchvision together so that they match.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS) $(VENV)/.constraints
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[all]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(if $(strip $(CONSTRAINTS)),-c $(CONSTRAINTS)) \
+	  -e ".[all]"
 	$(BIN)/python -c "import torch, torchvision, papermill, nbval; print('torch', torch.__version__, '| torchvision', torchvision.__version__)"
 	touch $@
 
+# Which CONSTRAINTS the environment was installed with: touched only when that changes, so that going from pinned
+# to unpinned or back reinstalls, and nothing else does.
+$(VENV)/.constraints: FORCE
+	@mkdir -p $(VENV)
+	@echo '$(CONSTRAINTS)' | cmp -s - $@ || echo '$(CONSTRAINTS)' > $@
+
+# Pin the current environment's versions (after `make env CONSTRAINTS=`, to move to newer ones), then review the diff.
+constraints:
+	@test -x $(BIN)/python || { echo "error: no environment at $(VENV); run make env first"; exit 2; }
+	@{ echo "# Exact versions of every package of the environment that make env installs, with"; \
+	  echo "# pip install -c constraints.txt -e \".[all]\". Constraints install nothing themselves: they fix the version"; \
+	  echo "# of whatever the project needs, so pins that a platform does not need (nvidia-*, cuda-*, triton outside"; \
+	  echo "# Linux) are ignored there."; \
+	  echo "# Made $$(date -u +%F) by make constraints: pip freeze --all --exclude-editable of $(VENV) ($$($(BIN)/python -c \
+	    'import platform; print("Python", platform.python_version(), platform.system(), platform.machine())'))."; \
+	  echo "# Regenerate: make constraints (after make env CONSTRAINTS= to take the newest versions pip finds)."; \
+	  $(BIN)/python -m pip freeze --all --exclude-editable --disable-pip-version-check; } > constraints.txt.tmp
+	@mv constraints.txt.tmp constraints.txt
+	@echo "wrote constraints.txt ($$(grep -vc '^#' constraints.txt) packages)"
+
 reproduce: env
+	@$(BIN)/python -m paraformer.notebook --check-profile $(PROFILE)
 	@mkdir -p $(RESULTS)/notebooks
 	@for nb in $(NOTEBOOKS); do \
 	  out=$(RESULTS)/notebooks/$$(basename $$nb); partial=$(RESULTS)/notebooks/.$$(basename $$nb .ipynb).partial.ipynb; \
 	  echo "== $$nb (profile $(PROFILE)) -> $$out"; \
-	  PARAFORMER_RESULTS=$(abspath $(RESULTS)) PARAFORMER_PROGRESS=text $(BIN)/python -m papermill "$$nb" "$$partial" \
+	  PARAFORMER_RESULTS=$(abspath $(ROOT)) PARAFORMER_RETRAIN=$(RETRAIN) PARAFORMER_PROGRESS=text \
+	  $(BIN)/python -m papermill "$$nb" "$$partial" \
 	    -p profile $(PROFILE) -k python3 --cwd notebooks --execution-timeout $(CELL_TIMEOUT) --log-output --no-progress-bar \
 	    && mv "$$partial" "$$out" || { echo "FAILED: $$nb (its partial output is $$partial)"; exit 1; }; \
 	done
+	@PARAFORMER_RESULTS=$(abspath $(ROOT)) $(BIN)/python -m paraformer.train --report-stale --profile $(PROFILE)
 
 # Unit tests, then every notebook at the ci profile under nbval. The notebooks write into a throw-away
 # results folder so that the test run neither reads cached runs nor overwrites committed results.
@@ -37,20 +73,23 @@ test: env
 	PARAFORMER_RESULTS=$$tmp PARAFORMER_PROGRESS=text $(BIN)/python -m pytest tests $(NOTEBOOKS) \
 	  --nbval-lax --nbval-current-env -p no:cacheprovider; status=$$?; rm -rf $$tmp; exit $$status
 
-# Speed benchmarks into $(RESULTS)/bench/$(PROFILE)/: single-device strategies and layers, then the multi-process
-# step times through torchrun (one process per device) at each process count in NPROC.
+# Speed benchmarks into bench/$(PROFILE)/ of the profile's results folder (results/bench/quick/ for quick):
+# single-device strategies and layers, then the multi-process step times through torchrun (one process per device)
+# at each process count in NPROC.
 NPROC ?= 1 2
 bench: env
-	PARAFORMER_RESULTS=$(abspath $(RESULTS)) $(BIN)/python -m paraformer.bench --profile $(PROFILE) \
+	PARAFORMER_RESULTS=$(abspath $(ROOT)) $(BIN)/python -m paraformer.bench --profile $(PROFILE) \
 	  --processes $(NPROC)
 
 lab: env
 	$(BIN)/jupyter lab notebooks/
 
-# Re-execute the notebooks in place at the ci profile: their stored outputs are what nbval compares against.
+# Re-execute the notebooks in place at their default profile, ci: their stored outputs are what nbval compares
+# against. Without -p, papermill adds no injected-parameters cell, which would override the parameters cell for
+# anyone who opens the notebook (tests/test_notebooks.py fails if one is committed).
 refresh-notebooks: env
 	@tmp=$$(mktemp -d); for nb in $(NOTEBOOKS); do \
-	  PARAFORMER_RESULTS=$$tmp PARAFORMER_PROGRESS=text $(BIN)/python -m papermill "$$nb" "$$nb" -p profile ci \
+	  PARAFORMER_RESULTS=$$tmp PARAFORMER_PROGRESS=text $(BIN)/python -m papermill "$$nb" "$$nb" \
 	    -k python3 --cwd notebooks --execution-timeout 600 --no-progress-bar || exit 1; \
 	done; rm -rf $$tmp
 

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from paraformer import progressive
 from paraformer.config import ConfigError, DataConfig, ModelConfig, Recipe
 from paraformer.model import ParaFormer
-from paraformer.train import build_optimizer, load_trained_model, prepare_batch, run_key, run_paths, train
+from paraformer.train import (build_optimizer, data_fingerprint_of, load_trained_model, prepare_batch, run_key,
+                              run_paths, train)
 from tests.test_train import toy_data
 
 MODEL = ModelConfig(image_size=16, patch_size=4, width=32, num_heads=2, mlp_ratio=2.0, branch_depth=1,
@@ -60,7 +61,8 @@ def test_frozen_training_never_changes_a_branch_after_its_stage(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         train(MODEL, DATA, recipe, data=data, results_root=tmp_path, progress=False, on_epoch_end=stop_after_stage_one)
-    _, checkpoint, _ = run_paths("toy-Para-F-1-3-frozen", run_key(MODEL, DATA, recipe), tmp_path)
+    key = run_key(MODEL, DATA, recipe, data_fingerprint=data_fingerprint_of(DATA, data))
+    _, checkpoint, _ = run_paths("toy-Para-F-1-3-frozen", key, tmp_path)
     after_stage_one = torch.load(checkpoint)["model"]
     result = train(MODEL, DATA, recipe, data=data, results_root=tmp_path, progress=False)
     final = load_trained_model(result, tmp_path).state_dict()
@@ -101,7 +103,8 @@ def test_the_authors_epoch_takes_a_step_per_prefix_then_one_on_the_full_sum_per_
 
     with pytest.raises(KeyboardInterrupt):
         train(MODEL, DATA, recipe, data=data, results_root=tmp_path, progress=False, on_epoch_end=stop)
-    _, checkpoint, _ = run_paths("toy-Para-F-1-3-authors", run_key(MODEL, DATA, recipe), tmp_path)
+    key = run_key(MODEL, DATA, recipe, data_fingerprint=data_fingerprint_of(DATA, data))
+    _, checkpoint, _ = run_paths("toy-Para-F-1-3-authors", key, tmp_path)
     saved = torch.load(checkpoint)["optimizer"]
     # the optimizer numbers parameters in the order of its groups; recover their names
     model = ParaFormer(MODEL)

@@ -1,6 +1,7 @@
 """The trainer: it learns, it records, it never trains a finished run twice, and it resumes exactly."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 import paraformer.train as training
 from paraformer.config import ConfigError, DataConfig, ModelConfig, Recipe, from_dict
 from paraformer.data import ImageData
+from paraformer.results import ResultsWriteError
 from paraformer.train import learning_rate, run_key, run_paths, train
 
 
@@ -62,7 +64,7 @@ def test_a_finished_run_is_returned_from_the_cache_without_training(tmp_path, mo
 
     monkeypatch.setattr(training, "ParaFormer", no_training)
     monkeypatch.setattr(training, "load_data", no_training)
-    again = train(MODEL, DATA, RECIPE, results_root=tmp_path, progress=False)
+    again = train(MODEL, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False)
     assert again.cached and not first.cached
     assert again == first
 
@@ -130,3 +132,138 @@ def test_bad_recipes_are_refused_by_name(fields, message):
 def test_train_wants_config_objects_not_dicts(tmp_path):
     with pytest.raises(ConfigError, match="needs a ModelConfig"):
         train({"num_layers": 2}, DATA, RECIPE, results_root=tmp_path)
+
+
+# --- bad files and bad places: each refused with its name, or recovered from, never a wrong number -------------
+
+def test_a_changed_image_is_another_run(tmp_path):
+    data = toy_data()
+    first = train(MODEL, DATA, RECIPE, data=data, results_root=tmp_path, progress=False)
+    data.train_images[0] = 255 - data.train_images[0]  # one image fixed (or damaged) in place
+    again = train(MODEL, DATA, RECIPE, data=data, results_root=tmp_path, progress=False)
+    assert not again.cached and again.key != first.key and again.data_fingerprint != first.data_fingerprint
+
+
+@pytest.mark.parametrize("content, problem", [(b'{"name": "toy", "key": ', "truncated"),
+                                              (b'{"name": "toy", "colour": "blue"}', "foreign"),
+                                              (b"", "empty")])
+def test_a_damaged_or_foreign_run_record_is_refused_by_name(tmp_path, content, problem):
+    result = train(MODEL, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False)
+    record = run_paths(result.name, result.key, tmp_path)[0]
+    record.write_bytes(content)
+    with pytest.raises(training.RunCacheError) as caught:
+        train(MODEL, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False)
+    assert caught.value.path == record
+
+
+def test_damaged_saved_weights_are_refused_by_name(tmp_path):
+    result = train(MODEL, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False)
+    weights = run_paths(result.name, result.key, tmp_path)[2]
+    weights.write_bytes(weights.read_bytes()[:50])
+    with pytest.raises(training.RunCacheError) as caught:
+        training.load_trained_model(result, tmp_path)
+    assert caught.value.path == weights
+
+
+def test_a_damaged_checkpoint_without_an_earlier_one_is_moved_aside_and_the_run_starts_again(tmp_path):
+    data = toy_data()
+    straight = train(MODEL, DATA, RECIPE, data=data, results_root=tmp_path / "a", progress=False)
+
+    def stop(entry):
+        if entry["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(MODEL, DATA, RECIPE, data=data, results_root=tmp_path / "b", progress=False, on_epoch_end=stop)
+    _, checkpoint, _ = run_paths(straight.name, straight.key, tmp_path / "b")
+    checkpoint.write_bytes(b"")  # empty, as after a crash of the disk rather than of the process
+    trained = []
+    with pytest.warns(RuntimeWarning):
+        resumed = train(MODEL, DATA, RECIPE, data=data, results_root=tmp_path / "b", progress=False,
+                        on_epoch_end=lambda entry: trained.append(entry["epoch"]))
+    assert trained == [1, 2, 3]
+    assert checkpoint.with_name(checkpoint.name + ".corrupt").read_bytes() == b""
+    assert resumed.final_test_acc == straight.final_test_acc
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", ".hidden", "x..y", ""])
+def test_a_run_name_that_could_leave_the_results_folder_is_refused(tmp_path, name):
+    with pytest.raises(ConfigError):
+        train(MODEL, DATA, RECIPE, name=name, data=toy_data(), results_root=tmp_path, progress=False)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_an_unwritable_results_folder_fails_before_any_training(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).name == "checkpoints":
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    epochs = []
+    with pytest.raises(ResultsWriteError) as caught:
+        train(MODEL, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False,
+              on_epoch_end=epochs.append)
+    assert caught.value.path == tmp_path / "checkpoints" and epochs == []
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    def disk_full(obj, f, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 0 vs 1")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(ResultsWriteError) as caught:
+        train(MODEL, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False)
+    assert caught.value.path.parent == tmp_path / "checkpoints"
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_a_model_larger_than_the_images_is_refused_not_upsampled(tmp_path):
+    larger = ModelConfig(**{**MODEL.__dict__, "image_size": 32})
+    with pytest.raises(ConfigError, match="image_size=32"):
+        train(larger, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False)
+
+
+def test_a_run_made_by_other_code_is_returned_with_a_warning_or_retrained_when_asked(tmp_path, monkeypatch):
+    first = train(MODEL, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False)
+    monkeypatch.setattr(training, "code_digest", lambda: "other-code")
+    monkeypatch.setattr("paraformer.results.code_digest", lambda: "other-code")
+    with pytest.warns(training.StaleRunWarning):
+        again = train(MODEL, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False)
+    assert again.cached and again.stale and again.code_digest == first.code_digest
+    assert training.stale_records(tmp_path) == ([run_paths(first.name, first.key, tmp_path)[0]], 1)
+
+    monkeypatch.setenv("PARAFORMER_RETRAIN", "stale")
+    retrained = train(MODEL, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False)
+    assert not retrained.cached and retrained.code_digest == "other-code" and not retrained.stale
+    assert retrained.final_test_acc == first.final_test_acc
+    assert training.stale_records(tmp_path) == ([], 1)
+
+    monkeypatch.setenv("PARAFORMER_RETRAIN", "yes")
+    with pytest.raises(ConfigError):
+        train(MODEL, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("cls, fields", [
+    (ModelConfig, dict(num_layers=2, mlp_ratio=float("nan"))),
+    (ModelConfig, dict(num_layers=2, norm_eps=float("inf"))),
+    (Recipe, dict(lr=float("nan"))),
+    (Recipe, dict(grad_clip=float("nan"))),
+    (Recipe, dict(device="gpu")),
+    (Recipe, dict(device="cuda:x")),
+    (Recipe, dict(method="authors", freeze_inherited=True)),
+    (DataConfig, dict(channels=2)),
+])
+def test_configs_that_would_fail_later_are_refused_when_made(cls, fields):
+    with pytest.raises(ConfigError):
+        cls(**fields)
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps"])
+def test_every_torch_device_name_is_accepted(device):
+    assert Recipe(device=device).device == device

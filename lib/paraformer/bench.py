@@ -210,19 +210,23 @@ def bench_layers(profile: BenchProfile, device: torch.device, progress: bool = T
     return pd.DataFrame(rows)
 
 
+def bench_dir(profile_name: str, root: Path | None = None) -> Path:
+    """`<root>/bench/<profile>`, where `root` is by default the profile's results folder: results/bench/quick for
+    the committed benchmarks, results/<profile>/bench/<profile> for the others."""
+    return (Path(root) if root is not None else results_dir(profile_name)) / "bench" / profile_name
+
+
 def write_bench(df: pd.DataFrame, name: str, profile: BenchProfile, device: torch.device,
                 root: Path | None = None) -> Path:
-    """results/bench/<profile>/<name>.csv, every row stamped with the device, torch and code version."""
+    """`bench_dir(profile)/<name>.csv`, every row stamped with the device, torch and code version."""
     df = df.assign(device=device_label(device), torch_version=torch.__version__, code_version=code_version(),
                    profile=profile.name)
-    folder = (Path(root) if root is not None else results_dir()) / "bench" / profile.name
-    return atomic_write_text(df.to_csv(index=False), folder / f"{name}.csv")
+    return atomic_write_text(df.to_csv(index=False), bench_dir(profile.name, root) / f"{name}.csv")
 
 
 def bench_multi(profile: BenchProfile, processes: tuple[int, ...], root: Path | None = None) -> list[Path]:
     """`paraformer.multibench` through torchrun at each process count, on this machine. Returns the CSVs written."""
-    root = Path(root) if root is not None else results_dir()
-    env = dict(os.environ, PARAFORMER_RESULTS=str(root))
+    env = dict(os.environ)  # with PARAFORMER_RESULTS as it is here, the ranks find the same folder as this process
     if not torch.cuda.is_available():
         env["OMP_NUM_THREADS"] = "1"  # what multibench sets anyway; saying it silences torchrun's warning
     elif max(processes) > torch.cuda.device_count():
@@ -232,19 +236,20 @@ def bench_multi(profile: BenchProfile, processes: tuple[int, ...], root: Path | 
     for count in processes:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={count}",
                    "-m", "paraformer.multibench", "--profile", profile.name]
+        if root is not None:
+            command += ["--root", str(root)]
         print(f"multi-process benchmark: {' '.join(command[2:])}", file=sys.stderr)
         done = subprocess.run(command, env=env)
         if done.returncode:
             raise RuntimeError(f"the {count}-process benchmark failed with exit code {done.returncode} "
                                f"(its output is above); run it by hand: {' '.join(command[2:])}")
-        written += [root / "bench" / profile.name / f"multi_{kind}_{count}.csv" for kind in ("steps", "costs")]
+        written += [bench_dir(profile.name, root) / f"multi_{kind}_{count}.csv" for kind in ("steps", "costs")]
     return written
 
 
 def load(profile_name: str, root: Path | None = None) -> dict[str, pd.DataFrame]:
     """Every benchmark CSV of a profile, by file name without .csv (empty if none has been written)."""
-    folder = (Path(root) if root is not None else results_dir()) / "bench" / profile_name
-    return {path.stem: pd.read_csv(path) for path in sorted(folder.glob("*.csv"))}
+    return {path.stem: pd.read_csv(path) for path in sorted(bench_dir(profile_name, root).glob("*.csv"))}
 
 
 def to_measure(data: dict[str, pd.DataFrame], processes: tuple[int, ...] = (1, 2),

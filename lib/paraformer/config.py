@@ -7,7 +7,9 @@ part of an experiment's identity: renaming or re-defaulting a field changes the 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -23,6 +25,8 @@ def _check_types(obj) -> None:
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
+        if isinstance(value, float) and not math.isfinite(value):  # NaN passes every `<= 0` check below
+            raise ConfigError(f"{type(obj).__name__}.{f.name}={value!r} must be a finite number")
         allowed = _allowed_types(hints[f.name])
         if bool in allowed and isinstance(value, bool):
             continue
@@ -208,6 +212,9 @@ class DataConfig:
     n_test: int | None = None  # test images (stratified subset); None = the whole test split
     val_fraction: float = 0.0  # share of the training subset held out (stratified) as a validation split
     image_size: int | None = None  # resize images to this square size when decoding; None = native size
+    # ImageFolder roots: convert every image to 1 (greyscale) or 3 (RGB) channels; None = the images' own kind,
+    # which must then be the same for all of them. Registry datasets have one kind (None or that number).
+    channels: int | None = None
     subset_seed: int = 0  # seed of the subset and validation draws
     classes: tuple[int, ...] | None = None  # keep only these class indices (labels keep their numbers); None = all
 
@@ -215,6 +222,9 @@ class DataConfig:
         _lists_to_tuples(self, "classes")
         _check_types(self)
         _positive(self, "n_train", "n_test", "image_size")
+        if self.channels not in (None, 1, 3):
+            raise ConfigError(f"DataConfig.channels={self.channels!r} must be 1 (greyscale), 3 (RGB) or None "
+                              "(the images' own)")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"DataConfig.val_fraction={self.val_fraction} must be in [0, 1)")
         if self.classes is not None and (not self.classes or len(set(self.classes)) != len(self.classes)
@@ -266,6 +276,12 @@ class Recipe:
             raise ConfigError(f"Recipe.augment has unknown augmentation(s) {unknown}; choose from {AUGMENTATIONS}")
         if self.method not in METHODS:
             raise ConfigError(f"Recipe.method={self.method!r} is unknown; choose from {METHODS}")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ConfigError(f"Recipe.device={self.device!r} is unknown; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        if self.freeze_inherited and self.method == "authors":
+            # Its first steps train prefixes made only of inherited branches, which would have nothing to train.
+            raise ConfigError("Recipe.freeze_inherited=True cannot be combined with method='authors'; use method "
+                              "'joint', 'prefix' or 'frozen' to train only what the parent lacked")
         if self.prefix_weights and (self.method != "prefix" or min(self.prefix_weights) < 0
                                     or sum(self.prefix_weights) <= 0):
             raise ConfigError(f"Recipe.prefix_weights={self.prefix_weights} needs method='prefix' and non-negative "
@@ -291,9 +307,35 @@ def data_dir() -> Path:
     return Path(os.environ.get("PARAFORMER_DATA") or project_root() / "data")
 
 
-def results_dir() -> Path:
-    """Run records, tables and figures. Override with PARAFORMER_RESULTS (the tests point it at a temp dir)."""
+# The committed results/ holds this profile's results alone; every other profile writes into a folder of its own
+# inside it, so that no run of a notebook, whatever starts it (make, papermill, JupyterLab), can overwrite them.
+COMMITTED_PROFILE = "quick"
+_active_profile: str | None = None
+
+
+def results_root() -> Path:
+    """PARAFORMER_RESULTS (the tests point it at a temp dir), else the project's results/: the committed profile's
+    folder, which also holds one folder per other profile."""
     return Path(os.environ.get("PARAFORMER_RESULTS") or project_root() / "results")
+
+
+def set_active_profile(name: str | None) -> None:
+    """Make `name` the profile whose folder `results_dir()` returns (`experiments.get_profile` calls this)."""
+    global _active_profile
+    _active_profile = name
+
+
+def active_profile() -> str | None:
+    return _active_profile
+
+
+def results_dir(profile: str | None = None) -> Path:
+    """Run records, checkpoints, tables, figures and benchmarks of `profile` (default: the active profile):
+    `results_root()` itself for the committed profile, or when no profile is active, else
+    `results_root()/<profile>`."""
+    name = profile if profile is not None else _active_profile
+    root = results_root()
+    return root if name in (None, COMMITTED_PROFILE) else root / name
 
 
 def offline_dirs() -> list[Path]:

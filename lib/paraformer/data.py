@@ -1,41 +1,38 @@
 """Data: image-classification datasets as uint8 tensors, class-stratified subsets, and batch augmentation.
 
 `load_data(DataConfig)` returns an `ImageData` (train / validation / test tensors plus normalization
-constants and a line saying where the pixels came from). A dataset is a registry name (see `DATASETS`) or
-the path of an ImageFolder root (`<root>/train/<class>/<file>`, `<root>/test/<class>/<file>`).
+constants, a line saying where the pixels came from and a fingerprint of that source). A dataset is a registry
+name (see `DATASETS`) or the path of an ImageFolder root (`<root>/train/<class>/<file>`, `<root>/test/<class>/<file>`).
 
-A registry dataset is looked for, in order:
-  1. the decoded-tensor cache `data_dir()/cache/<name>-<source>-<size>px.pt` (delete it to decode again);
-  2. offline copies, without any configuration: `<name>.tar.gz` or an unpacked `<name>/train` + `<name>/test`
-     in each of `offline_dirs()`, then (Fashion-MNIST only) Debian's official idx files;
+A registry dataset is read from the first source found of:
+  1. offline copies, without any configuration: `<name>.tar.gz` or an unpacked `<name>/train` + `<name>/test`
+     in each of `offline_dirs()` (an archive is checked against a `checksums.sha256` beside it, if any);
+  2. (Fashion-MNIST only) Debian's official idx files;
   3. torchvision's `download=True` into `data_dir()`.
-The whole split is decoded once and cached; subsets are drawn from the cached tensors, so a sweep over
-subset sizes never decodes twice.
+That source is fingerprinted (`data_fingerprint`), and its decoded tensors are cached under that fingerprint in
+`data_dir()/cache/`, so a replaced or repaired copy is decoded again and an unchanged one never is; torchvision's
+cache serves without the network. Subsets are drawn from the cached tensors, so a sweep over subset sizes never
+decodes twice. Decoding itself, and the checks that refuse damaged or inconsistent sources, are in
+`datasources`; the image counts and classes of registry datasets are checked here.
 """
 
 from __future__ import annotations
 
-import functools
-import gzip
 import hashlib
-import io
-import math
 import os
-import re
-import struct
-import tarfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
-from PIL import Image
 from torchvision.transforms import v2
 
 from .config import AUGMENTATIONS, ConfigError, DataConfig, data_dir, offline_dirs
+from .datasources import (IDX_FILES, IMAGE_EXTENSIONS, DataIntegrityError, ImageSizeError,  # noqa: F401 (public)
+                          check_classes_present, conversion_note, file_sha256, fit, listing_sha256, read_archive,
+                          read_folder, read_idx, read_idx_dir, to_tensor, verify_checksum)
 from .results import atomic_save
 
 # --- the registry -----------------------------------------------------------------------------------
@@ -57,23 +54,31 @@ class DatasetSpec:
     test_kwargs: tuple[tuple[str, object], ...] = (("train", False),)
     classes: tuple[str, ...] = ()  # official names, for sources that carry none (idx files)
     idx_dir: str | None = None  # official idx files (train-images-idx3-ubyte.gz, ...), if a package installs them
+    # Official split sizes, checked whatever the source, so that a partial copy cannot pass for the dataset;
+    # None = not known.
+    num_train: int | None = None
+    num_test: int | None = None
 
 
 _SPLIT = (("split", "train"),), (("split", "test"),)
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
-    DatasetSpec("cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "CIFAR10"),
-    DatasetSpec("cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "CIFAR100"),
+    DatasetSpec("cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "CIFAR10",
+                num_train=50_000, num_test=10_000),
+    DatasetSpec("cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "CIFAR100",
+                num_train=50_000, num_test=10_000),
     DatasetSpec("fashion_mnist", 10, 1, 28, (0.2860,), (0.3530,), "FashionMNIST",
                 classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                          "Bag", "Ankle boot"),
-                idx_dir=DEBIAN_FASHION_MNIST),
-    DatasetSpec("mnist", 10, 1, 28, (0.1307,), (0.3081,), "MNIST"),
-    DatasetSpec("stl10", 10, 3, 96, IMAGENET_MEAN, IMAGENET_STD, "STL10", *_SPLIT),
+                idx_dir=DEBIAN_FASHION_MNIST, num_train=60_000, num_test=10_000),
+    DatasetSpec("mnist", 10, 1, 28, (0.1307,), (0.3081,), "MNIST", num_train=60_000, num_test=10_000),
+    DatasetSpec("stl10", 10, 3, 96, IMAGENET_MEAN, IMAGENET_STD, "STL10", *_SPLIT, num_train=5_000, num_test=8_000),
     # Pets and Flowers come in many sizes: they are fitted (shorter side, then center crop) when decoded.
+    # Their split sizes are those of the official split files (Pets trainval.txt / test.txt, Flowers setid.mat).
     DatasetSpec("oxford_pets", 37, 3, 96, IMAGENET_MEAN, IMAGENET_STD, "OxfordIIITPet",
                 (("split", "trainval"), ("target_types", "category")),
-                (("split", "test"), ("target_types", "category"))),
-    DatasetSpec("flowers102", 102, 3, 96, IMAGENET_MEAN, IMAGENET_STD, "Flowers102", *_SPLIT),
+                (("split", "test"), ("target_types", "category")), num_train=3_680, num_test=3_669),
+    DatasetSpec("flowers102", 102, 3, 96, IMAGENET_MEAN, IMAGENET_STD, "Flowers102", *_SPLIT,
+                num_train=1_020, num_test=6_149),
 ]}
 
 
@@ -96,6 +101,9 @@ class ImageData:
     mean: tuple[float, ...]  # per-channel normalization in [0, 1] pixel units
     std: tuple[float, ...]
     source: str  # one line: where the pixels came from
+    # `data_fingerprint` of the source: what a run key needs to tell apart two copies of "the same" dataset.
+    # Empty for an ImageData built by hand rather than by load_data.
+    fingerprint: str = ""
 
     @property
     def num_classes(self) -> int:
@@ -151,6 +159,7 @@ def load_data(config: DataConfig) -> ImageData:
         val_images=full["train_images"][val_idx], val_labels=full["train_labels"][val_idx],
         test_images=full["test_images"][test_idx], test_labels=full["test_labels"][test_idx],
         classes=list(full["classes"]), mean=tuple(full["mean"]), std=tuple(full["std"]), source=full["source"],
+        fingerprint=full["fingerprint"],
     )
 
 
@@ -187,17 +196,58 @@ def stratified_subset(labels: torch.Tensor, n: int | None, seed: int) -> torch.T
     return torch.cat(chosen).sort().values if chosen else torch.arange(0)
 
 
-# --- full splits: cache, then offline copies, then torchvision ---------------------------------------
-# A "full" is a dict: train_images, train_labels, test_images, test_labels, classes, mean, std, source.
+# --- full splits: locate the source, fingerprint it, then its cache or a decode -------------------------
+# A "full" is a dict: train_images, train_labels, test_images, test_labels, classes, mean, std, source,
+# fingerprint.
 
-CACHE_FORMAT = 1  # bump when the cached layout or the decoding changes
-_SOURCE_TAGS = ("offline", "idx", "torchvision")  # cache files are looked up in this order
+CACHE_FORMAT = 2  # bump when the cached layout or the decoding changes
 
 
-def _load_full(config: DataConfig) -> tuple[str, dict]:
+@dataclass(frozen=True)
+class _Source:
+    """Where a dataset's pixels come from. kind: offline-archive, offline-folder, idx, torchvision (path is
+    the download root) or image-folder (a user's ImageFolder root)."""
+    kind: str
+    path: Path
+
+
+def data_fingerprint(config: DataConfig) -> str:
+    """`<kind>:<id>` of the exact source whose pixels `load_data(config)` returns: an archive's sha256, an
+    unpacked folder's listing (names, sizes, timestamps) with its root, the idx files' bytes; torchvision's
+    downloads are named by their class (torchvision verifies their md5s itself). Cheap on repeated calls: file
+    hashes are memoized on the file's size and timestamps."""
     if config.dataset in DATASETS:
         spec = DATASETS[config.dataset]
-        return spec.name, _load_registry(spec, config.image_size or spec.image_size)
+        return _fingerprint(_locate(spec), spec)
+    return _fingerprint(_Source("image-folder", _image_folder_root(config)))
+
+
+def _fingerprint(source: _Source, spec: DatasetSpec | None = None) -> str:
+    if source.kind == "offline-archive":
+        return f"{source.kind}:{file_sha256(source.path)}"
+    if source.kind in ("offline-folder", "image-folder"):
+        return f"{source.kind}:{listing_sha256(source.path)}"
+    if source.kind == "idx":
+        files = "".join(file_sha256(source.path / name) for name in IDX_FILES)
+        return f"idx:{hashlib.sha256(files.encode()).hexdigest()}"
+    return f"torchvision:{spec.torchvision_class}"
+
+
+def _locate(spec: DatasetSpec) -> _Source:
+    """The source a registry dataset is read from; finding it reads no file, so it needs no network."""
+    for directory in offline_dirs():
+        archive, folder = directory / f"{spec.name}.tar.gz", directory / spec.name
+        if archive.is_file():
+            return _Source("offline-archive", archive)
+        if (folder / "train").is_dir() and (folder / "test").is_dir():
+            return _Source("offline-folder", folder)
+    idx_dir = Path(spec.idx_dir) if spec.idx_dir else None
+    if idx_dir is not None and all((idx_dir / f).is_file() for f in IDX_FILES):
+        return _Source("idx", idx_dir)
+    return _Source("torchvision", data_dir())
+
+
+def _image_folder_root(config: DataConfig) -> Path:
     root = Path(config.dataset).expanduser()
     if not root.is_dir():
         raise ConfigError(f"DataConfig.dataset={config.dataset!r} is neither a known dataset nor a directory; "
@@ -206,47 +256,96 @@ def _load_full(config: DataConfig) -> tuple[str, dict]:
     if not ((root / "train").is_dir() and (root / "test").is_dir()):
         raise ConfigError(f"DataConfig.dataset={config.dataset!r} is a directory without train/ and test/ "
                           f"subfolders; an ImageFolder root needs <root>/train/<class>/... and <root>/test/<class>/...")
-    return root.resolve().name, _load_image_folder(root.resolve(), config.image_size)
+    return root.resolve()
+
+
+def _load_full(config: DataConfig) -> tuple[str, dict]:
+    if config.dataset in DATASETS:
+        spec = DATASETS[config.dataset]
+        if config.channels not in (None, spec.in_channels):
+            raise ConfigError(f"DataConfig.channels={config.channels} does not fit {spec.name}, whose images have "
+                              f"{spec.in_channels} channel(s); use None or {spec.in_channels} (the model's "
+                              f"in_channels must match too)")
+        return spec.name, _load_registry(spec, config.image_size or spec.image_size)
+    root = _image_folder_root(config)
+    return root.name, _load_image_folder(root, config.image_size, config.channels)
 
 
 def _load_registry(spec: DatasetSpec, size: int) -> dict:
-    for tag in _SOURCE_TAGS:
-        if (full := _read_cache(_cache_path(spec.name, tag, size))) is not None:
-            return full
-    full, tag = None, None
-    for directory in offline_dirs():
-        archive, folder = directory / f"{spec.name}.tar.gz", directory / spec.name
-        if archive.is_file():
-            full, tag = _read_archive(archive, spec.in_channels, size), "offline"
-        elif (folder / "train").is_dir() and (folder / "test").is_dir():
-            full, tag = _read_folder(folder, spec.in_channels, size), "offline"
-        if full is not None:
-            break
-    idx_dir = Path(spec.idx_dir) if spec.idx_dir else None
-    if full is None and idx_dir is not None and all((idx_dir / f).is_file() for f in _IDX_FILES):
-        full, tag = _read_idx_dir(idx_dir, spec, size), "idx"
-    if full is None:
-        full, tag = _download(spec, size), "torchvision"
-    if len(full["classes"]) != spec.num_classes:
-        raise RuntimeError(f"{full['source']} has {len(full['classes'])} classes but {spec.name} has "
-                           f"{spec.num_classes}; is it the right dataset?")
-    full["mean"], full["std"] = spec.mean, spec.std
-    _write_cache(_cache_path(spec.name, tag, size), full)
+    source = _locate(spec)
+    if source.kind == "offline-archive":
+        verify_checksum(source.path)
+    fingerprint = _fingerprint(source, spec)
+    cache = _cache_path(spec.name, fingerprint, size)
+    full = _read_cache(cache, fingerprint)
+    fresh = full is None
+    if fresh:
+        if source.kind == "offline-archive":
+            full = read_archive(source.path, spec.in_channels, size)
+        elif source.kind == "offline-folder":
+            full = read_folder(source.path, spec.in_channels, size)
+        elif source.kind == "idx":
+            full = read_idx_dir(source.path, list(spec.classes), size)
+        else:
+            full = _download(spec, size)
+        full["fingerprint"], full["mean"], full["std"] = fingerprint, spec.mean, spec.std
+    # Checked on cached tensors as well (it costs a bincount), so that a corrected spec is never bypassed.
+    _check_registry(spec, full, source)
+    if fresh:
+        _write_cache(cache, full)
+    full["source"] = _source_line(source, spec, full)
     return full
 
 
-def _load_image_folder(root: Path, size: int | None) -> dict:
-    # The key fingerprints the file listing, so that adding, removing or editing images decodes again.
-    listing = sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
-                     for p in root.rglob("*") if p.is_file())
-    fingerprint = hashlib.sha256(repr((str(root), listing)).encode()).hexdigest()[:12]
-    path = _cache_path(f"{root.name}-{fingerprint}", "folder", size)
-    if (full := _read_cache(path)) is not None:
-        return full
-    full = _read_folder(root, None, size)
-    full["source"] = f"ImageFolder {root}"
-    full["mean"], full["std"] = _channel_stats(full["train_images"])
-    _write_cache(path, full)
+_IDX_IMAGES = {"train": IDX_FILES[0], "test": IDX_FILES[2]}
+_FIXES = {"offline-archive": "copy it again", "offline-folder": "copy or unpack it again",
+          "idx": "install the package again (apt-get install --reinstall)",
+          "torchvision": "delete torchvision's files there so that it downloads them again"}
+
+
+def _check_registry(spec: DatasetSpec, full: dict, source: _Source) -> None:
+    fix = _FIXES[source.kind]
+    if len(full["classes"]) != spec.num_classes:
+        raise DataIntegrityError(f"{source.path} has {len(full['classes'])} classes but {spec.name} has "
+                                 f"{spec.num_classes}; is it the right dataset? If not, replace it",
+                                 source.path, "classes", expected=spec.num_classes, found=len(full["classes"]))
+    for split, expected in (("train", spec.num_train), ("test", spec.num_test)):
+        found = len(full[f"{split}_labels"])
+        if expected is not None and found != expected:
+            path = source.path / _IDX_IMAGES[split] if source.kind == "idx" else source.path
+            raise DataIntegrityError(f"{path} holds {found} {split} images of {spec.name}, which has {expected}; "
+                                     f"the copy is incomplete or not {spec.name}: {fix}", path, "count",
+                                     split=split, expected=expected, found=found)
+    check_classes_present(full["classes"], {split: full[f"{split}_labels"] for split in ("train", "test")},
+                          source.path)
+
+
+def _source_line(source: _Source, spec: DatasetSpec | None, full: dict) -> str:
+    """Built at load time rather than cached, so that a moved archive (same bytes, same cache) names where it
+    is now."""
+    notes = [note for note in (full.get("formats"), full.get("conversion")) if note]
+    detail = f" ({'; '.join(notes)})" if notes else ""
+    if source.kind == "offline-archive":
+        return f"offline archive {source.path}{detail}"
+    if source.kind == "offline-folder":
+        return f"offline folder {source.path}{detail}"
+    if source.kind == "idx":
+        return f"official idx files in {source.path}"
+    if source.kind == "torchvision":
+        return f"torchvision {spec.torchvision_class} (official) in {source.path}{detail}"
+    return f"ImageFolder {source.path}" + (f" ({full['conversion']})" if full.get("conversion") else "")
+
+
+def _load_image_folder(root: Path, size: int | None, channels: int | None) -> dict:
+    source = _Source("image-folder", root)
+    fingerprint = _fingerprint(source)
+    cache = _cache_path(root.name, fingerprint, size, channels)
+    if (full := _read_cache(cache, fingerprint)) is None:
+        full = read_folder(root, channels, size)
+        full["fingerprint"] = fingerprint
+        full["mean"], full["std"] = _channel_stats(full["train_images"])
+        _write_cache(cache, full)
+    full["source"] = _source_line(source, None, full)
     return full
 
 
@@ -264,16 +363,20 @@ def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float
     return tuple(round(v, 4) for v in mean.tolist()), tuple(round(max(v, 1e-3), 4) for v in std.tolist())
 
 
-def _cache_path(name: str, tag: str, size: int | None) -> Path:
-    return data_dir() / "cache" / f"{name}-{tag}-{f'{size}px' if size else 'native'}.pt"
+def _cache_path(name: str, fingerprint: str, size: int | None, channels: int | None = None) -> Path:
+    """`<name>-<kind>-<first 16 of the id>-<size>[-grey|-rgb].pt`: one file per source, size and conversion."""
+    kind, _, ident = fingerprint.partition(":")
+    converted = {None: "", 1: "-grey", 3: "-rgb"}[channels]
+    return data_dir() / "cache" / f"{name}-{kind}-{ident[:16]}-{f'{size}px' if size else 'native'}{converted}.pt"
 
 
-def _read_cache(path: Path) -> dict | None:
+def _read_cache(path: Path, fingerprint: str) -> dict | None:
     if not path.is_file():
         return None
     try:
         full = torch.load(path, weights_only=True)
-        if full.get("format") == CACHE_FORMAT:
+        # The name holds only a prefix of the fingerprint; the whole of it must match.
+        if full.get("format") == CACHE_FORMAT and full.get("fingerprint") == fingerprint:
             return full
     except Exception as error:  # a cache from another version or a damaged disk: decode again
         warnings.warn(f"ignoring unreadable dataset cache {path} ({error}); decoding again")
@@ -283,7 +386,7 @@ def _read_cache(path: Path) -> dict | None:
 def _write_cache(path: Path, full: dict) -> None:
     """Atomic, so readers never see half a file; a full or read-only disk costs only the cache, not the run."""
     try:
-        atomic_save({**full, "format": CACHE_FORMAT}, path)
+        atomic_save({**{k: v for k, v in full.items() if k != "source"}, "format": CACHE_FORMAT}, path)
     except (OSError, RuntimeError) as error:
         warnings.warn(f"could not write the dataset cache {path} ({error}); using the data uncached")
 
@@ -298,199 +401,9 @@ def _not_found(spec: DatasetSpec, download_error: BaseException | None) -> Datas
     ways.append(f"or internet access, so that torchvision downloads {spec.torchvision_class} into {data_dir()}"
                 + (f" (it failed: {type(download_error).__name__}: {download_error})" if download_error else ""))
     looked = ", ".join(str(d) for d in offline_dirs())
-    return DatasetNotFoundError(f"dataset {name!r} was found nowhere (no cache in {data_dir() / 'cache'}, no offline "
-                                f"copy in {looked}). Provide it with\n  - " + "\n  - ".join(ways))
-
-
-# --- decoding ---------------------------------------------------------------------------------------
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-_GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
-
-
-def _to_tensor(image: Image.Image, channels: int | None, size: int | None) -> torch.Tensor:
-    """A PIL image as uint8 (C, H, W): greyscale or RGB (`channels`, or the image's own when None),
-    fitted to `size` x `size` when given and different."""
-    mode = {1: "L", 3: "RGB"}[channels] if channels else ("L" if image.mode in _GREY_MODES else "RGB")
-    if image.mode != mode:
-        image = image.convert(mode)
-    x = torch.from_numpy(np.array(image))
-    x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
-    return fit(x, size) if size and tuple(x.shape[-2:]) != (size, size) else x
-
-
-def fit(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize (bilinear, antialiased) so that the shorter side is `size`, then center-crop to a square."""
-    images = v2.functional.resize(images, [size], interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
-    return v2.functional.center_crop(images, [size, size])
-
-
-class _ImageFolderDecoder:
-    """Collects decoded images of an ImageFolder tree in any order; numbers the classes at the end, because
-    classes.txt (official index -> folder name) may come after the images in an archive."""
-
-    def __init__(self, where: str, channels: int | None, size: int | None):
-        self.where, self.channels, self.size = where, channels, size
-        self.items = {"train": [], "test": []}  # split -> [(class folder, file name, image)]
-        self.class_order: list[str] | None = None
-        self.formats: set[str] = set()
-        self.jpeg_quality: int | None = None
-
-    def add(self, split: str, folder: str, filename: str, raw: bytes) -> None:
-        try:
-            with Image.open(io.BytesIO(raw)) as image:
-                if image.format == "JPEG" and "JPEG" not in self.formats:
-                    self.jpeg_quality = _jpeg_quality(image)
-                self.formats.add(image.format)
-                self.items[split].append((folder, filename, _to_tensor(image, self.channels, self.size)))
-        except (OSError, ValueError, SyntaxError) as error:
-            raise RuntimeError(f"cannot decode {self.where}: {split}/{folder}/{filename} ({error})") from error
-
-    def read_classes_txt(self, text: str) -> None:
-        """Lines `<index> <folder>` (or just `<folder>`, in index order); `#` starts a comment."""
-        lines = [line.split("#")[0].strip() for line in text.splitlines()]
-        entries = [line.split(maxsplit=1) for line in lines if line]
-        if all(len(e) == 2 and e[0].isdigit() for e in entries):
-            entries = sorted((int(i), folder) for i, folder in entries)
-            if [i for i, _ in entries] != list(range(len(entries))):
-                raise RuntimeError(f"{self.where}/classes.txt must number the classes 0..{len(entries) - 1} once each")
-            self.class_order = [folder for _, folder in entries]
-        else:
-            self.class_order = [" ".join(e) for e in entries]
-
-    def finish(self, allow_empty: bool = False) -> dict:
-        folders = sorted({folder for items in self.items.values() for folder, _, _ in items})
-        classes = self.class_order if self.class_order is not None else folders  # ImageFolder sorts by name
-        unknown = sorted(set(folders) - set(classes))
-        if unknown:
-            raise RuntimeError(f"{self.where} has class folders {unknown} that classes.txt does not list")
-        index = {folder: i for i, folder in enumerate(classes)}
-        full = {"classes": list(classes)}
-        decoded = {split: self._stack(split, index, allow_empty) for split in self.items}
-        if self.channels is None and decoded["train"][0].shape[1] != decoded["test"][0].shape[1]:
-            decoded = {s: (x.expand(-1, 3, -1, -1).contiguous(), y) for s, (x, y) in decoded.items()}
-        for split, (images, labels) in decoded.items():
-            full[f"{split}_images"], full[f"{split}_labels"] = images, labels
-        return full
-
-    def _stack(self, split: str, index: dict[str, int], allow_empty: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        items = sorted(self.items[split], key=lambda item: (index[item[0]], _natural_key(item[1])))
-        if not items:
-            some_image = [x for other in self.items.values() for _, _, x in other[:1]]
-            if not (allow_empty and some_image):
-                raise RuntimeError(f"{self.where} has no images under {split}/<class>/")
-            return torch.empty(0, *some_image[0].shape, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
-        shapes = {tuple(x.shape) for _, _, x in items}
-        if self.size is None and (len({s[1:] for s in shapes}) > 1 or any(s[1] != s[2] for s in shapes)):
-            examples = ", ".join(f"{h}x{w}" for h, w in sorted({s[1:] for s in shapes})[:4])
-            raise ConfigError(f"{self.where} has images of different or non-square sizes ({examples}); "
-                              f"set DataConfig.image_size to resize them to one square size")
-        if len({s[0] for s in shapes}) > 1:  # greyscale and colour mixed: make them all RGB
-            items = [(f, n, x.expand(3, -1, -1)) for f, n, x in items]
-        labels = torch.tensor([index[folder] for folder, _, _ in items], dtype=torch.long)
-        return torch.stack([x for _, _, x in items]), labels
-
-    def describe(self) -> str:
-        if "JPEG" in self.formats:
-            quality = f" q{self.jpeg_quality}" if self.jpeg_quality else ""
-            return f"JPEG{quality}: not the official pixels"
-        return ", ".join(sorted(self.formats)) + (", lossless" if self.formats <= {"PNG", "BMP", "PPM"} else "")
-
-
-def _natural_key(name: str) -> list:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
-def _jpeg_quality(image: Image.Image) -> int | None:
-    """The IJG quality whose luminance table this JPEG uses (None for other encoders' tables)."""
-    table = list(getattr(image, "quantization", {}).get(0, []))
-    return next((q for q in range(1, 101) if _ijg_luminance_table(q) == table), None)
-
-
-@functools.lru_cache(maxsize=None)
-def _ijg_luminance_table(quality: int) -> list[int]:
-    buffer = io.BytesIO()
-    Image.new("L", (8, 8)).save(buffer, "JPEG", quality=quality)
-    return list(Image.open(buffer).quantization[0])
-
-
-def _split_and_class(parts: list[str]) -> tuple[str, str] | None:
-    """('train', class folder) for `[top/]train/<class>/.../<file>`; None for anything else."""
-    if parts and parts[0] not in ("train", "test"):
-        parts = parts[1:]  # the archive's top folder, e.g. cifar10/
-    if len(parts) >= 3 and parts[0] in ("train", "test") and not parts[-1].startswith("."):
-        if parts[-1].lower().endswith(IMAGE_EXTENSIONS):
-            return parts[0], parts[1]
-    return None
-
-
-def _read_archive(path: Path, channels: int | None, size: int | None, limit: int | None = None) -> dict:
-    """Decode an ImageFolder .tar.gz by streaming it: nothing is unpacked to disk. `limit` stops after that
-    many images (for quick looks; a split may then be empty)."""
-    decoder, seen = _ImageFolderDecoder(str(path), channels, size), 0
-    try:
-        with tarfile.open(path, mode="r|gz") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                parts = member.name.split("/")
-                if parts[-1] == "classes.txt" and len(parts) <= 2:
-                    decoder.read_classes_txt(tar.extractfile(member).read().decode())
-                elif (where := _split_and_class(parts)) is not None:
-                    decoder.add(*where, parts[-1], tar.extractfile(member).read())
-                    seen += 1
-                    if limit is not None and seen >= limit:
-                        break
-    except (tarfile.TarError, EOFError, gzip.BadGzipFile) as error:
-        raise RuntimeError(f"offline archive {path} is unreadable ({error}); copy it again or remove it") from error
-    full = decoder.finish(allow_empty=limit is not None)
-    full["source"] = f"offline archive {path} ({decoder.describe()})"
-    return full
-
-
-def _read_folder(root: Path, channels: int | None, size: int | None) -> dict:
-    decoder = _ImageFolderDecoder(str(root), channels, size)
-    if (root / "classes.txt").is_file():
-        decoder.read_classes_txt((root / "classes.txt").read_text())
-    for split in ("train", "test"):
-        for file in sorted((root / split).rglob("*")):
-            where = _split_and_class(list(file.relative_to(root).parts))
-            if where is not None and file.is_file():
-                decoder.add(*where, str(file.relative_to(root / split / where[1])), file.read_bytes())
-    full = decoder.finish()
-    full["source"] = f"offline folder {root} ({decoder.describe()})"
-    return full
-
-
-_IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-
-
-def read_idx(path: Path) -> torch.Tensor:
-    """An idx file (MNIST's format, gzipped or not) of unsigned bytes as a uint8 tensor of its shape."""
-    path = Path(path)
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte idx file (header {raw[:4].hex()}, expected 000008..)")
-    ndim = raw[3]
-    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    data = raw[4 + 4 * ndim:]
-    if len(data) != math.prod(shape):
-        raise ValueError(f"{path}: its header says shape {shape} ({math.prod(shape)} bytes) but it holds {len(data)}")
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8).reshape(shape)
-
-
-def _read_idx_dir(directory: Path, spec: DatasetSpec, size: int) -> dict:
-    full = {"classes": list(spec.classes), "source": f"official idx files in {directory}"}
-    for split, prefix in (("train", "train"), ("test", "t10k")):
-        images = read_idx(directory / f"{prefix}-images-idx3-ubyte.gz")[:, None]
-        labels = read_idx(directory / f"{prefix}-labels-idx1-ubyte.gz").long()
-        if len(images) != len(labels):
-            raise RuntimeError(f"{directory}: {len(images)} {prefix} images but {len(labels)} labels")
-        if images.shape[-1] != size:
-            images = torch.cat([fit(chunk, size) for chunk in images.split(4096)])
-        full[f"{split}_images"], full[f"{split}_labels"] = images, labels
-    return full
+    return DatasetNotFoundError(f"dataset {name!r} was found nowhere (no cache of torchvision's copy in "
+                                f"{data_dir() / 'cache'}, no offline copy in {looked}). Provide it with\n  - "
+                                + "\n  - ".join(ways))
 
 
 def _download(spec: DatasetSpec, size: int) -> dict:
@@ -503,12 +416,19 @@ def _download(spec: DatasetSpec, size: int) -> dict:
     except (OSError, RuntimeError) as error:  # offline: URLError (an OSError) or "Dataset not found"
         raise _not_found(spec, error) from error
     full = {"classes": list(getattr(splits["train"], "classes", None) or spec.classes
-                            or [str(i) for i in range(spec.num_classes)]),
-            "source": f"torchvision {spec.torchvision_class} (official) in {root}"}
+                            or [str(i) for i in range(spec.num_classes)])}
+    converted = total = 0
     for split, dataset in splits.items():
-        pairs = [(_to_tensor(image, spec.in_channels, size), label) for image, label in dataset]
-        full[f"{split}_images"] = torch.stack([x for x, _ in pairs])
-        full[f"{split}_labels"] = torch.tensor([label for _, label in pairs], dtype=torch.long)
+        images, labels = [], []
+        for k, (image, label) in enumerate(dataset):
+            x, had = to_tensor(image, spec.in_channels, size, root, f"{spec.torchvision_class} {split} image {k}")
+            images.append(x)
+            labels.append(label)
+            converted += had != spec.in_channels
+        total += len(images)
+        full[f"{split}_images"] = torch.stack(images)
+        full[f"{split}_labels"] = torch.tensor(labels, dtype=torch.long)
+    full["conversion"] = conversion_note(converted, total, spec.in_channels)
     return full
 
 
@@ -525,9 +445,10 @@ def normalize(images_uint8: torch.Tensor, mean, std) -> torch.Tensor:
     return images_uint8.to(torch.float32).div_(255).sub_(mean).div_(std)
 
 
-def augment_batch(images_uint8: torch.Tensor, augment: tuple[str, ...], generator: torch.Generator) -> torch.Tensor:
+def augment_batch(images_uint8: torch.Tensor, augment: tuple[str, ...], generator: torch.Generator,
+                  crop_pad: int | None = None) -> torch.Tensor:
     """Apply the named augmentations in order; flip and crop draw only from `generator` (reproducible),
-    RandAugment from the global torch RNG."""
+    RandAugment from the global torch RNG. `crop_pad`: see `random_crop`."""
     unknown = [name for name in augment if name not in AUGMENTATIONS]
     if unknown:
         raise ConfigError(f"unknown augmentation(s) {unknown}; choose from {AUGMENTATIONS}")
@@ -539,7 +460,7 @@ def augment_batch(images_uint8: torch.Tensor, augment: tuple[str, ...], generato
         if name == "flip":
             images = random_flip(images, generator)
         elif name == "crop":
-            images = random_crop(images, generator)
+            images = random_crop(images, generator, crop_pad)
         else:
             randaugment = v2.RandAugment(num_ops=2, magnitude=9)
             images = torch.stack([randaugment(image) for image in images]) if len(images) else images
@@ -552,10 +473,18 @@ def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return torch.where(flip.to(images.device).view(-1, 1, 1, 1), images.flip(-1), images)
 
 
-def random_crop(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Pad each image with `pad` zero pixels per side and cut an H x W window at a random offset, for the
-    whole batch at once: every output pixel is gathered from its image's shifted row and column."""
+def crop_padding(image_size: int) -> int:
+    """The zero padding of `random_crop`: an eighth of the side and at least one pixel (4 px at 32 and 28, the
+    usual CIFAR choice). A fixed 4 px would shift an 8 x 8 digit by half its width, which destroys it."""
+    return max(1, round(image_size / 8))
+
+
+def random_crop(images: torch.Tensor, generator: torch.Generator, pad: int | None = None) -> torch.Tensor:
+    """Pad each image with `pad` zero pixels per side (default `crop_padding` of its shorter side) and cut an
+    H x W window at a random offset, for the whole batch at once: every output pixel is gathered from its
+    image's shifted row and column."""
     n, c, h, w = images.shape
+    pad = crop_padding(min(h, w)) if pad is None else pad
     padded = F.pad(images, (pad, pad, pad, pad))
     dy, dx = torch.randint(0, 2 * pad + 1, (2, n), generator=generator, device=generator.device).to(images.device)
     rows = dy.view(n, 1, 1, 1) + torch.arange(h, device=images.device).view(1, 1, h, 1)

@@ -197,7 +197,7 @@ def _growth_row(path: str, config: ModelConfig, result: RunResult, compute: floa
     """`compute`: layer passes per training image over the whole path; `train_seconds`: measured, likewise."""
     return {"path": path, "branches": config.num_branches, "epochs": len(result.history),
             "test_acc": result.final_test_acc, "params": result.num_params, "compute": compute,
-            "train_seconds": seconds, "run_key": result.key}
+            "train_seconds": seconds, "run_key": result.key, "code_digest": result.code_digest}
 
 
 def expansion_summary(summary: pd.DataFrame, growth: pd.DataFrame) -> list[str]:

@@ -88,8 +88,13 @@ PROFILES = {
 
 
 def get_profile(name: str) -> Profile:
-    if name not in PROFILES:
+    """The profile called `name`, made the active one: from here on `config.results_dir()` (run cache, tables,
+    figures) is that profile's folder, so a notebook writes where its profile belongs however it was started."""
+    if not isinstance(name, str) or name not in PROFILES:
         raise ConfigError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+    from .config import set_active_profile
+
+    set_active_profile(name)
     return PROFILES[name]
 
 
@@ -117,6 +122,7 @@ def run_sweep(profile: Profile, model_names: list[str], datasets: tuple[str, ...
                 "best_test_acc": max(h["test_acc"] for h in result.history), "num_params": result.num_params,
                 "train_seconds": result.wall_seconds, "cached": result.cached, "run_key": result.key,
                 "data_source": result.data_source, "device": result.device, "code_version": result.code_version,
+                "code_digest": result.code_digest,
             })
     return pd.DataFrame(rows), results
 

@@ -11,8 +11,8 @@ Each method's step is forward, backward, gradient sync and an AdamW step:
 - fairscale: FairScale's Pipe, the 2025 paper's baseline, with P partitions in rank 0's process (the other
   ranks idle meanwhile). Skipped, with a message, where FairScale is not installed.
 Pipelines are timed at every micro-batch count of the profile, so that each baseline's best can be reported.
-Rank 0 writes results/bench/<profile>/multi_steps_<P>.csv, and multi_costs_<P>.csv with what the cost model
-(`paraformer.costmodel`) is fed.
+Rank 0 writes multi_steps_<P>.csv, and multi_costs_<P>.csv with what the cost model (`paraformer.costmodel`) is
+fed, into `bench.bench_dir(profile)` (results/bench/quick/ for quick, results/<profile>/bench/<profile>/ otherwise).
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .bench import device_label, get_bench_profile, steady_allocator, timed
-from .config import results_dir
+from .bench import bench_dir, device_label, get_bench_profile, steady_allocator, timed
 from .parallel import BranchParallel, init_process_group, sequential_vit, stage_bounds
 from .results import atomic_write_text, code_version
 
@@ -258,14 +257,15 @@ def write_rows(rows: list[dict], name: str, profile_name: str, processes: int, d
     df = pd.DataFrame(rows).assign(processes=processes, threads_per_process=torch.get_num_threads(),
                                    device=device_label(device), device_type=device.type, torch_version=torch.__version__,
                                    code_version=code_version(), profile=profile_name)
-    folder = (Path(root) if root is not None else results_dir()) / "bench" / profile_name
-    return atomic_write_text(df.to_csv(index=False), folder / f"multi_{name}_{processes}.csv")
+    return atomic_write_text(df.to_csv(index=False), bench_dir(profile_name, root) / f"multi_{name}_{processes}.csv")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="torchrun --nproc_per_node P -m paraformer.multibench",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="quick", choices=sorted(MULTI_SETTINGS))
+    parser.add_argument("--root", type=Path, default=None,
+                        help="write into ROOT/bench/<profile>/ instead of the profile's results folder")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         torch.set_num_threads(1)  # one core per process (FairScale: one per partition thread)
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
         costs = measure_costs(args.profile, device)
         if rank == 0:
             for name, table in (("steps", rows), ("costs", costs)):
-                print(f"wrote {write_rows(table, name, args.profile, world, device)}", file=sys.stderr)
+                print(f"wrote {write_rows(table, name, args.profile, world, device, args.root)}", file=sys.stderr)
     finally:
         dist.destroy_process_group()
 

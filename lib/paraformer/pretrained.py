@@ -274,7 +274,7 @@ def run_finetune(profile: FinetuneProfile, vit: torchvision.models.VisionTransfo
                          "num_params": result.num_params, "epochs": len(result.history),
                          "train_seconds": result.wall_seconds, "cached": result.cached, "run_key": result.key,
                          "data_source": result.data_source, "device": result.device,
-                         "code_version": result.code_version})
+                         "code_version": result.code_version, "code_digest": result.code_digest})
     return pd.DataFrame(rows), results
 
 

@@ -6,8 +6,13 @@ interrupted run never leaves a half-written record, table or checkpoint behind.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
+import re
+import shutil
+import socket
 import subprocess
 import tempfile
 from contextlib import contextmanager
@@ -16,20 +21,91 @@ from pathlib import Path
 from .config import project_root, results_dir
 
 
+class ResultsWriteError(OSError):
+    """A result, checkpoint or cache file could not be written (read-only folder, full disk); `path` names it."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path = Path(path)
+        super().__init__(f"cannot write {self.path}: {reason}; free some space or point PARAFORMER_RESULTS "
+                         f"(or PARAFORMER_DATA for dataset caches) at a writable folder")
+
+
+# A temporary file names its writer (host and process id), so that the next start can tell the leftovers of a
+# killed writer from the file another live process is writing at this moment.
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+_TEMPORARY = re.compile(r"\.(?P<target>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp")
+
+
+def _writer_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
+def remove_orphan_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files that writers on this machine left in `folder` when they were killed
+    mid-write; returns what was removed. Files of live writers, or of other machines, are left alone."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for path in folder.glob(".*.tmp"):
+        match = _TEMPORARY.fullmatch(path.name)
+        if match and match["host"] == _HOST and not _writer_alive(int(match["pid"])):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def check_writable(folder: Path) -> None:
+    """Fail now, naming the folder, rather than after an epoch of training when the first checkpoint is due."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".probe.{_HOST}.{os.getpid()}.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise ResultsWriteError(folder, error.strerror or str(error)) from error
+
+
 @contextmanager
-def _atomic_path(path: Path):
-    """Yield a temporary path beside `path`; on success rename it over `path`, on failure delete it."""
+def _atomic_path(path: Path, keep_previous: bool = False):
+    """Yield a temporary path beside `path`; on success rename it over `path`, on failure delete it.
+    With `keep_previous` the file it replaces is kept as `<path>.prev` (see `previous_path`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp")
+    except OSError as error:
+        raise ResultsWriteError(path, error.strerror or str(error)) from error
     os.close(fd)
     try:
-        yield Path(tmp)
+        try:
+            yield Path(tmp)
+        except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
+            if isinstance(error, OSError) and error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS,
+                                                                  errno.EACCES, errno.EIO):
+                raise
+            free = shutil.disk_usage(path.parent).free
+            raise ResultsWriteError(path, f"{error} ({free / 2**20:.0f} MiB free there)") from error
         os.chmod(tmp, 0o644)  # mkstemp makes files private; results and caches are meant to be shared
+        if keep_previous and path.exists():
+            os.replace(path, previous_path(path))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def previous_path(path: Path) -> Path:
+    """Where `atomic_save(..., keep_previous=True)` keeps the version it replaced."""
+    path = Path(path)
+    return path.with_name(path.name + ".prev")
 
 
 def atomic_write_text(text: str, path: Path) -> Path:
@@ -42,11 +118,11 @@ def atomic_write_json(obj, path: Path) -> Path:
     return atomic_write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", path)
 
 
-def atomic_save(obj, path: Path) -> Path:
-    """torch.save, atomically."""
+def atomic_save(obj, path: Path, keep_previous: bool = False) -> Path:
+    """torch.save, atomically; with `keep_previous` the replaced file stays as `previous_path(path)`."""
     import torch
 
-    with _atomic_path(path) as tmp:
+    with _atomic_path(path, keep_previous) as tmp:
         torch.save(obj, tmp)
     return Path(path)
 
@@ -75,9 +151,27 @@ def code_version() -> str:
     return f"{__version__}+g{commit}" + ("-dirty" if changes else "")
 
 
+_code_digest: str | None = None
+
+
+def code_digest() -> str:
+    """A hash of the package's source files: the code a run was trained by, with or without git. Runs whose
+    records carry another digest were made by other code (see `paraformer.train`, PARAFORMER_RETRAIN)."""
+    global _code_digest
+    if _code_digest is None:  # the code loaded into this process, read once
+        package = Path(__file__).resolve().parent
+        h = hashlib.sha256()
+        for file in sorted(package.rglob("*.py")):
+            h.update(f"{file.relative_to(package).as_posix()}\0".encode())
+            h.update(file.read_bytes())
+        _code_digest = h.hexdigest()[:12]
+    return _code_digest
+
+
 def write_table(df, name: str, title: str, notes: list[str] = ()) -> tuple[Path, Path]:
     """`results/tables/<name>.csv` and a Markdown version with a title and notes (provenance, caveats)."""
     folder = results_dir() / "tables"
+    remove_orphan_temporaries(folder)
     csv_path = atomic_write_text(df.to_csv(index=False, float_format="%.2f"), folder / f"{name}.csv")
     shown = df.astype(object).where(df.notna(), None)  # tabulate leaves None cells empty, but prints NaN as "nan"
     lines = [f"# {title}", "", shown.to_markdown(index=False, floatfmt=".2f", missingval="-"), ""]
@@ -89,6 +183,7 @@ def write_table(df, name: str, title: str, notes: list[str] = ()) -> tuple[Path,
 def save_figure(fig, name: str) -> Path:
     """`results/figures/<name>.png`."""
     path = results_dir() / "figures" / f"{name}.png"
+    remove_orphan_temporaries(path.parent)
     with _atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     return path
@@ -96,6 +191,28 @@ def save_figure(fig, name: str) -> Path:
 
 def provenance(runs) -> list[str]:
     """Table notes saying where a table's runs came from: the data sources, devices and code versions of the rows
-    of `runs` (a DataFrame with data_source, device and code_version columns)."""
+    of `runs` (a DataFrame with data_source, device and code_version columns, and code_digest where known), and
+    `code_warnings(runs)`."""
     return [*[f"data: {source}" for source in sorted(set(runs["data_source"]))],
-            f"runs on {sorted(set(runs['device']))}, code {sorted(set(runs['code_version']))}"]
+            f"runs on {sorted(set(runs['device']))}, code {sorted(set(runs['code_version']))}", *code_warnings(runs)]
+
+
+def record_provenance(records) -> list[str]:
+    """`provenance` of finished runs' records (RunResult) rather than of a table's rows."""
+    import pandas as pd
+
+    return provenance(pd.DataFrame([{"data_source": r.data_source, "device": r.device, "code_version": r.code_version,
+                                     "code_digest": r.code_digest} for r in records]))
+
+
+def code_warnings(runs) -> list[str]:
+    """One loud note when some of the runs behind a table (rows with a `code_digest` column; without one, every
+    row counts as unknown code) were trained by other code than the code running now; else none."""
+    digests = list(runs["code_digest"]) if "code_digest" in runs else [""] * len(runs)
+    current = code_digest()
+    other = sum(digest != current for digest in digests)
+    if not other:
+        return []
+    return [f"WARNING: {other} of {len(digests)} runs were trained by other code than this (code digests "
+            f"{sorted(set(digests) - {current})}, now {current}); their numbers may differ from what this code "
+            f"gives: `make reproduce RETRAIN=stale` retrains them"]

@@ -7,29 +7,37 @@ run leaves a checkpoint after every epoch under `results/checkpoints/` and resum
 Resumed runs give the same numbers as uninterrupted ones because nothing random carries over between
 epochs: the shuffling generator and the global RNG (dropout, RandAugment) are re-seeded from
 (seed, epoch) at the start of every epoch, and the learning rate is a function of the step number.
+
+The key covers the configs and the data's fingerprint (changed pixels are another run), not the code: a record
+made by other code (its `code_digest`) is still returned, with a `StaleRunWarning`, and retrained instead when
+PARAFORMER_RETRAIN=stale (`make reproduce RETRAIN=stale`). Every file is written atomically; the checkpoint
+keeps its previous version, so a damaged one is moved aside and the run goes on from the one before.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import math
 import os
+import re
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from .config import ConfigError, DataConfig, ModelConfig, Recipe, from_dict, results_dir
 from . import progressive
-from .data import ImageData, augment_batch, load_data, normalize
+from .data import ImageData, augment_batch, data_fingerprint, load_data, normalize
 from .model import ParaFormer
-from .results import atomic_save, atomic_write_json, code_version
+from .results import (atomic_save, atomic_write_json, check_writable, code_digest, code_version, previous_path,
+                      remove_orphan_temporaries)
 
 # Bump when a change to the training code makes old records incomparable (it is part of every run key).
 RUN_FORMAT = 3
@@ -54,16 +62,62 @@ class RunResult:
     code_version: str
     torch_version: str
     finished_at: str
+    code_digest: str = ""  # hash of the package's source (paraformer.results.code_digest); "" in older records
+    data_fingerprint: str = ""  # the data source's fingerprint (paraformer.data.data_fingerprint); part of the key
     cached: bool = field(default=False, compare=False)  # True when loaded from the run cache
 
     @property
     def model_config(self) -> ModelConfig:
         return from_dict(ModelConfig, self.config["model"])
 
+    @property
+    def stale(self) -> bool:
+        """True when this record was made by other code than the code running now."""
+        return self.code_digest != code_digest()
+
     def to_json(self) -> dict:
         record = asdict(self)
         record.pop("cached")
         return record
+
+
+class RunCacheError(RuntimeError):
+    """A file of the run cache (record or weights) that cannot be used; the message names it and the fix."""
+
+    def __init__(self, path: Path, problem: str, fix: str):
+        self.path = Path(path)
+        super().__init__(f"{self.path} {problem}; {fix}")
+
+
+class StaleRunWarning(UserWarning):
+    """A finished run was returned from the cache although other code trained it."""
+
+
+def read_record(path: Path, key: str | None = None) -> RunResult:
+    """A run record from its JSON file, refused with the file's name if it is damaged or not a record (of `key`)."""
+    fix = "delete it to train the run again"
+    try:
+        values = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunCacheError(path, f"is not a readable run record ({error.__class__.__name__}: truncated?)", fix) from error
+    known = {f.name for f in dataclasses.fields(RunResult)} - {"cached"}
+    required = {f.name for f in dataclasses.fields(RunResult)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    if not isinstance(values, dict) or set(values) - known or required - set(values):
+        found = sorted(values) if isinstance(values, dict) else type(values).__name__
+        raise RunCacheError(path, f"is not a run record of this version (fields {found})", fix)
+    if key is not None and values["key"] != key:
+        raise RunCacheError(path, f"holds run {values['key']}, not {key}", fix)
+    return RunResult(**values)
+
+
+def retrain_policy() -> str:
+    """PARAFORMER_RETRAIN: "" (use every finished run) or "stale" (retrain runs recorded by other code)."""
+    policy = os.environ.get("PARAFORMER_RETRAIN", "")
+    if policy not in ("", "stale"):
+        raise ConfigError(f"PARAFORMER_RETRAIN={policy!r} is unknown; leave it empty, or set 'stale' to retrain the "
+                          "runs made by other code")
+    return policy
 
 
 @dataclass(frozen=True)
@@ -87,17 +141,51 @@ class Initialization:
 
 
 def run_key(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe,
-            parent: "RunResult | None" = None, init: Initialization | None = None) -> str:
-    """A stable hash of everything that decides a run's numbers (the parent run's key or the initial
-    weights included)."""
+            parent: "RunResult | None" = None, init: Initialization | None = None,
+            data_fingerprint: str | None = None) -> str:
+    """A stable hash of everything that decides a run's numbers: the configs, the data source's fingerprint
+    (`data_fingerprint_of`), and the parent run's key or the initial weights."""
     payload = {"format": RUN_FORMAT, "model": asdict(model_config), "data": asdict(data_config),
                "recipe": asdict(recipe)}
+    if data_fingerprint is not None:
+        payload["data_fingerprint"] = data_fingerprint
     if parent is not None:
         payload["parent"] = parent.key
     if init is not None:
         payload["init"] = init.digest
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def data_fingerprint_of(data_config: DataConfig, data: ImageData | None = None) -> str:
+    """The fingerprint of the data a run trains on: its source's (paraformer.data.data_fingerprint), or, for
+    images built in memory without one, a hash of the images and labels themselves."""
+    if data is None:
+        return data_fingerprint(data_config)
+    if getattr(data, "fingerprint", None):
+        return data.fingerprint
+    h = hashlib.sha256()
+    for tensor in (data.train_images, data.train_labels, data.val_images, data.val_labels, data.test_images,
+                   data.test_labels):
+        h.update(f"{tensor.dtype}{tuple(tensor.shape)};".encode())
+        h.update(tensor.contiguous().view(torch.uint8).numpy().tobytes())
+    h.update(json.dumps([data.classes, data.mean, data.std]).encode())
+    return f"tensors:{h.hexdigest()[:16]}"
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=-]*")
+
+
+def run_name(name: str | None, model_config: ModelConfig, data_config: DataConfig, recipe: Recipe) -> str:
+    """The given run name, checked to stay inside the results folder, or one made from the configs."""
+    if name is None:
+        dataset = Path(data_config.dataset).name or "data"  # an ImageFolder path names its folder
+        method = "" if recipe.method == "joint" else f"-{recipe.method}"
+        name = re.sub(r"[^A-Za-z0-9_.+=-]", "_", f"{dataset}-{model_config.name}{method}").lstrip("._-") or "run"
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(f"run name {name!r} must be letters, digits and _ . + = - (not starting with a dot, no "
+                          "'..' or '/'), so that its files stay inside the results folder")
+    return name
 
 
 def run_paths(name: str, key: str, root: Path | None = None) -> tuple[Path, Path, Path]:
@@ -142,11 +230,13 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optim
 
 def prepare_batch(images: torch.Tensor, data: ImageData, model_config: ModelConfig,
                   device: torch.device) -> torch.Tensor:
-    """uint8 images -> normalized float on `device`, resized to the model's input size when they differ."""
-    x = normalize(images.to(device, non_blocking=True), data.mean, data.std)
-    if x.shape[-1] != model_config.image_size:
-        x = F.interpolate(x, size=model_config.image_size, mode="bilinear", align_corners=False)
-    return x
+    """uint8 images -> normalized float on `device`. Their size must be the model's: resizing is chosen when
+    decoding (DataConfig.image_size), where it is part of the run key, never done here without a word."""
+    if tuple(images.shape[-2:]) != (model_config.image_size,) * 2:
+        raise ConfigError(f"{model_config.name} takes {model_config.image_size}px images but the data are "
+                          f"{images.shape[-2]}x{images.shape[-1]}; set DataConfig.image_size={model_config.image_size} "
+                          f"to resize them when decoding, or ModelConfig.image_size={images.shape[-1]}")
+    return normalize(images.to(device, non_blocking=True), data.mean, data.std)
 
 
 def _autocast(device: torch.device, recipe: Recipe):
@@ -233,15 +323,24 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
         raise ConfigError("train(init=...) needs an Initialization and no parent run (give one or the other)")
     if recipe.freeze_inherited and parent is None:
         raise ConfigError("Recipe.freeze_inherited=True needs a parent run to inherit from (train(parent=...))")
-    key = run_key(model_config, data_config, recipe, parent, init)
-    if name is None:
-        method = "" if recipe.method == "joint" else f"-{recipe.method}"
-        name = f"{data_config.dataset}-{model_config.name}{method}".replace("/", "_")
+    name = run_name(name, model_config, data_config, recipe)
+    policy = retrain_policy()
+    fingerprint = data_fingerprint_of(data_config, data)
+    key = run_key(model_config, data_config, recipe, parent, init, fingerprint)
     record_path, checkpoint_path, weights_path = run_paths(name, key, results_root)
+    _remove_leftovers(record_path, checkpoint_path, weights_path)
     if record_path.exists():
-        result = RunResult(**json.loads(record_path.read_text()))
+        result = read_record(record_path, key)
         result.cached = True
-        return result
+        if not result.stale:
+            return result
+        if policy != "stale":
+            warnings.warn(f"run {name} ({record_path}) was trained by other code (digest {result.code_digest or '?'}, "
+                          f"now {code_digest()}); its numbers may differ from this code's: PARAFORMER_RETRAIN=stale "
+                          f"(make reproduce RETRAIN=stale) retrains it", StaleRunWarning, stacklevel=2)
+            return result
+        record_path.unlink()  # asked for: the run is trained again by this code
+        weights_path.unlink(missing_ok=True)
 
     data = data if data is not None else load_data(data_config)
     labels = data.num_classes if data_config.classes is None else max(data_config.classes) + 1
@@ -251,6 +350,12 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
             f"but {data.name} (classes {data_config.classes or 'all'}) needs {labels} outputs and has "
             f"{data.in_channels} channel(s); set them to match"
         )
+    if data.image_size != model_config.image_size:
+        raise ConfigError(f"{model_config.name} takes {model_config.image_size}px images but {data.name} has "
+                          f"{data.image_size}px ones; set DataConfig.image_size={model_config.image_size} to resize "
+                          f"them when decoding, or ModelConfig.image_size={data.image_size}")
+    for folder in {record_path.parent, checkpoint_path.parent, weights_path.parent}:
+        check_writable(folder)
     device = resolve_device(recipe.device)
     torch.manual_seed(recipe.seed)
     model = ParaFormer(model_config).to(device)
@@ -265,9 +370,8 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
                               f"{sorted(unexpected)[:3]}, missing {sorted(missing)[:3]} (only head.* may be missing)")
     stages = progressive.plan(model, recipe, inherited)
     history: list[dict] = []
-    wall_seconds, state = 0.0, None
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+    wall_seconds, state = 0.0, load_checkpoint(checkpoint_path, model, device)
+    if state is not None:
         model.load_state_dict(state["model"])
         history, wall_seconds = state["history"], state["wall_seconds"]
 
@@ -332,7 +436,7 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
         wall_seconds += entry["seconds"]
         history.append(entry)
         atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "stage": stage.index,
-                     "history": history, "wall_seconds": wall_seconds}, checkpoint_path)
+                     "history": history, "wall_seconds": wall_seconds}, checkpoint_path, keep_previous=True)
         if bar is not None:
             bar.set_postfix(loss=f"{entry['train_loss']:.3f}", acc=f"{entry['test_acc']:.2f}")
             bar.update(1)
@@ -353,12 +457,48 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
         history=history, final_test_acc=history[-1]["test_acc"], num_params=model.num_parameters(),
         wall_seconds=wall_seconds, device=device_name(device), data_source=data.source,
         code_version=code_version(), torch_version=torch.__version__,
-        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), code_digest=code_digest(), data_fingerprint=fingerprint,
     )
     atomic_save(model.state_dict(), weights_path)
     atomic_write_json(result.to_json(), record_path)
-    checkpoint_path.unlink(missing_ok=True)
+    _remove_leftovers(record_path, checkpoint_path, weights_path)
     return result
+
+
+def _remove_leftovers(record_path: Path, checkpoint_path: Path, weights_path: Path) -> None:
+    """Temporary files of writers killed mid-write and, once the record exists, the run's checkpoints. On a
+    read-only results folder (finished runs can still be read there) nothing is removed."""
+    try:
+        for folder in {record_path.parent, checkpoint_path.parent, weights_path.parent}:
+            remove_orphan_temporaries(folder)
+        if record_path.exists():
+            checkpoint_path.unlink(missing_ok=True)
+            previous_path(checkpoint_path).unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def load_checkpoint(path: Path, model: ParaFormer, device: torch.device) -> dict | None:
+    """The resume state of an unfinished run, or None to start from the beginning. A checkpoint that cannot
+    be read, or does not fit `model`, is moved aside (to `<name>.corrupt`) with a warning, and the previous
+    one (kept by every write) is tried next; a kill between the two renames of a write leaves only that one."""
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    for candidate in (path, previous_path(path)):
+        if not candidate.exists():
+            continue
+        try:
+            state = torch.load(candidate, map_location=device, weights_only=True)
+            shapes = {name: tuple(t.shape) for name, t in state["model"].items()}
+            if shapes != expected or not {"optimizer", "stage", "history", "wall_seconds"} <= set(state):
+                raise ValueError("it does not hold this run's model and training state")
+            return state
+        except Exception as error:  # truncated, empty, foreign: every reader error means "not usable"
+            aside = candidate.with_name(candidate.name + ".corrupt")
+            os.replace(candidate, aside)
+            warnings.warn(f"checkpoint {candidate} is unusable ({type(error).__name__}: {str(error)[:120]}); moved "
+                          f"it to {aside.name} and resuming from the checkpoint before it, or from the start",
+                          RuntimeWarning, stacklevel=3)
+    return None
 
 
 def device_name(device: torch.device) -> str:
@@ -375,5 +515,53 @@ def load_trained_model(result: RunResult, results_root: Path | None = None,
         raise FileNotFoundError(f"no saved weights for run {result.name} at {weights_path}; delete its record "
                                 f"{run_paths(result.name, result.key, results_root)[0]} to train it again")
     model = ParaFormer(result.model_config)
-    model.load_state_dict(torch.load(weights_path, map_location=device, weights_only=True))
+    try:
+        model.load_state_dict(torch.load(weights_path, map_location=device, weights_only=True))
+    except Exception as error:  # truncated or foreign file: any reader error
+        raise RunCacheError(weights_path, f"holds no usable weights of {result.name} ({type(error).__name__})",
+                            f"delete it and its record {run_paths(result.name, result.key, results_root)[0]} to "
+                            "train the run again") from error
     return model.to(device)
+
+
+def stale_records(root: Path | None = None) -> tuple[list[Path], int]:
+    """The finished runs under `root`/runs whose records were made by other code than this, and how many
+    records there are in all."""
+    folder = (Path(root) if root is not None else results_dir()) / "runs"
+    records = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    stale = []
+    for path in records:
+        try:
+            if read_record(path).stale:
+                stale.append(path)
+        except RunCacheError:
+            stale.append(path)  # unreadable: certainly not this code's
+    return stale, len(records)
+
+
+def _report_stale(argv: list[str] | None = None) -> int:
+    """`python -m paraformer.train --report-stale [--profile P]`: one loud line when the run cache holds runs
+    made by other code (what `make reproduce` prints at its end)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m paraformer.train")
+    parser.add_argument("--report-stale", action="store_true", required=True,
+                        help="say how many cached runs were trained by other code")
+    parser.add_argument("--profile", default=None, help="the profile whose run cache to look at")
+    args = parser.parse_args(argv)
+    if args.profile is not None:
+        from .experiments import get_profile
+
+        get_profile(args.profile)  # makes its results folder the active one
+    stale, total = stale_records()
+    if stale:
+        print(f"WARNING: {len(stale)} of {total} finished runs in {stale[0].parent} were trained by other code than "
+              f"this ({code_digest()}); the tables built from them say so. `make reproduce RETRAIN=stale` "
+              f"retrains them.", file=sys.stderr)
+    else:
+        print(f"run cache: all {total} finished runs were trained by this code ({code_digest()})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_report_stale())
