@@ -78,6 +78,7 @@ test: env
 # at each process count in NPROC.
 NPROC ?= 1 2
 bench: env
+	@$(BIN)/python -m paraformer.notebook --check-profile $(PROFILE)
 	PARAFORMER_RESULTS=$(abspath $(ROOT)) $(BIN)/python -m paraformer.bench --profile $(PROFILE) \
 	  --processes $(NPROC)
 

@@ -6,7 +6,8 @@ FAULT is `none`, `epoch:N` (right after epoch N's checkpoint), `save:FOLDER:N` (
 N-th torch file into FOLDER: checkpoints or models), `replace:FOLDER:N` (just before the N-th rename into
 FOLDER, which for a checkpoint falls between keeping the old one and putting the new one in place),
 `record:1` (half-way through writing the run record) or `table:1` (half-way through writing the table that
-follows the run). Results go to PARAFORMER_RESULTS. The last line printed is the run's summary as JSON.
+follows the run). Results go to PARAFORMER_RESULTS. It prints `trained epoch N` after each epoch it trained
+(after that epoch's checkpoint), and last the run's summary as JSON.
 """
 
 import io
@@ -87,7 +88,13 @@ def arm(fault: str):
 
 
 def main(dataset: str, fault: str) -> None:
-    on_epoch_end = arm(fault)
+    kill_after_epoch = arm(fault)
+
+    def on_epoch_end(entry: dict) -> None:
+        print(f"trained epoch {entry['epoch']}", flush=True)  # what this process trained, for the test to check
+        if kill_after_epoch is not None:
+            kill_after_epoch(entry)
+
     result = train(MODEL, DataConfig(dataset=dataset), RECIPE, name="faults", progress=False,
                    on_epoch_end=on_epoch_end)
     table = pd.DataFrame([{k: h[k] for k in ("epoch", "branches", "train_loss", "test_acc")} for h in result.history])

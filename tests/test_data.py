@@ -203,6 +203,22 @@ def test_a_failed_cache_write_leaves_no_partial_file_behind(dirs, monkeypatch):
     assert list((dirs["data"] / "cache").iterdir()) == []
 
 
+def test_a_cache_write_killed_half_way_is_cleaned_up_by_the_next_decode(dirs):
+    import subprocess
+    import sys
+
+    from paraformer import results
+
+    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                                  text=True).stdout)
+    (dirs["data"] / "cache").mkdir()
+    orphan = dirs["data"] / "cache" / f".toy-cache.pt.{results._HOST}.{dead_pid}.x1y2z3.tmp"
+    orphan.write_bytes(b"half a cache")
+    write_archive(dirs["offline"] / "toy.tar.gz", "toy", toy_files())
+    load_data(DataConfig(dataset="toy"))
+    assert not orphan.exists() and len(cache_names(dirs)) == 1
+
+
 def test_a_different_image_size_is_resized_when_decoded_and_cached_apart(dirs):
     write_archive(dirs["offline"] / "toy.tar.gz", "toy", toy_files(sizes=(8, 12)))  # fitted to 8 by default
     assert load_data(DataConfig(dataset="toy")).image_size == 8

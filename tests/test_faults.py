@@ -17,6 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
+import paraformer
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -34,7 +36,9 @@ def write_image_folder(root: Path) -> Path:
 
 
 def run_child(dataset: Path, results: Path, data_cache: Path, fault: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PARAFORMER_RESULTS=str(results), PARAFORMER_DATA=str(data_cache), PYTHONPATH=str(ROOT),
+    # The child imports the same paraformer as this process (and tests.faults_child from this checkout).
+    path = os.pathsep.join([str(Path(paraformer.__file__).resolve().parents[1]), str(ROOT)])
+    env = dict(os.environ, PARAFORMER_RESULTS=str(results), PARAFORMER_DATA=str(data_cache), PYTHONPATH=path,
                OMP_NUM_THREADS="1")
     env.pop("PARAFORMER_RETRAIN", None)
     return subprocess.run([sys.executable, "-m", "tests.faults_child", str(dataset), fault], cwd=ROOT, env=env,
@@ -60,34 +64,42 @@ def dataset(tmp_path_factory) -> Path:
     return write_image_folder(tmp_path_factory.mktemp("toyfolder"))
 
 
+def trained_epochs(process: subprocess.CompletedProcess) -> list[int]:
+    return [int(line.split()[-1]) for line in process.stdout.splitlines() if line.startswith("trained epoch")]
+
+
 def test_a_run_killed_at_every_kind_of_moment_ends_bit_identical_to_an_uninterrupted_one(dataset, tmp_path):
     data_cache = tmp_path / "data"
     reference = summary(run_child(dataset, tmp_path / "straight", data_cache, "none"))
     results = tmp_path / "killed"
     record = results / "runs" / f"faults-{reference['key']}.json"
-    # (fault, what is on disk afterwards): each kill must really happen, and no record may appear before the
-    # last epoch is done.
-    for fault in ["epoch:1",               # after epoch 1's checkpoint
-                  "save:checkpoints:1",    # half-way through epoch 2's checkpoint (a partial temporary file)
-                  "replace:checkpoints:2",  # between moving checkpoint 1 aside and putting checkpoint 2 in place
-                  "epoch:3",               # in stage 2, after its first epoch
-                  "save:models:1",         # half-way through the final weights
-                  "record:1"]:             # half-way through the run record
+    # Each kill must really happen, no record may appear before the last epoch is done, and each restart must
+    # go on from the last checkpoint that was whole: the epochs every process trained show it (4 in all: two
+    # stages of 2).
+    for fault, epochs in [("epoch:1", [1]),                # after epoch 1's checkpoint
+                          ("save:checkpoints:1", []),      # half-way through epoch 2's checkpoint
+                          ("replace:checkpoints:2", []),   # between moving checkpoint 1 aside and putting 2 in place
+                          ("epoch:3", [2, 3]),             # from checkpoint 1, kept aside; killed in stage 2
+                          ("save:models:1", [4]),          # half-way through the final weights
+                          ("record:1", [])]:               # half-way through the run record
         process = run_child(dataset, results, data_cache, fault)
         assert process.returncode == -signal.SIGKILL, (fault, process.returncode, process.stderr[-2000:])
+        assert trained_epochs(process) == epochs, fault
         assert not record.exists(), fault
     (checkpoint,) = (results / "checkpoints").glob("faults-*.pt")
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])  # a damaged checkpoint (not a kill): moved aside
 
     killed_in_table = run_child(dataset, results, data_cache, "table:1")  # the run finishes, its table does not
     assert killed_in_table.returncode == -signal.SIGKILL
+    assert trained_epochs(killed_in_table) == [4]  # from the checkpoint before the damaged one
     assert record.exists()  # a finished run is never lost
     assert not list((results).rglob("faults.csv")) or (next(results.rglob("faults.csv")).read_text()
                                                        == next((tmp_path / "straight").rglob("faults.csv")).read_text())
 
-    final = summary(run_child(dataset, results, data_cache, "none"))
-    assert final["cached"] and final["key"] == reference["key"]
-    assert final["final_test_acc"] == reference["final_test_acc"]
+    final = run_child(dataset, results, data_cache, "none")
+    assert summary(final)["cached"] and trained_epochs(final) == []
+    assert summary(final)["key"] == reference["key"]
+    assert summary(final)["final_test_acc"] == reference["final_test_acc"]
     straight, resumed = weights(tmp_path / "straight"), weights(results)
     assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
     assert temporaries(results, data_cache) == []

@@ -1,5 +1,7 @@
-"""Result files: the code version recorded with every run says whether the *code* differed from a commit."""
+"""Result files: the code version recorded with every run says whether the *code* differed from a commit; tables
+say when their runs came from other code; temporary files of killed writers are cleaned up, no one else's."""
 
+import os
 import subprocess
 
 import paraformer.results as results
@@ -31,3 +33,32 @@ def test_outside_a_git_checkout_the_version_is_the_package_version(tmp_path, mon
 
     monkeypatch.setattr(results, "project_root", lambda: tmp_path)
     assert code_version() == __version__
+
+
+def test_a_table_from_runs_of_other_code_carries_one_warning_note(monkeypatch):
+    import pandas as pd
+
+    monkeypatch.setattr(results, "code_digest", lambda: "now")
+    current = pd.DataFrame({"data_source": ["d"] * 2, "device": ["cpu"] * 2, "code_version": ["v"] * 2,
+                            "code_digest": ["now", "now"]})
+    assert results.code_warnings(current) == []
+    assert len(results.provenance(current)) == 2
+    mixed = current.assign(code_digest=["now", "before"])
+    assert len(results.code_warnings(mixed)) == 1 and len(results.provenance(mixed)) == 3
+    unknown = current.drop(columns="code_digest")  # rows that do not say which code made them
+    assert len(results.code_warnings(unknown)) == 1
+
+
+def test_only_the_temporary_files_of_dead_writers_on_this_machine_are_removed(tmp_path):
+    import sys
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(finished.stdout)
+    dead = tmp_path / f".table.csv.{results._HOST}.{dead_pid}.abc123.tmp"
+    alive = tmp_path / f".table.csv.{results._HOST}.{os.getpid()}.def456.tmp"
+    elsewhere = tmp_path / f".table.csv.otherhost.{dead_pid}.ghi789.tmp"
+    finished_file = tmp_path / "table.csv"
+    for path in (dead, alive, elsewhere, finished_file):
+        path.write_text("x")
+    assert results.remove_orphan_temporaries(tmp_path) == [dead]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (alive, elsewhere, finished_file))

@@ -146,10 +146,14 @@ def test_a_changed_image_is_another_run(tmp_path):
 
 @pytest.mark.parametrize("content, problem", [(b'{"name": "toy", "key": ', "truncated"),
                                               (b'{"name": "toy", "colour": "blue"}', "foreign"),
-                                              (b"", "empty")])
+                                              (b"", "empty"), (None, "another run's record")])
 def test_a_damaged_or_foreign_run_record_is_refused_by_name(tmp_path, content, problem):
     result = train(MODEL, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False)
     record = run_paths(result.name, result.key, tmp_path)[0]
+    if content is None:  # a whole, valid record, but of another run (copied over this one's file)
+        other = train(MODEL, DATA, Recipe(**{**RECIPE.__dict__, "seed": 2}), data=toy_data(), results_root=tmp_path,
+                      progress=False)
+        content = run_paths(other.name, other.key, tmp_path)[0].read_bytes()
     record.write_bytes(content)
     with pytest.raises(training.RunCacheError) as caught:
         train(MODEL, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False)
@@ -267,3 +271,29 @@ def test_configs_that_would_fail_later_are_refused_when_made(cls, fields):
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps"])
 def test_every_torch_device_name_is_accepted(device):
     assert Recipe(device=device).device == device
+
+
+def test_an_image_folder_whose_images_were_replaced_is_trained_again_not_served_from_the_cache(tmp_path,
+                                                                                               monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    monkeypatch.setenv("PARAFORMER_DATA", str(tmp_path / "data"))
+    root = tmp_path / "digits"
+
+    def write(seed):
+        rng = np.random.default_rng(seed)
+        for split, count in (("train", 8), ("test", 4)):
+            for label in range(4):
+                (root / split / f"c{label}").mkdir(parents=True, exist_ok=True)
+                for i in range(count):
+                    pixels = rng.integers(0, 256, (16, 16, 3)).astype(np.uint8)
+                    Image.fromarray(pixels).save(root / split / f"c{label}" / f"{i}.png")
+
+    config, recipe = DataConfig(dataset=str(root)), Recipe(**{**RECIPE.__dict__, "epochs": 1})
+    write(seed=0)
+    first = train(MODEL, config, recipe, results_root=tmp_path / "results", progress=False)
+    assert train(MODEL, config, recipe, results_root=tmp_path / "results", progress=False).cached
+    write(seed=1)  # every image replaced by another, under the same names
+    again = train(MODEL, config, recipe, results_root=tmp_path / "results", progress=False)
+    assert not again.cached and again.key != first.key and again.data_fingerprint != first.data_fingerprint

@@ -291,7 +291,8 @@ class Recipe:
         clip = f", gradient clip {self.grad_clip}" if self.grad_clip is not None else ""
         return (f"{self.epochs} epochs, batch {self.batch_size}, {self.optimizer} lr {self.lr:g} wd "
                 f"{self.weight_decay:g}, {self.warmup_epochs:g} warmup epochs + {self.schedule}{clip}, label smoothing "
-                f"{self.label_smoothing:g}, augment {'+'.join(self.augment) or 'none'}")
+                f"{self.label_smoothing:g}, augment {'+'.join(self.augment) or 'none'}"
+                + (" (crop: zero padding of 1/8 of the image side, at least 1 px)" if "crop" in self.augment else ""))
 
 
 # --- where files live -------------------------------------------------------------------------------

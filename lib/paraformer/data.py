@@ -33,7 +33,7 @@ from .config import AUGMENTATIONS, ConfigError, DataConfig, data_dir, offline_di
 from .datasources import (IDX_FILES, IMAGE_EXTENSIONS, DataIntegrityError, ImageSizeError,  # noqa: F401 (public)
                           check_classes_present, conversion_note, file_sha256, fit, listing_sha256, read_archive,
                           read_folder, read_idx, read_idx_dir, to_tensor, verify_checksum)
-from .results import atomic_save
+from .results import atomic_save, remove_orphan_temporaries
 
 # --- the registry -----------------------------------------------------------------------------------
 
@@ -386,6 +386,7 @@ def _read_cache(path: Path, fingerprint: str) -> dict | None:
 def _write_cache(path: Path, full: dict) -> None:
     """Atomic, so readers never see half a file; a full or read-only disk costs only the cache, not the run."""
     try:
+        remove_orphan_temporaries(path.parent)  # what a decode killed while writing its cache left behind
         atomic_save({**{k: v for k, v in full.items() if k != "source"}, "format": CACHE_FORMAT}, path)
     except (OSError, RuntimeError) as error:
         warnings.warn(f"could not write the dataset cache {path} ({error}); using the data uncached")

@@ -1,7 +1,9 @@
-"""Writing results: atomic files, the code version, and the tables and figures the notebooks produce.
+"""Writing results: atomic files, the code version and digest, and the tables and figures the notebooks produce.
 
-Everything is written to a temporary file in the destination folder and renamed into place, so an
-interrupted run never leaves a half-written record, table or checkpoint behind.
+Everything is written to a temporary file in the destination folder, named after its writer, and renamed into
+place, so an interrupted run never leaves a half-written record, table or checkpoint behind, and the next start
+can remove what a killed writer left (`remove_orphan_temporaries`). A write that fails for want of space or
+permission raises `ResultsWriteError`, naming the file.
 """
 
 from __future__ import annotations
@@ -169,7 +171,8 @@ def code_digest() -> str:
 
 
 def write_table(df, name: str, title: str, notes: list[str] = ()) -> tuple[Path, Path]:
-    """`results/tables/<name>.csv` and a Markdown version with a title and notes (provenance, caveats)."""
+    """`tables/<name>.csv` in the active profile's results folder (`results/tables/` for quick) and a Markdown
+    version with a title and notes (provenance, caveats)."""
     folder = results_dir() / "tables"
     remove_orphan_temporaries(folder)
     csv_path = atomic_write_text(df.to_csv(index=False, float_format="%.2f"), folder / f"{name}.csv")
@@ -181,7 +184,7 @@ def write_table(df, name: str, title: str, notes: list[str] = ()) -> tuple[Path,
 
 
 def save_figure(fig, name: str) -> Path:
-    """`results/figures/<name>.png`."""
+    """`figures/<name>.png` in the active profile's results folder (`results/figures/` for quick)."""
     path = results_dir() / "figures" / f"{name}.png"
     remove_orphan_temporaries(path.parent)
     with _atomic_path(path) as tmp:
