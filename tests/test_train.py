@@ -76,17 +76,20 @@ def test_any_config_change_is_a_different_run():
     assert len(keys) == 4
 
 
-def test_an_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
-    data = toy_data()
-    straight = train(MODEL, DATA, RECIPE, data=data, results_root=tmp_path / "a", progress=False)
-
-    def interrupt_after_first_epoch(entry):
+def interrupt_after_first_epoch(data, results_root) -> None:
+    """Start the run and stop it (as Ctrl-C would) once epoch 1's checkpoint is written."""
+    def stop(entry):
         if entry["epoch"] == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(MODEL, DATA, RECIPE, data=data, results_root=tmp_path / "b", progress=False,
-              on_epoch_end=interrupt_after_first_epoch)
+        train(MODEL, DATA, RECIPE, data=data, results_root=results_root, progress=False, on_epoch_end=stop)
+
+
+def test_an_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
+    data = toy_data()
+    straight = train(MODEL, DATA, RECIPE, data=data, results_root=tmp_path / "a", progress=False)
+    interrupt_after_first_epoch(data, tmp_path / "b")
     record, checkpoint, weights = run_paths(straight.name, straight.key, tmp_path / "b")
     assert checkpoint.exists() and not record.exists()
     assert not record.parent.exists() or not any(record.parent.iterdir())  # no half-written record
@@ -172,13 +175,7 @@ def test_damaged_saved_weights_are_refused_by_name(tmp_path):
 def test_a_damaged_checkpoint_without_an_earlier_one_is_moved_aside_and_the_run_starts_again(tmp_path):
     data = toy_data()
     straight = train(MODEL, DATA, RECIPE, data=data, results_root=tmp_path / "a", progress=False)
-
-    def stop(entry):
-        if entry["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(MODEL, DATA, RECIPE, data=data, results_root=tmp_path / "b", progress=False, on_epoch_end=stop)
+    interrupt_after_first_epoch(data, tmp_path / "b")
     _, checkpoint, _ = run_paths(straight.name, straight.key, tmp_path / "b")
     checkpoint.write_bytes(b"")  # empty, as after a crash of the disk rather than of the process
     trained = []

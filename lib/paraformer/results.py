@@ -44,8 +44,15 @@ def _writer_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, but another user's
-        return True
+        pass
     return True
+
+
+def _writer_temporary(folder: Path, name: str) -> Path:
+    """A new empty temporary file in `folder` named after `name` and its writer (see `remove_orphan_temporaries`)."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.{_HOST}.{os.getpid()}.", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
 
 
 def remove_orphan_temporaries(folder: Path) -> list[Path]:
@@ -68,9 +75,7 @@ def check_writable(folder: Path) -> None:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".probe.{_HOST}.{os.getpid()}.", suffix=".tmp")
-        os.close(fd)
-        os.unlink(probe)
+        _writer_temporary(folder, "probe").unlink()
     except OSError as error:
         raise ResultsWriteError(folder, error.strerror or str(error)) from error
 
@@ -82,13 +87,12 @@ def _atomic_path(path: Path, keep_previous: bool = False):
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp")
+        tmp = _writer_temporary(path.parent, path.name)
     except OSError as error:
         raise ResultsWriteError(path, error.strerror or str(error)) from error
-    os.close(fd)
     try:
         try:
-            yield Path(tmp)
+            yield tmp
         except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
             if isinstance(error, OSError) and error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS,
                                                                   errno.EACCES, errno.EIO):
@@ -100,7 +104,7 @@ def _atomic_path(path: Path, keep_previous: bool = False):
             os.replace(path, previous_path(path))
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
