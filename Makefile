@@ -21,7 +21,7 @@ ifeq ($(strip $(CONSTRAINTS)),)
 export PARAFORMER_UNPINNED := 1
 endif
 
-.PHONY: env constraints reproduce test bench lab refresh-notebooks clean-runs FORCE
+.PHONY: env constraints reproduce test bench throughput lab refresh-notebooks clean-runs FORCE
 
 env: $(VENV)/.installed
 
@@ -55,6 +55,7 @@ constraints:
 
 reproduce: env
 	@$(BIN)/python -m paraformer.notebook --check-profile $(PROFILE)
+	@PARAFORMER_RESULTS=$(abspath $(ROOT)) $(BIN)/python -m paraformer.estimate --profile $(PROFILE)
 	@mkdir -p $(RESULTS)/notebooks
 	@for nb in $(NOTEBOOKS); do \
 	  out=$(RESULTS)/notebooks/$$(basename $$nb); partial=$(RESULTS)/notebooks/.$$(basename $$nb .ipynb).partial.ipynb; \
@@ -81,6 +82,12 @@ bench: env
 	@$(BIN)/python -m paraformer.notebook --check-profile $(PROFILE)
 	PARAFORMER_RESULTS=$(abspath $(ROOT)) $(BIN)/python -m paraformer.bench --profile $(PROFILE) \
 	  --processes $(NPROC)
+
+# Images/s of a training step, ours against timm's VisionTransformer of the same shape, with model FLOP
+# utilisation: into bench/$(PROFILE)/throughput.csv of the profile's results folder (profiles ci, quick, gpu).
+throughput: env
+	@$(BIN)/python -m paraformer.notebook --check-profile $(PROFILE)
+	PARAFORMER_RESULTS=$(abspath $(ROOT)) $(BIN)/python -m paraformer.throughput --profile $(PROFILE)
 
 lab: env
 	$(BIN)/jupyter lab notebooks/

@@ -51,3 +51,40 @@ def test_installed_versions_are_the_pinned_ones():
                  if name in installed and installed[name] != version}
     assert different == {}
     assert {"torch", "torchvision"} <= set(installed)
+
+
+# A GPU machine may have only torch, pandas, matplotlib, scipy and tqdm: training, the sweeps and the benchmarks
+# must import and run there, from offline copies of the data. torchvision (downloads, RandAugment, the pretrained
+# ViT of notebook 07), the notebook tools, timm and tensorboard are each imported only where they are used.
+_WITHOUT_EXTRAS = """
+import sys, importlib.abc
+class Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {"torchvision", "papermill", "nbval", "nbformat", "IPython", "timm", "tensorboard"}:
+            raise ImportError("not installed here: " + name)
+sys.meta_path.insert(0, Missing())
+import torch
+import paraformer.bench, paraformer.compression, paraformer.costmodel, paraformer.expansion
+import paraformer.experiments, paraformer.multibench, paraformer.parallel, paraformer.speedup
+from paraformer.config import DataConfig, ModelConfig, Recipe
+from paraformer.data import ImageData
+from paraformer.train import train
+g = torch.Generator().manual_seed(0)
+images = torch.randint(0, 255, (64, 3, 8, 8), generator=g, dtype=torch.uint8)
+labels = torch.arange(64) % 2
+data = ImageData("toy", images, labels, images[:0], labels[:0], images, labels, ["a", "b"], (0.5,) * 3, (0.2,) * 3,
+                 "synthetic")
+model = ModelConfig(image_size=8, patch_size=4, width=16, num_heads=2, num_layers=2, num_classes=2)
+result = train(model, DataConfig("toy"), Recipe(epochs=1, batch_size=32), data=data, results_root=sys.argv[1],
+               progress=False)
+print(len(result.history), "torchvision" in sys.modules)
+"""
+
+
+def test_training_needs_neither_torchvision_nor_the_notebook_tools(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_EXTRAS, str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["1", "False"]

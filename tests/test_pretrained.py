@@ -164,3 +164,16 @@ def test_the_table_compares_parallel_arrangements_with_the_sequential_fine_tune(
     assert "12 branches x depth 1: 50.0% (-10.0 points, clearly below it)" in line
     assert "4 branches x depth 3: 59.0% (-1.0 points, within test-set noise of it)" in line
     assert "say nothing about Table 4" in line
+
+
+def test_given_weights_of_another_input_size_the_images_are_decoded_at_that_size(tmp_path, monkeypatch):
+    # ViT-B/16 takes 224 px images and CIFAR's are 32 px: they are upsampled when decoded (train() never resizes).
+    # Here a 12-layer ViT for 32 px stands in for it, fine-tuned on 28 px Fashion-MNIST.
+    monkeypatch.setenv("PARAFORMER_RESULTS", str(tmp_path))
+    torch.manual_seed(0)
+    vit = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=12, num_heads=2,
+                                               hidden_dim=16, mlp_dim=32)
+    profile = pretrained.replace(FINETUNE_PROFILES["ci"], n_train=64, n_test=40, branch_depths=(12,),
+                                 recipe=pretrained.replace(FINETUNE_PROFILES["ci"].recipe, epochs=1))
+    runs, records = pretrained.run_finetune(profile, vit, progress=False)
+    assert list(runs["image_size"]) == [32] and records[0].config["data"]["image_size"] == 32

@@ -36,7 +36,7 @@ def test_frozen_stage_trains_only_its_branch_and_earlier_ones_get_no_gradient():
     optimizer = build_optimizer(model, RECIPE)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
 
-    def step(loss, clip):
+    def step(loss, clip, loss_on):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,8 +1,11 @@
 """The trainer: it learns, it records, it never trains a finished run twice, and it resumes exactly."""
 
 import json
+import sys
+from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -10,7 +13,8 @@ import paraformer.train as training
 from paraformer.config import ConfigError, DataConfig, ModelConfig, Recipe, from_dict
 from paraformer.data import ImageData
 from paraformer.results import ResultsWriteError
-from paraformer.train import learning_rate, run_key, run_paths, train
+from paraformer.runlog import clipping_summary, keep_epochs, prefix_accuracy_curves, read_step_log
+from paraformer.train import learning_rate, run_key, run_paths, step_log_path, train
 
 
 def toy_data(n_train=96, n_test=48, seed=0) -> ImageData:
@@ -92,7 +96,8 @@ def test_an_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
     interrupt_after_first_epoch(data, tmp_path / "b")
     record, checkpoint, weights = run_paths(straight.name, straight.key, tmp_path / "b")
     assert checkpoint.exists() and not record.exists()
-    assert not record.parent.exists() or not any(record.parent.iterdir())  # no half-written record
+    # no half-written record: only the step log of epoch 1
+    assert [p.name for p in record.parent.iterdir()] == [step_log_path(record).name]
 
     trained_epochs = []
     resumed = train(MODEL, DATA, RECIPE, data=data, results_root=tmp_path / "b", progress=False,
@@ -104,6 +109,9 @@ def test_an_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
     a = torch.load(run_paths(straight.name, straight.key, tmp_path / "a")[2])
     b = torch.load(weights)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # and so does the step log: every step once, with the same values
+    straight_log = read_step_log(step_log_path(run_paths(straight.name, straight.key, tmp_path / "a")[0]))
+    pd.testing.assert_frame_equal(read_step_log(step_log_path(record)), straight_log)
 
 
 def test_learning_rate_warms_up_then_decays_to_zero():
@@ -221,7 +229,11 @@ def test_a_full_disk_names_the_file_and_leaves_no_temporary_file(tmp_path, monke
     with pytest.raises(ResultsWriteError) as caught:
         train(MODEL, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False)
     assert caught.value.path.parent == tmp_path / "checkpoints"
-    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+    # nothing but epoch 1's step log (and its TensorBoard events, with tensorboard installed), which the next
+    # attempt drops: it has no checkpoint to resume from
+    key = run_key(MODEL, DATA, RECIPE, data_fingerprint=training.data_fingerprint_of(DATA, toy_data()))
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and "tensorboard" not in p.relative_to(tmp_path).parts]
+    assert files == [step_log_path(run_paths("toy-Para-F-1-3", key, tmp_path)[0])]
 
 
 def test_a_model_larger_than_the_images_is_refused_not_upsampled(tmp_path):
@@ -233,6 +245,7 @@ def test_a_model_larger_than_the_images_is_refused_not_upsampled(tmp_path):
 def test_a_run_made_by_other_code_is_returned_with_a_warning_or_retrained_when_asked(tmp_path, monkeypatch):
     first = train(MODEL, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False)
     monkeypatch.setattr(training, "code_digest", lambda: "other-code")
+    monkeypatch.setattr("paraformer.runcache.code_digest", lambda: "other-code")
     monkeypatch.setattr("paraformer.results.code_digest", lambda: "other-code")
     with pytest.warns(training.StaleRunWarning):
         again = train(MODEL, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False)
@@ -294,3 +307,168 @@ def test_an_image_folder_whose_images_were_replaced_is_trained_again_not_served_
     write(seed=1)  # every image replaced by another, under the same names
     again = train(MODEL, config, recipe, results_root=tmp_path / "results", progress=False)
     assert not again.cached and again.key != first.key and again.data_fingerprint != first.data_fingerprint
+
+
+# --- the device path: what a step reads back, the step log, torch.compile -------------------------------------
+
+def test_an_added_recipe_field_at_its_old_meaning_keeps_the_run_keys_of_earlier_code():
+    # The key that the code before Recipe.compile existed gave these configs (paraformer at commit 9e718f7):
+    # the committed runs keep their cache entries. compile=True is another run.
+    assert run_key(MODEL, DATA, RECIPE, data_fingerprint="tensors:0123456789abcdef") == "0fc3db6b45229af3"
+    assert run_key(MODEL, DATA, replace(RECIPE, compile=True), data_fingerprint="tensors:0123456789abcdef") \
+        != "0fc3db6b45229af3"
+
+
+def test_an_epoch_reads_values_back_from_the_device_a_few_times_not_at_every_step(tmp_path, monkeypatch):
+    reads, counting = [], []
+    for method in ("item", "tolist"):
+        original = getattr(torch.Tensor, method)
+
+        def counted(self, _original=original, _name=method):
+            # torch's CPU optimizers read their own step counters, which live on the host by design
+            if counting and not sys._getframe(1).f_globals.get("__name__", "").startswith("torch.optim"):
+                reads.append(_name)
+            return _original(self)
+        monkeypatch.setattr(torch.Tensor, method, counted)
+    one_epoch = training.train_one_epoch
+
+    def counted_epoch(*args):
+        counting.append(True)
+        try:
+            return one_epoch(*args)
+        finally:
+            counting.clear()
+    monkeypatch.setattr(training, "train_one_epoch", counted_epoch)
+    recipe = replace(RECIPE, method="authors", epochs=1)  # 6 minibatches x (3 prefix steps + 1 full step)
+    train(MODEL, DATA, recipe, data=toy_data(), results_root=tmp_path, progress=False, log_every=10)
+    # 24 steps: the step log reads its values every 10 steps (twice), and the epoch's mean loss is read once
+    assert reads == ["tolist", "tolist", "item"]
+
+
+def test_the_step_log_has_every_optimizer_step_with_its_learning_rate_loss_and_gradient_norm(tmp_path):
+    recipe = replace(RECIPE, method="authors", epochs=2)
+    result = train(MODEL, DATA, recipe, data=toy_data(), results_root=tmp_path, progress=False, log_every=5)
+    log = read_step_log(step_log_path(run_paths(result.name, result.key, tmp_path)[0]))
+    batches = 96 // 16
+    assert len(log) == 2 * batches * (3 + 1) and list(log["step"]) == list(range(len(log)))
+    # per minibatch of pass 1, a step on each prefix, clipped at 1.0 as the authors' code does; then pass 2
+    first_batch = log[log["epoch"] == 1].head(3)
+    assert list(first_batch["loss_on"]) == ["branches 1-1", "branches 1-2", "branches 1-3"]
+    pass_two = log[(log["epoch"] == 1)].iloc[3 * batches:]
+    assert set(pass_two["loss_on"]) == {"branches 1-3"} and pass_two["clip"].isna().all()
+    clipped = log[log["clip"].notna()]
+    assert (clipped["clipped"] == (clipped["grad_norm"] > 1.0)).all() and (log["grad_norm"] > 0).all()
+    # the epoch's loss in the record is the batch-weighted mean of its last pass's steps
+    last_pass = log[log["epoch"] == 2].iloc[3 * batches:]
+    assert result.history[-1]["train_loss"] == pytest.approx(last_pass["loss"].mean(), rel=1e-6)
+    assert result.history[-1]["lr"] == last_pass["lr"].iloc[-1]
+    assert clipping_summary(log).set_index("loss_on").loc["branches 1-1", "steps"] == 2 * batches
+
+
+def test_a_clip_smaller_than_every_gradient_norm_clips_every_step(tmp_path):
+    result = train(MODEL, DATA, replace(RECIPE, grad_clip=1e-4, epochs=1), data=toy_data(), results_root=tmp_path,
+                   progress=False)
+    log = read_step_log(step_log_path(run_paths(result.name, result.key, tmp_path)[0]))
+    assert log["clipped"].all() and (log["clip"] == 1e-4).all()
+
+
+def test_prefix_accuracy_curves_give_every_prefix_after_every_epoch(tmp_path):
+    result = train(MODEL, DATA, replace(RECIPE, method="prefix"), data=toy_data(), results_root=tmp_path,
+                   progress=False)
+    curves = prefix_accuracy_curves(result)
+    assert len(curves) == RECIPE.epochs * MODEL.num_branches
+    last = curves[curves["epoch"] == RECIPE.epochs].set_index("prefix")["test_acc"]
+    assert list(last) == result.history[-1]["prefix_test_acc"] and last[3] == result.final_test_acc
+
+
+def test_a_compiled_run_is_another_run_with_the_same_numbers_in_expectation(tmp_path):
+    recipe = replace(RECIPE, epochs=1, augment=())
+    eager = train(MODEL, DATA, recipe, data=toy_data(), results_root=tmp_path, progress=False)
+    compiled = train(MODEL, DATA, replace(recipe, compile=True), data=toy_data(), results_root=tmp_path,
+                     progress=False)
+    assert compiled.key != eager.key and compiled.config["recipe"]["compile"] is True
+    assert compiled.precision == eager.precision == "fp32"  # amp is CUDA's alone
+    # fused kernels round differently: close, not equal
+    assert compiled.history[0]["train_loss"] == pytest.approx(eager.history[0]["train_loss"], rel=1e-3)
+
+
+# --- the command line ----------------------------------------------------------------------------------------
+
+CLI_RUN = ["--profile", "ci", "--model", "1-2", "--dataset", "fashion_mnist", "--epochs", "1", "--n-train", "64",
+           "--n-test", "40", "--seed", "3"]
+
+
+def test_the_command_line_trains_one_run_into_the_profiles_cache_and_answers_it_again_from_there(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PARAFORMER_RESULTS", str(tmp_path))
+    assert training.main(CLI_RUN + ["--method", "prefix"]) == 0
+    (record,) = (tmp_path / "ci" / "runs").glob("*.json")
+    values = json.loads(record.read_text())
+    assert values["name"] == "fashion_mnist-Para-F-1-2-prefix"
+    assert (values["config"]["recipe"]["method"], values["config"]["recipe"]["seed"]) == ("prefix", 3)
+    assert (values["config"]["data"]["n_train"], values["config"]["data"]["n_test"]) == (64, 40)
+    assert len(values["history"]) == 1 and values["config"]["model"]["width"] == 32  # the ci profile's width
+    assert training.main(CLI_RUN + ["--method", "prefix"]) == 0
+    assert "from the run cache" in capsys.readouterr().out.splitlines()[-1]
+    assert len(list((tmp_path / "ci" / "runs").glob("*.json"))) == 1
+
+
+def test_the_gpu_profile_runs_through_the_same_path_at_a_ci_size(tmp_path, monkeypatch):
+    # Everything the gpu profile sets (width 192, batch 512, crop and flip, the full-data recipe) but the image
+    # count and torch.compile, which the test above covers.
+    monkeypatch.setenv("PARAFORMER_RESULTS", str(tmp_path))
+    args = ["--profile", "gpu", "--model", "1-2", "--dataset", "fashion_mnist", "--epochs", "1", "--n-train", "100",
+            "--n-test", "50", "--no-compile"]
+    assert training.main(args) == 0
+    (record,) = (tmp_path / "gpu" / "runs").glob("*.json")
+    values = json.loads(record.read_text())
+    assert values["config"]["recipe"]["augment"] == ["flip", "crop"] and values["config"]["model"]["width"] == 192
+    assert values["config"]["recipe"]["batch_size"] == 512 and values["precision"] == "fp32"
+
+
+@pytest.mark.parametrize("args, bad", [
+    (["--profile", "nope", "--model", "1-2", "--dataset", "mnist"], "nope"),
+    (CLI_RUN + ["--method", "backprop"], "backprop"),
+    (["--profile", "ci", "--dataset", "mnist"], "--model"),
+    (CLI_RUN + ["--epochs", "many"], "many"),
+])
+def test_bad_command_line_arguments_give_one_line_naming_the_value(args, bad, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PARAFORMER_RESULTS", str(tmp_path))
+    with pytest.raises(SystemExit) as caught:
+        training.main(args)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert caught.value.code == 2 and len(lines) == 1 and bad in lines[0]
+    assert not (tmp_path / "ci").exists()
+
+
+def test_a_config_error_on_the_command_line_is_one_line_and_exit_code_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PARAFORMER_RESULTS", str(tmp_path))
+    assert training.main(CLI_RUN + ["--lr", "-1"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "Recipe.lr=-1" in lines[0]
+
+
+def test_a_resumed_run_drops_the_logged_steps_its_checkpoint_does_not_have_and_a_row_cut_short(tmp_path):
+    # A kill after an epoch's rows were appended but before its checkpoint was written, mid-row in the next one.
+    result = train(MODEL, DATA, replace(RECIPE, epochs=2), data=toy_data(), results_root=tmp_path, progress=False)
+    path = step_log_path(run_paths(result.name, result.key, tmp_path)[0])
+    full = read_step_log(path)
+    path.write_text(path.read_text() + "3,12,0,branches 1-3,0.001,1.2")
+    keep_epochs(path, 1)
+    pd.testing.assert_frame_equal(read_step_log(path), full[full["epoch"] == 1])
+    keep_epochs(path, 0)  # a fresh start keeps no log
+    assert not path.exists()
+
+
+def test_with_tensorboard_installed_a_run_also_writes_its_steps_as_event_files(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = train(MODEL, DATA, replace(RECIPE, epochs=2), data=toy_data(), results_root=tmp_path, progress=False)
+    events = EventAccumulator(str(tmp_path / "tensorboard" / f"{result.name}-{result.key}"))
+    events.Reload()
+    log = read_step_log(step_log_path(run_paths(result.name, result.key, tmp_path)[0]))
+    losses = events.Scalars("train/loss")
+    assert [e.step for e in losses] == list(log["step"])
+    assert [e.value for e in losses] == pytest.approx(list(log["loss"]), rel=1e-6)
+    assert [e.value for e in events.Scalars("test/accuracy")] == pytest.approx([h["test_acc"] for h in result.history])

@@ -64,7 +64,11 @@ BENCH_PROFILES = {
                           strategy_models=("1-6", "1-24", "2-24", "3-24", "6-24"), batches=(1, 32, 128),
                           layer_counts=(1, 2, 4, 6, 12, 24, 48), branch_depths=(2, 3, 6), train_batch=128,
                           repeats=15, warmup=2),
-    # The paper profile's width (192, 3 heads, MLP ratio 4) at its 32 px input: GPU-sized.
+    # The gpu and paper profiles' width (192, 3 heads, MLP ratio 4) at 32 px: GPU-sized.
+    "gpu": BenchProfile("gpu", width=192, num_heads=3, mlp_ratio=4.0, image_size=32, patch_size=4,
+                        strategy_models=("1-6", "1-24", "2-24", "3-24", "6-24"), batches=(1, 32, 128, 512),
+                        layer_counts=(1, 2, 4, 6, 12, 24, 48, 96), branch_depths=(2, 3, 6, 12), train_batch=512,
+                        repeats=15, warmup=3),
     "paper": BenchProfile("paper", width=192, num_heads=3, mlp_ratio=4.0, image_size=32, patch_size=4,
                           strategy_models=("1-6", "1-24", "2-24", "3-24", "6-24"), batches=(1, 32, 128, 512),
                           layer_counts=(1, 2, 4, 6, 12, 24, 48, 96), branch_depths=(2, 3, 6, 12), train_batch=512,

@@ -6,6 +6,7 @@ part of an experiment's identity: renaming or re-defaulting a field changes the 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import os
@@ -18,6 +19,14 @@ from pathlib import Path
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the field, the value and the fix."""
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """The package's command lines: a bad argument gives one line and exit code 2, like a bad config (argparse's
+    own error prints the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _check_types(obj) -> None:
@@ -258,6 +267,10 @@ class Recipe:
     method: str = "joint"  # one of METHODS; see paraformer.progressive
     prefix_weights: tuple[float, ...] = ()  # "prefix" method: weight of each prefix's loss; () = all equal
     freeze_inherited: bool = False  # with a parent run (train(parent=...)): train only what the parent lacked
+    # torch.compile the model for training and evaluation. Same numbers in expectation, not bit for bit (fused
+    # kernels round differently), so it is part of the run key; recorded in the run. Where torch cannot compile
+    # (no C compiler, or an unsupported device) it fails at the first step with torch's error.
+    compile: bool = False
 
     def __post_init__(self):
         _lists_to_tuples(self, "augment", "prefix_weights")

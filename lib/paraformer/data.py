@@ -26,8 +26,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
-from torchvision.transforms import v2
 
 from .config import AUGMENTATIONS, ConfigError, DataConfig, data_dir, offline_dirs
 from .datasources import (IDX_FILES, IMAGE_EXTENSIONS, DataIntegrityError, ImageSizeError,  # noqa: F401 (public)
@@ -408,6 +406,8 @@ def _not_found(spec: DatasetSpec, download_error: BaseException | None) -> Datas
 
 
 def _download(spec: DatasetSpec, size: int) -> dict:
+    import torchvision  # only here and for RandAugment: offline copies decode without it (a bare GPU machine)
+
     dataset_class = getattr(torchvision.datasets, spec.torchvision_class)
     root = data_dir()
     try:
@@ -436,13 +436,14 @@ def _download(spec: DatasetSpec, size: int) -> dict:
 # --- per-batch transforms on uint8 tensors ------------------------------------------------------------
 
 def normalize(images_uint8: torch.Tensor, mean, std) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 (x / 255 - mean) / std per channel, on the images' device."""
+    """uint8 (N, C, H, W) -> float32 (x / 255 - mean) / std per channel, on the images' device. `mean` and `std`
+    are sequences, or float32 tensors already on that device (the trainer's, so that no step copies them there)."""
     channels = images_uint8.shape[-3]
     if len(mean) != channels or len(std) != channels:
         raise ValueError(f"normalize got {channels}-channel images but mean={tuple(mean)}, std={tuple(std)}; "
                          f"give one value per channel")
-    mean = torch.tensor(mean, dtype=torch.float32, device=images_uint8.device).view(-1, 1, 1)
-    std = torch.tensor(std, dtype=torch.float32, device=images_uint8.device).view(-1, 1, 1)
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=images_uint8.device).view(-1, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32, device=images_uint8.device).view(-1, 1, 1)
     return images_uint8.to(torch.float32).div_(255).sub_(mean).div_(std)
 
 
@@ -463,6 +464,8 @@ def augment_batch(images_uint8: torch.Tensor, augment: tuple[str, ...], generato
         elif name == "crop":
             images = random_crop(images, generator, crop_pad)
         else:
+            from torchvision.transforms import v2
+
             randaugment = v2.RandAugment(num_ops=2, magnitude=9)
             images = torch.stack([randaugment(image) for image in images]) if len(images) else images
     return images

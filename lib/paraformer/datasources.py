@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import v2
 
 from .config import ConfigError
 
@@ -181,6 +180,8 @@ def to_tensor(image: Image.Image, channels: int | None, size: int | None, path: 
 
 def fit(images: torch.Tensor, size: int) -> torch.Tensor:
     """Resize (bilinear, antialiased) so that the shorter side is `size`, then center-crop to a square."""
+    from torchvision.transforms import v2  # here alone: fixed-size datasets decode without torchvision
+
     images = v2.functional.resize(images, [size], interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
     return v2.functional.center_crop(images, [size, size])
 

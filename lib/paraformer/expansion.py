@@ -65,6 +65,8 @@ PLANS = {
     # CIFAR-10 in 5 tasks of 2 classes, two branches per task (10 branches at the end): the common small split,
     # sized like the quick profile's other runs (250 training images per class).
     "quick": ExpansionPlan("cifar10", 2, 2, (0,), growth_start=2, growth_step=2, growth_steps=3, growth_epochs=5),
+    # The quick split at full CIFAR-10 scale (5,000 training images per class), one seed.
+    "gpu": ExpansionPlan("cifar10", 2, 2, (0,), growth_start=2, growth_step=2, growth_steps=3, growth_epochs=10),
     # CIFAR-100 in 10 tasks of 10 classes: the usual class-incremental split; growth steps of 4 branches for 100
     # epochs each (a fifth of the paper profile's recipe) are our choice, untested at that scale.
     "paper": ExpansionPlan("cifar100", 10, 2, (0, 1, 2), growth_start=4, growth_step=4, growth_steps=3,

@@ -47,6 +47,7 @@ class MultiSetting:
 MULTI_SETTINGS = {
     "ci": MultiSetting("1-4", "4-4", batch=8, micro_batches=(1, 2), steps=3, warmup=1),
     "quick": MultiSetting("1-24", "24-24", batch=64, micro_batches=(1, 2, 4, 8), steps=11, warmup=2),
+    "gpu": MultiSetting("1-24", "24-24", batch=256, micro_batches=(1, 2, 4, 8, 16), steps=20, warmup=5),
     "paper": MultiSetting("1-24", "24-24", batch=256, micro_batches=(1, 2, 4, 8, 16), steps=20, warmup=5),
 }
 

@@ -93,39 +93,41 @@ def set_trainable(model: ParaFormer, stage: Stage) -> None:
 
 
 # --- per-minibatch updates ------------------------------------------------------------------------
-# An update computes losses and calls `step(loss, clip)` (zero grad, backward, clip, optimizer step) once per
-# optimizer step; it returns the loss value the epoch log averages.
+# Each method's work on one minibatch, top to bottom: compute a loss, call `step(loss, clip, loss_on)` (zero grad,
+# backward, clip, optimizer step at the schedule's rate, and one row of the step log) once per optimizer step.
+# `loss_on` says in the step log what the loss was computed on. An update returns the minibatch's loss for the
+# epoch log as a detached float64 tensor: reading it as a number would wait for the device at every step.
 
-Step = Callable[[torch.Tensor, float | None], None]
+Step = Callable[[torch.Tensor, float | None, str], None]
 
 
 def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     return F.cross_entropy(logits, labels, label_smoothing=recipe.label_smoothing)
 
 
-def full_sum_update(model: ParaFormer, x, y, stage: Stage, recipe: Recipe, step: Step) -> float:
+def full_sum_update(model: ParaFormer, x, y, stage: Stage, recipe: Recipe, step: Step) -> torch.Tensor:
     """One step on the active model (all branches; for `frozen`, the stage's prefix)."""
     loss = _cross_entropy(model(x, num_branches=stage.active_branches), y, recipe)
-    step(loss, recipe.grad_clip)
-    return loss.item()
+    step(loss, recipe.grad_clip, f"branches 1-{stage.active_branches}")
+    return loss.detach().double()
 
 
-def prefix_update(model: ParaFormer, x, y, stage: Stage, recipe: Recipe, step: Step) -> float:
+def prefix_update(model: ParaFormer, x, y, stage: Stage, recipe: Recipe, step: Step) -> torch.Tensor:
     """One step on the weighted mean of every prefix's loss, from one forward pass."""
     weights = recipe.prefix_weights or (1.0,) * model.num_branches
     losses = [w * _cross_entropy(logits, y, recipe) for w, logits in zip(weights, model.prefix_logits(x)) if w]
     loss = torch.stack(losses).sum() / sum(weights)
-    step(loss, recipe.grad_clip)
-    return loss.item()
+    step(loss, recipe.grad_clip, "every prefix")
+    return loss.detach().double()
 
 
-def authors_prefix_steps(model: ParaFormer, x, y, stage: Stage, recipe: Recipe, step: Step) -> float:
+def authors_prefix_steps(model: ParaFormer, x, y, stage: Stage, recipe: Recipe, step: Step) -> torch.Tensor:
     """Pass 1 of the authors' epoch: a clipped step on each prefix 1..m in turn, recomputed after each step."""
-    total = 0.0
+    total = None
     for k in range(1, model.num_branches + 1):
         loss = _cross_entropy(model(x, num_branches=k), y, recipe)
-        step(loss, AUTHORS_PREFIX_CLIP)
-        total += loss.item()
+        step(loss, AUTHORS_PREFIX_CLIP, f"branches 1-{k}")
+        total = loss.detach().double() if total is None else total + loss.detach().double()
     return total / model.num_branches
 
 

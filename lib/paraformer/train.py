@@ -1,199 +1,50 @@
 """Training: `train(model_config, data_config, recipe) -> RunResult`, with a run cache and exact resume.
 
-Every run is keyed by a hash of its full configuration (model, data, recipe). A finished run is a small
-JSON record under `results/runs/`; asking for it again returns the record without training. An unfinished
-run leaves a checkpoint after every epoch under `results/checkpoints/` and resumes from it.
+A reader's map, in the order things happen. `train` checks its arguments and returns a finished run from the
+run cache (`paraformer.runcache`) when there is one. Otherwise `start_run` builds the model (from a parent run's
+or given weights where asked), plans its stages, puts the data on the device and resumes from the last
+checkpoint. Each epoch is then `train_one_epoch` (the method's passes over the data; each minibatch goes to the
+method's update in `paraformer.progressive`, which calls `StageTraining.step` for every optimizer step),
+`evaluate_epoch` and `save_checkpoint`. `finish_run` saves the weights and writes the record.
 
-Resumed runs give the same numbers as uninterrupted ones because nothing random carries over between
-epochs: the shuffling generator and the global RNG (dropout, RandAugment) are re-seeded from
-(seed, epoch) at the start of every epoch, and the learning rate is a function of the step number.
+The same path runs on every device, so the CPU tests cover the GPU's: the decoded uint8 images are held as one
+tensor on the device; each minibatch is gathered, flipped and cropped there (`data.augment_batch`) and
+normalized; on CUDA the step runs under bf16 autocast (`Recipe.amp`) with a fused AdamW, and `Recipe.compile`
+runs the model through torch.compile. Nothing is read back to the host during an epoch but the step log
+(`paraformer.runlog`), every `log_every` steps.
 
-The key covers the configs and the data's fingerprint (changed pixels are another run), not the code: a record
-made by other code (its `code_digest`) is still returned, with a `StaleRunWarning`, and retrained instead when
-PARAFORMER_RETRAIN=stale (`make reproduce RETRAIN=stale`). Every file is written atomically; the checkpoint
-keeps its previous version, so a damaged one is moved aside and the run goes on from the one before.
+Resumed runs give the same numbers as uninterrupted ones because nothing random carries over between epochs:
+the shuffling generator and the global RNG (dropout, RandAugment) are re-seeded from (seed, epoch) at the start
+of every epoch, and the learning rate is a function of the step number.
+
+`python -m paraformer.train --help`: one run from the command line (for machines where nobody opens a notebook),
+with the same run cache and records.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import hashlib
+import argparse
 import json
 import math
 import os
-import re
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from .config import ConfigError, DataConfig, ModelConfig, Recipe, from_dict, results_dir
+from .config import METHODS, ConfigError, DataConfig, ModelConfig, OneLineArgumentParser, Recipe, results_dir
 from . import progressive
-from .data import ImageData, augment_batch, data_fingerprint, load_data, normalize
+from .data import ImageData, augment_batch, load_data, normalize
 from .model import ParaFormer
-from .results import (atomic_save, atomic_write_json, check_writable, code_digest, code_version, previous_path,
-                      remove_orphan_temporaries)
-
-# Bump when a change to the training code makes old records incomparable (it is part of every run key).
-RUN_FORMAT = 3
-
-
-@dataclass
-class RunResult:
-    """What a finished run records; `config` holds the three dataclasses as dicts."""
-
-    name: str
-    key: str
-    config: dict
-    # per epoch: epoch, train_loss (mean of the epoch's last pass), lr (the last), branches (of the model being
-    # trained), test_acc (of that model), prefix_test_acc (of every prefix, plain models), train_seconds
-    # (training alone), seconds (with evaluation)
-    history: list[dict]
-    final_test_acc: float
-    num_params: int
-    wall_seconds: float  # training + evaluation time summed over all sessions of the run
-    device: str
-    data_source: str
-    code_version: str
-    torch_version: str
-    finished_at: str
-    code_digest: str = ""  # hash of the package's source (paraformer.results.code_digest); "" in older records
-    data_fingerprint: str = ""  # the data source's fingerprint (paraformer.data.data_fingerprint); part of the key
-    cached: bool = field(default=False, compare=False)  # True when loaded from the run cache
-
-    @property
-    def model_config(self) -> ModelConfig:
-        return from_dict(ModelConfig, self.config["model"])
-
-    @property
-    def stale(self) -> bool:
-        """True when this record was made by other code than the code running now."""
-        return self.code_digest != code_digest()
-
-    def to_json(self) -> dict:
-        record = asdict(self)
-        record.pop("cached")
-        return record
-
-
-class RunCacheError(RuntimeError):
-    """A file of the run cache (record or weights) that cannot be used; the message names it and the fix."""
-
-    def __init__(self, path: Path, problem: str, fix: str):
-        self.path = Path(path)
-        super().__init__(f"{self.path} {problem}; {fix}")
-
-
-class StaleRunWarning(UserWarning):
-    """A finished run was returned from the cache although other code trained it."""
-
-
-def read_record(path: Path, key: str | None = None) -> RunResult:
-    """A run record from its JSON file, refused with the file's name if it is damaged or not a record (of `key`)."""
-    fix = "delete it to train the run again"
-    try:
-        values = json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RunCacheError(path, f"is not a readable run record ({error.__class__.__name__}: truncated?)", fix) from error
-    known = {f.name for f in dataclasses.fields(RunResult)} - {"cached"}
-    required = {f.name for f in dataclasses.fields(RunResult)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
-    if not isinstance(values, dict) or set(values) - known or required - set(values):
-        found = sorted(values) if isinstance(values, dict) else type(values).__name__
-        raise RunCacheError(path, f"is not a run record of this version (fields {found})", fix)
-    if key is not None and values["key"] != key:
-        raise RunCacheError(path, f"holds run {values['key']}, not {key}", fix)
-    return RunResult(**values)
-
-
-def retrain_policy() -> str:
-    """PARAFORMER_RETRAIN: "" (use every finished run) or "stale" (retrain runs recorded by other code)."""
-    policy = os.environ.get("PARAFORMER_RETRAIN", "")
-    if policy not in ("", "stale"):
-        raise ConfigError(f"PARAFORMER_RETRAIN={policy!r} is unknown; leave it empty, or set 'stale' to retrain the "
-                          "runs made by other code")
-    return policy
-
-
-@dataclass(frozen=True)
-class Initialization:
-    """Weights a run starts from instead of its random initialization (e.g. imported pretrained weights).
-    Parameters that `state_dict` lacks keep their random initialization: only a new head may be missing."""
-
-    source: str  # where the weights come from, in words; recorded with the run
-    state_dict: dict  # parameter name -> tensor, named as in the run's ParaFormer
-
-    @functools.cached_property
-    def digest(self) -> str:
-        """A hash of the names and exact bytes of the weights: part of the run key, so that other weights
-        under the same description never hit the cache."""
-        h = hashlib.sha256()
-        for name in sorted(self.state_dict):
-            tensor = self.state_dict[name].detach().cpu().contiguous()
-            h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-            h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-        return h.hexdigest()[:16]
-
-
-def run_key(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe,
-            parent: "RunResult | None" = None, init: Initialization | None = None,
-            data_fingerprint: str | None = None) -> str:
-    """A stable hash of everything that decides a run's numbers: the configs, the data source's fingerprint
-    (`data_fingerprint_of`), and the parent run's key or the initial weights."""
-    payload = {"format": RUN_FORMAT, "model": asdict(model_config), "data": asdict(data_config),
-               "recipe": asdict(recipe)}
-    if data_fingerprint is not None:
-        payload["data_fingerprint"] = data_fingerprint
-    if parent is not None:
-        payload["parent"] = parent.key
-    if init is not None:
-        payload["init"] = init.digest
-    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def data_fingerprint_of(data_config: DataConfig, data: ImageData | None = None) -> str:
-    """The fingerprint of the data a run trains on: its source's (paraformer.data.data_fingerprint), or, for
-    images built in memory without one, a hash of the images and labels themselves."""
-    if data is None:
-        return data_fingerprint(data_config)
-    if getattr(data, "fingerprint", None):
-        return data.fingerprint
-    h = hashlib.sha256()
-    for tensor in (data.train_images, data.train_labels, data.val_images, data.val_labels, data.test_images,
-                   data.test_labels):
-        h.update(f"{tensor.dtype}{tuple(tensor.shape)};".encode())
-        h.update(tensor.contiguous().view(torch.uint8).numpy().tobytes())
-    h.update(json.dumps([data.classes, data.mean, data.std]).encode())
-    return f"tensors:{h.hexdigest()[:16]}"
-
-
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=-]*")
-
-
-def run_name(name: str | None, model_config: ModelConfig, data_config: DataConfig, recipe: Recipe) -> str:
-    """The given run name, checked to stay inside the results folder, or one made from the configs."""
-    if name is None:
-        dataset = Path(data_config.dataset).name or "data"  # an ImageFolder path names its folder
-        method = "" if recipe.method == "joint" else f"-{recipe.method}"
-        name = re.sub(r"[^A-Za-z0-9_.+=-]", "_", f"{dataset}-{model_config.name}{method}").lstrip("._-") or "run"
-    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or ".." in name:
-        raise ConfigError(f"run name {name!r} must be letters, digits and _ . + = - (not starting with a dot, no "
-                          "'..' or '/'), so that its files stay inside the results folder")
-    return name
-
-
-def run_paths(name: str, key: str, root: Path | None = None) -> tuple[Path, Path, Path]:
-    """(record JSON, resume checkpoint, final weights) of one run."""
-    root = Path(root) if root is not None else results_dir()
-    stem = f"{name}-{key}"
-    return root / "runs" / f"{stem}.json", root / "checkpoints" / f"{stem}.pt", root / "models" / f"{stem}.pt"
-
+from .results import atomic_save, atomic_write_json, check_writable, code_digest, code_version
+from .runcache import (RUN_FORMAT, Initialization, RunCacheError, RunResult, StaleRunWarning,  # noqa: F401 (public)
+                       data_fingerprint_of, load_checkpoint, load_trained_model, read_record, remove_leftovers,
+                       report_stale, retrain_policy, run_key, run_name, run_paths, stale_records, step_log_path)
+from .runlog import StepLog
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -213,7 +64,8 @@ def learning_rate(step: int, total_steps: int, warmup_steps: int, recipe: Recipe
     return recipe.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, recipe: Recipe,
+                    device: torch.device | None = None) -> torch.optim.Optimizer:
     # Weight decay on weight matrices only: decaying norms, biases, the CLS token and the position
     # embedding hurts ViTs.
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -221,10 +73,13 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optim
     decay_ids = {id(p) for p in decay}
     other = [p for _, p in params if id(p) not in decay_ids]
     groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": other, "weight_decay": 0.0}]
+    # One fused kernel for all parameters on CUDA. Not on the CPU, where it would change the rounding of the
+    # committed runs' updates for no measured gain.
+    fused = {"fused": True} if device is not None and device.type == "cuda" else {}
     if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=recipe.lr)
+        return torch.optim.AdamW(groups, lr=recipe.lr, **fused)
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=recipe.lr)
+        return torch.optim.Adam(groups, lr=recipe.lr, **fused)
     return torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9, nesterov=True)
 
 
@@ -239,26 +94,37 @@ def prepare_batch(images: torch.Tensor, data: ImageData, model_config: ModelConf
     return normalize(images.to(device, non_blocking=True), data.mean, data.std)
 
 
+def precision(device: torch.device, recipe: Recipe) -> str:
+    """What a run computes in: bf16 autocast where `Recipe.amp` asks and the device is CUDA, else fp32."""
+    return "bf16 autocast" if recipe.amp and device.type == "cuda" else "fp32"
+
+
 def _autocast(device: torch.device, recipe: Recipe):
-    enabled = recipe.amp and device.type == "cuda"
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision(device, recipe) != "fp32")
+
+
+def evaluation_batch_size(device: torch.device) -> int:
+    """Images per evaluation batch: large on a GPU, where small batches leave it idle; 512 on the CPU, as the
+    committed runs were evaluated (a batch's size can change the last bit of its logits, hence a rare tie)."""
+    return 4096 if device.type == "cuda" else 512
 
 
 @torch.inference_mode()
 def predict(model: ParaFormer, images: torch.Tensor, data: ImageData, recipe: Recipe,
-            heads: Callable[[ParaFormer, torch.Tensor], list[torch.Tensor]], batch_size: int = 512):
+            heads: Callable[[ParaFormer, torch.Tensor], list[torch.Tensor]], batch_size: int | None = None):
     """`heads(model, x)` gives a list of logit tensors from one forward pass; for each, every image's predicted
-    label (batched, in evaluation mode)."""
+    label, on the CPU (batched, in evaluation mode; `batch_size` defaults to `evaluation_batch_size`)."""
     device = next(model.parameters()).device
+    batch_size = batch_size or evaluation_batch_size(device)
     was_training = model.training
     model.eval()
     predictions = []
     for start in range(0, len(images), batch_size):
         x = prepare_batch(images[start:start + batch_size], data, model.config, device)
         with _autocast(device, recipe):
-            predictions.append([logits.argmax(1).cpu() for logits in heads(model, x)])
+            predictions.append([logits.argmax(1) for logits in heads(model, x)])
     model.train(was_training)
-    return [torch.cat(per_head) for per_head in zip(*predictions)]
+    return [torch.cat(per_head).cpu() for per_head in zip(*predictions)]  # one transfer per head
 
 
 def _accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
@@ -271,7 +137,7 @@ def _nonempty(labels: torch.Tensor) -> None:
 
 
 def evaluate(model: ParaFormer, images: torch.Tensor, labels: torch.Tensor, data: ImageData,
-             recipe: Recipe, num_branches: int | None = None, batch_size: int = 512) -> float:
+             recipe: Recipe, num_branches: int | None = None, batch_size: int | None = None) -> float:
     """Top-1 accuracy in percent of `model` (or of its first `num_branches` branches)."""
     _nonempty(labels)
     (predicted,) = predict(model, images, data, recipe, lambda m, x: [m(x, num_branches=num_branches)], batch_size)
@@ -279,7 +145,7 @@ def evaluate(model: ParaFormer, images: torch.Tensor, labels: torch.Tensor, data
 
 
 def evaluate_prefixes(model: ParaFormer, images: torch.Tensor, labels: torch.Tensor, data: ImageData,
-                      recipe: Recipe, batch_size: int = 512) -> list[float]:
+                      recipe: Recipe, batch_size: int | None = None) -> list[float]:
     """Top-1 accuracy of every prefix model 1..num_branches, from one forward pass."""
     _nonempty(labels)
     predicted = predict(model, images, data, recipe, lambda m, x: m.prefix_logits(x), batch_size)
@@ -299,62 +165,57 @@ def _progress(total: int, desc: str, initial: int, enabled: bool):
     return tqdm(total=total, desc=desc, initial=initial, unit="epoch")
 
 
-def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *, name: str | None = None,
-          data: ImageData | None = None, parent: RunResult | None = None, init: Initialization | None = None,
-          results_root: Path | None = None, progress: bool = True,
-          on_epoch_end: Callable[[dict], None] | None = None) -> RunResult:
-    """Train (or fetch from the run cache) one model and return its record.
+# --- one run, piece by piece ----------------------------------------------------------------------------
 
-    `data` may be passed to reuse images already loaded for `data_config`. `parent` is a finished run whose
-    model this one expands (`ModelConfig.expanded`): its weights are copied in before training, and its key
-    becomes part of this run's. `init` gives starting weights instead (fine-tuning); their digest becomes part
-    of the key. `on_epoch_end` is called with each epoch's log entry after its checkpoint is
-    safely written (so interrupting it loses nothing).
-    """
-    for value, cls in ((model_config, ModelConfig), (data_config, DataConfig), (recipe, Recipe)):
-        if not isinstance(value, cls):
-            raise ConfigError(f"train() needs a {cls.__name__}, got {type(value).__name__}")
-    if parent is not None and not isinstance(parent, RunResult):
-        raise ConfigError(f"train(parent=...) needs the RunResult of a finished run, got {type(parent).__name__}")
-    if parent is not None and not model_config.is_expansion_of(parent.model_config):
-        raise ConfigError(f"{model_config.name} is not an expansion of the parent run's {parent.model_config.name}; "
-                          "build the model config with ModelConfig.expanded")
-    if init is not None and (parent is not None or not isinstance(init, Initialization)):
-        raise ConfigError("train(init=...) needs an Initialization and no parent run (give one or the other)")
-    if recipe.freeze_inherited and parent is None:
-        raise ConfigError("Recipe.freeze_inherited=True needs a parent run to inherit from (train(parent=...))")
-    name = run_name(name, model_config, data_config, recipe)
-    policy = retrain_policy()
-    fingerprint = data_fingerprint_of(data_config, data)
-    key = run_key(model_config, data_config, recipe, parent, init, fingerprint)
-    record_path, checkpoint_path, weights_path = run_paths(name, key, results_root)
-    _remove_leftovers(record_path, checkpoint_path, weights_path)
-    if record_path.exists():
-        result = read_record(record_path, key)
-        result.cached = True
-        if not result.stale:
-            return result
-        if policy != "stale":
-            warnings.warn(f"run {name} ({record_path}) was trained by other code (digest {result.code_digest or '?'}, "
-                          f"now {code_digest()}); its numbers may differ from this code's: PARAFORMER_RETRAIN=stale "
-                          f"(make reproduce RETRAIN=stale) retrains it", StaleRunWarning, stacklevel=2)
-            return result
-        record_path.unlink()  # asked for: the run is trained again by this code
-        weights_path.unlink(missing_ok=True)
+@dataclass
+class TrainingRun:
+    """What the pieces of one run share: its identity, its model and data on the device, and its progress."""
 
-    data = data if data is not None else load_data(data_config)
-    labels = data.num_classes if data_config.classes is None else max(data_config.classes) + 1
-    if (labels, data.in_channels) != (model_config.num_classes, model_config.in_channels):
-        raise ConfigError(
-            f"{model_config.name} has num_classes={model_config.num_classes}, in_channels={model_config.in_channels} "
-            f"but {data.name} (classes {data_config.classes or 'all'}) needs {labels} outputs and has "
-            f"{data.in_channels} channel(s); set them to match"
-        )
-    if data.image_size != model_config.image_size:
-        raise ConfigError(f"{model_config.name} takes {model_config.image_size}px images but {data.name} has "
-                          f"{data.image_size}px ones; set DataConfig.image_size={model_config.image_size} to resize "
-                          f"them when decoding, or ModelConfig.image_size={data.image_size}")
-    for folder in {record_path.parent, checkpoint_path.parent, weights_path.parent}:
+    name: str
+    key: str
+    model_config: ModelConfig
+    data_config: DataConfig
+    recipe: Recipe
+    fingerprint: str  # of the data (part of the key)
+    paths: tuple[Path, Path, Path]  # record, checkpoint, weights (runcache.run_paths)
+    device: torch.device
+    model: ParaFormer
+    forward: torch.nn.Module  # the model as training calls it: `model` itself, or its torch.compile wrapper
+    data: ImageData  # as loaded (on the CPU): names, normalization, the test labels evaluation compares with
+    train_images: torch.Tensor  # uint8, on `device`
+    train_labels: torch.Tensor  # on `device`
+    test_images: torch.Tensor  # uint8, on `device`
+    mean: torch.Tensor  # normalization constants, on `device`
+    std: torch.Tensor
+    stages: list[progressive.Stage]
+    history: list[dict]  # one entry per finished epoch
+    wall_seconds: float  # training + evaluation, summed over the sessions of this run
+    resume: dict | None  # the checkpoint this session resumed from
+    step_log: StepLog
+
+    @property
+    def epochs(self) -> int:
+        return self.stages[-1].first_epoch + self.stages[-1].num_epochs
+
+    @property
+    def batches(self) -> int:
+        return math.ceil(len(self.train_labels) / self.recipe.batch_size)
+
+    def steps_per_epoch(self, stage: progressive.Stage) -> int:
+        return self.batches * sum(progressive.steps_per_batch(self.recipe.method, stage.active_branches))
+
+    def first_step(self, epoch: int) -> int:
+        """Optimizer steps the run takes before `epoch` (the step log's step numbers count them)."""
+        return sum(self.steps_per_epoch(s) * max(0, min(epoch - s.first_epoch, s.num_epochs)) for s in self.stages)
+
+
+def start_run(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, data: ImageData, name: str,
+              key: str, fingerprint: str, parent: RunResult | None, init: Initialization | None,
+              results_root: Path | None, log_every: int) -> TrainingRun:
+    """The model (with a parent run's or the given weights), its stages, the data on the device, and the state
+    of the last checkpoint if the run was interrupted before."""
+    paths = run_paths(name, key, results_root)
+    for folder in {path.parent for path in paths}:
         check_writable(folder)
     device = resolve_device(recipe.device)
     torch.manual_seed(recipe.seed)
@@ -369,136 +230,229 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
             raise ConfigError(f"initial weights from {init.source} do not fit {model_config.name}: unexpected "
                               f"{sorted(unexpected)[:3]}, missing {sorted(missing)[:3]} (only head.* may be missing)")
     stages = progressive.plan(model, recipe, inherited)
-    history: list[dict] = []
-    wall_seconds, state = 0.0, load_checkpoint(checkpoint_path, model, device)
+    history, wall_seconds, state = [], 0.0, load_checkpoint(paths[1], model, device)
     if state is not None:
         model.load_state_dict(state["model"])
         history, wall_seconds = state["history"], state["wall_seconds"]
+    as_float = dict(dtype=torch.float32, device=device)
+    run = TrainingRun(
+        name=name, key=key, model_config=model_config, data_config=data_config, recipe=recipe,
+        fingerprint=fingerprint, paths=paths, device=device, model=model,
+        forward=torch.compile(model) if recipe.compile else model, data=data,
+        train_images=data.train_images.to(device), train_labels=data.train_labels.to(device),
+        test_images=data.test_images.to(device), mean=torch.tensor(data.mean, **as_float),
+        std=torch.tensor(data.std, **as_float), stages=stages, history=history, wall_seconds=wall_seconds,
+        resume=state, step_log=None)
+    tensorboard = (Path(results_root) if results_root is not None else results_dir()) / "tensorboard" / f"{name}-{key}"
+    run.step_log = StepLog(step_log_path(paths[0]), len(history), log_every, tensorboard, run.first_step(len(history)))
+    return run
 
-    n_train = len(data.train_labels)
-    batches = math.ceil(n_train / recipe.batch_size)
-    passes = progressive.PASSES[recipe.method]
-    epochs = stages[-1].first_epoch + stages[-1].num_epochs
-    bar = _progress(epochs, f"{name} {recipe.method} [{device.type}]", len(history), progress)
-    model.train()
-    stage, optimizer, loss_sum = None, None, float("nan")
-    for epoch in range(len(history), epochs):
-        if stage is None or epoch == stage.first_epoch + stage.num_epochs:
-            stage = progressive.stage_of(stages, epoch)
-            progressive.set_trainable(model, stage)
-            optimizer = build_optimizer(model, recipe)
-            if state is not None and state["stage"] == stage.index:  # resuming inside this stage
-                optimizer.load_state_dict(state["optimizer"])
-            steps_per_epoch = batches * sum(progressive.steps_per_batch(recipe.method, stage.active_branches))
-            stage_steps = steps_per_epoch * stage.num_epochs
-            warmup_steps = round(recipe.warmup_epochs * steps_per_epoch)
-        started = time.perf_counter()
-        generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch)
-        torch.manual_seed(recipe.seed * 1_000_003 + epoch)
-        step_count, lr = (epoch - stage.first_epoch) * steps_per_epoch, 0.0
 
-        def step(loss: torch.Tensor, clip: float | None) -> None:
-            """One optimizer step at the schedule's learning rate; the methods' updates call it."""
-            nonlocal step_count, lr
-            lr = learning_rate(step_count, stage_steps, warmup_steps, recipe)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            optimizer.step()
-            step_count += 1
+class StageTraining:
+    """One stage's optimizer and learning-rate schedule. `step` is the one place where weights change: the
+    methods' updates call it once per optimizer step."""
 
-        for update in passes:
-            order = torch.randperm(n_train, generator=generator)
-            loss_sum, seen = 0.0, 0
-            for i in range(batches):
-                idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size]
-                images = augment_batch(data.train_images[idx], recipe.augment, generator)
-                x = prepare_batch(images, data, model_config, device)
-                y = data.train_labels[idx].to(device, non_blocking=True)
-                with _autocast(device, recipe):
-                    loss_sum += update(model, x, y, stage, recipe, step) * len(idx)
-                seen += len(idx)
-        if not math.isfinite(loss_sum):
-            raise FloatingPointError(f"{name}: training loss became {loss_sum} in epoch {epoch + 1}; lower Recipe.lr")
-        train_seconds = time.perf_counter() - started
-        entry = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "lr": lr, "branches": stage.active_branches}
-        if model_config.is_incremental:
-            entry["test_acc"] = evaluate(model, data.test_images, data.test_labels, data, recipe)
-        else:
-            prefix_accs = evaluate_prefixes(model, data.test_images, data.test_labels, data, recipe)
-            entry["test_acc"] = prefix_accs[stage.active_branches - 1]
-            entry["prefix_test_acc"] = prefix_accs
-        entry["train_seconds"] = train_seconds
-        entry["seconds"] = time.perf_counter() - started
-        wall_seconds += entry["seconds"]
-        history.append(entry)
-        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "stage": stage.index,
-                     "history": history, "wall_seconds": wall_seconds}, checkpoint_path, keep_previous=True)
-        if bar is not None:
-            bar.set_postfix(loss=f"{entry['train_loss']:.3f}", acc=f"{entry['test_acc']:.2f}")
-            bar.update(1)
-        if on_epoch_end is not None:
-            on_epoch_end(entry)
-    if bar is not None:
-        bar.close()
+    def __init__(self, run: TrainingRun, stage: progressive.Stage):
+        self.run, self.stage = run, stage
+        progressive.set_trainable(run.model, stage)
+        self.optimizer = build_optimizer(run.model, run.recipe, run.device)
+        if run.resume is not None and run.resume["stage"] == stage.index:  # resuming inside this stage
+            self.optimizer.load_state_dict(run.resume["optimizer"])
+        self.trainable = [p for p in run.model.parameters() if p.requires_grad]
+        self.steps_per_epoch = run.steps_per_epoch(stage)
+        self.total_steps = self.steps_per_epoch * stage.num_epochs
+        self.warmup_steps = round(run.recipe.warmup_epochs * self.steps_per_epoch)
+        self.step_count, self.lr, self.epoch = 0, 0.0, stage.first_epoch
 
-    config = {"model": asdict(model_config), "data": asdict(data_config), "recipe": asdict(recipe)}
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch, self.step_count = epoch, (epoch - self.stage.first_epoch) * self.steps_per_epoch
+
+    def step(self, loss: torch.Tensor, clip: float | None, loss_on: str) -> None:
+        """Zero the gradients, backpropagate `loss`, clip the gradient norm to `clip` (None: no clipping) and
+        take an optimizer step at the schedule's learning rate; log the step."""
+        self.lr = learning_rate(self.step_count, self.total_steps, self.warmup_steps, self.run.recipe)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(self.run.model.parameters(), clip)
+        else:  # the norm alone, for the log: the gradients are left as they are
+            grads = [p.grad for p in self.trainable if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        self.optimizer.step()
+        step_in_run = self.run.first_step(self.stage.first_epoch) + self.step_count
+        self.run.step_log.record(self.epoch + 1, step_in_run, self.stage.index, loss_on, self.lr, loss, norm, clip)
+        self.step_count += 1
+
+
+def train_one_epoch(run: TrainingRun, training: StageTraining, epoch: int) -> float:
+    """The method's passes over the training images, each in a fresh order, one update per minibatch; returns
+    the mean loss of the last pass."""
+    recipe, n = run.recipe, len(run.train_labels)
+    generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch)
+    torch.manual_seed(recipe.seed * 1_000_003 + epoch)
+    training.start_epoch(epoch)
+    for update in progressive.PASSES[recipe.method]:
+        order = torch.randperm(n, generator=generator)
+        # float64, as the host's float the log was first summed in: the committed runs' losses stay bit for bit
+        loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
+        for i in range(run.batches):
+            idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size]
+            images = augment_batch(run.train_images[idx.to(run.device, non_blocking=True)], recipe.augment, generator)
+            x = normalize(images, run.mean, run.std)
+            y = run.train_labels[idx.to(run.device, non_blocking=True)]
+            with _autocast(run.device, recipe):
+                loss_sum += update(run.forward, x, y, training.stage, recipe, training.step) * len(idx)
+    mean_loss = (loss_sum / n).item()  # the epoch's one wait for the device, besides the step log
+    if not math.isfinite(mean_loss):
+        raise FloatingPointError(f"{run.name}: training loss became {mean_loss} in epoch {epoch + 1}; lower Recipe.lr")
+    return mean_loss
+
+
+def evaluate_epoch(run: TrainingRun, stage: progressive.Stage) -> dict:
+    """Test accuracy of the model being trained and, for a plain model, of every prefix of its branches."""
+    args = (run.model, run.test_images, run.data.test_labels, run.data, run.recipe)
+    if run.model_config.is_incremental:
+        return {"test_acc": evaluate(*args)}
+    prefix_accs = evaluate_prefixes(*args)
+    return {"test_acc": prefix_accs[stage.active_branches - 1], "prefix_test_acc": prefix_accs}
+
+
+def save_checkpoint(run: TrainingRun, training: StageTraining) -> None:
+    """Everything an interrupted run resumes from, written atomically beside the previous checkpoint."""
+    atomic_save({"model": run.model.state_dict(), "optimizer": training.optimizer.state_dict(),
+                 "stage": training.stage.index, "history": run.history, "wall_seconds": run.wall_seconds},
+                run.paths[1], keep_previous=True)
+
+
+def finish_run(run: TrainingRun, parent: RunResult | None, init: Initialization | None) -> RunResult:
+    """Save the final weights, then the record (last: a record always has its weights)."""
+    config = {"model": asdict(run.model_config), "data": asdict(run.data_config), "recipe": asdict(run.recipe)}
     if parent is not None:
         config["parent"] = {"name": parent.name, "key": parent.key}
     if init is not None:
         config["init"] = {"source": init.source, "digest": init.digest}
     result = RunResult(
-        name=name, key=key,
+        name=run.name, key=run.key,
         # in its JSON form (tuples as lists), so that a fresh result equals the one read back from the cache
         config=json.loads(json.dumps(config)),
-        history=history, final_test_acc=history[-1]["test_acc"], num_params=model.num_parameters(),
-        wall_seconds=wall_seconds, device=device_name(device), data_source=data.source,
+        history=run.history, final_test_acc=run.history[-1]["test_acc"], num_params=run.model.num_parameters(),
+        wall_seconds=run.wall_seconds, device=device_name(run.device), data_source=run.data.source,
         code_version=code_version(), torch_version=torch.__version__,
-        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), code_digest=code_digest(), data_fingerprint=fingerprint,
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), code_digest=code_digest(), data_fingerprint=run.fingerprint,
+        precision=precision(run.device, run.recipe),
     )
-    atomic_save(model.state_dict(), weights_path)
+    record_path, checkpoint_path, weights_path = run.paths
+    atomic_save(run.model.state_dict(), weights_path)
     atomic_write_json(result.to_json(), record_path)
-    _remove_leftovers(record_path, checkpoint_path, weights_path)
+    remove_leftovers(record_path, checkpoint_path, weights_path)
     return result
 
 
-def _remove_leftovers(record_path: Path, checkpoint_path: Path, weights_path: Path) -> None:
-    """Temporary files of writers killed mid-write and, once the record exists, the run's checkpoints. On a
-    read-only results folder (finished runs can still be read there) nothing is removed."""
-    try:
-        for folder in {record_path.parent, checkpoint_path.parent, weights_path.parent}:
-            remove_orphan_temporaries(folder)
-        if record_path.exists():
-            checkpoint_path.unlink(missing_ok=True)
-            previous_path(checkpoint_path).unlink(missing_ok=True)
-    except OSError:
-        pass
+def _check_arguments(model_config, data_config, recipe, parent, init) -> None:
+    for value, cls in ((model_config, ModelConfig), (data_config, DataConfig), (recipe, Recipe)):
+        if not isinstance(value, cls):
+            raise ConfigError(f"train() needs a {cls.__name__}, got {type(value).__name__}")
+    if parent is not None and not isinstance(parent, RunResult):
+        raise ConfigError(f"train(parent=...) needs the RunResult of a finished run, got {type(parent).__name__}")
+    if parent is not None and not model_config.is_expansion_of(parent.model_config):
+        raise ConfigError(f"{model_config.name} is not an expansion of the parent run's {parent.model_config.name}; "
+                          "build the model config with ModelConfig.expanded")
+    if init is not None and (parent is not None or not isinstance(init, Initialization)):
+        raise ConfigError("train(init=...) needs an Initialization and no parent run (give one or the other)")
+    if recipe.freeze_inherited and parent is None:
+        raise ConfigError("Recipe.freeze_inherited=True needs a parent run to inherit from (train(parent=...))")
 
 
-def load_checkpoint(path: Path, model: ParaFormer, device: torch.device) -> dict | None:
-    """The resume state of an unfinished run, or None to start from the beginning. A checkpoint that cannot
-    be read, or does not fit `model`, is moved aside (to `<name>.corrupt`) with a warning, and the previous
-    one (kept by every write) is tried next; a kill between the two renames of a write leaves only that one."""
-    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    for candidate in (path, previous_path(path)):
-        if not candidate.exists():
-            continue
-        try:
-            state = torch.load(candidate, map_location=device, weights_only=True)
-            shapes = {name: tuple(t.shape) for name, t in state["model"].items()}
-            if shapes != expected or not {"optimizer", "stage", "history", "wall_seconds"} <= set(state):
-                raise ValueError("it does not hold this run's model and training state")
-            return state
-        except Exception as error:  # truncated, empty, foreign: every reader error means "not usable"
-            aside = candidate.with_name(candidate.name + ".corrupt")
-            os.replace(candidate, aside)
-            warnings.warn(f"checkpoint {candidate} is unusable ({type(error).__name__}: {str(error)[:120]}); moved "
-                          f"it to {aside.name} and resuming from the checkpoint before it, or from the start",
-                          RuntimeWarning, stacklevel=3)
+def _check_data_fits(model_config: ModelConfig, data_config: DataConfig, data: ImageData) -> None:
+    labels = data.num_classes if data_config.classes is None else max(data_config.classes) + 1
+    if (labels, data.in_channels) != (model_config.num_classes, model_config.in_channels):
+        raise ConfigError(
+            f"{model_config.name} has num_classes={model_config.num_classes}, in_channels={model_config.in_channels} "
+            f"but {data.name} (classes {data_config.classes or 'all'}) needs {labels} outputs and has "
+            f"{data.in_channels} channel(s); set them to match"
+        )
+    if data.image_size != model_config.image_size:
+        raise ConfigError(f"{model_config.name} takes {model_config.image_size}px images but {data.name} has "
+                          f"{data.image_size}px ones; set DataConfig.image_size={model_config.image_size} to resize "
+                          f"them when decoding, or ModelConfig.image_size={data.image_size}")
+
+
+def _cached_run(name: str, key: str, results_root: Path | None) -> RunResult | None:
+    """The finished run from the cache, or None to train it (not there, or stale and PARAFORMER_RETRAIN=stale)."""
+    policy = retrain_policy()
+    record_path, checkpoint_path, weights_path = run_paths(name, key, results_root)
+    remove_leftovers(record_path, checkpoint_path, weights_path)
+    if not record_path.exists():
+        return None
+    result = read_record(record_path, key)
+    result.cached = True
+    if not result.stale:
+        return result
+    if policy != "stale":
+        warnings.warn(f"run {name} ({record_path}) was trained by other code (digest {result.code_digest or '?'}, "
+                      f"now {code_digest()}); its numbers may differ from this code's: PARAFORMER_RETRAIN=stale "
+                      f"(make reproduce RETRAIN=stale) retrains it", StaleRunWarning, stacklevel=3)
+        return result
+    record_path.unlink()  # asked for: the run is trained again by this code
+    weights_path.unlink(missing_ok=True)
+    step_log_path(record_path).unlink(missing_ok=True)
     return None
+
+
+def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *, name: str | None = None,
+          data: ImageData | None = None, parent: RunResult | None = None, init: Initialization | None = None,
+          results_root: Path | None = None, progress: bool = True,
+          on_epoch_end: Callable[[dict], None] | None = None, log_every: int = 50) -> RunResult:
+    """Train one model (or return its cached result) and record it under `results_root` (default results/).
+
+    `data` may be passed to avoid reloading when sweeping many models over the same `data_config`. `parent`
+    is a finished run of the smaller model this one expands (`ModelConfig.expanded`): its weights are copied in
+    before training, and its key becomes part of this run's. `init` gives starting weights instead (fine-tuning);
+    their digest becomes part of the key. `on_epoch_end` is called with each epoch's log entry after its
+    checkpoint is safely written (so interrupting it loses nothing). `log_every`: steps between reads of the
+    step log's values from the device (the log itself has every step).
+    """
+    _check_arguments(model_config, data_config, recipe, parent, init)
+    name = run_name(name, model_config, data_config, recipe)
+    fingerprint = data_fingerprint_of(data_config, data)
+    key = run_key(model_config, data_config, recipe, parent, init, fingerprint)
+    cached = _cached_run(name, key, results_root)
+    if cached is not None:
+        return cached
+    data = data if data is not None else load_data(data_config)
+    _check_data_fits(model_config, data_config, data)
+    run = start_run(model_config, data_config, recipe, data, name, key, fingerprint, parent, init, results_root,
+                    log_every)
+    bar = _progress(run.epochs, f"{name} {recipe.method} [{run.device.type}]", len(run.history), progress)
+    run.model.train()
+    training = None
+    try:
+        for epoch in range(len(run.history), run.epochs):
+            if training is None or epoch == training.stage.first_epoch + training.stage.num_epochs:
+                training = StageTraining(run, progressive.stage_of(run.stages, epoch))
+            started = time.perf_counter()
+            entry = {"epoch": epoch + 1, "train_loss": train_one_epoch(run, training, epoch), "lr": training.lr,
+                     "branches": training.stage.active_branches}
+            train_seconds = time.perf_counter() - started
+            entry.update(evaluate_epoch(run, training.stage))
+            entry["train_seconds"] = train_seconds
+            entry["seconds"] = time.perf_counter() - started
+            run.wall_seconds += entry["seconds"]
+            run.history.append(entry)
+            run.step_log.end_epoch(entry)  # before the checkpoint: a resumed run drops the rows it redoes
+            save_checkpoint(run, training)
+            if bar is not None:
+                bar.set_postfix(loss=f"{entry['train_loss']:.3f}", acc=f"{entry['test_acc']:.2f}")
+                bar.update(1)
+            if on_epoch_end is not None:
+                on_epoch_end(entry)
+    finally:
+        run.step_log.close()
+        if bar is not None:
+            bar.close()
+    return finish_run(run, parent, init)
 
 
 def device_name(device: torch.device) -> str:
@@ -507,61 +461,70 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-def load_trained_model(result: RunResult, results_root: Path | None = None,
-                       device: str | torch.device = "cpu") -> ParaFormer:
-    """The weights a finished run saved (kept locally; they are not committed)."""
-    _, _, weights_path = run_paths(result.name, result.key, results_root)
-    if not weights_path.exists():
-        raise FileNotFoundError(f"no saved weights for run {result.name} at {weights_path}; delete its record "
-                                f"{run_paths(result.name, result.key, results_root)[0]} to train it again")
-    model = ParaFormer(result.model_config)
-    try:
-        model.load_state_dict(torch.load(weights_path, map_location=device, weights_only=True))
-    except Exception as error:  # truncated or foreign file: any reader error
-        raise RunCacheError(weights_path, f"holds no usable weights of {result.name} ({type(error).__name__})",
-                            f"delete it and its record {run_paths(result.name, result.key, results_root)[0]} to "
-                            "train the run again") from error
-    return model.to(device)
+# --- the command line -----------------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    from .experiments import PROFILES
+
+    parser = OneLineArgumentParser(
+        prog="python -m paraformer.train",
+        description="Train one model with a profile's data, width and recipe, through the same train() as the "
+                    "notebooks: the run cache answers a finished run at once and an interrupted one resumes. The "
+                    "record goes to the profile's results folder (results/ for quick, results/<profile>/ otherwise).",
+        epilog="example: python -m paraformer.train --model 1-6 --method authors --dataset cifar10 --profile gpu")
+    parser.add_argument("--model", help="Para-F-m-n name: m layers per branch, n in all (1-6: six branches of one "
+                                         "layer; 6-6: ViT-6)")
+    parser.add_argument("--dataset", help="registry name (cifar10, fashion_mnist, ...) or an ImageFolder path")
+    parser.add_argument("--profile", choices=sorted(PROFILES), help="data subset, width and recipe to use")
+    parser.add_argument("--method", choices=METHODS, default="joint", help="how the branches learn (default joint)")
+    parser.add_argument("--seed", type=int, default=None, help="training seed (default: the profile's first)")
+    parser.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
+    parser.add_argument("--batch-size", type=int, default=None, help="override the profile's batch size")
+    parser.add_argument("--lr", type=float, default=None, help="override the profile's peak learning rate")
+    parser.add_argument("--n-train", type=int, default=None, help="training images (default: the profile's)")
+    parser.add_argument("--n-test", type=int, default=None, help="test images (default: the profile's)")
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: the profile's, auto)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile the model (default: the profile's)")
+    parser.add_argument("--name", default=None, help="run name (default: <dataset>-<model>[-<method>])")
+    parser.add_argument("--log-every", type=int, default=50, help="steps between reads of the step log (default 50)")
+    parser.add_argument("--report-stale", action="store_true",
+                        help="only say how many cached runs of --profile were trained by other code")
+    return parser
 
 
-def stale_records(root: Path | None = None) -> tuple[list[Path], int]:
-    """The finished runs under `root`/runs whose records were made by other code than this, and how many
-    records there are in all."""
-    folder = (Path(root) if root is not None else results_dir()) / "runs"
-    records = sorted(folder.glob("*.json")) if folder.is_dir() else []
-    stale = []
-    for path in records:
-        try:
-            if read_record(path).stale:
-                stale.append(path)
-        except RunCacheError:
-            stale.append(path)  # unreadable: certainly not this code's
-    return stale, len(records)
-
-
-def _report_stale(argv: list[str] | None = None) -> int:
-    """`python -m paraformer.train --report-stale [--profile P]`: one loud line when the run cache holds runs
-    made by other code (what `make reproduce` prints at its end)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m paraformer.train")
-    parser.add_argument("--report-stale", action="store_true", required=True,
-                        help="say how many cached runs were trained by other code")
-    parser.add_argument("--profile", default=None, help="the profile whose run cache to look at")
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
-    if args.profile is not None:
-        from .experiments import get_profile
+    if args.report_stale:
+        return report_stale(args.profile)
+    missing = [flag for flag, value in (("--model", args.model), ("--dataset", args.dataset),
+                                        ("--profile", args.profile)) if value is None]
+    if missing:
+        parser.error(f"a run needs {', '.join(missing)}")
+    from .data import DatasetNotFoundError
+    from .experiments import get_profile
 
-        get_profile(args.profile)  # makes its results folder the active one
-    stale, total = stale_records()
-    if stale:
-        print(f"WARNING: {len(stale)} of {total} finished runs in {stale[0].parent} were trained by other code than "
-              f"this ({code_digest()}); the tables built from them say so. `make reproduce RETRAIN=stale` "
-              f"retrains them.", file=sys.stderr)
-    else:
-        print(f"run cache: all {total} finished runs were trained by this code ({code_digest()})")
+    try:
+        profile = get_profile(args.profile)
+        data_config = replace(profile.data_config(args.dataset),
+                              **{k: v for k, v in (("n_train", args.n_train), ("n_test", args.n_test)) if v is not None})
+        overrides = {"method": args.method, "seed": args.seed if args.seed is not None else profile.seeds[0],
+                     "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "device": args.device,
+                     "compile": args.compile}
+        recipe = replace(profile.recipe, **{k: v for k, v in overrides.items() if v is not None})
+        data = load_data(data_config)
+        model_config = profile.model_config(args.model, data)
+        print(f"{model_config.name} ({args.method}) on {data!r}\n{recipe.describe()}", flush=True)
+        result = train(model_config, data_config, recipe, name=args.name, data=data, log_every=args.log_every)
+    except (ConfigError, DatasetNotFoundError, RunCacheError, FloatingPointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    record = run_paths(result.name, result.key)[0]
+    origin = "from the run cache" if result.cached else f"trained in {result.wall_seconds:.0f} s on {result.device}"
+    print(f"{result.name}: final test accuracy {result.final_test_acc:.2f}% ({origin}); record {record}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(_report_stale())
+    sys.exit(main())
