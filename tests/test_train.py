@@ -12,6 +12,7 @@ import torch
 import paraformer.train as training
 from paraformer.config import ConfigError, DataConfig, ModelConfig, Recipe, from_dict
 from paraformer.data import ImageData
+from paraformer.model import ParaFormer
 from paraformer.results import ResultsWriteError
 from paraformer.runlog import clipping_summary, keep_epochs, prefix_accuracy_curves, read_step_log
 from paraformer.train import learning_rate, run_key, run_paths, step_log_path, train
@@ -381,11 +382,16 @@ def test_prefix_accuracy_curves_give_every_prefix_after_every_epoch(tmp_path):
     assert list(last) == result.history[-1]["prefix_test_acc"] and last[3] == result.final_test_acc
 
 
-def test_a_compiled_run_is_another_run_with_the_same_numbers_in_expectation(tmp_path):
+def test_a_compiled_run_is_another_run_with_the_same_numbers_in_expectation(tmp_path, monkeypatch):
+    compiled_models = []
+    compile_for_real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model: compiled_models.append(model) or compile_for_real(model))
     recipe = replace(RECIPE, epochs=1, augment=())
     eager = train(MODEL, DATA, recipe, data=toy_data(), results_root=tmp_path, progress=False)
+    assert compiled_models == []
     compiled = train(MODEL, DATA, replace(recipe, compile=True), data=toy_data(), results_root=tmp_path,
                      progress=False)
+    assert len(compiled_models) == 1 and isinstance(compiled_models[0], ParaFormer)
     assert compiled.key != eager.key and compiled.config["recipe"]["compile"] is True
     assert compiled.precision == eager.precision == "fp32"  # amp is CUDA's alone
     # fused kernels round differently: close, not equal
