@@ -43,11 +43,11 @@ from types import SimpleNamespace
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from . import progressive
 from .config import METHODS, ConfigError, DataConfig, ModelConfig, OneLineArgumentParser, Recipe, results_dir
 from .data import DATASETS, data_fingerprint
+from .flops import count_flops
 from .model import ParaFormer
 
 # --- 1. the runs a notebook makes ------------------------------------------------------------------------------
@@ -346,14 +346,6 @@ def _counting_model(config: ModelConfig, device: torch.device) -> ParaFormer:
     return net
 
 
-def _counted(work) -> int:
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
-        work()
-    return counter.get_total_flops()
-
-
 def _backward_only(loss: torch.Tensor, *_) -> None:
     """The `step` that progressive's updates call: here only the backward pass, which is what costs FLOPs."""
     loss.backward()
@@ -385,7 +377,7 @@ def stage_costs(model: ModelConfig, method: str = "joint", freeze_inherited: boo
     y = torch.zeros(1, dtype=torch.long, device=device)
     with torch.no_grad():  # what train() evaluates, whatever the stage: every prefix of a plain model (one forward
         # pass), every head of an incremental one
-        evaluate = _counted(lambda: net(x) if model.is_incremental else net.prefix_logits(x))
+        evaluate = count_flops(lambda: net(x) if model.is_incremental else net.prefix_logits(x))
     costs = []
     for stage in progressive.plan(net, recipe, inherited):
         progressive.set_trainable(net, stage)
@@ -394,7 +386,7 @@ def stage_costs(model: ModelConfig, method: str = "joint", freeze_inherited: boo
             for update in progressive.PASSES[method]:
                 update(net, x, y, stage, recipe, _backward_only)
 
-        train = _counted(one_minibatch)
+        train = count_flops(one_minibatch)
         net.zero_grad(set_to_none=True)
         costs.append(StageCost(stage.active_branches, _learns(stage, names, inherited, method), train, evaluate))
     return tuple(costs)

@@ -38,10 +38,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from .bench import bench_dir, device_label, steady_allocator, timed
 from .config import ConfigError, ModelConfig, OneLineArgumentParser
+from .flops import count_flops
 from .model import ParaFormer
 from .results import atomic_write_text, code_version, remove_orphan_temporaries
 
@@ -153,34 +153,12 @@ def training_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Te
     return step
 
 
-def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    """QK^T and the attention-weighted sum of values: 2 multiply-add products over (batch, heads)."""
-    *lead, q_tokens, head_dim = query_shape
-    k_tokens, v_dim = key_shape[-2], value_shape[-1]
-    return 2 * lead[0] * lead[1] * q_tokens * k_tokens * (head_dim + v_dim)
-
-
-def _cpu_attention_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
-                                  **kwargs) -> int:
-    """Gradients of scores, queries, keys and values: twice the forward products."""
-    return 2 * _cpu_attention_flops(query_shape, key_shape, value_shape)
-
-
-# torch's counter knows the CUDA attention kernels but not the CPU's fused one, which both models run here
-# (keyed by operator, as the counter's own table is).
-_CPU_ATTENTION = {getattr(torch.ops.aten, name): formula for name, formula in (
-    ("_scaled_dot_product_flash_attention_for_cpu", _cpu_attention_flops),
-    ("_scaled_dot_product_flash_attention_for_cpu_backward", _cpu_attention_backward_flops),
-) if hasattr(torch.ops.aten, name)}
-
-
 def step_flops_per_image(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     """FLOPs of one forward (with the loss) and backward of `model` on this batch, divided by the batch. The
     images need no gradient, so the patch projection's backward is half that of the other layers."""
-    with FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION) as counter:
-        _loss(model, images, labels).backward()
+    flops = count_flops(lambda: _loss(model, images, labels).backward())
     model.zero_grad(set_to_none=True)
-    return counter.get_total_flops() / images.shape[0]
+    return flops / images.shape[0]
 
 
 def matmul_peak(device: torch.device, size: int, repeats: int = 5) -> float:

@@ -262,6 +262,7 @@ class StageTraining:
         self.steps_per_epoch = run.steps_per_epoch(stage)
         self.total_steps = self.steps_per_epoch * stage.num_epochs
         self.warmup_steps = round(run.recipe.warmup_epochs * self.steps_per_epoch)
+        self.first_step = run.first_step(stage.first_epoch)  # of the stage, counted over the whole run
         self.step_count, self.lr, self.epoch = 0, 0.0, stage.first_epoch
 
     def start_epoch(self, epoch: int) -> None:
@@ -281,8 +282,8 @@ class StageTraining:
             grads = [p.grad for p in self.trainable if p.grad is not None]
             norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
         self.optimizer.step()
-        step_in_run = self.run.first_step(self.stage.first_epoch) + self.step_count
-        self.run.step_log.record(self.epoch + 1, step_in_run, self.stage.index, loss_on, self.lr, loss, norm, clip)
+        self.run.step_log.record(self.epoch + 1, self.first_step + self.step_count, self.stage.index, loss_on,
+                                 self.lr, loss, norm, clip)
         self.step_count += 1
 
 
@@ -298,10 +299,10 @@ def train_one_epoch(run: TrainingRun, training: StageTraining, epoch: int) -> fl
         # float64, as the host's float the log was first summed in: the committed runs' losses stay bit for bit
         loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
         for i in range(run.batches):
-            idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size]
-            images = augment_batch(run.train_images[idx.to(run.device, non_blocking=True)], recipe.augment, generator)
+            idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size].to(run.device, non_blocking=True)
+            images = augment_batch(run.train_images[idx], recipe.augment, generator)
             x = normalize(images, run.mean, run.std)
-            y = run.train_labels[idx.to(run.device, non_blocking=True)]
+            y = run.train_labels[idx]
             with _autocast(run.device, recipe):
                 loss_sum += update(run.forward, x, y, training.stage, recipe, training.step) * len(idx)
     mean_loss = (loss_sum / n).item()  # the epoch's one wait for the device, besides the step log
