@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from paraformer.compression import compression_table, forward_flops, smallest_within
+from paraformer.experiments.compression import compression_table, forward_flops, smallest_within
 from paraformer.config import ConfigError, DataConfig, ModelConfig, Recipe
 from paraformer.train import evaluate, load_trained_model, train
 from tests.test_train import toy_data

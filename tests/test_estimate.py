@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from paraformer import config, estimate, experiments, expansion, pretrained
+from paraformer import config, estimate, experiments, pretrained
+from paraformer.experiments import expansion, sweeps
 from paraformer.config import ConfigError, DataConfig, ModelConfig, Recipe
 from paraformer.data import DATASETS, ImageData, data_fingerprint
 from paraformer.estimate import PlannedRun, image_counts, plan_notebook, run_cost, stage_costs
@@ -194,7 +195,7 @@ def recorded_train(monkeypatch):
         return RunResult(name, key, {"model": asdict(model_config)}, [{"test_acc": 50.0, "train_seconds": 1.0}], 50.0,
                          0, 1.0, "cpu", "fake", "0", torch.__version__, "", data_fingerprint=fingerprint)
 
-    for module in (experiments, expansion, pretrained):
+    for module in (sweeps, expansion, pretrained):
         monkeypatch.setattr(module, "train", fake_train)
         monkeypatch.setattr(module, "load_data", fake_data)
     return calls
@@ -237,7 +238,7 @@ def test_notebook_04_trains_a_vit_of_every_size_its_compression_table_keeps():
     data = fake_data(data_config)
     data.val_images, data.val_labels = data.test_images, data.test_labels
     model = comparison.profile.model_config(comparison.paraformer, data)
-    from paraformer.compression import compression_table
+    from paraformer.experiments.compression import compression_table
     from paraformer.model import ParaFormer
 
     kept = sorted(set(compression_table(ParaFormer(model), data, comparison.profile.recipe)["layers_kept"]))

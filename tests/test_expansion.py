@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from paraformer.config import ConfigError
-from paraformer.expansion import ExpansionPlan, get_plan, incremental_summary, task_data_config
+from paraformer.experiments.expansion import ExpansionPlan, get_plan, incremental_summary, task_data_config
 from paraformer.experiments import get_profile
 
 

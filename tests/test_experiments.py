@@ -111,7 +111,7 @@ def test_time_to_target_finds_the_first_epoch_reaching_a_share_of_the_reference(
 
 def test_every_profile_has_a_comparison_and_an_expansion_plan_that_build():
     from paraformer.data import DATASETS
-    from paraformer.expansion import get_plan
+    from paraformer.experiments.expansion import get_plan
     from paraformer.model import ParaFormer
     from paraformer.progressive import plan
 

@@ -1,4 +1,4 @@
-"""The verdict rule and the paired tests behind it (paraformer.stats)."""
+"""The verdict rule and the paired tests behind it (paraformer.experiments.stats)."""
 
 import math
 import random
@@ -6,7 +6,7 @@ import random
 import pytest
 from scipy import stats as scipy_stats
 
-from paraformer.stats import VERDICTS, holm, judge, mcnemar, paired_minimum_detectable, render
+from paraformer.experiments.stats import VERDICTS, holm, judge, mcnemar, paired_minimum_detectable, render
 
 
 @pytest.mark.parametrize("low, high, expected", [

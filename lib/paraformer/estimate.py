@@ -149,7 +149,7 @@ def plan_compression(profile: str, datasets=None, tolerance=1.0) -> list[Planned
 def plan_expansion(profile: str) -> list[PlannedRun]:
     """Notebook 05: for every seed of the plan, `run_class_incremental`, then, for every seed, `run_growth`."""
     from .experiments import get_profile
-    from .expansion import STRATEGIES, get_plan
+    from .experiments.expansion import STRATEGIES, get_plan
 
     settings, plan = _quietly(get_profile, profile), get_plan(profile)
     runs = []
@@ -165,7 +165,7 @@ def _class_incremental(settings, plan, seed: int) -> list[PlannedRun]:
     """The runs of `expansion.run_class_incremental`: task 1 (shared by every strategy), then for each later task
     the expanded model learning only its new parameters (`expand`) or all (`finetune`), both from the previous
     task's run of their strategy, and the joint model from scratch on every class seen so far."""
-    from .expansion import task_data_config
+    from .experiments.expansion import task_data_config
 
     nb, tasks, recipe = "05_expansion", plan.tasks(), replace(settings.recipe, seed=seed)
     first_data = task_data_config(settings, plan.dataset, tasks[0])
@@ -190,7 +190,7 @@ def _class_incremental(settings, plan, seed: int) -> list[PlannedRun]:
 def _growth(settings, plan, seed: int) -> list[PlannedRun]:
     """The runs of `expansion.run_growth`: the first model, each growth step (new branches only, from the step
     before), and each grown size from scratch for the epochs that match the grown path's compute."""
-    from .expansion import FROZEN_LAYER_COST, TRAINED_LAYER_COST
+    from .experiments.expansion import FROZEN_LAYER_COST, TRAINED_LAYER_COST
     from .train import run_name
 
     nb, data, recipe = "05_expansion", settings.data_config(plan.dataset), replace(settings.recipe, seed=seed)

@@ -32,7 +32,7 @@ import torchvision
 
 from .config import ConfigError, DataConfig, ModelConfig, Recipe
 from .data import IMAGENET_MEAN, IMAGENET_STD, load_data
-from .experiments import difference_noise
+from .experiments.stats import difference_noise
 from .model import ParaFormer
 from .train import Initialization, RunResult, train
 

@@ -110,3 +110,20 @@ def paired_minimum_detectable(discordant_fraction: float, test_images: int, alph
                          f"{test_images} at least 1")
     z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
     return 100 * z * math.sqrt(discordant_fraction / test_images)
+
+
+def difference_noise(accuracy: float, test_images: int) -> float:
+    """Two standard errors (in points) of the difference between two accuracies near `accuracy` percent, each
+    measured on `test_images` predictions: what a difference must exceed to stand out from test-set noise."""
+    p = accuracy / 100
+    return 2 * math.sqrt(2) * 100 * math.sqrt(p * (1 - p) / test_images)
+
+
+def paired_p_value(mean: float, std: float, n: int) -> float:
+    """Two-sided p-value of a paired t-test that the mean of `n` per-seed differences is zero (NaN for n < 2).
+    It measures seed-to-seed variation only: every seed is tested on the same test images."""
+    if n < 2 or not math.isfinite(mean) or not math.isfinite(std):
+        return float("nan")
+    if std == 0:
+        return 0.0 if mean else 1.0
+    return float(2 * stats.t.sf(abs(mean) / (std / math.sqrt(n)), df=n - 1))

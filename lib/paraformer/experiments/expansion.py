@@ -30,11 +30,12 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from .config import ConfigError, DataConfig, ModelConfig, Recipe
-from .data import DATASETS, load_data
-from .experiments import Profile, difference_noise
-from .model import count_parameters
-from .train import RunResult, load_trained_model, predict, train
+from ..config import ConfigError, DataConfig, ModelConfig, Recipe
+from ..data import DATASETS, load_data
+from .profiles import Profile
+from .stats import difference_noise
+from ..model import count_parameters
+from ..train import RunResult, load_trained_model, predict, train
 
 STRATEGIES = ("expand", "finetune", "joint")
 # Relative cost of a layer per image: forward + backward for one that learns, forward alone for a frozen one.

@@ -16,10 +16,10 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import ConfigError, Recipe
-from .data import ImageData
-from .model import ParaFormer
-from .train import evaluate, prepare_batch
+from ..config import ConfigError, Recipe
+from ..data import ImageData
+from ..model import ParaFormer
+from ..train import evaluate, prepare_batch
 
 
 def forward_flops(model: ParaFormer) -> int:
