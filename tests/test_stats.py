@@ -6,7 +6,10 @@ import random
 import pytest
 from scipy import stats as scipy_stats
 
-from paraformer.experiments.stats import VERDICTS, holm, judge, mcnemar, paired_minimum_detectable, render
+import numpy as np
+
+from paraformer.experiments.stats import (VERDICTS, PairedClaim, accuracy_interval, all_of, holm, holm_levels, judge,
+                                          judge_family, mcnemar, paired_difference, paired_minimum_detectable, render)
 
 
 @pytest.mark.parametrize("low, high, expected", [
@@ -15,7 +18,7 @@ from paraformer.experiments.stats import VERDICTS, holm, judge, mcnemar, paired_
 def test_the_interval_against_the_threshold_decides_the_verdict(low, high, expected):
     verdict = judge("A beats B", (low + high) / 2, low, high, minimum_detectable=3.1)
     assert verdict.verdict == expected and verdict.verdict in VERDICTS
-    assert (verdict.minimum_detectable == 3.1) == (expected == "inconclusive")
+    assert verdict.minimum_detectable == 3.1  # a property of the design, whatever the verdict
 
 
 def test_a_ratio_claim_is_judged_against_its_own_threshold():
@@ -74,3 +77,104 @@ def test_the_minimum_detectable_difference_is_found_80_percent_of_the_time():
                 a.append(True), b.append(True)
         found += mcnemar(a, b) < 0.05
     assert 0.72 <= found / 400 <= 0.88
+
+
+# --- paired comparisons over seeds and test images -----------------------------------------------------------
+
+def two_models(images: int, acc_a: float, acc_b: float, agreement: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image correctness of two models on the same images: with probability `agreement` an image is as hard
+    for both (one draw), else each model draws on its own; each is right with its accuracy either way."""
+    shared, own_a, own_b = rng.random(images), rng.random(images), rng.random(images)
+    same = rng.random(images) < agreement
+    return np.where(same, shared, own_a) < acc_a, np.where(same, shared, own_b) < acc_b
+
+
+def test_the_paired_interval_covers_the_true_difference_95_percent_of_the_time():
+    rng, covered = np.random.default_rng(0), 0
+    for trial in range(200):
+        a, b = two_models(1000, 0.62, 0.58, 0.7, rng)
+        low, high = paired_difference(a, b, resamples=1000, seed=trial).interval()
+        covered += low <= 4.0 <= high
+    assert 0.90 <= covered / 200 <= 0.99
+
+
+def test_test_set_noise_does_not_shrink_with_seeds_that_score_the_same_images():
+    # Three seeds that happen to agree on every image are one measurement, not three: the interval must not narrow
+    # by sqrt(3) as it would if each seed's test images were new ones.
+    a, b = two_models(1000, 0.62, 0.58, 0.7, np.random.default_rng(1))
+    one = paired_difference(a, b, seed=0)
+    three = paired_difference(np.stack([a] * 3), np.stack([b] * 3), seed=0)
+    assert three.mean == pytest.approx(one.mean)
+    assert three.standard_error == pytest.approx(one.standard_error, rel=0.1)
+    _, low1, high1 = accuracy_interval(a, seed=0)
+    _, low3, high3 = accuracy_interval(np.stack([a] * 3), seed=0)
+    assert high3 - low3 == pytest.approx(high1 - low1, rel=0.1)
+
+
+def test_seed_to_seed_variation_widens_the_interval():
+    rng = np.random.default_rng(2)
+    a, b = two_models(1000, 0.62, 0.58, 0.7, rng)
+    steady = paired_difference(np.stack([a] * 3), np.stack([b] * 3), seed=0)
+    # other seeds of A: one far better, one far worse, the same mean
+    better, _ = two_models(1000, 0.70, 0.58, 0.7, rng)
+    worse, _ = two_models(1000, 0.54, 0.58, 0.7, rng)
+    varying = paired_difference(np.stack([a, better, worse]), np.stack([b] * 3), seed=0)
+    assert varying.standard_error > 1.5 * steady.standard_error
+
+
+def test_the_minimum_detectable_difference_is_found_80_percent_of_the_time_by_the_bootstrap():
+    rng = np.random.default_rng(3)
+    a, b = two_models(800, 0.60, 0.60, 0.7, rng)
+    mdd = paired_difference(a, b, resamples=1000).minimum_detectable() / 100
+    found = 0
+    for trial in range(150):
+        a, b = two_models(800, 0.60 + mdd / 2, 0.60 - mdd / 2, 0.7, rng)
+        found += paired_difference(a, b, resamples=1000, seed=trial).p_value < 0.05
+    assert 0.68 <= found / 150 <= 0.92
+
+
+def test_one_seed_also_gets_mcnemars_exact_test():
+    a, b = two_models(500, 0.7, 0.6, 0.5, np.random.default_rng(4))
+    assert paired_difference(a, b).mcnemar_p == mcnemar(a, b)
+    assert paired_difference(np.stack([a, a]), np.stack([b, b])).mcnemar_p is None
+    with pytest.raises(ValueError, match="same seeds and images"):
+        paired_difference(a, b[:-1])
+
+
+def test_holm_levels_agree_with_holms_adjusted_p_values():
+    p = [0.001, 0.04, 0.009, 0.5, 0.011, 0.2]  # the three smallest pass at 0.05/6, 0.05/5, 0.05/4; 0.04 fails
+    levels = holm_levels(p)
+    assert levels == pytest.approx([0.05 / 6, 0.05 / 3, 0.05 / 5, 0.05 / 3, 0.05 / 4, 0.05 / 3])
+    assert [q < level for q, level in zip(p, levels)] == [q < 0.05 for q in holm(p)]
+
+
+def test_a_family_of_comparisons_keeps_only_what_survives_the_correction():
+    rng = np.random.default_rng(5)
+    # eight comparisons, one large true effect and seven small ones: uncorrected, some small ones pass
+    claims = []
+    for k, gain in enumerate([0.10] + [0.025] * 7):
+        a, b = two_models(1000, 0.5 + gain, 0.5, 0.6, rng)
+        claims.append(PairedClaim(f"A{k} beats B", paired_difference(a, b, seed=k)))
+    verdicts = judge_family(claims)
+    uncorrected = [c.difference.p_value < 0.05 for c in claims]
+    supported = [v.verdict == "supported" for v in verdicts]
+    assert supported[0] and sum(supported) < sum(uncorrected)
+    for claim, verdict in zip(claims, verdicts):
+        assert verdict.confidence > 0.95 and verdict.p_value == claim.difference.p_value
+        assert (verdict.verdict == "supported") == (verdict.low > 0)
+        assert verdict.minimum_detectable == pytest.approx(claim.difference.minimum_detectable())
+
+
+@pytest.mark.parametrize("parts, expected", [
+    (["supported", "supported"], "supported"), (["supported", "inconclusive"], "inconclusive"),
+    (["supported", "contradicted"], "contradicted"), (["inconclusive", "not testable here"], "inconclusive"),
+])
+def test_a_claim_made_of_parts_holds_only_when_every_part_does(parts, expected):
+    intervals = {"supported": (1.0, 2.0), "inconclusive": (-1.0, 1.0), "contradicted": (-2.0, -1.0)}
+    verdicts = [judge(f"part {k}", 0.0, float("nan"), float("nan"), not_testable="no device")
+                if kind == "not testable here" else judge(f"part {k}", sum(intervals[kind]) / 2, *intervals[kind])
+                for k, kind in enumerate(parts)]
+    assert [v.verdict for v in verdicts] == parts
+    combined = all_of("all parts hold", verdicts)
+    assert combined.verdict == expected
+    assert combined.low == min(v.low for v in verdicts if v.verdict != "not testable here")

@@ -219,6 +219,9 @@ class DataConfig:
     dataset: str = "cifar10"  # a registry name (see paraformer.data.DATASETS) or a path to an ImageFolder root
     n_train: int | None = None  # training images (stratified subset); None = the whole training split
     n_test: int | None = None  # test images (stratified subset); None = the whole test split
+    # test images scored after every epoch for the learning curves (a stratified subset of the n_test, drawn with
+    # subset_seed); None = all of them. The final model is always scored on all n_test images.
+    n_test_per_epoch: int | None = None
     val_fraction: float = 0.0  # share of the training subset held out (stratified) as a validation split
     image_size: int | None = None  # resize images to this square size when decoding; None = native size
     # ImageFolder roots: convert every image to 1 (greyscale) or 3 (RGB) channels; None = the images' own kind,
@@ -230,7 +233,10 @@ class DataConfig:
     def __post_init__(self):
         _lists_to_tuples(self, "classes")
         _check_types(self)
-        _positive(self, "n_train", "n_test", "image_size")
+        _positive(self, "n_train", "n_test", "n_test_per_epoch", "image_size")
+        if self.n_test is not None and self.n_test_per_epoch is not None and self.n_test_per_epoch > self.n_test:
+            raise ConfigError(f"DataConfig.n_test_per_epoch={self.n_test_per_epoch} exceeds n_test={self.n_test}: "
+                              "the per-epoch images are a subset of the test images; lower it or set None (all)")
         if self.channels not in (None, 1, 3):
             raise ConfigError(f"DataConfig.channels={self.channels!r} must be 1 (greyscale), 3 (RGB) or None "
                               "(the images' own)")

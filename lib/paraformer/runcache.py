@@ -13,6 +13,7 @@ moved aside and the run goes on from the one before.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import functools
 import hashlib
@@ -21,9 +22,11 @@ import os
 import re
 import sys
 import warnings
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .config import ConfigError, DataConfig, ModelConfig, Recipe, from_dict, results_dir
@@ -32,7 +35,8 @@ from .model import ParaFormer
 from .results import atomic_save, code_digest, previous_path, remove_orphan_temporaries
 
 # Bump when a change to the training code makes old records incomparable (it is part of every run key).
-RUN_FORMAT = 3
+# 4: the final model scored on all test images with its per-image predictions recorded (DataConfig.n_test_per_epoch)
+RUN_FORMAT = 4
 
 
 @dataclass
@@ -46,7 +50,7 @@ class RunResult:
     # trained), test_acc (of that model), prefix_test_acc (of every prefix, plain models), train_seconds
     # (training alone), seconds (with evaluation)
     history: list[dict]
-    final_test_acc: float
+    final_test_acc: float  # of the final model on all test images (history's test_acc may use a subset)
     num_params: int
     wall_seconds: float  # training + evaluation time summed over all sessions of the run
     device: str
@@ -57,6 +61,11 @@ class RunResult:
     code_digest: str = ""  # hash of the package's source (paraformer.results.code_digest); "" in older records
     data_fingerprint: str = ""  # the data source's fingerprint (paraformer.data.data_fingerprint); part of the key
     precision: str = ""  # "fp32" or "bf16 autocast" (what Recipe.amp gave on this device); "" in older records
+    # The final model's predicted label of every test image and the true labels, in the test split's order, as
+    # `encode_labels` writes them (one byte per image before compression): what paired tests compare.
+    test_predictions: str = ""
+    test_labels: str = ""
+    final_prefix_test_acc: list[float] | None = None  # of every prefix on all test images (plain models)
     cached: bool = field(default=False, compare=False)  # True when loaded from the run cache
 
     @property
@@ -72,6 +81,30 @@ class RunResult:
         record = asdict(self)
         record.pop("cached")
         return record
+
+    @property
+    def test_images(self) -> int:
+        return len(self.correct())
+
+    def correct(self) -> np.ndarray:
+        """Per test image (the split's order): was the final model right? Refused for records without predictions."""
+        if not self.test_predictions or not self.test_labels:
+            raise RunCacheError(Path(f"{self.name}-{self.key}.json"), "has no per-image test predictions (recorded "
+                                "before RUN_FORMAT 4)", "retrain it: PARAFORMER_RETRAIN=stale, or delete the record")
+        return decode_labels(self.test_predictions) == decode_labels(self.test_labels)
+
+
+def encode_labels(labels) -> str:
+    """Class indices (0..255) as text for a JSON record: one byte each, zlib-compressed, base64."""
+    values = np.asarray(labels)
+    if values.ndim != 1 or (values.size and (values.min() < 0 or values.max() > 255)):
+        raise ValueError(f"encode_labels needs a 1-d sequence of class indices in 0..255, got shape {values.shape}")
+    return base64.b64encode(zlib.compress(values.astype(np.uint8).tobytes(), 9)).decode("ascii")
+
+
+def decode_labels(text: str) -> np.ndarray:
+    """The class indices `encode_labels` wrote."""
+    return np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype=np.uint8).astype(np.int64)
 
 
 class RunCacheError(RuntimeError):
@@ -133,7 +166,7 @@ class Initialization:
         return h.hexdigest()[:16]
 
 
-# Recipe fields added after RUN_FORMAT 3, with the value that means "as before": at that value a field is left out
+# Recipe fields added after a RUN_FORMAT, with the value that means "as before": at that value a field is left out
 # of the key, so the runs recorded before it existed keep their keys (and their cache entries).
 _LATER_FIELDS = {"compile": False}
 

@@ -38,11 +38,11 @@ import torch
 
 from .config import METHODS, ConfigError, DataConfig, ModelConfig, OneLineArgumentParser, Recipe, results_dir
 from . import progressive
-from .data import ImageData, augment_batch, load_data, normalize
+from .data import ImageData, augment_batch, load_data, normalize, stratified_subset
 from .model import ParaFormer
 from .results import atomic_save, atomic_write_json, check_writable, code_digest, code_version
 from .runcache import (RUN_FORMAT, Initialization, RunCacheError, RunResult, StaleRunWarning,  # noqa: F401 (public)
-                       data_fingerprint_of, load_checkpoint, load_trained_model, read_record, remove_leftovers,
+                       data_fingerprint_of, encode_labels, load_checkpoint, load_trained_model, read_record, remove_leftovers,
                        report_stale, retrain_policy, run_key, run_name, run_paths, stale_records, step_log_path)
 from .runlog import StepLog
 
@@ -192,6 +192,7 @@ class TrainingRun:
     wall_seconds: float  # training + evaluation, summed over the sessions of this run
     resume: dict | None  # the checkpoint this session resumed from
     step_log: StepLog
+    curve_index: torch.Tensor | None = None  # (CPU) of the test images scored after every epoch; None = all
 
     @property
     def epochs(self) -> int:
@@ -242,7 +243,7 @@ def start_run(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe
         train_images=data.train_images.to(device), train_labels=data.train_labels.to(device),
         test_images=data.test_images.to(device), mean=torch.tensor(data.mean, **as_float),
         std=torch.tensor(data.std, **as_float), stages=stages, history=history, wall_seconds=wall_seconds,
-        resume=state, step_log=None)
+        resume=state, step_log=None, curve_index=curve_subset(data, data_config))
     tensorboard = (Path(results_root) if results_root is not None else results_dir()) / "tensorboard" / f"{name}-{key}"
     run.step_log = StepLog(step_log_path(paths[0]), len(history), log_every, tensorboard, run.first_step(len(history)))
     return run
@@ -312,12 +313,32 @@ def train_one_epoch(run: TrainingRun, training: StageTraining, epoch: int) -> fl
 
 
 def evaluate_epoch(run: TrainingRun, stage: progressive.Stage) -> dict:
-    """Test accuracy of the model being trained and, for a plain model, of every prefix of its branches."""
-    args = (run.model, run.test_images, run.data.test_labels, run.data, run.recipe)
+    """Accuracy of the model being trained and, for a plain model, of every prefix of its branches, on the
+    per-epoch test images (`DataConfig.n_test_per_epoch`)."""
+    images, labels = run.test_images, run.data.test_labels
+    if run.curve_index is not None:
+        images, labels = images[run.curve_index.to(run.device)], labels[run.curve_index]
+    args = (run.model, images, labels, run.data, run.recipe)
     if run.model_config.is_incremental:
         return {"test_acc": evaluate(*args)}
     prefix_accs = evaluate_prefixes(*args)
     return {"test_acc": prefix_accs[stage.active_branches - 1], "prefix_test_acc": prefix_accs}
+
+
+def final_evaluation(run: TrainingRun) -> dict:
+    """The final model on every test image: its accuracy, its predictions and, for a plain model, the accuracy
+    of every prefix of its branches (the fields of the run record)."""
+    labels = run.data.test_labels
+    _nonempty(labels)
+    if run.model_config.is_incremental:
+        (predicted,) = predict(run.model, run.test_images, run.data, run.recipe, lambda m, x: [m(x)])
+        prefix_accs = None
+    else:
+        *prefixes, predicted = predict(run.model, run.test_images, run.data, run.recipe,
+                                       lambda m, x: m.prefix_logits(x))
+        prefix_accs = [_accuracy(p, labels) for p in (*prefixes, predicted)]
+    return {"final_test_acc": _accuracy(predicted, labels), "test_predictions": encode_labels(predicted.numpy()),
+            "test_labels": encode_labels(labels.numpy()), "final_prefix_test_acc": prefix_accs}
 
 
 def save_checkpoint(run: TrainingRun, training: StageTraining) -> None:
@@ -327,8 +348,20 @@ def save_checkpoint(run: TrainingRun, training: StageTraining) -> None:
                 run.paths[1], keep_previous=True)
 
 
+def curve_subset(data: ImageData, data_config: DataConfig) -> torch.Tensor | None:
+    """Indices of the test images the learning curves use (`DataConfig.n_test_per_epoch`), or None for all."""
+    n = data_config.n_test_per_epoch
+    if n is None or n >= len(data.test_labels):
+        return None
+    return stratified_subset(data.test_labels, n, data_config.subset_seed)
+
+
 def finish_run(run: TrainingRun, parent: RunResult | None, init: Initialization | None) -> RunResult:
-    """Save the final weights, then the record (last: a record always has its weights)."""
+    """Score the final model on every test image, save its weights, then the record (last: a record always has
+    its weights)."""
+    started = time.perf_counter()
+    final = final_evaluation(run)
+    run.wall_seconds += time.perf_counter() - started
     config = {"model": asdict(run.model_config), "data": asdict(run.data_config), "recipe": asdict(run.recipe)}
     if parent is not None:
         config["parent"] = {"name": parent.name, "key": parent.key}
@@ -338,7 +371,7 @@ def finish_run(run: TrainingRun, parent: RunResult | None, init: Initialization 
         name=run.name, key=run.key,
         # in its JSON form (tuples as lists), so that a fresh result equals the one read back from the cache
         config=json.loads(json.dumps(config)),
-        history=run.history, final_test_acc=run.history[-1]["test_acc"], num_params=run.model.num_parameters(),
+        history=run.history, num_params=run.model.num_parameters(), **final,
         wall_seconds=run.wall_seconds, device=device_name(run.device), data_source=run.data.source,
         code_version=code_version(), torch_version=torch.__version__,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), code_digest=code_digest(), data_fingerprint=run.fingerprint,

@@ -10,16 +10,20 @@ its 95% interval, the paper's figure where it gives one, and one of four verdict
   GPU pipeline's overlap).
 `render` puts a verdict into words; the words never decide anything.
 
-The tests behind the intervals are for paired designs, since every model is scored on the same test images:
-McNemar's exact test on per-image correctness for one seed, and Holm's step-down correction where a table makes
-several comparisons.
+The intervals behind accuracy verdicts come from paired designs, since every model is scored on the same test
+images, and every seed of one model is paired with the same seed of the other: a two-level bootstrap that
+resamples the test images (the same draw for both models and every seed) and the seeds (`paired_difference`),
+McNemar's exact test on per-image correctness beside it for one seed, and Holm's step-down correction where a
+table makes several comparisons (`judge_family`: each comparison's interval is taken at the level Holm's
+procedure tests it at, so a verdict and its interval never disagree).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
+import numpy as np
 from scipy import stats
 
 VERDICTS = ("supported", "contradicted", "inconclusive", "not testable here")
@@ -35,35 +39,46 @@ class Verdict:
     verdict: str  # one of VERDICTS
     reason: str  # why, in words (the interval's side, or why it cannot be tested)
     paper: float | None = None  # the paper's figure for the same effect, where it gives one
-    minimum_detectable: float | None = None  # for an inconclusive verdict: see module docstring
+    minimum_detectable: float | None = None  # of the design (see module docstring), where it has one
+    confidence: float = 0.95  # of the interval (below 0.95 never; above it after a multiple-comparison correction)
+    p_value: float | None = None  # two-sided, of "no effect", uncorrected, where the design gives one
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def judge(claim: str, ours: float, low: float, high: float, threshold: float = 0.0, paper: float | None = None,
-          minimum_detectable: float | None = None, not_testable: str | None = None) -> Verdict:
-    """The verdict on "the effect exceeds `threshold`" from our estimate `ours` and its interval [low, high].
-    `not_testable` (a reason) overrides the interval: the measurement says nothing about the claim."""
+          minimum_detectable: float | None = None, not_testable: str | None = None, confidence: float = 0.95,
+          p_value: float | None = None, correction: str = "") -> Verdict:
+    """The verdict on "the effect exceeds `threshold`" from our estimate `ours` and its `confidence` interval
+    [low, high]. `not_testable` (a reason) overrides the interval: the measurement says nothing about the claim.
+    `correction` names a multiple-comparison correction the interval's level comes from, for the reason."""
     values = (ours, low, high, threshold)
     if not_testable is None and not all(math.isfinite(v) for v in values):
         raise ValueError(f"judge({claim!r}) needs finite numbers, got ours={ours}, interval [{low}, {high}], "
                          f"threshold={threshold}; pass not_testable='why' when there is no measurement")
     if not_testable is None and not low <= ours <= high:
         raise ValueError(f"judge({claim!r}): the estimate {ours} lies outside its interval [{low}, {high}]")
+    if not 0.5 < confidence < 1:
+        raise ValueError(f"judge({claim!r}): confidence={confidence} must be in (0.5, 1), e.g. 0.95")
+    interval = f"{_percent(confidence)} interval [{low:.3g}, {high:.3g}]" + (f" ({correction})" if correction else "")
     if not_testable is not None:
         verdict, reason = "not testable here", not_testable
     elif low > threshold:
-        verdict, reason = "supported", f"the whole 95% interval [{low:.3g}, {high:.3g}] lies above {threshold:g}"
+        verdict, reason = "supported", f"the whole {interval} lies above {threshold:g}"
     elif high < threshold:
-        verdict, reason = "contradicted", f"the whole 95% interval [{low:.3g}, {high:.3g}] lies below {threshold:g}"
+        verdict, reason = "contradicted", f"the whole {interval} lies below {threshold:g}"
     else:
         verdict = "inconclusive"
-        reason = f"the 95% interval [{low:.3g}, {high:.3g}] contains {threshold:g}"
+        reason = f"the {interval} contains {threshold:g}"
         if minimum_detectable is not None:
             reason += f"; this design detects effects of {minimum_detectable:.3g} or more"
-    return Verdict(claim, ours, low, high, threshold, verdict, reason, paper,
-                   minimum_detectable if verdict == "inconclusive" else None)
+    return Verdict(claim, ours, low, high, threshold, verdict, reason, paper, minimum_detectable, confidence,
+                   p_value)
+
+
+def _percent(confidence: float) -> str:
+    return f"{100 * confidence:.3g}%"
 
 
 def render(verdict: Verdict) -> str:
@@ -71,8 +86,8 @@ def render(verdict: Verdict) -> str:
     paper = f"; paper {verdict.paper:g}" if verdict.paper is not None else ""
     if verdict.verdict == "not testable here":
         return f"{verdict.claim}: not testable here ({verdict.reason}){paper}."
-    return (f"{verdict.claim}: {verdict.verdict} (ours {verdict.ours:.3g}, 95% interval [{verdict.low:.3g}, "
-            f"{verdict.high:.3g}]; {verdict.reason}){paper}.")
+    return (f"{verdict.claim}: {verdict.verdict} (ours {verdict.ours:.3g}, {_percent(verdict.confidence)} interval "
+            f"[{verdict.low:.3g}, {verdict.high:.3g}]; {verdict.reason}){paper}.")
 
 
 def mcnemar(correct_a, correct_b) -> float:
@@ -127,3 +142,149 @@ def paired_p_value(mean: float, std: float, n: int) -> float:
     if std == 0:
         return 0.0 if mean else 1.0
     return float(2 * stats.t.sf(abs(mean) / (std / math.sqrt(n)), df=n - 1))
+
+
+# --- paired accuracy comparisons over seeds and test images -------------------------------------------------
+
+BOOTSTRAP_RESAMPLES = 4000  # enough for the 2.5% tails and for Holm levels down to about 0.5% (20 per tail)
+
+
+def _correctness(correct, name: str) -> np.ndarray:
+    """`correct` as a (seeds, images) boolean array: one row per seed, the same images in the same order."""
+    array = np.asarray(correct, dtype=bool)
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[0] < 1 or array.shape[1] < 1:
+        raise ValueError(f"{name} must be per-image correctness of shape (seeds, images), got shape {array.shape}")
+    return array
+
+
+def _bootstrap(per_image: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """Bootstrap replicates of the seed-mean of per-image means: the test images are resampled (one draw shared by
+    every seed, since every seed is scored on the same images) and so are the seeds."""
+    seeds, images = per_image.shape
+    rng = np.random.default_rng(seed)
+    image_draws = rng.integers(0, images, size=(resamples, images))
+    # one sum per replicate and seed: (resamples, seeds), built seed by seed to keep memory at resamples x images
+    per_seed = np.stack([per_image[s][image_draws].mean(axis=1) for s in range(seeds)], axis=1)
+    if seeds == 1:
+        return per_seed[:, 0]
+    seed_draws = rng.integers(0, seeds, size=(resamples, seeds))
+    return np.take_along_axis(per_seed, seed_draws, axis=1).mean(axis=1)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Accuracy of A minus accuracy of B in points, averaged over seeds, both scored on the same test images."""
+
+    mean: float
+    seeds: int
+    images: int
+    replicates: np.ndarray = field(repr=False)  # bootstrap replicates of `mean` (see `_bootstrap`)
+    mcnemar_p: float | None = None  # McNemar's exact test, for one seed
+
+    def interval(self, confidence: float = 0.95) -> tuple[float, float]:
+        """Percentile interval of the bootstrap, widened to contain the estimate (it always does in practice)."""
+        tail = 100 * (1 - confidence) / 2
+        low, high = np.percentile(self.replicates, [tail, 100 - tail])
+        return float(min(low, self.mean)), float(max(high, self.mean))
+
+    @property
+    def standard_error(self) -> float:
+        return float(self.replicates.std(ddof=1))
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided bootstrap p-value of "no difference": twice the smaller share of replicates on either side of
+        0, so that the percentile interval at confidence 1 - p just reaches 0 (interval and test never disagree)."""
+        below, above = np.mean(self.replicates <= 0), np.mean(self.replicates >= 0)
+        return float(min(1.0, 2 * min(below, above)))
+
+    def minimum_detectable(self, alpha: float = 0.05, power: float = 0.8) -> float:
+        """The smallest true difference this design finds with `power` at two-sided level `alpha`: (z + z) x SE."""
+        return float((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * self.standard_error)
+
+
+def paired_difference(correct_a, correct_b, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> PairedDifference:
+    """A against B from per-image correctness, arrays of shape (seeds, images) paired row by row (the same seed)
+    and column by column (the same image)."""
+    a, b = _correctness(correct_a, "correct_a"), _correctness(correct_b, "correct_b")
+    if a.shape != b.shape:
+        raise ValueError(f"paired_difference needs the same seeds and images for both models, got shapes {a.shape} "
+                         f"and {b.shape}")
+    per_image = 100.0 * (a.astype(np.float64) - b.astype(np.float64))
+    replicates = _bootstrap(per_image, resamples, seed)
+    mcnemar_p = mcnemar(a[0], b[0]) if a.shape[0] == 1 else None
+    return PairedDifference(float(per_image.mean()), a.shape[0], a.shape[1], replicates, mcnemar_p)
+
+
+def accuracy_interval(correct, confidence: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
+                      seed: int = 0) -> tuple[float, float, float]:
+    """Mean accuracy (points) over seeds and its bootstrap interval (test images and seeds resampled)."""
+    per_image = 100.0 * _correctness(correct, "correct").astype(np.float64)
+    replicates = _bootstrap(per_image, resamples, seed)
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(replicates, [tail, 100 - tail])
+    mean = float(per_image.mean())
+    return mean, float(min(low, mean)), float(max(high, mean))
+
+
+def holm_levels(p_values: list[float], alpha: float = 0.05) -> list[float]:
+    """The level Holm's step-down procedure tests each p-value at (in the order given): alpha / (m - rank) up to
+    the first p-value that fails, and that failing level for every later one. A comparison is significant exactly
+    when its p-value is below its level, and its (1 - level) interval then excludes no effect."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    m, levels, stopped = len(p_values), [alpha] * len(p_values), None
+    for rank, i in enumerate(order):
+        level = alpha / (m - rank) if stopped is None else stopped
+        if stopped is None and p_values[i] >= level:
+            stopped = level
+        levels[i] = level
+    return levels
+
+
+@dataclass(frozen=True)
+class PairedClaim:
+    """One claim about accuracies, "A beats B by more than `threshold` points", with its measured difference."""
+
+    claim: str
+    difference: PairedDifference
+    threshold: float = 0.0
+    paper: float | None = None  # the paper's figure for the same difference, where it gives one
+
+
+def judge_family(comparisons: list[PairedClaim], alpha: float = 0.05) -> list[Verdict]:
+    """The verdict on each claim of a table that makes several: Holm's correction over the family, each interval
+    at the level Holm tests it at, the minimum detectable difference at the nominal `alpha`."""
+    p_values = [c.difference.p_value for c in comparisons]
+    levels = holm_levels(p_values, alpha) if len(comparisons) > 1 else [alpha] * len(comparisons)
+    correction = f"Holm over {len(comparisons)} comparisons" if len(comparisons) > 1 else ""
+    verdicts = []
+    for comparison, p, level in zip(comparisons, p_values, levels):
+        d = comparison.difference
+        low, high = d.interval(1 - level)
+        verdicts.append(judge(comparison.claim, d.mean, low, high, comparison.threshold, comparison.paper,
+                              d.minimum_detectable(alpha), confidence=1 - level, p_value=p, correction=correction))
+    return verdicts
+
+
+def all_of(claim: str, verdicts: list[Verdict], paper: float | None = None) -> Verdict:
+    """A claim that holds when every one of its parts does (e.g. "deeper branches beat Para-F-1-24" over 2-24,
+    3-24 and 6-24): contradicted when any part is, supported when all are, else inconclusive. Its figure and
+    interval are those of the weakest part (the lowest interval)."""
+    if not verdicts:
+        raise ValueError(f"all_of({claim!r}) needs at least one verdict")
+    weakest = min(verdicts, key=lambda v: (v.verdict == "not testable here", v.low))
+    kinds = {v.verdict for v in verdicts}
+    if "contradicted" in kinds:
+        word = "contradicted"
+    elif kinds == {"supported"}:
+        word = "supported"
+    elif kinds == {"not testable here"}:
+        word = "not testable here"
+    else:
+        word = "inconclusive"
+    parts = "; ".join(f"{v.claim}: {v.verdict}" for v in verdicts)
+    return Verdict(claim, weakest.ours, weakest.low, weakest.high, weakest.threshold, word,
+                   f"{sum(v.verdict == 'supported' for v in verdicts)} of {len(verdicts)} parts supported ({parts})",
+                   paper, weakest.minimum_detectable, weakest.confidence, weakest.p_value)
