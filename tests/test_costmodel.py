@@ -51,7 +51,8 @@ def test_a_gpipe_schedule_runs_micro_batches_plus_stages_minus_one_slots():
     assert step == pytest.approx(11 * slot + 0.001 + 1e-9 * 100_000 / 4)
 
 
-def test_the_fit_recovers_the_lines_it_was_measured_from():
+def measured_costs():
+    """Costs CSVs as the 1- and 2-process benchmarks write them, on lines the fit should recover."""
     one = pd.DataFrame([
         *({"kind": "compute", "what": "layer", "batch": b, "bytes": 0, "seconds": 0.001 + 0.0002 * b}
           for b in (8, 16, 32, 64)),
@@ -65,12 +66,40 @@ def test_the_fit_recovers_the_lines_it_was_measured_from():
         *({"kind": "p2p", "what": "round trip", "batch": 0, "bytes": n, "seconds": 1e-4 + n * 2e-9}
           for n in (4096, 65536)),
     ])
-    costs = Costs.from_measurements(one, two)
+    return one, two
+
+
+def test_the_fit_recovers_the_lines_it_was_measured_from():
+    costs = Costs.from_measurements(*measured_costs())
     assert costs.layer == ((8, 16, 32, 64), pytest.approx((0.0026, 0.0042, 0.0074, 0.0138)))
     assert costs.cls_layer == ((8, 64), pytest.approx((0.004, 0.032)))
     assert costs.allreduce == pytest.approx((3e-4, 1e-9))
     assert costs.p2p == pytest.approx((1e-4, 2e-9))
     assert costs.allreduce_seconds(1000, 2) == pytest.approx(2 * 3e-4 + 1000 * 1e-9)
+
+
+def test_a_tree_all_reduce_pays_log2_p_latency_steps_where_a_ring_pays_p_minus_1():
+    # alpha 0.1 ms, beta 1 ns per byte; both move 2 (P - 1) / P of the 1000 bytes per rank
+    moved = 2 * 23 / 24 * 1000 * 1e-9
+    assert COSTS.allreduce_seconds(1000, 24, "ring") == pytest.approx(2 * 23 * 1e-4 + moved)  # 4.6019 ms
+    assert COSTS.allreduce_seconds(1000, 24, "tree") == pytest.approx(2 * 5 * 1e-4 + moved)  # 1.0019 ms
+    assert COSTS.allreduce_seconds(1000, 2, "tree") == pytest.approx(COSTS.allreduce_seconds(1000, 2, "ring"))
+    assert COSTS.allreduce_seconds(1000, 5, "tree") == pytest.approx(2 * 3 * 1e-4 + 2 * 4 / 5 * 1000 * 1e-9)
+    # the branch-parallel step all-reduces twice (features and stem gradients): 2 x 36 latency steps fewer
+    assert branch(24) - branch(24, allreduce="tree") == pytest.approx(2 * 36 * 1e-4)
+    with pytest.raises(ValueError, match="'star' is unknown"):
+        COSTS.allreduce_seconds(1000, 4, "star")
+
+
+def test_predictions_give_both_all_reduce_models_which_agree_up_to_two_devices():
+    one, two = measured_costs()
+    table = predictions({"multi_costs_1": one, "multi_costs_2": two}, "ci").set_index(["method", "devices"])
+    ring, tree = table["predicted_ring_ms"], table["predicted_tree_ms"]
+    assert ring.loc[("branch", 1)] == pytest.approx(tree.loc[("branch", 1)])
+    assert ring.loc[("branch", 2)] == pytest.approx(tree.loc[("branch", 2)])
+    assert tree.loc[("branch", 24)] < ring.loc[("branch", 24)]
+    assert (table.loc["pipeline (GPipe)", "predicted_ring_ms"] == table.loc["pipeline (GPipe)",
+                                                                            "predicted_tree_ms"]).all()
 
 
 def test_compute_is_interpolated_between_measured_batches_and_proportional_beyond_them():

@@ -105,9 +105,28 @@ def test_auto_picks_fused_only_when_it_is_clearly_faster_and_measures_each_shape
 def test_auto_measures_both_strategies_forward_and_backward():
     model = twins("2-4")["auto"]
     tokens = model.embed(torch.randn(2, 3, 16, 16))
-    loop, fused = model._auto.measure({"loop": loop_cls, "fused": model._fused}, model.branches, tokens)
-    assert loop > 0 and fused > 0
+    passes = []  # (strategy, "forward" or "backward"), in the order they ran
+
+    def counted(name, run):
+        def counting(branches, tokens):
+            passes.append((name, "forward"))
+            out = run(branches, tokens)
+            first = out[0] if isinstance(out, list) else out
+            if first.requires_grad:
+                first.register_hook(lambda grad: passes.append((name, "backward")))
+            return out
+        return counting
+
+    run = {"loop": counted("loop", loop_cls), "fused": counted("fused", model._fused)}
+    rounds = model._auto.repeats + 2  # two of them warm up
+    model._auto.measure(run, model.branches, tokens)
+    assert passes.count(("loop", "backward")) == passes.count(("fused", "backward")) == rounds
+    assert passes.count(("loop", "forward")) == passes.count(("fused", "forward")) == rounds
     assert all(p.grad is None for p in model.parameters())  # timing the backward leaves no gradients behind
+    passes.clear()
+    with torch.no_grad():  # inference shapes are timed forward only
+        model._auto.measure(run, model.branches, tokens.detach())
+    assert sorted(set(passes)) == [("fused", "forward"), ("loop", "forward")] and len(passes) == 2 * rounds
 
 
 def test_class_incremental_models_run_fused():

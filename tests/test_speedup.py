@@ -1,42 +1,67 @@
 """How notebook 06 turns benchmark CSVs into its tables and verdicts (made-up times, so each figure is known)."""
 
+import math
+
 import pandas as pd
 import pytest
 
-from paraformer.speedup import layers_table, multi_table, strategy_table, summary
+from paraformer.paper import FAIRSCALE_SPEEDUP
+from paraformer.speedup import (MIN_SPREAD, UNKNOWN_SPREAD, layers_table, multi_table, only_missing, ratio_spread,
+                                speed_verdicts, strategy_table, summary, verdict_table)
 
 CPU = {"device": "test CPU, 1 thread(s)", "device_type": "cpu"}
+GPU = {"device": "test GPU", "device_type": "cuda"}
 
 
-def strategies(auto_seconds):
-    rows = []
-    for strategy, seconds in (("loop", 0.010), ("fused", 0.020), ("auto", auto_seconds)):
-        rows.append({"model": "Para-F-1-4", "batch": 8, "mode": "train", "strategy": strategy, "seconds": seconds,
-                     "auto_chose": "loop" if strategy == "auto" else "", **CPU})
-    return pd.DataFrame(rows)
+def verdicts(data) -> dict:
+    return {v.key: v for v in speed_verdicts(data)}
+
+
+def strategies(loop, fused, auto, chose):
+    return pd.DataFrame([{"model": "Para-F-1-4", "batch": 8, "mode": "train", "strategy": strategy,
+                          "seconds": seconds, "auto_chose": chose if strategy == "auto" else "", **CPU}
+                         for strategy, seconds in (("loop", loop), ("fused", fused), ("auto", auto))])
 
 
 def test_auto_is_compared_with_the_faster_of_loop_and_fused():
-    table = strategy_table(strategies(0.0104))
+    table = strategy_table(strategies(0.010, 0.020, 0.0104, "loop"))
     assert table.loc[0, "auto_vs_best"] == pytest.approx(1.04)
     assert table.loc[0, "auto_chose"] == "loop"
 
 
-def test_the_summary_says_when_auto_misses_its_target():
-    assert "NOT met. Worst case 1.200x" in summary({"strategies": strategies(0.012)})[0]
-    assert "met. Worst case 1.040x" in summary({"strategies": strategies(0.0104)})[0]
+def test_the_auto_target_is_judged_on_autos_worst_shape():
+    # auto chose fused, the slower, and runs as fast as fused: 1.2x the best, the two fused medians agree
+    missed = verdicts({"strategies": strategies(0.010, 0.012, 0.012, "fused")})["auto"]
+    assert (missed.kind, missed.verdict.verdict) == ("target", "contradicted")
+    assert missed.verdict.ours == pytest.approx(1 / 1.2)
+    assert missed.verdict.threshold == pytest.approx(1 / 1.05)
+    assert missed.verdict.high == pytest.approx(missed.verdict.ours * math.exp(MIN_SPREAD))
+    met = verdicts({"strategies": strategies(0.010, 0.020, 0.0101, "loop")})["auto"]
+    assert met.verdict.verdict == "supported" and met.verdict.ours == pytest.approx(1 / 1.01)
 
 
-def layers():
-    rows = []
-    for n, vit, para, vit_train, para_train in ((1, 1.0, 1.0, 10.0, 10.0), (24, 24.0, 6.0, 240.0, 60.0)):
+def test_the_interval_is_the_largest_disagreement_of_two_medians_of_one_computation():
+    # auto and the loop it chose are one computation: 4% apart
+    spread, _ = ratio_spread({"strategies": strategies(0.010, 0.020, 0.0104, "loop")})
+    assert spread == pytest.approx(math.log(1.04))
+    assert ratio_spread({"strategies": strategies(0.010, 0.020, 0.0100, "loop")})[0] == MIN_SPREAD
+    assert ratio_spread({"layers": layers()})[0] == UNKNOWN_SPREAD  # nothing timed twice
+    # at 4%, auto 1.04x the best is within 5% or not: the measurement cannot tell
+    assert verdicts({"strategies": strategies(0.010, 0.020, 0.0104, "loop")})["auto"].verdict.verdict == \
+        "inconclusive"
+
+
+def layers(rows=((1, 1.0, 1.0, 10.0, 10.0), (24, 24.0, 6.0, 240.0, 60.0))):
+    """(n, ViT-n ms, Para-F-1-n ms, ViT-n train ms, Para-F-1-n train ms) per layer count."""
+    out = []
+    for n, vit, para, vit_train, para_train in rows:
         for family, depth, seconds, train in (("ViT", n, vit, vit_train), ("ParaFormer", 1, para, para_train)):
             for mode, t, batch in (("inference", seconds / 1e3, 1), ("train", train / 1e3, 16)):
-                rows.append({"model": f"ViT-{n}" if family == "ViT" else f"Para-F-1-{n}", "family": family,
-                             "branch_depth": depth, "strategy": "loop" if family == "ViT" else "auto",
-                             "num_layers": n, "mode": mode, "batch": batch, "seconds": t,
-                             "images_per_second": batch / t, **CPU})
-    return pd.DataFrame(rows)
+                out.append({"model": f"ViT-{n}" if family == "ViT" else f"Para-F-1-{n}", "family": family,
+                            "branch_depth": depth, "strategy": "loop" if family == "ViT" else "auto",
+                            "num_layers": n, "mode": mode, "batch": batch, "seconds": t,
+                            "images_per_second": batch / t, **CPU})
+    return pd.DataFrame(out)
 
 
 def test_the_n_over_m_table_puts_the_papers_ratio_beside_ours():
@@ -44,26 +69,89 @@ def test_the_n_over_m_table_puts_the_papers_ratio_beside_ours():
     assert table.loc["Para-F-1-24", "paper_N_over_M"] == 24
     assert table.loc["Para-F-1-24", "inference_speedup"] == pytest.approx(4.0)
     assert table.loc["Para-F-1-24", "train_speedup"] == pytest.approx(4.0)
-    lines = summary({"layers": layers()})
-    assert "met, 0.25x (6.00 ms against 24.00 ms)" in lines[0]
-    assert "grows 6.0x, that of the ViT 24.0x" in lines[1] and "**not supported**" in lines[1]
+    judged = verdicts({"layers": layers()})
+    latency, growth = judged["latency"].verdict, judged["growth"].verdict
+    assert (latency.verdict, latency.ours, latency.threshold) == ("supported", pytest.approx(4.0),
+                                                                  pytest.approx(1 / 0.6))
+    assert (judged["growth"].kind, growth.verdict, growth.ours) == ("paper", "contradicted", pytest.approx(1 / 6))
+    assert [v.kind for v in judged.values()] == ["target", "paper", "paper"]
 
 
-def steps(processes, rows):
+def test_the_n_over_m_claim_leaves_out_n_over_m_of_one():
+    # Para-F-1-1 against ViT-1 reaches 80% of its N/M = 1; Para-F-1-24 reaches 95% of 24
+    n_over_m = verdicts({"layers": layers(((1, 1.0, 1.25, 10.0, 10.0), (24, 24.0, 24 / 22.8, 240.0, 60.0)))})
+    claim = n_over_m["n_over_m"].verdict
+    assert claim.ours == pytest.approx(0.95)
+    assert claim.verdict == "supported"  # 0.95 / e^0.05 = 0.904 > 0.9
+    only_one = verdicts({"layers": layers(((1, 1.0, 1.25, 10.0, 10.0),))})["n_over_m"].verdict
+    assert only_one.verdict == "not testable here" and math.isnan(only_one.ours)
+
+
+def steps(processes, rows, device=CPU):
     return pd.DataFrame([{"method": m, "model": "Para-F-1-4" if m.startswith("branch") else "ViT-4",
-                          "micro_batches": k, "seconds": s, "processes": processes, **CPU} for m, k, s in rows])
+                          "micro_batches": k, "seconds": s, "processes": processes, **device} for m, k, s in rows])
+
+
+def multi(device=CPU, fairscale_at_2=0.30):
+    return {"multi_steps_1": steps(1, [("branch", 1, 0.10), ("torch-1f1b", 1, 0.40), ("fairscale", 1, 0.40),
+                                       ("fairscale", 2, 0.38)], device),
+            "multi_steps_2": steps(2, [("branch", 1, 0.06), ("branch, 1 process", 1, 0.102),
+                                       ("torch-1f1b", 4, 0.24), ("fairscale", 2, 0.39),
+                                       ("fairscale", 4, fairscale_at_2)], device)}
 
 
 def test_the_multi_device_table_keeps_each_pipelines_best_micro_batch_count():
-    data = {"multi_steps_1": steps(1, [("branch", 1, 0.10), ("fairscale", 1, 0.40), ("fairscale", 2, 0.38)]),
-            "multi_steps_2": steps(2, [("branch", 1, 0.06), ("branch, 1 process", 1, 0.102),
-                                       ("fairscale", 2, 0.39), ("fairscale", 4, 0.30)])}
-    table = multi_table(data).set_index(["processes", "method"])
+    table = multi_table(multi()).set_index(["processes", "method"])
     assert table.loc[(2, "fairscale"), "micro_batches"] == 4
     assert table.loc[(2, "fairscale"), "vs_branch"] == pytest.approx(5.0)
     assert table.loc[(2, "fairscale"), "speedup_over_1_process"] == pytest.approx(0.38 / 0.30)
-    lines = summary(data)
-    assert "NOT met, 1.70x" not in lines[0] and "met, 1.70x (ideal 2)" in lines[0]
-    assert "torch-gpipe was not measured at 2 processes" in lines[1]
-    assert "Para-F-1-4 is 5.00x faster than fairscale's best pipeline (4 micro-batches) of ViT-4" in lines[3]
-    assert "above the paper's range 2.44-4.16x" in lines[3] and "no parallelism to offer" in lines[3]
+
+
+def test_the_scaling_target_and_a_missing_pipeline():
+    judged = verdicts(multi())
+    scaling = judged["scaling"].verdict
+    assert (judged["scaling"].kind, scaling.ours, scaling.threshold) == ("target", pytest.approx(1.7), 1.7)
+    assert scaling.verdict == "inconclusive"  # 1.70 +- 2%: on the threshold
+    gpipe = judged["torch-gpipe"].verdict
+    assert gpipe.verdict == "not testable here" and math.isnan(gpipe.ours)
+
+
+def test_fairscale_on_a_cpu_is_not_testable_here():
+    fairscale = verdicts(multi(CPU))["fairscale"]
+    assert (fairscale.kind, fairscale.verdict.verdict) == ("paper", "not testable here")
+    assert fairscale.verdict.ours == pytest.approx(5.0) and fairscale.verdict.paper == FAIRSCALE_SPEEDUP[0]
+
+
+def test_fairscale_on_gpus_is_judged_against_the_papers_lower_end():
+    lower = FAIRSCALE_SPEEDUP[0] - FAIRSCALE_SPEEDUP[1]
+    faster = verdicts(multi(GPU))["fairscale"].verdict
+    assert (faster.verdict, faster.ours, faster.threshold) == ("supported", pytest.approx(5.0), pytest.approx(lower))
+    slower = verdicts(multi(GPU, fairscale_at_2=0.12))["fairscale"].verdict  # 2.0x
+    assert (slower.verdict, slower.ours) == ("contradicted", pytest.approx(2.0))
+
+
+def test_the_torch_pipelines_are_compared_without_a_paper_figure():
+    for device in (CPU, GPU):
+        f1b = verdicts(multi(device))["torch-1f1b"]
+        assert (f1b.kind, f1b.verdict.paper, f1b.verdict.threshold) == ("comparison", None, 1.0)
+        assert (f1b.verdict.verdict, f1b.verdict.ours) == ("supported", pytest.approx(4.0))
+
+
+def test_the_summary_renders_one_line_per_verdict_and_the_table_one_row():
+    data = {"strategies": strategies(0.010, 0.012, 0.012, "fused"), "layers": layers(), **multi()}
+    judged = speed_verdicts(data)
+    assert len(summary(data)) == 1 + len(judged)  # the intervals' origin, then each verdict
+    table = verdict_table(judged)
+    assert list(table["key"]) == ["auto", "latency", "growth", "n_over_m", "scaling", "torch-gpipe", "torch-1f1b",
+                                  "fairscale"]
+    assert set(table["verdict"]) <= {"supported", "contradicted", "inconclusive", "not testable here"}
+
+
+def test_only_missing_benchmarks_are_measured_when_other_devices_csvs_are_kept():
+    data = {"layers": layers(), **multi()}  # multi_steps only: the costs CSVs are missing
+    assert only_missing(["strategies", "layers", "multi"], data, (1, 2)) == ["strategies", "multi"]
+    data.update({"multi_costs_1": pd.DataFrame(), "multi_costs_2": pd.DataFrame()})
+    assert only_missing(["layers", "multi"], data, (1, 2)) == []
+    assert only_missing(["multi"], data, (1, 2, 4)) == ["multi"]
+    with pytest.raises(ValueError, match=r"unknown benchmark\(s\) \['cost'\]"):
+        only_missing(["cost"], data, (1, 2))

@@ -15,9 +15,15 @@ Pipeline (GPipe schedule; L layers in P stages, M micro-batches of b / M; 1F1B r
 order):
     T = (M + P - 1) * (((L - 1) layer(b / M) + cls_layer(b / M)) / P + p2p(b / M)) + stem_head(b)
         + adamw parameters / P
-A ring all-reduce over P ranks moves 2 (P - 1) / P of the message per rank in 2 (P - 1) steps:
-allreduce_P(n) = 2 (P - 1) alpha + 2 (P - 1) / P n beta, with the latency alpha and the inverse bandwidth beta
-fitted to the 2-process measurements (where it is 2 alpha + n beta).
+Two all-reduce models, which two processes cannot tell apart (both are 2 alpha + n beta at P = 2, where the
+latency alpha and the inverse bandwidth beta are fitted):
+- ring: 2 (P - 1) steps, each moving 1 / P of the message: allreduce_P(n) = 2 (P - 1) alpha + 2 (P - 1) / P n beta;
+- tree: latency logarithmic in P, as in recursive halving then doubling (Rabenseifner's algorithm in MPI
+  libraries; NCCL's trees also pay log2 P hops), with the ring's bytes per rank:
+  allreduce_P(n) = 2 ceil(log2 P) alpha + 2 (P - 1) / P n beta.
+The latency term decides the prediction at 24 devices, and alpha rests on erratic gloo timings (a few tenths of a
+ms to several ms for kilobytes); the ring's latency grows linearly in P, the tree's does not, so the two bracket
+what the communication library might do.
 
 What it leaves out: imbalance and jitter between ranks, contention for memory bandwidth or a shared network, and
 the idle time of a rank waiting for the slowest. The check at 1 and 2 processes shows how much that costs here.
@@ -33,6 +39,8 @@ import pandas as pd
 
 from .bench import get_bench_profile
 from .multibench import MULTI_SETTINGS, vit_name
+
+ALLREDUCE_MODELS = ("ring", "tree")  # see the module docstring
 
 
 def _line(x: list[float], y: list[float]) -> tuple[float, float]:
@@ -65,7 +73,7 @@ class Costs:
     cls_layer: Curve  # the same for a last layer that computes the CLS token only
     stem_head: Curve  # the patch embedding, norm and head
     adamw: float  # seconds per parameter of an AdamW step
-    allreduce: tuple[float, float]  # ring latency alpha (seconds per step), beta (seconds per byte)
+    allreduce: tuple[float, float]  # latency alpha (seconds per step), beta (seconds per byte)
     p2p: tuple[float, float]  # seconds of a send/receive round trip = intercept + slope * bytes
 
     @classmethod
@@ -86,19 +94,25 @@ class Costs:
                    allreduce=(max(intercept, 0.0) / 2, max(beta, 0.0)),
                    p2p=_line(p2p["bytes"].tolist(), p2p["seconds"].tolist()))
 
-    def allreduce_seconds(self, nbytes: float, ranks: int) -> float:
+    def allreduce_seconds(self, nbytes: float, ranks: int, model: str = "ring") -> float:
+        if model not in ALLREDUCE_MODELS:
+            raise ValueError(f"all-reduce model {model!r} is unknown; choose one of {ALLREDUCE_MODELS}")
+        if ranks < 1:
+            raise ValueError(f"an all-reduce needs at least one rank, got {ranks}")
         if ranks == 1:
             return 0.0
         alpha, beta = self.allreduce
-        return 2 * (ranks - 1) * alpha + 2 * (ranks - 1) / ranks * nbytes * beta
+        steps = 2 * (ranks - 1) if model == "ring" else 2 * math.ceil(math.log2(ranks))
+        return steps * alpha + 2 * (ranks - 1) / ranks * nbytes * beta
 
     def branch_parallel_step(self, ranks: int, num_branches: int, branch_depth: int, batch: int, width: int,
-                             stem_parameters: int, head_parameters: int, branch_parameters: int) -> float:
+                             stem_parameters: int, head_parameters: int, branch_parameters: int,
+                             allreduce: str = "ring") -> float:
         local = math.ceil(num_branches / ranks)
         compute = _on(self.stem_head, batch) + local * (
             (branch_depth - 1) * _on(self.layer, batch) + _on(self.cls_layer, batch))
-        communication = (self.allreduce_seconds(4 * batch * width, ranks)
-                         + self.allreduce_seconds(4 * stem_parameters, ranks))
+        communication = (self.allreduce_seconds(4 * batch * width, ranks, allreduce)
+                         + self.allreduce_seconds(4 * stem_parameters, ranks, allreduce))
         update = self.adamw * (stem_parameters + head_parameters + local * branch_parameters)
         return compute + communication + update
 
@@ -129,8 +143,10 @@ def _sizes(model) -> dict[str, int]:
 def predictions(bench: dict[str, pd.DataFrame], profile_name: str, ranks: tuple[int, ...] = (1, 2, 4, 8, 24),
                 micro_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)) -> pd.DataFrame:
     """Predicted step milliseconds of branch parallelism (the profile's ParaFormer) and of the GPipe pipeline (its
-    sequential ViT; the best micro-batch count at each P) at each number of devices, with the measured step time
-    beside the prediction where there is one (1 and 2 processes). `bench` is `paraformer.bench.load(profile)`."""
+    sequential ViT; the best micro-batch count at each P) at each number of devices, under each all-reduce model
+    (`predicted_ring_ms`, `predicted_tree_ms`; a pipeline all-reduces nothing, so its two are equal), with the
+    measured step time beside them where there is one (1 and 2 processes, where the two models agree).
+    `bench` is `paraformer.bench.load(profile)`."""
     setting, profile = MULTI_SETTINGS[profile_name], get_bench_profile(profile_name)
     missing = {"multi_costs_1", "multi_costs_2"} - set(bench)
     if missing:
@@ -142,22 +158,24 @@ def predictions(bench: dict[str, pd.DataFrame], profile_name: str, ranks: tuple[
     measured = multi_steps(bench)
     rows = []
     for p in ranks:
-        branch = costs.branch_parallel_step(p, para.num_branches, para.config.branch_depth, setting.batch,
-                                            profile.width, p_sizes["stem"], p_sizes["head"], p_sizes["branch"])
+        branch = {model: costs.branch_parallel_step(p, para.num_branches, para.config.branch_depth, setting.batch,
+                                                    profile.width, p_sizes["stem"], p_sizes["head"],
+                                                    p_sizes["branch"], allreduce=model)
+                  for model in ALLREDUCE_MODELS}
         rows.append({"method": "branch", "model": f"Para-F-{setting.paraformer}", "devices": p,
-                     "micro_batches": 1, "predicted_ms": 1e3 * branch,
+                     "micro_batches": 1, **{f"predicted_{m}_ms": 1e3 * t for m, t in branch.items()},
                      "measured_ms": 1e3 * _measured(measured, "branch", p)})
         layers = vit.config.num_layers
         options = [m for m in micro_batches if setting.batch % m == 0 and m <= setting.batch]
         best = min(options, key=lambda m: costs.pipeline_step(p, m, layers, setting.batch, tokens, profile.width,
                                                               v_sizes["total"]))
+        pipeline = 1e3 * costs.pipeline_step(p, best, layers, setting.batch, tokens, profile.width, v_sizes["total"])
         rows.append({"method": "pipeline (GPipe)", "model": vit_name(setting), "devices": p,
-                     "micro_batches": best,
-                     "predicted_ms": 1e3 * costs.pipeline_step(p, best, layers, setting.batch, tokens, profile.width,
-                                                               v_sizes["total"]),
+                     "micro_batches": best, **{f"predicted_{m}_ms": pipeline for m in ALLREDUCE_MODELS},
                      "measured_ms": 1e3 * _measured(measured, "torch-gpipe", p)})
     table = pd.DataFrame(rows)
-    table["predicted_over_measured"] = table["predicted_ms"] / table["measured_ms"]
+    for model in ALLREDUCE_MODELS:
+        table[f"{model}_over_measured"] = table[f"predicted_{model}_ms"] / table["measured_ms"]
     return table
 
 

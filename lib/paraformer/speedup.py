@@ -1,5 +1,14 @@
-"""The speed tables of notebook 06, and what they say about the papers' speed claims, from the benchmark CSVs
-(`paraformer.bench.load`). Every ratio divides two times measured in the same run on the same device.
+"""The speed tables of notebook 06, and the verdicts on the project's speed targets and the papers' speed claims,
+from the benchmark CSVs (`paraformer.bench.load`). Every ratio divides two times measured in the same run on the
+same device, and every verdict comes from `paraformer.experiments.stats.judge`; `summary` only puts them in words.
+
+The CSVs keep one median per configuration, not the repeats behind it, so a ratio's interval cannot come from
+its own repeats. It comes from the data instead: wherever the CSVs time one computation twice (`auto` and the
+strategy it chose, interleaved in the same repeats; the whole ParaFormer at one process in the 1- and in the
+2-process run), the two medians should agree, and the largest disagreement, as a factor, is the interval put
+around every ratio (at least `MIN_SPREAD`; `UNKNOWN_SPREAD` where the CSVs time nothing twice). That is
+conservative for ratios within one run (the cross-run pair is the noisier) and is not a 95% confidence interval:
+`judge` calls it one.
 
 The papers' claims:
 - 2024 (abstract and conclusion): Para-Former's inference time does not grow with the number of layers;
@@ -10,19 +19,38 @@ The papers' claims:
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import pandas as pd
 
 from . import costmodel
+from .experiments.stats import Verdict, judge, render
 from .paper import FAIRSCALE_SPEEDUP, PAPER_2024, PAPER_2025
 
 AUTO_TARGET = 1.05  # auto at most 5% slower than the faster of loop and fused
 LATENCY_TARGET = 0.6  # batch-1 Para-F-1-24 latency at most 0.6x the ViT-24's
 SCALING_TARGET = 1.7  # branch-parallel step at 2 processes at least 1.7x faster than at 1
 PIPELINES = ("torch-gpipe", "torch-1f1b", "fairscale")
+NOT_GROWING = 1.25  # latency growth from the fewest to the most layers that we would still call "not growing"
+N_OVER_M_REACHED = 0.9  # a measured speed-up this close to N/M counts as "N/M times faster"
+MIN_SPREAD = 0.02  # the narrowest interval around a ratio (+-2%), however well two repeated medians agree
+UNKNOWN_SPREAD = 0.05  # the interval where the CSVs time no computation twice (+-5%)
+KINDS = ("target", "paper", "comparison")  # this project's targets; the papers' claims; comparisons without one
 
 
 def device_of(df: pd.DataFrame) -> str:
     return ", ".join(sorted(set(df["device"])))
+
+
+def only_missing(todo: list[str], data: dict[str, pd.DataFrame], processes: tuple[int, ...]) -> list[str]:
+    """Of the benchmarks `todo` (from `paraformer.bench.to_measure`), those that have no CSV in `data` at all: what
+    must be measured before notebook 06 can tabulate CSVs measured on another kind of device as they are."""
+    unknown = set(todo) - {"strategies", "layers", "multi"}
+    if unknown:
+        raise ValueError(f"unknown benchmark(s) {sorted(unknown)}; expected strategies, layers or multi")
+    multi = [f"multi_{kind}_{p}" for kind in ("steps", "costs") for p in processes]
+    return [name for name in todo if not all(key in data for key in (multi if name == "multi" else [name]))]
 
 
 def strategy_table(strategies: pd.DataFrame) -> pd.DataFrame:
@@ -84,95 +112,203 @@ def branch_scaling(data: dict[str, pd.DataFrame], processes: int) -> float | Non
     return float(seconds["branch, 1 process"] / seconds["branch"])
 
 
-def _verdict(ok: bool) -> str:
-    return "**supported**" if ok else "**not supported**"
+def ratio_spread(data: dict[str, pd.DataFrame]) -> tuple[float, str]:
+    """The relative half-width (as a log factor) of the interval around every ratio, and where it comes from in
+    words (see the module docstring)."""
+    pairs = []  # (ratio of two medians of one computation, what was timed twice)
+    if "strategies" in data:
+        rows = data["strategies"]
+        seconds = rows.set_index(["model", "batch", "mode", "strategy"])["seconds"]
+        for _, auto in rows[rows["strategy"] == "auto"].iterrows():
+            chose = auto["auto_chose"]
+            if chose in ("loop", "fused"):
+                pairs.append((auto["seconds"] / seconds[(auto["model"], auto["batch"], auto["mode"], chose)],
+                              f"auto and {chose}, {auto['model']} batch {auto['batch']} {auto['mode']}"))
+    one, two = data.get("multi_steps_1"), data.get("multi_steps_2")
+    if one is not None and two is not None:
+        alone = one.loc[one["method"] == "branch", "seconds"]
+        beside = two.loc[two["method"] == "branch, 1 process", "seconds"]
+        if len(alone) and len(beside):
+            pairs.append((beside.iloc[0] / alone.iloc[0], "the 1-process branch step in the 1- and 2-process runs"))
+    if not pairs:
+        return UNKNOWN_SPREAD, (f"+-{UNKNOWN_SPREAD:.0%}, assumed: these CSVs time no computation twice, and they "
+                                f"keep medians only")
+    ratio, what = max(pairs, key=lambda pair: abs(math.log(pair[0])))
+    spread = max(MIN_SPREAD, abs(math.log(ratio)))
+    return spread, (f"+-{math.exp(spread) - 1:.1%} on every ratio: the largest disagreement of two medians of one "
+                    f"computation in these CSVs ({ratio:.3f}x, {what}; {len(pairs)} such pairs), at least "
+                    f"{MIN_SPREAD:.0%}")
+
+
+@dataclass(frozen=True)
+class SpeedVerdict:
+    key: str  # stable name: "auto", "latency", "scaling", "growth", "n_over_m", or a pipeline's method name
+    kind: str  # one of KINDS
+    verdict: Verdict  # from `judge`, the only place a verdict is decided
+    detail: str  # the figures behind it, for the reader
+    device: str  # what it was measured on
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "kind": self.kind, **self.verdict.to_dict(), "detail": self.detail,
+                "device": self.device}
+
+
+def _judged(key: str, kind: str, claim: str, ratio: float, threshold: float, spread: float, detail: str,
+            device: str, paper: float | None = None, not_testable: str | None = None) -> SpeedVerdict:
+    low, high = (ratio * math.exp(-spread), ratio * math.exp(spread)) if math.isfinite(ratio) else (ratio, ratio)
+    return SpeedVerdict(key, kind, judge(claim, ratio, low, high, threshold, paper=paper, not_testable=not_testable),
+                        detail, device)
+
+
+def _strategy_verdicts(strategies: pd.DataFrame, spread: float) -> list[SpeedVerdict]:
+    table = strategy_table(strategies)
+    worst = table.loc[table["auto_vs_best"].idxmax()]
+    within = int((table["auto_vs_best"] <= AUTO_TARGET).sum())
+    # judge tests "exceeds": auto's speed relative to the best, at its worst shape, must exceed 1 / 1.05
+    return [_judged(
+        "auto", "target", f"Target: auto within {AUTO_TARGET - 1:.0%} of the faster of loop and fused at every "
+        f"measured shape (its worst shape's speed relative to the faster at least 1/{AUTO_TARGET:g})",
+        1 / worst["auto_vs_best"], 1 / AUTO_TARGET, spread,
+        f"{within} of {len(table)} shapes within {AUTO_TARGET - 1:.0%}; worst {worst['auto_vs_best']:.3f}x slower "
+        f"({worst['model']}, batch {worst['batch']}, {worst['mode']}; auto chose {worst['auto_chose']})",
+        device_of(strategies))]
+
+
+def _layer_verdicts(layers: pd.DataFrame, spread: float) -> list[SpeedVerdict]:
+    table, device = layers_table(layers), device_of(layers)
+    one = table[table["branch_depth"] == 1].set_index("num_layers")
+    if one.empty:
+        raise ValueError("the layers benchmark has no Para-F-1-n rows; rerun it")
+    n = 24 if 24 in one.index else int(one.index.max())
+    out = [_judged(
+        "latency", "target", f"Target: batch-1 inference latency of Para-F-1-{n} at most {LATENCY_TARGET:g}x that "
+        f"of ViT-{n} (ViT-{n} time over Para-F-1-{n} time at least {1 / LATENCY_TARGET:.3g})",
+        one.loc[n, "inference_speedup"], 1 / LATENCY_TARGET, spread,
+        f"{one.loc[n, 'inference_ms']:.2f} ms against {one.loc[n, 'vit_inference_ms']:.2f} ms: "
+        f"{1 / one.loc[n, 'inference_speedup']:.2f}x", device)]
+
+    lo, hi = int(one.index.min()), int(one.index.max())
+    growth = one.loc[hi, "inference_ms"] / one.loc[lo, "inference_ms"]
+    vit_growth = one.loc[hi, "vit_inference_ms"] / one.loc[lo, "vit_inference_ms"]
+    out.append(_judged(
+        "growth", "paper", f"{PAPER_2024}: inference time does not grow with the number of layers (batch-1 "
+        f"latency of Para-F-1-{lo} over Para-F-1-{hi} on one device at least 1/{NOT_GROWING:g})",
+        1 / growth, 1 / NOT_GROWING, spread,
+        f"from {lo} to {hi} layers, batch-1 latency of Para-F-1-n grows {growth:.1f}x, that of the ViT "
+        f"{vit_growth:.1f}x; one device runs branches side by side only as far as its cores or units allow",
+        device, not_testable=None if hi > lo else f"only {lo} layer(s) measured"))
+
+    # N/M = 1 (Para-F-1-1 against ViT-1) compares a model with its own twin: it says nothing about parallelism
+    tested = table[table["paper_N_over_M"] > 1]
+    reached = tested["inference_speedup"] / tested["paper_N_over_M"]
+    claim = (f"{PAPER_2024}, section 3.3: a depth-M Para-Former runs N/M times faster than a depth-N serial network "
+             f"(worst measured speed-up over N/M, N/M > 1, batch 1, one device, at least {N_OVER_M_REACHED:g})")
+    if tested.empty:
+        out.append(_judged("n_over_m", "paper", claim, math.nan, N_OVER_M_REACHED, spread, "", device,
+                           not_testable="no Para-Former with N/M > 1 was measured"))
+        return out
+    worst, best = tested.loc[reached.idxmin()], tested.loc[reached.idxmax()]
+    out.append(_judged(
+        "n_over_m", "paper", claim, float(reached.min()), N_OVER_M_REACHED, spread,
+        f"over {len(tested)} models with N/M > 1 the speed-ups reach {reached.min():.0%} ({worst['model']}: "
+        f"{worst['inference_speedup']:.2f}x where N/M = {worst['paper_N_over_M']:g}) to {reached.max():.0%} "
+        f"({best['model']}) of N/M; in training at batch {int(layers['batch'].max())}, "
+        f"{tested['train_speedup'].min():.2f}x to {tested['train_speedup'].max():.2f}x; N/M assumes every branch "
+        f"has hardware of its own", device))
+    return out
+
+
+def _multi_verdicts(data: dict[str, pd.DataFrame], steps: pd.DataFrame, spread: float) -> list[SpeedVerdict]:
+    multi = multi_table(data)
+    top = int(multi["processes"].max())
+    device = device_of(steps)
+    out = []
+    scaling = branch_scaling(data, top)
+    if scaling is not None:
+        out.append(_judged(
+            "scaling", "target", f"Target: branch-parallel step on {top} processes at least {SCALING_TARGET:g}x "
+            f"faster than on one", scaling, SCALING_TARGET, spread,
+            f"{scaling:.2f}x (ideal {top}), both in the {top}-process run", device))
+    at_top = multi[multi["processes"] == top].set_index("method")
+    top_steps = steps[steps["processes"] == top]
+    paper, paper_spread = FAIRSCALE_SPEEDUP
+    for method in PIPELINES:
+        fairscale = method == "fairscale"
+        kind, paper_figure = ("paper", paper) if fairscale else ("comparison", None)
+        claim = (f"{PAPER_2025}: ParaFormer {paper:.2f}x (+- {paper_spread:.2f}) faster than FairScale (branch "
+                 f"parallel over FairScale's best Pipe at {top} processes at least the paper's lower end, "
+                 f"{paper - paper_spread:.2f}x)" if fairscale else
+                 f"Branch parallel faster than {method}'s best pipeline at {top} processes (the papers give no "
+                 f"figure for it)")
+        threshold = paper - paper_spread if fairscale else 1.0
+        if method not in at_top.index:
+            out.append(_judged(method, kind, claim, math.nan, threshold, spread, "", device, paper=paper_figure,
+                               not_testable=f"{method} was not measured at {top} processes (see the benchmark log)"))
+            continue
+        row = at_top.loc[method]
+        ratio, own = float(row["vs_branch"]), float(row["speedup_over_1_process"])
+        detail = (f"branch-parallel {at_top.loc['branch', 'model']} is {ratio:.2f}x faster than {method}'s best "
+                  f"pipeline ({row['micro_batches']} micro-batches) of {row['model']}; each method's own speed-up "
+                  f"from 1 to {top} processes: {method} {own:.2f}x, branch parallel "
+                  f"{at_top.loc['branch', 'speedup_over_1_process']:.2f}x (most of the ratio is the model)")
+        not_testable = None
+        on_cpu = set(top_steps.loc[top_steps["method"] == method, "device_type"]) == {"cpu"}
+        if fairscale and on_cpu:
+            not_testable = (f"on a CPU FairScale's Pipe cannot overlap its partitions (one worker thread per device, "
+                            f"and every partition's device is 'cpu': its own speed-up from 1 to {top} processes is "
+                            f"{own:.2f}x); the paper measured GPUs")
+        out.append(_judged(method, kind, claim, ratio, threshold, spread, detail, device, paper=paper_figure,
+                           not_testable=not_testable))
+    return out
+
+
+def speed_verdicts(data: dict[str, pd.DataFrame]) -> list[SpeedVerdict]:
+    """Every target and claim the CSVs in `data` (`paraformer.bench.load`) bear on, judged."""
+    spread, _ = ratio_spread(data)
+    out = []
+    if "strategies" in data:
+        out += _strategy_verdicts(data["strategies"], spread)
+    if "layers" in data:
+        out += _layer_verdicts(data["layers"], spread)
+    steps = costmodel.multi_steps(data)
+    if not steps.empty:
+        out += _multi_verdicts(data, steps, spread)
+    return out
+
+
+def verdict_table(verdicts: list[SpeedVerdict]) -> pd.DataFrame:
+    """One row per verdict: key, kind, the `Verdict` fields, detail and device."""
+    return pd.DataFrame([v.to_dict() for v in verdicts])
+
+
+def cost_model_note(data: dict[str, pd.DataFrame]) -> str | None:
+    """What the cost model predicts, under each all-reduce model (a prediction, not a verdict); None without its
+    inputs."""
+    if not {"multi_costs_1", "multi_costs_2"} <= set(data):
+        return None
+    predicted = costmodel.predictions(data, _profile(data))
+    checked = predicted.dropna(subset=["measured_ms"])
+    by_model = []
+    for model in costmodel.ALLREDUCE_MODELS:
+        at = predicted.set_index(["method", "devices"])[f"predicted_{model}_ms"]
+        ratios = ", ".join(f"{p}: {at['pipeline (GPipe)', p] / at['branch', p]:.2f}x"
+                           for p in sorted(set(predicted["devices"])))
+        by_model.append(f"{model} all-reduce {ratios}")
+    return (f"Cost model (a prediction, not a verdict): at 1 and 2 processes its predictions are "
+            f"{checked['ring_over_measured'].min():.2f} to {checked['ring_over_measured'].max():.2f} times the "
+            f"measured step times (the two all-reduce models agree there). Predicted GPipe step over branch-parallel "
+            f"step, by number of devices: {'; '.join(by_model)} (devices and links like the measured ones).")
 
 
 def summary(data: dict[str, pd.DataFrame]) -> list[str]:
-    """The targets and the papers' claims, each with our measured figure, its device, and a verdict."""
-    lines = []
-    if "strategies" in data:
-        table = strategy_table(data["strategies"])
-        worst = table.loc[table["auto_vs_best"].idxmax()]
-        lines.append(
-            f"Target, auto within {AUTO_TARGET - 1:.0%} of the faster of loop and fused at every measured shape: "
-            f"{'met' if worst['auto_vs_best'] <= AUTO_TARGET else 'NOT met'}. Worst case {worst['auto_vs_best']:.3f}x "
-            f"({worst['model']}, batch {worst['batch']}, {worst['mode']}) over {len(table)} shapes "
-            f"[{device_of(data['strategies'])}].")
-    if "layers" in data:
-        layers = data["layers"]
-        table = layers_table(layers)
-        device = device_of(layers)
-        one = table[table["branch_depth"] == 1].set_index("num_layers")
-        n = 24 if 24 in one.index else int(one.index.max())
-        ratio = 1 / one.loc[n, "inference_speedup"]
-        lines.append(f"Target, batch-1 inference latency of Para-F-1-{n} at most {LATENCY_TARGET}x that of ViT-{n}: "
-                     f"{'met' if ratio <= LATENCY_TARGET else 'NOT met'}, {ratio:.2f}x "
-                     f"({one.loc[n, 'inference_ms']:.2f} ms against {one.loc[n, 'vit_inference_ms']:.2f} ms) "
-                     f"[{device}].")
-        lo, hi = int(one.index.min()), int(one.index.max())
-        growth = one.loc[hi, "inference_ms"] / one.loc[lo, "inference_ms"]
-        vit_growth = one.loc[hi, "vit_inference_ms"] / one.loc[lo, "vit_inference_ms"]
-        lines.append(
-            f"{PAPER_2024}: inference time does not grow with the number of layers. {_verdict(growth < 1.25)} on "
-            f"one device (we would call under 1.25x 'not growing'): from {lo} to {hi} layers, batch-1 latency of "
-            f"Para-F-1-n grows {growth:.1f}x, that of the ViT {vit_growth:.1f}x. One device runs the branches side "
-            f"by side only as far as its cores or units allow [{device}].")
-        row = table[(table["branch_depth"] == 1) & (table["num_layers"] == hi)].iloc[0]
-        reached = table["inference_speedup"] / table["paper_N_over_M"]
-        lines.append(
-            f"{PAPER_2024}, section 3.3: a depth-M Para-Former runs N/M times faster than a depth-N serial network. "
-            f"{_verdict(bool((reached >= 0.9).all()))} at batch 1 on one device: the measured speed-ups reach "
-            f"{reached.min():.0%} to {reached.max():.0%} of N/M (Para-F-1-{hi}: {row['inference_speedup']:.1f}x "
-            f"where N/M = {row['paper_N_over_M']:.0f}); in training at batch {int(layers['batch'].max())}, "
-            f"{table['train_speedup'].min():.2f}x to {table['train_speedup'].max():.2f}x. N/M assumes every "
-            f"branch has hardware of its own; the multi-process table tests that case [{device}].")
-    steps = costmodel.multi_steps(data)
-    if not steps.empty:
-        multi = multi_table(data)
-        top = int(multi["processes"].max())
-        device = device_of(steps)
-        on_cpu = set(steps["device_type"]) == {"cpu"}
-        scaling = branch_scaling(data, top)
-        if scaling is not None:
-            lines.append(f"Target, branch-parallel step on {top} processes at least {SCALING_TARGET}x faster than "
-                         f"one process: {'met' if scaling >= SCALING_TARGET else 'NOT met'}, {scaling:.2f}x "
-                         f"(ideal {top}) [{device}].")
-        at_top = multi[multi["processes"] == top].set_index("method")
-        paper, spread = FAIRSCALE_SPEEDUP
-        for method in PIPELINES:
-            if method not in at_top.index:
-                lines.append(f"{method} was not measured at {top} processes (see the benchmark log).")
-                continue
-            ratio = at_top.loc[method, "vs_branch"]
-            place = ("within" if paper - spread <= ratio <= paper + spread
-                     else "below" if ratio < paper - spread else "above")
-            claim = (f"{PAPER_2025}: ParaFormer {paper:.2f}x (+- {spread:.2f}) faster than FairScale. "
-                     if method == "fairscale" else "")
-            verdict = (_verdict(ratio >= paper - spread) + ": " if method == "fairscale" else "")
-            if method == "fairscale" and on_cpu:
-                claim += ("On a CPU, FairScale's Pipe runs all partitions on one worker thread (it keeps one per "
-                          "device, and every partition's device is 'cpu'), so here it has no parallelism to offer; "
-                          "the paper measured it on GPUs. ")
-            lines.append(
-                f"{claim}{verdict}branch-parallel {at_top.loc['branch', 'model']} is {ratio:.2f}x faster than "
-                f"{method}'s best pipeline ({at_top.loc[method, 'micro_batches']} micro-batches) of "
-                f"{at_top.loc[method, 'model']} at {top} processes, {place} the paper's range "
-                f"{paper - spread:.2f}-{paper + spread:.2f}x. "
-                f"Most of the gap is the model, not the parallelism: see each method's own speed-up from 1 to "
-                f"{top} processes in the table [{device}].")
-    if {"multi_costs_1", "multi_costs_2"} <= set(data):
-        predicted = costmodel.predictions(data, _profile(data))
-        checked = predicted.dropna(subset=["measured_ms"])
-        at = predicted.set_index(["method", "devices"])["predicted_ms"]
-        ratios = ", ".join(f"{p}: {at['pipeline (GPipe)', p] / at['branch', p]:.2f}x"
-                           for p in sorted(set(predicted["devices"])))
-        lines.append(
-            f"Cost model: at 1 and 2 processes its predictions are {checked['predicted_over_measured'].min():.2f} "
-            f"to {checked['predicted_over_measured'].max():.2f} times the measured step times. Predicted GPipe step "
-            f"over branch-parallel step, by number of devices: {ratios} (devices and links like the measured "
-            f"ones; see the cost-model table for the step times).")
-    return lines
+    """The verdicts of `speed_verdicts` in words, each with its figures and device; first how wide the intervals
+    are, last the cost model's predictions."""
+    verdicts = speed_verdicts(data)
+    lines = [f"Intervals: {ratio_spread(data)[1]}."] if verdicts else []
+    lines += [f"{render(v.verdict)} {v.detail[:1].upper()}{v.detail[1:]} [{v.device}]." if v.detail
+              else f"{render(v.verdict)} [{v.device}]." for v in verdicts]
+    note = cost_model_note(data)
+    return lines + ([note] if note else [])
 
 
 def _profile(data: dict[str, pd.DataFrame]) -> str:
