@@ -1,11 +1,21 @@
 """The expansion protocols: task splits, the data each task sees, and how forgetting is counted."""
 
+from dataclasses import asdict
+from types import SimpleNamespace
+
 import pandas as pd
 import pytest
+import torch
 
-from paraformer.config import ConfigError
+from paraformer import config as config_module
+from paraformer.config import ConfigError, ModelConfig, Recipe
+from paraformer.data import ImageData
+from paraformer.experiments import expansion, get_profile
 from paraformer.experiments.expansion import ExpansionPlan, get_plan, incremental_summary, task_data_config
-from paraformer.experiments import get_profile
+from paraformer.experiments.profiles import Profile
+from paraformer.model import ParaFormer, count_parameters
+from paraformer.train import RunResult, load_trained_model, train
+from tests.test_train import toy_data
 
 
 def test_tasks_split_the_classes_in_label_order():
@@ -44,3 +54,145 @@ def test_forgetting_is_the_best_earlier_accuracy_minus_the_current_one():
 def test_forgetting_is_not_counted_for_joint_training_which_starts_afresh_each_time():
     table = metrics([("joint", 1, 1, 90, 90), ("joint", 2, 1, 70, 88), ("joint", 2, 2, 75, 90)])
     assert incremental_summary(table)["class_il_forgetting"].isna().all()
+
+
+# --- run_growth and incremental_metrics on tiny in-memory data -------------------------------------------------
+
+
+@pytest.fixture
+def results_root(tmp_path, monkeypatch):
+    """An empty run cache, with no profile active, so that runs recorded by default land in tmp_path."""
+    monkeypatch.setenv("PARAFORMER_RESULTS", str(tmp_path))
+    monkeypatch.setattr(config_module, "_active_profile", None)
+    return tmp_path
+
+
+TOY_PROFILE = Profile(name="toy", datasets=("toy",), n_train=None, n_test=None, width=16, num_heads=2, mlp_ratio=2.0,
+                      dropout=0.0, patch_size={16: 4},
+                      recipe=Recipe(epochs=2, batch_size=16, lr=3e-3, warmup_epochs=0.5, augment=(), seed=0))
+# 1 branch, then 2 growth steps of 1 branch, 2 epochs each
+GROWTH = ExpansionPlan("toy", 2, 1, (0,), growth_start=1, growth_step=1, growth_steps=2, growth_epochs=2)
+
+
+def test_growth_trains_only_the_new_branches_and_matches_the_scratch_baselines_compute(results_root, monkeypatch):
+    data = toy_data(n_train=48)
+    monkeypatch.setattr(expansion, "load_data", lambda config: data)
+    runs = []
+
+    def recording_train(model_config, data_config, recipe, **kwargs):
+        result = train(model_config, data_config, recipe, **kwargs)
+        runs.append((model_config, recipe, kwargs.get("parent"), result))
+        return result
+
+    monkeypatch.setattr(expansion, "train", recording_train)
+    table = expansion.run_growth(TOY_PROFILE, GROWTH, seed=0, progress=False)
+
+    # compute in layer passes per image: 3 per trained layer, 1 per frozen one, per epoch
+    grown = [3 * 1 * 2, 3 * 1 * 2 + (1 * 1 + 3 * 1) * 2, 3 * 1 * 2 + (1 * 1 + 3 * 1) * 2 + (1 * 2 + 3 * 1) * 2]
+    assert grown == [6, 14, 24]
+    scratch_epochs = [round(14 / (3 * 2)), round(24 / (3 * 3))]  # 2.33 -> 2 and 2.67 -> 3
+    assert scratch_epochs == [2, 3]
+    rows = table[["path", "branches", "epochs", "compute"]].to_records(index=False).tolist()
+    assert rows == [("grown", 1, 2, 6), ("grown", 2, 2, 14), ("grown", 3, 2, 24),
+                    ("scratch", 2, 2, 3 * 2 * 2), ("scratch", 3, 3, 3 * 3 * 3)]
+    assert table["test_images"].tolist() == [48] * 5
+    assert table["params"].tolist() == [count_parameters(c) for c, *_ in runs]
+
+    # the runs: the first model, each growth step from the previous one, then the baselines from scratch
+    assert [(c.num_branches, r.epochs, r.freeze_inherited, p is not None) for c, r, p, _ in runs] == [
+        (1, 2, False, False), (2, 2, True, True), (3, 2, True, True), (2, 2, False, False), (3, 3, False, False)]
+    assert runs[1][2] is runs[0][3] and runs[2][2] is runs[1][3]
+    for before, after in ((runs[0][3], runs[1][3]), (runs[1][3], runs[2][3])):
+        old = load_trained_model(before).state_dict()
+        new = load_trained_model(after).state_dict()
+        inherited = [k for k in new if k in old]
+        assert inherited and all(torch.equal(old[k], new[k]) for k in inherited)
+        torch.manual_seed(TOY_PROFILE.recipe.seed)  # as train() draws the grown model's fresh weights
+        untrained = ParaFormer(after.model_config).state_dict()
+        fresh = [k for k in new if k not in old]
+        assert fresh and all(not torch.equal(new[k], untrained[k]) for k in fresh)
+
+
+# A fabricated class-incremental case: CIFAR-10 in two tasks of 5 classes, four test images per task. Each "model"
+# answers from a table: for image i, the class it ranks first among all it knows, and the class of the image's own
+# task it ranks first when told the task.
+TASK_IMAGES = {(0, 1, 2, 3, 4): [(0, 0), (1, 1), (2, 2), (3, 3)],  # (image id, label)
+               (5, 6, 7, 8, 9): [(4, 5), (5, 6), (6, 7), (7, 8)]}
+
+
+def fabricated_data(data_config):
+    ids, labels = zip(*TASK_IMAGES[data_config.classes])
+    images = torch.tensor(ids, dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, 4, 4).contiguous()
+    empty = torch.empty(0, 1, 4, 4, dtype=torch.uint8)
+    return ImageData(name="fabricated", train_images=empty, train_labels=torch.empty(0, dtype=torch.long),
+                     val_images=empty, val_labels=torch.empty(0, dtype=torch.long), test_images=images,
+                     test_labels=torch.tensor(labels), classes=[str(c) for c in range(10)], mean=(0.0,), std=(1.0,),
+                     source="synthetic")
+
+
+class TableModel(torch.nn.Module):
+    """Logits 2 for the image's first choice among all classes, 1 for its first choice in its own task, else 0."""
+
+    def __init__(self, classes: int, first: list[int], in_task: list[int]):
+        super().__init__()
+        self.config = SimpleNamespace(image_size=4)
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # (predict reads the device from the parameters)
+        self.classes, self.first, self.in_task = classes, first, in_task
+
+    def forward(self, x):
+        ids = (x[:, 0, 0, 0] * 255).round().long()
+        logits = torch.zeros(len(ids), self.classes)
+        for row, i in enumerate(ids.tolist()):
+            logits[row, self.in_task[i]] = 1.0
+            logits[row, self.first[i]] = 2.0
+        return logits
+
+
+def fabricated_result(name: str, model: ModelConfig, freeze_inherited: bool) -> RunResult:
+    return RunResult(name=name, key=name, config={"model": asdict(model), "recipe": {"freeze_inherited": freeze_inherited}},
+                     history=[], final_test_acc=0.0, num_params=0, wall_seconds=0.0, device="cpu", data_source="-",
+                     code_version="-", torch_version="-", finished_at="-")
+
+
+def test_incremental_metrics_count_class_and_task_accuracy_and_what_learned(monkeypatch):
+    plan = ExpansionPlan("cifar10", 5, 1, (0,), 1, 1, 1, 1)
+    first = ModelConfig(image_size=4, patch_size=2, width=8, num_heads=1, num_branches=1, num_classes=5)
+    second = first.expanded(1, 5)
+    runs = {"expand": [fabricated_result("task1", first, False), fabricated_result("expand2", second, True)],
+            "finetune": [fabricated_result("task1", first, False), fabricated_result("finetune2", second, False)],
+            "joint": [fabricated_result("task1", first, False), fabricated_result("joint2", second, False)]}
+    answers = {  # image ids 0-7: the first choice overall, the first choice in the image's own task
+        "task1": TableModel(5, [0, 1, 4, 4], [0, 1, 2, 0]),
+        "expand2": TableModel(10, [0, 1, 6, 4, 5, 2, 7, 9], [0, 1, 2, 3, 5, 6, 7, 8]),
+        "finetune2": TableModel(10, [5, 5, 5, 3, 5, 6, 7, 8], [0, 0, 2, 3, 5, 6, 7, 8]),
+        "joint2": TableModel(10, [0, 1, 2, 3, 5, 6, 7, 8], [0, 1, 2, 3, 5, 6, 7, 8]),
+    }
+    monkeypatch.setattr(expansion, "load_data", fabricated_data)
+    monkeypatch.setattr(expansion, "load_trained_model", lambda result: answers[result.name])
+    table = expansion.incremental_metrics(runs, TOY_PROFILE, plan, Recipe())
+
+    with torch.device("meta"):
+        old_names = {n for n, _ in ParaFormer(first).named_parameters()}
+        new_params = sum(p.numel() for n, p in ParaFormer(second).named_parameters() if n not in old_names)
+    everything_first, everything_second = count_parameters(first), count_parameters(second)
+    assert new_params == everything_second - everything_first > 0
+    got = table[["strategy", "after_task", "task", "class_il_acc", "task_il_acc", "trained_params"]]
+    assert got.to_records(index=False).tolist() == [
+        # after task 1 there is one task: told it or not, the same 5 classes; images 0 and 1 right
+        ("expand", 1, 1, 50.0, 50.0, everything_first),
+        # task 1: 0, 1 right; image 2's first choice (6) is not of its task, told the task it says 2 (right)
+        ("expand", 2, 1, 50.0, 75.0, new_params),
+        ("expand", 2, 2, 50.0, 75.0, new_params),  # 5, 7 right; image 5 says 2, told the task 6 (right)
+        ("finetune", 1, 1, 50.0, 50.0, everything_first),
+        ("finetune", 2, 1, 25.0, 75.0, everything_second),  # only image 3 right; told the task, all but image 1
+        ("finetune", 2, 2, 100.0, 100.0, everything_second),
+        ("joint", 1, 1, 50.0, 50.0, everything_first),
+        ("joint", 2, 1, 100.0, 100.0, everything_second),
+        ("joint", 2, 2, 100.0, 100.0, everything_second),
+    ]
+    summary = incremental_summary(table).set_index(["strategy", "after_task"])
+    assert summary.loc[("expand", 2), "class_il_forgetting"] == 50.0 - 50.0
+    assert summary.loc[("expand", 2), "task_il_forgetting"] == 50.0 - 75.0  # task 1 got better
+    assert summary.loc[("finetune", 2), "class_il_forgetting"] == 50.0 - 25.0
+    assert summary.loc[("finetune", 2), "avg_class_il_acc"] == (25.0 + 100.0) / 2
+    assert pd.isna(summary.loc[("joint", 2), "class_il_forgetting"])
