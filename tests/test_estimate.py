@@ -17,6 +17,7 @@ from paraformer.experiments import expansion, sweeps
 from paraformer.config import ConfigError, DataConfig, ModelConfig, Recipe
 from paraformer.data import DATASETS, ImageData, data_fingerprint
 from paraformer.estimate import PlannedRun, image_counts, plan_notebook, run_cost, stage_costs
+from paraformer.runcache import encode_labels
 from paraformer.train import RunResult, run_key, run_name, run_paths
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,8 +193,11 @@ def recorded_train(monkeypatch):
         key = run_key(model_config, data_config, recipe, parent, init, fingerprint)
         calls.append({"name": name, "key": key, "model": model_config, "data": data_config, "recipe": recipe,
                       "parent": parent.name if parent else "", "init": init.source if init else None})
-        return RunResult(name, key, {"model": asdict(model_config)}, [{"test_acc": 50.0, "train_seconds": 1.0}], 50.0,
-                         0, 1.0, "cpu", "fake", "0", torch.__version__, "", data_fingerprint=fingerprint)
+        labels = encode_labels([0, 1] * 5)  # ten test images, half of them right
+        return RunResult(name, key, {"model": asdict(model_config), "data": asdict(data_config),
+                                     "recipe": asdict(recipe)}, [{"test_acc": 50.0, "train_seconds": 1.0}], 50.0,
+                         0, 1.0, "cpu", "fake", "0", torch.__version__, "", data_fingerprint=fingerprint,
+                         test_predictions=encode_labels([0] * 10), test_labels=labels)
 
     for module in (sweeps, expansion, pretrained):
         monkeypatch.setattr(module, "train", fake_train)
@@ -220,7 +224,7 @@ def test_the_plans_are_the_train_calls_the_library_makes(recorded_train, profile
     assert recorded_train == planned(plan_notebook("01", profile, models=["1-1", "6-6"]))
     recorded_train.clear()
     experiments.run_comparison(comparison, progress=False)
-    assert recorded_train == planned(plan_notebook("03", profile))
+    assert recorded_train == planned(estimate.plan_comparison(profile))
     recorded_train.clear()
     for seed in plan.seeds:
         expansion.run_class_incremental(settings, plan, seed, progress=False)
@@ -244,8 +248,10 @@ def test_notebook_04_trains_a_vit_of_every_size_its_compression_table_keeps():
     kept = sorted(set(compression_table(ParaFormer(model), data, comparison.profile.recipe)["layers_kept"]))
     runs = plan_notebook("04", "ci")
     assert kept == [1, 2, 3, 4]
-    assert [r.model.name for r in runs if r.recipe.method == "joint"] == [
-        f"Para-F-{comparison.paraformer}"] + [f"Para-F-{n}-{n}" for n in kept]
+    # notebook 03's ParaFormer on every seed, then a ViT of each kept size that compresses 2x or more, every seed
+    seeds = list(comparison.profile.seeds)
+    assert [(r.model.name, r.recipe.seed) for r in runs if r.recipe.method == "joint"] == [
+        (f"Para-F-{comparison.paraformer}", s) for s in seeds] + [(f"Para-F-{n}-{n}", s) for n in (1, 2) for s in seeds]
 
 
 # --- estimates of notebooks and of the suite ---------------------------------------------------------------------
@@ -255,12 +261,12 @@ def test_the_suite_counts_a_run_that_two_notebooks_make_once():
     table = suite.table.set_index("notebook")
     runs = suite.runs
     distinct = runs.drop_duplicates(["run", "key"])
-    # 02 trains notebook 01's layer sweep again (4 models at ci); 04 notebook 03's ParaFormers of seed 0 (4 methods)
-    # and its ViT-4; at ci, 05's first growth model (Para-F-1-1 on the profile's data and recipe) is 01's Para-F-1-1
+    # 02 trains notebook 01's layer sweep again (4 models at ci); 04 notebook 03's ParaFormers of both seeds (4 methods
+    # x 2); at ci, 05's first growth model (Para-F-1-1 on the profile's data and recipe) is 01's Para-F-1-1
     assert table["shared"].to_dict() == {"01_layer_sweep": 0, "02_depth_sweep": 4, "03_paraformer_vs_vit": 0,
-                                         "04_compression": 5, "05_expansion": 1, "06_speedup": 0,
+                                         "04_compression": 8, "05_expansion": 1, "06_speedup": 0,
                                          "07_finetune_pretrained": 0, "total": 0}
-    assert table.loc["total", "runs"] == len(distinct) == len(runs) - 10
+    assert table.loc["total", "runs"] == len(distinct) == len(runs) - 13
     assert table.loc["total", "pflop"] == pytest.approx(distinct["pflop"].sum())
     assert table.loc["total", "minutes"] == pytest.approx(distinct["pflop"].sum() * 1e15 / 1e12 / 60)
     assert table.loc["02_depth_sweep", "minutes_alone"] > table.loc["02_depth_sweep", "minutes"]

@@ -87,6 +87,9 @@ def _positive(obj, *names: str) -> None:
             raise ConfigError(f"{type(obj).__name__}.{name}={value!r} must be positive")
 
 
+RESIDUALS = ("pre-norm", "authors")  # ModelConfig.residual
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """A ParaFormer Para-F-m-n: `num_layers` (n) Transformer layers in n/m parallel branches of depth m.
@@ -105,6 +108,9 @@ class ModelConfig:
     num_branches: int | None = None  # alternative to num_layers: number of parallel branches
     dropout: float = 0.0  # dropout after the embedding, the attention projection and the MLP
     norm_eps: float = 1e-5  # LayerNorm epsilon (torchvision's pretrained ViTs use 1e-6; see paraformer.pretrained)
+    # "pre-norm": y = x + f(LN(x)), the standard ViT layer; "authors": y = LN(x) + f(LN(x)), the residual of the
+    # authors' public code (see paraformer.model.Layer), for the authors' recipe (notebook 03)
+    residual: str = "pre-norm"
     num_classes: int = 10  # outputs of the shared head
     # Class-incremental models (see ParaFormer.expand): task t adds task_branches[t] branches and a head for
     # task_classes[t] new classes, which reads the sum of the branches up to its own. Empty = one head.
@@ -139,6 +145,8 @@ class ModelConfig:
             raise ConfigError(f"ModelConfig.num_heads={self.num_heads} does not divide width={self.width}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"ModelConfig.dropout={self.dropout} must be in [0, 1)")
+        if self.residual not in RESIDUALS:
+            raise ConfigError(f"ModelConfig.residual={self.residual!r} is unknown; choose one of {RESIDUALS}")
         if int(self.mlp_ratio * self.width) < 1:
             raise ConfigError(f"ModelConfig.mlp_ratio={self.mlp_ratio} gives an empty MLP at width={self.width}")
         if self.task_classes or self.task_branches:
@@ -267,6 +275,7 @@ class Recipe:
     label_smoothing: float = 0.1  # cross-entropy label smoothing
     grad_clip: float | None = None  # clip the global gradient norm to this value; None = no clipping
     augment: tuple[str, ...] = ("flip", "crop")  # any of AUGMENTATIONS, applied on the fly to training batches
+    randaugment_magnitude: int = 9  # of "randaugment" (2 operations per image); the authors' code uses 14
     seed: int = 0  # initialization, shuffling, augmentation and dropout
     device: str = "auto"  # "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...
     amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU, where it would only be slower
@@ -290,6 +299,9 @@ class Recipe:
             raise ConfigError("Recipe.weight_decay and Recipe.warmup_epochs must be >= 0")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"Recipe.label_smoothing={self.label_smoothing} must be in [0, 1)")
+        if not 0 <= self.randaugment_magnitude <= 30:
+            raise ConfigError(f"Recipe.randaugment_magnitude={self.randaugment_magnitude} must be in 0..30 "
+                              "(RandAugment's scale; the authors' code uses 14)")
         unknown = [name for name in self.augment if name not in AUGMENTATIONS]
         if unknown:
             raise ConfigError(f"Recipe.augment has unknown augmentation(s) {unknown}; choose from {AUGMENTATIONS}")
@@ -306,11 +318,23 @@ class Recipe:
             raise ConfigError(f"Recipe.prefix_weights={self.prefix_weights} needs method='prefix' and non-negative "
                               "weights with a positive sum (one per branch)")
 
+    @classmethod
+    def authors(cls, epochs: int, **fields) -> "Recipe":
+        """The training recipe of the authors' public ParaFormer code (see ../shared/reference/NOTES.md): Adam at a
+        constant 1e-4 without weight decay or label smoothing, batch 500, RandAugment (2 operations, magnitude
+        14) then random crop and flip. Pair it with ModelConfig(residual="authors") and, where the images allow,
+        224 px inputs with patch 16."""
+        settings = dict(epochs=epochs, batch_size=500, optimizer="adam", lr=1e-4, weight_decay=0.0, warmup_epochs=0.0,
+                        schedule="constant", label_smoothing=0.0, augment=("randaugment", "crop", "flip"),
+                        randaugment_magnitude=14)
+        return cls(**{**settings, **fields})
+
     def describe(self) -> str:
         clip = f", gradient clip {self.grad_clip}" if self.grad_clip is not None else ""
         return (f"{self.epochs} epochs, batch {self.batch_size}, {self.optimizer} lr {self.lr:g} wd "
                 f"{self.weight_decay:g}, {self.warmup_epochs:g} warmup epochs + {self.schedule}{clip}, label smoothing "
                 f"{self.label_smoothing:g}, augment {'+'.join(self.augment) or 'none'}"
+                + (f" (RandAugment magnitude {self.randaugment_magnitude})" if "randaugment" in self.augment else "")
                 + (" (crop: zero padding of 1/8 of the image side, at least 1 px)" if "crop" in self.augment else ""))
 
 

@@ -448,9 +448,10 @@ def normalize(images_uint8: torch.Tensor, mean, std) -> torch.Tensor:
 
 
 def augment_batch(images_uint8: torch.Tensor, augment: tuple[str, ...], generator: torch.Generator,
-                  crop_pad: int | None = None) -> torch.Tensor:
+                  crop_pad: int | None = None, randaugment_magnitude: int = 9) -> torch.Tensor:
     """Apply the named augmentations in order; flip and crop draw only from `generator` (reproducible),
-    RandAugment from the global torch RNG. `crop_pad`: see `random_crop`."""
+    RandAugment (2 operations of `randaugment_magnitude`) from the global torch RNG. `crop_pad`: see
+    `random_crop`."""
     unknown = [name for name in augment if name not in AUGMENTATIONS]
     if unknown:
         raise ConfigError(f"unknown augmentation(s) {unknown}; choose from {AUGMENTATIONS}")
@@ -466,7 +467,7 @@ def augment_batch(images_uint8: torch.Tensor, augment: tuple[str, ...], generato
         else:
             from torchvision.transforms import v2
 
-            randaugment = v2.RandAugment(num_ops=2, magnitude=9)
+            randaugment = v2.RandAugment(num_ops=2, magnitude=randaugment_magnitude)
             images = torch.stack([randaugment(image) for image in images]) if len(images) else images
     return images
 

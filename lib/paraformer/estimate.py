@@ -120,12 +120,13 @@ def plan_depth_sweep(profile: str, depth_models=("6-6", "2-24", "3-24", "6-24"),
     from .experiments import get_profile
 
     settings = _quietly(get_profile, profile)
+    datasets = datasets or settings.depth_sweep_datasets
     return (_sweep("02_depth_sweep", settings, depth_models, datasets)
             + _sweep("02_depth_sweep", settings, layer_models, datasets))
 
 
-def plan_versus_vit(profile: str, datasets=None) -> list[PlannedRun]:
-    """Notebook 03: `run_comparison(comparison, datasets, METHODS)`: the ViT, then the ParaFormer by every method."""
+def plan_comparison(profile: str, datasets=None) -> list[PlannedRun]:
+    """`run_comparison(comparison, datasets, METHODS)`: the ViT, then the ParaFormer by every method."""
     from .experiments import get_comparison
 
     comparison = _quietly(get_comparison, profile)
@@ -133,17 +134,49 @@ def plan_versus_vit(profile: str, datasets=None) -> list[PlannedRun]:
             + _sweep("03_paraformer_vs_vit", comparison.profile, [comparison.paraformer], datasets, METHODS))
 
 
-def plan_compression(profile: str, datasets=None, tolerance=1.0) -> list[PlannedRun]:
-    """Notebook 04: notebook 03's ParaFormers of the first seed, then a ViT of every kept size, k x branch depth
-    layers for k = 1..m (the largest is notebook 03's ViT). `tolerance` only chooses among trained models."""
-    from .experiments import get_comparison
+def plan_versus_vit(profile: str, datasets=None) -> list[PlannedRun]:
+    """Notebook 03: the comparison at the recipe's rate (`plan_comparison`), every family's learning-rate grid on
+    its first seed, the ViT at the joint ParaFormer's training compute, and the authors' recipe. The tuned runs
+    depend on what the grid chooses: a family whose chosen rate is not the recipe's trains its other seeds again
+    (up to (seeds - 1) x families x datasets more runs, not counted here)."""
+    from .experiments import authors_variant, get_comparison
+    from .experiments.baselines import _families
+    from .flops import training_flops_per_image
 
     comparison = _quietly(get_comparison, profile)
-    settings, seed = comparison.profile, comparison.profile.seeds[0]
-    shape = ModelConfig.from_name(comparison.paraformer)
-    sizes = sorted({k * shape.branch_depth for k in range(1, shape.num_branches + 1)})
-    return (_sweep("04_compression", settings, [comparison.paraformer], datasets, METHODS, (seed,))
-            + _sweep("04_compression", settings, [f"{n}-{n}" for n in sizes], datasets, seeds=(seed,)))
+    settings, nb = comparison.profile, "03_paraformer_vs_vit"
+    runs = plan_comparison(profile, datasets)
+    for model, method in _families(comparison, METHODS):
+        for lr in settings.lr_grid:
+            tuned = replace(settings, recipe=replace(settings.recipe, lr=lr))
+            runs += _sweep(nb, tuned, [model], datasets, (method,), settings.seeds[:1])
+    for dataset in datasets or settings.datasets:
+        shape = _data_shape(settings.data_config(dataset))
+        ratio = (training_flops_per_image(settings.model_config(comparison.paraformer, shape), "joint")
+                 / training_flops_per_image(settings.model_config(comparison.vit, shape), "joint"))
+        epochs = max(1, math.floor(settings.recipe.epochs * ratio + 0.5))
+        shorter = replace(settings, recipe=replace(settings.recipe, epochs=epochs,
+                                                   warmup_epochs=min(settings.recipe.warmup_epochs, epochs / 2)))
+        runs += _sweep(nb, shorter, [comparison.vit], (dataset,))
+    authors = authors_variant(comparison)
+    runs += (_sweep(nb, authors.profile, [comparison.vit])
+             + _sweep(nb, authors.profile, [comparison.paraformer], methods=("authors",)))
+    # the grid's runs at the recipe's own rate are the comparison's first seed, trained once
+    distinct = {(r.name, r.model, r.data, r.recipe): r for r in reversed(runs)}
+    return [r for r in runs if distinct[(r.name, r.model, r.data, r.recipe)] is r]
+
+
+def plan_compression(profile: str, datasets=None, tolerance=1.0) -> list[PlannedRun]:
+    """Notebook 04: notebook 03's ParaFormers of every seed, then a ViT of every kept size that compresses at least
+    2x (`compression.vit_sizes`), every seed. `tolerance` only chooses among trained models."""
+    from .experiments import get_comparison
+    from .experiments.compression import vit_sizes
+
+    comparison = _quietly(get_comparison, profile)
+    settings = comparison.profile
+    sizes = vit_sizes(ModelConfig.from_name(comparison.paraformer))
+    return (_sweep("04_compression", settings, [comparison.paraformer], datasets, METHODS)
+            + _sweep("04_compression", settings, [f"{n}-{n}" for n in sizes], datasets))
 
 
 def plan_expansion(profile: str) -> list[PlannedRun]:
@@ -212,7 +245,7 @@ def _growth(settings, plan, seed: int) -> list[PlannedRun]:
 
 
 def plan_finetune(profile: str, pretrained=None, datasets=None) -> list[PlannedRun]:
-    """Notebook 07: `run_finetune` (seed 0): per dataset, the 12-layer ViT's weights as the sequential ViT and
+    """Notebook 07: `run_finetune` (every seed of the profile): per dataset, the 12-layer ViT's weights as the sequential ViT and
     regrouped into parallel branches (`branch_depths`), each with a new head. Which weights: `pretrained` (None =
     the profile's choice); "auto" means ImageNet's ViT-B/16 when torchvision has it cached here (a download
     is not assumed), else the profile's randomly initialized stand-in."""
@@ -221,18 +254,19 @@ def plan_finetune(profile: str, pretrained=None, datasets=None) -> list[PlannedR
     settings = get_finetune_profile(profile)
     imagenet, why = _imagenet_weights(pretrained or settings.pretrained)
     kind, source = ("imagenet", f"torchvision {IMAGENET_VIT}") if imagenet else ("random", "random (not pretrained)")
-    runs, recipe = [], replace(settings.recipe, seed=0)
+    runs = []
     for dataset in datasets or settings.datasets:
         data = settings.data_config(dataset, 224 if imagenet else None)  # as run_finetune decodes for ViT-B/16
         shape = _data_shape(data)
         base = _torchvision_config(settings, shape, imagenet)
-        note = why
-        for depth in settings.branch_depths:
-            model = replace(base, branch_depth=depth, num_layers=base.num_layers, num_branches=None,
-                            num_classes=shape.num_classes)
-            runs.append(PlannedRun("07_finetune_pretrained", model, data, recipe,
-                                   f"{dataset}-{model.name}-finetune-{kind}",
-                                   init=f"{source}, {arrangement(depth, model.num_layers)}", note=note))
+        for seed in settings.seeds:
+            recipe = replace(settings.recipe, seed=seed)
+            for depth in settings.branch_depths:
+                model = replace(base, branch_depth=depth, num_layers=base.num_layers, num_branches=None,
+                                num_classes=shape.num_classes)
+                runs.append(PlannedRun("07_finetune_pretrained", model, data, recipe,
+                                       f"{dataset}-{model.name}-finetune-{kind}",
+                                       init=f"{source}, {arrangement(depth, model.num_layers)}", note=why))
     return runs
 
 
@@ -290,7 +324,7 @@ NOTEBOOKS: dict[str, Notebook] = {
     "03_paraformer_vs_vit": Notebook(plan_versus_vit, {"datasets": None}),
     "04_compression": Notebook(plan_compression, {"datasets": None, "tolerance": 1.0}),
     "05_expansion": Notebook(plan_expansion, {}),
-    "06_speedup": Notebook(lambda profile, **_: [], {"rerun": False, "processes": [1, 2]},
+    "06_speedup": Notebook(lambda profile, **_: [], {"rerun": False, "processes": [1, 2], "measure_other_device": True},
                            trains_nothing="trains nothing: it reads the benchmark CSVs (and measures missing ones "
                                           "with paraformer.bench, which this estimate does not cover)"),
     "07_finetune_pretrained": Notebook(plan_finetune, {"pretrained": None, "datasets": None}),

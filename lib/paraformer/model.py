@@ -69,11 +69,13 @@ class MLP(nn.Module):
 
 
 class Layer(nn.Module):
-    """A standard pre-norm Transformer layer. (The authors' code adds the *normalized* input back,
-    y = LN(x) + f(LN(x)); we keep the usual y = x + f(LN(x)) so that one branch is an ordinary ViT.)"""
+    """A standard pre-norm Transformer layer, y = x + f(LN(x)) for attention then MLP, so that one branch is an
+    ordinary ViT. With `ModelConfig.residual="authors"`, the authors' code's layer instead: it adds the
+    *normalized* input back, y = LN(x) + f(LN(x))."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        self.adds_normalized = config.residual == "authors"
         self.norm1 = nn.LayerNorm(config.width, eps=config.norm_eps)
         self.attn = Attention(config.width, config.num_heads, config.dropout)
         self.norm2 = nn.LayerNorm(config.width, eps=config.norm_eps)
@@ -81,6 +83,11 @@ class Layer(nn.Module):
 
     def forward(self, x: torch.Tensor, cls_only: bool = False) -> torch.Tensor:
         """(batch, tokens, width) -> the same shape, or (cls_only) the CLS token's output, (batch, 1, width)."""
+        if self.adds_normalized:
+            normed = self.norm1(x)
+            x = (normed[:, :1] if cls_only else normed) + self.attn(normed, cls_only)
+            normed = self.norm2(x)
+            return normed + self.mlp(normed)
         x = (x[:, :1] if cls_only else x) + self.attn(self.norm1(x), cls_only)
         return x + self.mlp(self.norm2(x))
 
@@ -147,9 +154,14 @@ class ParaFormer(nn.Module):
     @execution.setter
     def execution(self, strategy: str) -> None:
         try:
-            self._execution = check_strategy(strategy)
+            strategy = check_strategy(strategy)
         except ValueError as error:
             raise ConfigError(str(error)) from None
+        if strategy != "loop" and self.config.residual != "pre-norm":
+            # the fused kernels fold each LayerNorm into the next product and never form LN(x) itself
+            raise ConfigError(f"execution={strategy!r} computes only the pre-norm residual; a model with "
+                              f"residual={self.config.residual!r} runs with execution='loop'")
+        self._execution = strategy
 
     @property
     def auto_choices(self) -> dict[tuple, str]:

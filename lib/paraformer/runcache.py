@@ -66,6 +66,7 @@ class RunResult:
     test_predictions: str = ""
     test_labels: str = ""
     final_prefix_test_acc: list[float] | None = None  # of every prefix on all test images (plain models)
+    final_val_acc: float | None = None  # of the final model on the validation split; None without one
     cached: bool = field(default=False, compare=False)  # True when loaded from the run cache
 
     @property

@@ -301,7 +301,8 @@ def train_one_epoch(run: TrainingRun, training: StageTraining, epoch: int) -> fl
         loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
         for i in range(run.batches):
             idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size].to(run.device, non_blocking=True)
-            images = augment_batch(run.train_images[idx], recipe.augment, generator)
+            images = augment_batch(run.train_images[idx], recipe.augment, generator,
+                                   randaugment_magnitude=recipe.randaugment_magnitude)
             x = normalize(images, run.mean, run.std)
             y = run.train_labels[idx]
             with _autocast(run.device, recipe):
@@ -337,8 +338,12 @@ def final_evaluation(run: TrainingRun) -> dict:
         *prefixes, predicted = predict(run.model, run.test_images, run.data, run.recipe,
                                        lambda m, x: m.prefix_logits(x))
         prefix_accs = [_accuracy(p, labels) for p in (*prefixes, predicted)]
+    val_acc = None
+    if len(run.data.val_labels):  # what choices between runs (learning rates, kept branches) may look at
+        val_acc = evaluate(run.model, run.data.val_images.to(run.device), run.data.val_labels, run.data, run.recipe)
     return {"final_test_acc": _accuracy(predicted, labels), "test_predictions": encode_labels(predicted.numpy()),
-            "test_labels": encode_labels(labels.numpy()), "final_prefix_test_acc": prefix_accs}
+            "test_labels": encode_labels(labels.numpy()), "final_prefix_test_acc": prefix_accs,
+            "final_val_acc": val_acc}
 
 
 def save_checkpoint(run: TrainingRun, training: StageTraining) -> None:

@@ -6,29 +6,32 @@ Two ways to choose the k branches:
   whose addition gives the highest validation accuracy. The test split is never used to choose.
 
 Every kept model is built for real (`ParaFormer.select_branches`, no weights of dropped branches) and its test
-accuracy measured on it. Sizes are reported three ways: parameters (stem and head included), branch
-parameters alone, and forward FLOPs counted by torch's FlopCounterMode on one image.
+predictions made by it, image by image, so that kept and full models (and a ViT of the kept size) are compared
+on the same images and seeds by paired tests. Sizes are reported three ways: parameters (stem and head
+included), branch parameters alone, and forward FLOPs per image (`paraformer.flops`, attention included).
+
+Every seed of the trained ParaFormers is compressed; the choice of how many branches to keep is made on the
+seed-mean validation accuracy, the test split only measures it.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from ..config import ConfigError, Recipe
-from ..data import ImageData
+from ..data import ImageData, load_data
+from ..flops import inference_flops_per_image
 from ..model import ParaFormer
-from ..train import evaluate, prepare_batch
+from ..train import RunResult, load_trained_model, predict, prepare_batch
+from .accuracy import AccuracyClaim, judge_claims
+from .stats import Verdict, accuracy_interval, judge
 
 
 def forward_flops(model: ParaFormer) -> int:
-    """FLOPs of one image's forward pass (matrix products, convolution and attention; torch's count)."""
-    c = model.config
-    x = torch.zeros(1, c.in_channels, c.image_size, c.image_size, device=next(model.parameters()).device)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x)
-    return counter.get_total_flops()
+    """FLOPs of one image's forward pass through `model` (all its branches; see `paraformer.flops`)."""
+    return inference_flops_per_image(model.config)
 
 
 @torch.inference_mode()
@@ -67,7 +70,8 @@ def greedy_order(model: ParaFormer, outputs: torch.Tensor, labels: torch.Tensor)
 
 
 def compression_table(model: ParaFormer, data: ImageData, recipe: Recipe) -> pd.DataFrame:
-    """One row per (selection, k): the kept branches, validation and test accuracy, and the three ratios."""
+    """One row per (selection, k): the kept branches, validation and test accuracy, the three ratios, and the
+    kept model's per-image test correctness (`correct`)."""
     if len(data.val_labels) == 0:
         raise ConfigError("compression chooses branches on a validation split, and this data has none; "
                           "set DataConfig.val_fraction > 0")
@@ -81,11 +85,13 @@ def compression_table(model: ParaFormer, data: ImageData, recipe: Recipe) -> pd.
     for selection, subset in candidates:
         kept = model.select_branches(subset)
         params = kept.num_parameters()
+        (predicted,) = predict(kept, data.test_images, data, recipe, lambda m, x: [m(x)])
+        correct = (predicted == data.test_labels).numpy()
         rows.append({
             "selection": selection, "branches_kept": len(subset), "layers_kept": len(subset) * model.config.branch_depth,
             "branches": " ".join(map(str, subset)),
             "val_acc": _subset_accuracy(model, val_outputs, data.val_labels, subset),
-            "test_acc": evaluate(kept, data.test_images, data.test_labels, data, recipe),
+            "test_acc": 100.0 * correct.mean(), "correct": correct,
             "params": params, "param_ratio": full_params / params, "branch_ratio": m / len(subset),
             "flops_ratio": full_flops / forward_flops(kept), "branch_params": branch_params * len(subset),
         })
@@ -105,28 +111,120 @@ def smallest_within(table: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     return pd.DataFrame(picks).reset_index(drop=True)
 
 
-def compression_summary(picks: pd.DataFrame, table: pd.DataFrame, tolerance: float, paper_ratio: float) -> list[str]:
-    """Per dataset, in words: the best compression within `tolerance` points (chosen on validation), and whether
-    progressive training makes the prefix models better than joint training does."""
-    lines = []
-    for dataset, rows in picks.groupby("dataset", sort=False):
-        best = rows.sort_values(["param_ratio", "val_acc"]).iloc[-1]
-        parts = [f"{r['method']}/{r['selection']}: {r['branches_kept']} of {r['branches_kept'] * r['branch_ratio']:.0f} "
-                 f"branches, x{r['param_ratio']:.2f} parameters, test {r['test_acc']:.1f} vs full {r['full_test_acc']:.1f}"
-                 + (f", ViT of that size {r['vit_same_size_acc']:.1f}" if "vit_same_size_acc" in r and
-                    pd.notna(r["vit_same_size_acc"]) else "")
-                 for _, r in rows.iterrows()]
-        line = (f"**{dataset}**: the smallest kept model whose validation accuracy is within {tolerance:g} point(s) of "
-                f"the full model's: " + "; ".join(parts) + f". Best ratio: x{best['param_ratio']:.2f} parameters "
-                f"(x{best['branch_ratio']:.2f} branches, x{best['flops_ratio']:.2f} FLOPs; {best['method']}, "
-                f"{best['selection']} selection; test {best['test_acc'] - best['full_test_acc']:+.1f} points against "
-                f"the full model), against the paper's up to x{paper_ratio:.2f}.")
-        prefixes = table[(table["dataset"] == dataset) & (table["selection"] == "prefix")]
-        partial = prefixes[prefixes["branch_ratio"] > 1].groupby("method", sort=False)["test_acc"].mean()
-        if len(partial):
-            order = ", ".join(f"{method} {acc:.1f}" for method, acc in partial.sort_values(ascending=False).items())
-            line += (f" Mean test accuracy of the proper prefixes (first k < m branches): {order}" +
-                     (f"; joint training's prefixes are {'the worst' if partial.idxmin() == 'joint' else 'not the worst'}."
-                      if "joint" in partial else "."))
-        lines.append(line)
-    return lines
+# --- every seed, and the claims ---------------------------------------------------------------------------
+
+def vit_sizes(model_config) -> list[int]:
+    """Layers of the ViTs trained from scratch beside the compressed models: k x branch depth for every k that
+    compresses at least 2x (k <= m / 2). The full size is notebook 03's ViT."""
+    return [k * model_config.branch_depth for k in range(1, model_config.num_branches // 2 + 1)]
+
+
+def compress_runs(settings, runs: pd.DataFrame, records: list[RunResult]) -> pd.DataFrame:
+    """`compression_table` of every trained ParaFormer in `runs` (one per dataset, method and seed)."""
+    tables, data = [], {}
+    for (_, run), record in zip(runs.iterrows(), records):
+        if run["dataset"] not in data:
+            data[run["dataset"]] = load_data(settings.data_config(run["dataset"]))
+        table = compression_table(load_trained_model(record), data[run["dataset"]], settings.recipe)
+        tables.append(table.assign(dataset=run["dataset"], method=run["method"], seed=run["seed"]))
+    return pd.concat(tables, ignore_index=True)
+
+
+def compression_means(table: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, method, selection and number of kept branches: validation and test accuracy over seeds (the
+    test one with its 95% interval), and the size ratios."""
+    rows = []
+    for (dataset, method, selection, k), group in table.groupby(["dataset", "method", "selection", "branches_kept"],
+                                                                sort=False):
+        acc, low, high = accuracy_interval(np.stack(group.sort_values("seed")["correct"]))
+        first = group.iloc[0]
+        rows.append({"dataset": dataset, "method": method, "selection": selection, "branches_kept": k,
+                     "layers_kept": first["layers_kept"], "params": first["params"],
+                     "param_ratio": first["param_ratio"], "branch_ratio": first["branch_ratio"],
+                     "flops_ratio": first["flops_ratio"], "seeds": len(group), "val_acc": group["val_acc"].mean(),
+                     "test_acc": acc, "test_acc_low": low, "test_acc_high": high,
+                     "greedy_subsets": "; ".join(group["branches"]) if selection == "greedy" else ""})
+    return pd.DataFrame(rows)
+
+
+def arms(table: pd.DataFrame, vit_runs: pd.DataFrame) -> pd.DataFrame:
+    """Every compared model as a row per dataset and seed with its per-image correctness, labelled "<method>
+    <selection> k/m" for kept models and "ViT-n from scratch": the runs table `judge_claims` reads."""
+    m = int(table["branches_kept"].max())
+    kept = table.assign(label=[f"{method} {selection} {k}/{m}" for method, selection, k in
+                               zip(table["method"], table["selection"], table["branches_kept"])])
+    vits = vit_runs.assign(label=[f"ViT-{n} from scratch" for n in vit_runs["num_layers"]])
+    return pd.concat([kept[["dataset", "seed", "label", "correct"]], vits[["dataset", "seed", "label", "correct"]]],
+                     ignore_index=True)
+
+
+def compression_claims(means: pd.DataFrame, picks: pd.DataFrame, vit_layers: list[int],
+                       tolerance: float) -> list[AccuracyClaim]:
+    """The paired comparisons behind the compression claims, per dataset: (a) each method's chosen prefix model
+    loses less than `tolerance` points against its full model; (b) the first branch alone of each progressive
+    method beats joint training's first branch; (c) each method's first branch beats a ViT of the same layers
+    trained from scratch (the other sizes are in the tables, not tested, to keep the family small)."""
+    m = int(means["branches_kept"].max())
+    claims = []
+    for dataset in dict.fromkeys(means["dataset"]):
+        methods = list(dict.fromkeys(means[means["dataset"] == dataset]["method"]))
+        for _, pick in picks[(picks["dataset"] == dataset) & (picks["selection"] == "prefix")].iterrows():
+            k = int(pick["branches_kept"])
+            if k < m:
+                claims.append(AccuracyClaim(
+                    dataset, f"{pick['method']} prefix {k}/{m}", f"{pick['method']} prefix {m}/{m}",
+                    f"{pick['method']}: its first {k} of {m} branches (x{pick['param_ratio']:.2f}) lose under "
+                    f"{tolerance:g} point on {dataset}", column="label", threshold=-tolerance))
+        for method in methods:
+            if method != "joint" and "joint" in methods:
+                claims.append(AccuracyClaim(dataset, f"{method} prefix 1/{m}", f"joint prefix 1/{m}",
+                                            f"{method}: its first branch beats joint's first branch on {dataset}",
+                                            column="label"))
+        depth = int(means["layers_kept"].min())  # of one branch
+        for method in methods:
+            if depth in vit_layers:
+                claims.append(AccuracyClaim(dataset, f"{method} prefix 1/{m}", f"ViT-{depth} from scratch",
+                                            f"{method}: its first branch beats ViT-{depth} from scratch on {dataset}",
+                                            column="label"))
+    return claims
+
+
+def best_compression_verdict(picks: pd.DataFrame, means: pd.DataFrame, paper_ratio: float) -> Verdict:
+    """The paper's "up to x15.07": not testable where even one kept branch compresses less than that; else whether
+    a model kept within the tolerance (on validation) reaches it."""
+    reachable = float(means["param_ratio"].max())
+    best = float(picks["param_ratio"].max())
+    claim = f"compression up to x{paper_ratio:g} (parameters, within tolerance on validation)"
+    if reachable < paper_ratio:
+        m = int(means["branches_kept"].max())
+        return judge(claim, best, best, best, paper_ratio, paper=paper_ratio,
+                     not_testable=f"a model of {m} branches kept to one is only x{reachable:.2f} smaller, so x"
+                                  f"{paper_ratio:g} is out of reach by construction (our best within tolerance: "
+                                  f"x{best:.2f})")
+    # the ratio of a chosen model is exact: the verdict is whether the tolerance admits one that large
+    return judge(claim, best, best, best, paper_ratio - 1e-9, paper=paper_ratio)
+
+
+def export_best(picks: pd.DataFrame, runs: pd.DataFrame, records: list[RunResult]) -> str:
+    """Save the full and the most compressed chosen model (first seed) as ParaFormer files under the profile's
+    models/ folder, load the compressed one back, and say whether it gives the same logits."""
+    from ..config import results_dir
+    from ..model import load_model, save_model
+
+    best = picks.loc[picks["param_ratio"].idxmax()]
+    index = [i for i, (_, r) in enumerate(runs.iterrows())
+             if (r["dataset"], r["method"]) == (best["dataset"], best["method"])][0]
+    record = records[index]
+    full = load_trained_model(record).eval()
+    kept = full.select_branches(list(range(int(best["branches_kept"])))).eval()
+    folder = results_dir() / "models"
+    full_file = save_model(full, folder / f"{record.name}-full.pt")
+    kept_file = save_model(kept, folder / f"{record.name}-first{int(best['branches_kept'])}.pt")
+    loaded = load_model(kept_file).eval()
+    x = torch.randn(8, full.config.in_channels, full.config.image_size, full.config.image_size,
+                    generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        same = torch.equal(loaded(x), kept(x))
+    return (f"{best['dataset']} {best['method']} (seed {runs.iloc[index]['seed']}): {full.num_branches} -> "
+            f"{loaded.num_branches} branches; file {full_file.stat().st_size / 1e3:.0f} kB -> "
+            f"{kept_file.stat().st_size / 1e3:.0f} kB; the loaded model gives the same logits: {same}")

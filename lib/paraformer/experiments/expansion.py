@@ -28,12 +28,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
 import pandas as pd
 
 from ..config import ConfigError, DataConfig, ModelConfig, Recipe
 from ..data import DATASETS, load_data
+from .accuracy import AccuracyClaim
 from .profiles import Profile
-from .stats import difference_noise
+from .stats import accuracy_interval
 from ..model import count_parameters
 from ..train import RunResult, load_trained_model, predict, train
 
@@ -65,7 +67,8 @@ PLANS = {
     "ci": ExpansionPlan("fashion_mnist", 2, 1, (0,), growth_start=1, growth_step=1, growth_steps=2, growth_epochs=2),
     # CIFAR-10 in 5 tasks of 2 classes, two branches per task (10 branches at the end): the common small split,
     # sized like the quick profile's other runs (250 training images per class).
-    "quick": ExpansionPlan("cifar10", 2, 2, (0,), growth_start=2, growth_step=2, growth_steps=3, growth_epochs=5),
+    "quick": ExpansionPlan("cifar10", 2, 2, (0, 1, 2), growth_start=2, growth_step=2, growth_steps=3,
+                           growth_epochs=5),
     # The quick split at full CIFAR-10 scale (5,000 training images per class), one seed.
     "gpu": ExpansionPlan("cifar10", 2, 2, (0,), growth_start=2, growth_step=2, growth_steps=3, growth_epochs=10),
     # CIFAR-100 in 10 tasks of 10 classes: the usual class-incremental split; growth steps of 4 branches for 100
@@ -85,7 +88,8 @@ def task_data_config(profile: Profile, dataset: str, classes: tuple[int, ...]) -
     """The profile's subset sizes, scaled to the share of the dataset's classes that `classes` are."""
     share = len(classes) / DATASETS[dataset].num_classes
     scaled = lambda n: None if n is None else max(len(classes), round(n * share))
-    return DataConfig(dataset=dataset, n_train=scaled(profile.n_train), n_test=scaled(profile.n_test), classes=classes)
+    return DataConfig(dataset=dataset, n_train=scaled(profile.n_train), n_test=scaled(profile.n_test), classes=classes,
+                      n_test_per_epoch=scaled(profile.n_test_per_epoch))
 
 
 # --- class-incremental --------------------------------------------------------------------------------
@@ -136,16 +140,17 @@ def incremental_metrics(runs: dict[str, list[RunResult]], profile: Profile, plan
                     return [logits, logits[:, low:high]]
 
                 every, own = predict(model, data.test_images, data, recipe, all_seen_and_own_task)
+                class_il, task_il = (every == data.test_labels).numpy(), (own + low == data.test_labels).numpy()
                 rows.append({"strategy": strategy, "after_task": t + 1, "task": j + 1,
-                             "class_il_acc": 100.0 * (every == data.test_labels).float().mean().item(),
-                             "task_il_acc": 100.0 * (own + low == data.test_labels).float().mean().item(),
-                             "trained_params": learned})
+                             "class_il_acc": 100.0 * class_il.mean(), "task_il_acc": 100.0 * task_il.mean(),
+                             "trained_params": learned, "class_il_correct": class_il, "task_il_correct": task_il})
     return pd.DataFrame(rows)
 
 
 def incremental_summary(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per strategy and task t: average accuracy over the classes seen so far, and average forgetting."""
     rows = []
+    metrics = metrics.drop(columns=["class_il_correct", "task_il_correct"], errors="ignore")
     for (strategy, t), rows_t in metrics.groupby(["strategy", "after_task"], sort=False):
         row = {"strategy": strategy, "after_task": t, "avg_class_il_acc": rows_t["class_il_acc"].mean(),
                "avg_task_il_acc": rows_t["task_il_acc"].mean(), "trained_params": rows_t["trained_params"].iloc[0]}
@@ -200,38 +205,66 @@ def _growth_row(path: str, config: ModelConfig, result: RunResult, compute: floa
     """`compute`: layer passes per training image over the whole path; `train_seconds`: measured, likewise."""
     return {"path": path, "branches": config.num_branches, "epochs": len(result.history),
             "test_acc": result.final_test_acc, "params": result.num_params, "compute": compute,
-            "train_seconds": seconds, "run_key": result.key, "code_digest": result.code_digest}
+            "train_seconds": seconds, "run_key": result.key, "code_digest": result.code_digest,
+            "correct": result.correct()}
 
 
-def expansion_summary(summary: pd.DataFrame, growth: pd.DataFrame) -> list[str]:
-    """In words, from the seed-mean tables: what expansion keeps and loses against fine-tuning and joint
-    training, and whether growing a model beats training the larger one from scratch at the same compute."""
-    last = summary[summary["after_task"] == summary["after_task"].max()].set_index("strategy")
-    t = int(summary["after_task"].max())
-    acc = lambda s, kind: last.loc[s, f"avg_{kind}_acc"]
-    lines = [
-        f"**Class-incremental, after all {t} tasks** (accuracy over every class seen, task not given): expand "
-        f"{acc('expand', 'class_il'):.1f}%, fine-tune {acc('finetune', 'class_il'):.1f}%, joint (upper bound) "
-        f"{acc('joint', 'class_il'):.1f}%. Forgetting (best earlier accuracy minus final, mean over earlier tasks): "
-        f"expand {last.loc['expand', 'class_il_forgetting']:.1f}, fine-tune {last.loc['finetune', 'class_il_forgetting']:.1f} points.",
-        f"**Told the task** (task-incremental): expand {acc('expand', 'task_il'):.1f}% with forgetting "
-        f"{last.loc['expand', 'task_il_forgetting']:.1f} (its old heads read only old, frozen branches, so their "
-        f"logits cannot change), fine-tune {acc('finetune', 'task_il'):.1f}% with forgetting "
-        f"{last.loc['finetune', 'task_il_forgetting']:.1f}, joint {acc('joint', 'task_il'):.1f}%.",
-    ]
-    grown = growth[growth["path"] == "grown"].set_index("branches")
-    scratch = growth[growth["path"] == "scratch"].set_index("branches")
-    parts = [f"{k} branches: grown {grown.loc[k, 'test_acc']:.1f}% ({grown.loc[k, 'train_seconds']:.1f} s) vs scratch "
-             f"{scratch.loc[k, 'test_acc']:.1f}% ({scratch.loc[k, 'train_seconds']:.1f} s, {scratch.loc[k, 'epochs']:.0f} epochs)"
-             for k in scratch.index]
-    wins = sum(grown.loc[k, "test_acc"] > scratch.loc[k, "test_acc"] for k in scratch.index)
-    gaps = [grown.loc[k, "test_acc"] - scratch.loc[k, "test_acc"] for k in scratch.index]
-    n = int(growth["test_images"].iloc[0] * growth["seeds"].iloc[0])
-    noise = difference_noise(growth["test_acc"].mean(), n)
-    lines.append("**Capacity growth** (matched training compute; measured training seconds in brackets): "
-                 + "; ".join(parts) + f". Growing beats training from scratch at {wins} of {len(scratch)} sizes, by "
-                 f"{min(gaps):+.1f} to {max(gaps):+.1f} points; with {n} test predictions per model a difference must "
-                 f"exceed about {noise:.1f} points to stand out from test-set noise, which "
-                 + ("all of them do." if min(map(abs, gaps)) > noise else
-                    "none of them does." if max(map(abs, gaps)) <= noise else "only some of them do."))
-    return lines
+def final_arms(metrics: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """After the last task, each strategy's per-image correctness over every seen class's test images (tasks in
+    order), told the task or not: rows (dataset, seed, label "<strategy>, task given|not given", correct) for
+    `judge_claims`."""
+    last = metrics[metrics["after_task"] == metrics["after_task"].max()].sort_values("task")
+    rows = []
+    for (strategy, seed), group in last.groupby(["strategy", "seed"], sort=False):
+        for kind, words in (("task_il", "task given"), ("class_il", "task not given")):
+            rows.append({"dataset": dataset, "seed": seed, "label": f"{strategy}, {words}",
+                         "correct": np.concatenate(list(group[f"{kind}_correct"]))})
+    return pd.DataFrame(rows)
+
+
+def expansion_claims(dataset: str) -> list[AccuracyClaim]:
+    """Expansion against fine-tuning everything, after the last task, with and without the task given."""
+    return [AccuracyClaim(dataset, f"expand, {words}", f"finetune, {words}",
+                          f"expansion beats fine-tuning everything after the last task, {words}", column="label")
+            for words in ("task given", "task not given")]
+
+
+def growth_arms(growth: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Grown and from-scratch models, per size and seed, as rows for `judge_claims` (label "<path> <k>")."""
+    return growth.assign(dataset=dataset, label=[f"{p} {k}" for p, k in zip(growth["path"], growth["branches"])])
+
+
+def growth_claims(growth: pd.DataFrame, dataset: str) -> list[AccuracyClaim]:
+    """At every grown size: the grown model beats the same size trained from scratch at the same compute."""
+    sizes = sorted(set(growth[growth["path"] == "scratch"]["branches"]))
+    return [AccuracyClaim(dataset, f"grown {k}", f"scratch {k}", f"a model grown to {k} branches beats one of {k} "
+                          "branches trained from scratch at the same compute", column="label") for k in sizes]
+
+
+def growth_means(growth: pd.DataFrame) -> pd.DataFrame:
+    """Per path and size: mean test accuracy over seeds with its 95% interval, epochs, compute and seconds."""
+    rows = []
+    for (path, k), group in growth.groupby(["path", "branches"], sort=False):
+        acc, low, high = accuracy_interval(np.stack(group.sort_values("seed")["correct"]))
+        rows.append({"path": path, "branches": k, "seeds": len(group), "epochs": group["epochs"].mean(),
+                     "compute": group["compute"].mean(), "test_acc": acc, "test_acc_low": low, "test_acc_high": high,
+                     "params": group["params"].iloc[0], "train_seconds": group["train_seconds"].mean(),
+                     "test_images": int(group["test_images"].iloc[0])})
+    return pd.DataFrame(rows)
+
+
+def old_task_logits_unchanged(expand_runs: list[RunResult], profile: Profile, plan: ExpansionPlan) -> tuple[bool, str]:
+    """Whether the last expanded model gives task 1's test images bit-identical task-1 logits to the task-1 model
+    (what "expansion never forgets" rests on), and the check in words."""
+    import torch
+
+    from ..train import prepare_batch
+
+    old, new = load_trained_model(expand_runs[0]).eval(), load_trained_model(expand_runs[-1]).eval()
+    data = load_data(task_data_config(profile, plan.dataset, plan.tasks()[0]))
+    x = prepare_batch(data.test_images, data, old.config, torch.device("cpu"))
+    with torch.no_grad():
+        same = torch.equal(new(x)[:, :old.config.num_classes], old(x))
+    return same, (f"{old.num_branches} -> {new.num_branches} branches, {old.config.num_classes} -> "
+                  f"{new.config.num_classes} classes; task 1 logits on its {len(data.test_labels)} test images "
+                  f"bit-identical: {same}")

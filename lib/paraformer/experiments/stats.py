@@ -134,15 +134,6 @@ def difference_noise(accuracy: float, test_images: int) -> float:
     return 2 * math.sqrt(2) * 100 * math.sqrt(p * (1 - p) / test_images)
 
 
-def paired_p_value(mean: float, std: float, n: int) -> float:
-    """Two-sided p-value of a paired t-test that the mean of `n` per-seed differences is zero (NaN for n < 2).
-    It measures seed-to-seed variation only: every seed is tested on the same test images."""
-    if n < 2 or not math.isfinite(mean) or not math.isfinite(std):
-        return float("nan")
-    if std == 0:
-        return 0.0 if mean else 1.0
-    return float(2 * stats.t.sf(abs(mean) / (std / math.sqrt(n)), df=n - 1))
-
 
 # --- paired accuracy comparisons over seeds and test images -------------------------------------------------
 

@@ -11,9 +11,11 @@ import pandas as pd
 
 from ..config import METHODS
 from ..data import load_data
+from ..flops import run_training_flops
 from ..train import RunResult, train
+from .accuracy import AccuracyClaim, accuracy_table
 from .profiles import Comparison, Profile
-from .stats import difference_noise, paired_p_value
+from .stats import Verdict, all_of, judge
 
 
 def run_sweep(profile: Profile, model_names: list[str], datasets: tuple[str, ...] | None = None,
@@ -30,14 +32,16 @@ def run_sweep(profile: Profile, model_names: list[str], datasets: tuple[str, ...
         data = load_data(data_config)
         for name, method, seed in itertools.product(model_names, methods, seeds or profile.seeds):
             model_config = profile.model_config(name, data)
-            result = train(model_config, data_config, replace(profile.recipe, seed=seed, method=method), data=data,
-                           progress=progress)
+            recipe = replace(profile.recipe, seed=seed, method=method)
+            result = train(model_config, data_config, recipe, data=data, progress=progress)
             results.append(result)
             rows.append({
-                "dataset": dataset, "model": model_config.name, "method": method,
+                "dataset": dataset, "model": model_config.name, "method": method, "lr": recipe.lr,
+                "epochs": recipe.epochs,
                 "branch_depth": model_config.branch_depth, "num_layers": model_config.num_layers, "seed": seed,
                 "test_images": len(data.test_labels), "test_acc": result.final_test_acc,
-                "best_test_acc": max(h["test_acc"] for h in result.history), "num_params": result.num_params,
+                "val_acc": result.final_val_acc, "correct": result.correct(), "num_params": result.num_params,
+                "train_tflop": run_training_flops(result, n_train=len(data.train_labels)) / 1e12,
                 "train_seconds": result.wall_seconds, "cached": result.cached, "run_key": result.key,
                 "data_source": result.data_source, "device": result.device, "code_version": result.code_version,
                 "code_digest": result.code_digest,
@@ -46,92 +50,76 @@ def run_sweep(profile: Profile, model_names: list[str], datasets: tuple[str, ...
 
 
 def compare_with_paper(runs: pd.DataFrame, paper_table: dict) -> pd.DataFrame:
-    """Mean (and std over seeds) of our accuracy beside the paper's, one row per dataset and model."""
-    grouped = runs.groupby(["dataset", "model", "branch_depth", "num_layers", "test_images"], sort=False)
-    table = grouped.agg(ours=("test_acc", "mean"), ours_std=("test_acc", "std"), seeds=("seed", "count"),
-                        params=("num_params", "first"), train_seconds=("train_seconds", "sum")).reset_index()
-    table["paper"] = pd.to_numeric([paper_table.get(d, {}).get(m) for d, m in zip(table["dataset"], table["model"])])
-    table["ours_minus_paper"] = table["ours"] - table["paper"]
-    # Binomial standard error of the mean accuracy over all test predictions: the measurement noise that a
-    # difference between two cells has to exceed (seed-to-seed variation comes on top, in our_acc_std).
-    p = table["ours"] / 100
-    table["ours_se"] = 100 * (p * (1 - p) / (table["test_images"] * table["seeds"])) ** 0.5
-    columns = ["dataset", "model", "branch_depth", "num_layers", "params", "paper", "ours", "ours_se", "ours_std",
-               "ours_minus_paper", "seeds", "test_images", "train_seconds"]
-    return table[columns].rename(columns={"paper": "paper_acc", "ours": "our_acc", "ours_se": "our_acc_se",
-                                          "ours_std": "our_acc_std"})
+    """Per dataset and model: our mean accuracy over seeds with its 95% interval, beside the paper's."""
+    table = accuracy_table(runs, ("dataset", "model"), paper_table)
+    columns = ["dataset", "model", "branch_depth", "num_layers", "params", "paper_acc", "our_acc", "our_acc_low",
+               "our_acc_high", "ours_minus_paper", "seed_std", "seeds", "test_images", "seconds_per_run"]
+    return table[columns + [c for c in ("train_tflop",) if c in table]]
 
 
-def trend_summary(table: pd.DataFrame) -> list[str]:
-    """Per dataset, in words: does our accuracy rise with the number of layers, as the paper's does, and
-    are the steps larger than the noise of measuring an accuracy on this many test images?"""
-    lines = []
-    for dataset, rows in table.sort_values("num_layers").groupby("dataset", sort=False):
-        accs = rows["our_acc"].tolist()
-        rises = sum(b > a for a, b in zip(accs, accs[1:]))
-        steps = len(accs) - 1
-        verdict = ("rises at every step" if rises == steps else "never rises" if rises == 0
-                   else f"rises at {rises} of {steps} steps")
-        overall = accs[-1] - accs[0]
-        spread = " -> ".join(f"{m.removeprefix('Para-F-')}: {a:.1f}" for m, a in zip(rows["model"], accs))
-        line = f"**{dataset}**: our accuracy {verdict} ({spread}; {overall:+.1f} points overall)."
-        n = int(rows["test_images"].iloc[0] * rows["seeds"].min())
-        threshold = difference_noise(rows["our_acc"].mean(), n)
-        line += (f" With {n} test predictions per model, a difference between two models must exceed about "
-                 f"{threshold:.1f} points (two standard errors) to stand out from test-set noise: the overall "
-                 f"change of {overall:+.1f} points {'does' if abs(overall) > threshold else 'does not'}.")
-        paper = rows["paper_acc"].dropna()
-        if len(paper):
-            gap = rows["ours_minus_paper"].dropna()
-            line += (f" Paper: {paper.iloc[0]:.1f} -> {paper.iloc[-1]:.1f}; ours minus paper ranges from "
-                     f"{gap.min():+.1f} to {gap.max():+.1f} points.")
-        else:
-            line += " The paper has no number for this dataset."
-        lines.append(line)
-    return lines
+def _by_layers(runs: pd.DataFrame, dataset: str) -> list[str]:
+    rows = runs[runs["dataset"] == dataset].drop_duplicates("model").sort_values("num_layers")
+    return rows["model"].tolist()
 
 
-def depth_sweep_summary(table: pd.DataFrame, paper_table: dict) -> list[str]:
-    """Per dataset, in words: do our runs show the 2024 paper's two depth findings (Table 3 against Table 2)?
-    (1) deeper branches beat Para-F-1-24 at the same 24 layers; (2) Para-F-6-6 beats Para-F-2-24 and 3-24.
-    `table` holds both sweeps (compare_with_paper rows); `paper_table` maps dataset -> model -> the paper's %."""
-    lines = []
-    for dataset, rows in table.groupby("dataset", sort=False):
-        acc = rows.set_index("model")["our_acc"]
+def layer_sweep_claims(runs: pd.DataFrame, paper_table: dict) -> list[AccuracyClaim]:
+    """Table 2's claim, accuracy rises with the number of parallel layers, per dataset: the largest sweep model
+    against the smallest (the headline), then each step of the sweep."""
+    claims = []
+    for dataset in dict.fromkeys(runs["dataset"]):
+        models = _by_layers(runs, dataset)
         paper = paper_table.get(dataset, {})
-        needed = ["Para-F-1-24", "Para-F-6-6", "Para-F-2-24", "Para-F-3-24"]
-        if any(name not in acc for name in needed):
-            lines.append(f"**{dataset}**: needs {', '.join(needed)} to test the findings; this run has "
-                         f"{', '.join(acc.index)}.")
-            continue
-        n = int((rows["test_images"] * rows["seeds"]).min())
-        noise = difference_noise(acc.mean(), n)
-
-        def compare(a: str, b: str) -> tuple[str, bool]:
-            """The comparison in words, and whether `a` wins beyond noise."""
-            gap = acc[a] - acc[b]
-            word = "beats" if gap > noise else "loses to" if gap < -noise else "is within noise of"
-            text = f"{a.removeprefix('Para-F-')} {word} {b.removeprefix('Para-F-')} ({gap:+.1f})"
-            if a in paper and b in paper:
-                text += f" [paper {paper[a] - paper[b]:+.1f}]"
-            return text, gap > noise
-
-        deeper = [name for name in acc.index if name.endswith("-24") and name != "Para-F-1-24"]
-        first, won_first = zip(*(compare(name, "Para-F-1-24") for name in deeper))
-        second, won_second = zip(*(compare("Para-F-6-6", name) for name in ("Para-F-2-24", "Para-F-3-24")))
-        wins, both = sum(won_first), sum(won_second)
-        lines.append(
-            f"**{dataset}** (differences in points; beyond two standard errors of a difference, "
-            f"{noise:.1f} points at {n} test predictions, counts as a win or loss): "
-            f"(1) deeper branches beat Para-F-1-24 at 24 layers in {wins} of {len(deeper)} cases: "
-            + "; ".join(first) + ". "
-            f"(2) Para-F-6-6, a plain ViT of depth 6, beats {both} of 2-24 and 3-24: " + "; ".join(second) + ". "
-            f"In our run finding (1) {'holds' if wins == len(deeper) else 'fails'} and finding (2) "
-            f"{'holds' if both == 2 else 'fails'}" + ("." if paper else "; the paper has no numbers for this dataset."))
-    return lines
+        pairs = [(models[-1], models[0])] + list(zip(models[1:], models)) if len(models) > 2 else \
+            list(zip(models[1:], models))
+        for better, worse in pairs:
+            gap = paper[better] - paper[worse] if better in paper and worse in paper else None
+            claims.append(AccuracyClaim(dataset, better, worse, f"{short(better)} beats {short(worse)} on {dataset}",
+                                        gap))
+    return claims
 
 
-# --- the 2025 paper: ParaFormer against ViT, under every training method (notebooks 03 and 04) ---------------
+def short(model: str) -> str:
+    return model.removeprefix("Para-F-")
+
+
+DEPTH_FINDINGS = {
+    # 2024 paper, Table 3 against Table 2: (1) at 24 layers, deeper branches beat depth-1 ones;
+    # (2) a plain ViT of depth 6 beats 24 layers in branches of depth 2 or 3.
+    "deeper branches beat Para-F-1-24": [("Para-F-2-24", "Para-F-1-24"), ("Para-F-3-24", "Para-F-1-24"),
+                                         ("Para-F-6-24", "Para-F-1-24")],
+    "Para-F-6-6 beats Para-F-2-24 and 3-24": [("Para-F-6-6", "Para-F-2-24"), ("Para-F-6-6", "Para-F-3-24")],
+}
+
+
+def depth_sweep_claims(runs: pd.DataFrame, paper_table: dict) -> list[AccuracyClaim]:
+    """The comparisons behind the two depth findings, per dataset that has every model they need."""
+    claims = []
+    for dataset in dict.fromkeys(runs["dataset"]):
+        have = set(runs[runs["dataset"] == dataset]["model"])
+        paper = paper_table.get(dataset, {})
+        for pairs in DEPTH_FINDINGS.values():
+            for better, worse in pairs:
+                if {better, worse} <= have:
+                    gap = paper[better] - paper[worse] if better in paper and worse in paper else None
+                    claims.append(AccuracyClaim(dataset, better, worse,
+                                                f"{short(better)} beats {short(worse)} on {dataset}", gap))
+    return claims
+
+
+def depth_findings(claims: list[AccuracyClaim], verdicts: list[Verdict]) -> list[Verdict]:
+    """Each finding per dataset as one verdict made of its comparisons' (`all_of`); a finding whose models a
+    dataset lacks is not testable there."""
+    found = []
+    for dataset in dict.fromkeys(c.dataset for c in claims):
+        for finding, pairs in DEPTH_FINDINGS.items():
+            parts = [v for c, v in zip(claims, verdicts) if c.dataset == dataset and (c.better, c.worse) in pairs]
+            if len(parts) < len(pairs):
+                found.append(judge(f"{finding} on {dataset}", float("nan"), float("nan"), float("nan"),
+                                   not_testable=f"the sweep lacks some of {sorted({m for p in pairs for m in p})}"))
+            else:
+                found.append(all_of(f"{finding} on {dataset}", parts))
+    return found
+
 
 def method_label(model: str, method: str, vit: str) -> str:
     """'ViT-6' for the ViT, else 'Para-F-1-6 prefix'."""
@@ -150,44 +138,28 @@ def run_comparison(comparison: Comparison, datasets: tuple[str, ...] | None = No
     return runs, vit_results + para_results
 
 
-def versus_vit_table(runs: pd.DataFrame, paper_gain: float) -> pd.DataFrame:
-    """Per dataset and label: mean and std over seeds, and the difference to the ViT of the same seed
-    (paired, so that seed-to-seed variation shared by both models cancels), beside the paper's best gain."""
-    vit = runs[runs["label"].str.startswith("ViT")].set_index(["dataset", "seed"])["test_acc"]
-    runs = runs.assign(minus_vit=[acc - vit.get((d, s), float("nan"))
-                                  for d, s, acc in zip(runs["dataset"], runs["seed"], runs["test_acc"])])
-    table = runs.groupby(["dataset", "label", "model", "method"], sort=False).agg(
-        params=("num_params", "first"), our_acc=("test_acc", "mean"), our_acc_std=("test_acc", "std"),
-        seeds=("seed", "count"), ours_minus_vit=("minus_vit", "mean"), ours_minus_vit_std=("minus_vit", "std"),
-        seconds_per_run=("train_seconds", "mean"), test_images=("test_images", "first")).reset_index()
-    is_vit = table["label"].str.startswith("ViT")
-    table.loc[is_vit, ["ours_minus_vit", "ours_minus_vit_std"]] = float("nan")
-    table["p_value"] = [paired_p_value(m, sd, n) for m, sd, n in
-                        zip(table["ours_minus_vit"], table["ours_minus_vit_std"], table["seeds"])]
-    table["paper_best_gain_over_vit"] = [float("nan") if v else paper_gain for v in is_vit]
-    order = {dataset: i for i, dataset in enumerate(dict.fromkeys(runs["dataset"]))}
-    return table.sort_values("dataset", key=lambda d: d.map(order), kind="stable").reset_index(drop=True)
+def versus_vit_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and label (the ViT, the ParaFormer under each method): mean accuracy over seeds with its 95%
+    interval, parameters, seconds and training compute per run."""
+    table = accuracy_table(runs, ("dataset", "label"))
+    table["model"] = [runs[runs["label"] == label]["model"].iloc[0] for label in table["label"]]
+    columns = ["dataset", "label", "model", "method", "params", "our_acc", "our_acc_low", "our_acc_high", "seed_std",
+               "seeds", "test_images", "seconds_per_run"]
+    return table[columns + [c for c in ("train_tflop",) if c in table]]
 
 
-def versus_vit_summary(table: pd.DataFrame, paper_gain: float) -> list[str]:
-    """Per dataset, in words: which ParaFormer variants beat the ViT, by how much, and beyond noise or not."""
-    lines = []
-    for dataset, rows in table.groupby("dataset", sort=False):
-        vit = rows[rows["label"].str.startswith("ViT")].iloc[0]
-        paras = rows[~rows["label"].str.startswith("ViT")].sort_values("ours_minus_vit", ascending=False)
-        n = int(vit["seeds"])
-        parts = []
-        for _, r in paras.iterrows():
-            p = r["p_value"]
-            verdict = "" if math.isnan(p) else f", p = {p:.2f}" + (" (significant at 5%)" if p < 0.05 else "")
-            parts.append(f"{r['method']} {r['ours_minus_vit']:+.2f} ± {r['ours_minus_vit_std']:.2f}{verdict}")
-        best = paras.iloc[0]
-        verdict = ("beats" if best["ours_minus_vit"] > 0 else "does not beat")
-        lines.append(f"**{dataset}**: {vit['label']} reaches {vit['our_acc']:.2f} ± {vit['our_acc_std']:.2f} % "
-                     f"({n} seeds). Our best ParaFormer ({best['method']}) {verdict} it: {best['ours_minus_vit']:+.2f} "
-                     f"points, against the paper's up to +{paper_gain:.2f}. Differences to the ViT of the same seed, "
-                     f"mean ± std over seeds (p: paired t-test over seeds): " + "; ".join(parts) + ".")
-    return lines
+def versus_vit_claims(runs: pd.DataFrame, paper_gain: float) -> list[AccuracyClaim]:
+    """ "The ParaFormer under <method> beats the ViT" per dataset and method, paired by seed and image; the paper's
+    figure is its best gain ("up to"), the same for every method."""
+    claims = []
+    for dataset in dict.fromkeys(runs["dataset"]):
+        labels = list(dict.fromkeys(runs[runs["dataset"] == dataset]["label"]))
+        vit = [label for label in labels if label.startswith("ViT")]
+        for label in labels:
+            if vit and label not in vit:
+                claims.append(AccuracyClaim(dataset, label, vit[0], f"{label} beats {vit[0]} on {dataset}",
+                                            paper_gain, column="label"))
+    return claims
 
 
 def learning_curves(runs: pd.DataFrame, results: list[RunResult]) -> pd.DataFrame:

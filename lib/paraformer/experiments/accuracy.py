@@ -1,0 +1,105 @@
+"""Accuracy tables with intervals, and accuracy claims judged by paired tests.
+
+Every run records which test images its final model got right (`RunResult.correct`), so two models are compared
+on the same images and, seed by seed, with the same training seed: `paired_difference` in `stats` resamples
+both. A table of runs (`run_sweep`'s rows, one per run, with a `correct` column) becomes:
+- `accuracy_table`: per dataset and model, the mean accuracy over seeds with its 95% interval (test images and
+  seeds resampled: the test-set noise does not shrink with seeds, since every seed scores the same images);
+- `judge_claims`: each "A is more accurate than B" claim a notebook makes, with Holm's correction over the
+  notebook's claims, as `Verdict`s; `verdict_table` lays them out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .stats import PairedClaim, Verdict, accuracy_interval, judge_family, paired_difference
+
+
+@dataclass(frozen=True)
+class AccuracyClaim:
+    """ "`better` is more accurate than `worse` on `dataset`", rows of a runs table picked by `column`."""
+
+    dataset: str
+    better: str
+    worse: str
+    claim: str  # in words
+    paper: float | None = None  # the paper's difference (better minus worse, points), where it gives one
+    column: str = "model"  # the runs table's column that `better` and `worse` name (e.g. "label")
+    threshold: float = 0.0  # the claim holds when better minus worse exceeds this (e.g. -1: "loses under 1 point")
+
+
+def correctness(runs: pd.DataFrame, **match) -> tuple[np.ndarray, list[int]]:
+    """Per-image correctness of the runs matching `match` (column=value), one row per seed in seed order, and the
+    seeds. Refuses an empty selection or one with a seed twice (two runs that a table would silently average)."""
+    rows = runs
+    for column, value in match.items():
+        rows = rows[rows[column] == value]
+    if rows.empty:
+        raise ValueError(f"no runs match {match}; the table has {sorted(runs.columns)} with e.g. "
+                         f"{runs.iloc[0][list(match)].to_dict() if len(runs) else 'no rows'}")
+    if rows["seed"].duplicated().any():
+        raise ValueError(f"the runs matching {match} have a seed more than once: {sorted(rows['seed'])}; pick one "
+                         "method or configuration per comparison")
+    rows = rows.sort_values("seed")
+    lengths = {len(c) for c in rows["correct"]}
+    if len(lengths) != 1:
+        raise ValueError(f"the runs matching {match} were scored on different numbers of test images {lengths}")
+    return np.stack(list(rows["correct"])), rows["seed"].tolist()
+
+
+def accuracy_table(runs: pd.DataFrame, keys: tuple[str, ...] = ("dataset", "model"),
+                   paper_table: dict | None = None) -> pd.DataFrame:
+    """One row per group of `keys`: mean accuracy over seeds, its 95% interval, seeds, test images, parameters,
+    training seconds per run, and (with `paper_table`, dataset -> model -> %) the paper's figure beside ours."""
+    rows = []
+    for values, group in runs.groupby(list(keys), sort=False):
+        values = values if isinstance(values, tuple) else (values,)
+        correct, seeds = correctness(group, **dict(zip(keys, values)))
+        mean, low, high = accuracy_interval(correct)
+        row = dict(zip(keys, values))
+        for column in ("branch_depth", "num_layers", "method"):
+            if column in group and column not in row:
+                row[column] = group[column].iloc[0]
+        row.update(params=int(group["num_params"].iloc[0]), seeds=len(seeds), test_images=correct.shape[1],
+                   our_acc=mean, our_acc_low=low, our_acc_high=high,
+                   seed_std=float(group["test_acc"].std()) if len(seeds) > 1 else float("nan"),
+                   seconds_per_run=float(group["train_seconds"].mean()))
+        if "train_tflop" in group:
+            row["train_tflop"] = float(group["train_tflop"].mean())
+        if paper_table is not None:
+            paper = paper_table.get(row.get("dataset"), {}).get(row.get("model"))
+            row["paper_acc"] = float("nan") if paper is None else float(paper)
+            row["ours_minus_paper"] = mean - row["paper_acc"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def judge_claims(runs: pd.DataFrame, claims: list[AccuracyClaim], alpha: float = 0.05) -> list[Verdict]:
+    """Each claim's paired difference (by seed and by image) and its verdict, Holm-corrected over all `claims`
+    (the family a notebook tests)."""
+    family = []
+    for claim in claims:
+        better, better_seeds = correctness(runs, dataset=claim.dataset, **{claim.column: claim.better})
+        worse, worse_seeds = correctness(runs, dataset=claim.dataset, **{claim.column: claim.worse})
+        if better_seeds != worse_seeds:
+            raise ValueError(f"{claim.claim}: the two sides have seeds {better_seeds} and {worse_seeds}; a paired "
+                             "comparison needs the same seeds")
+        family.append(PairedClaim(claim.claim, paired_difference(better, worse), claim.threshold, claim.paper))
+    return judge_family(family, alpha)
+
+
+def verdict_table(verdicts: list[Verdict], claims: list[AccuracyClaim] | None = None) -> pd.DataFrame:
+    """One row per verdict: the claim, our difference with its interval (at the level the correction set), the
+    minimum detectable difference, the uncorrected p-value, the paper's figure, the verdict and its reason."""
+    rows = []
+    for k, v in enumerate(verdicts):
+        row = {"dataset": claims[k].dataset} if claims is not None else {}
+        row.update(claim=v.claim, ours=v.ours, low=v.low, high=v.high, interval_pct=100 * v.confidence,
+                   minimum_detectable=v.minimum_detectable, p_value=v.p_value, paper=v.paper, verdict=v.verdict,
+                   reason=v.reason)
+        rows.append(row)
+    return pd.DataFrame(rows)
