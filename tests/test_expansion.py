@@ -27,7 +27,8 @@ def test_tasks_split_the_classes_in_label_order():
 
 def test_a_task_sees_its_share_of_the_profiles_images():
     config = task_data_config(get_profile("quick"), "cifar10", (2, 3))
-    assert (config.n_train, config.n_test, config.classes) == (500, 200, (2, 3))  # 2500 and 1000 for 10 classes
+    # quick: 2500 training images for 10 classes, every test image, 1000 of them for the per-epoch curves
+    assert (config.n_train, config.n_test, config.n_test_per_epoch, config.classes) == (500, None, 200, (2, 3))
     assert task_data_config(get_profile("paper"), "cifar100", tuple(range(10))).n_train is None
 
 

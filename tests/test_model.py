@@ -1,9 +1,11 @@
 """The ParaFormer model: what it computes, what it refuses, and how big it is."""
 
+import dataclasses
+
 import pytest
 import torch
 
-from paraformer.config import ConfigError, ModelConfig, from_dict
+from paraformer.config import ConfigError, ModelConfig, Recipe, from_dict
 from paraformer.model import ParaFormer, count_parameters
 
 
@@ -195,3 +197,37 @@ def test_selected_branches_make_a_smaller_model_that_saves_and_loads_without_the
     for bad in ([], [0, 0], [4], [True]):
         with pytest.raises(ValueError, match="branch indices"):
             model.select_branches(bad)
+
+
+def test_the_authors_residual_adds_the_normalized_input_back():
+    config = ModelConfig(image_size=8, patch_size=4, width=16, num_heads=2, mlp_ratio=2.0, branch_depth=2,
+                         num_layers=2, num_classes=3, residual="authors")
+    layer = ParaFormer(config).branches[0][0].eval()
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        h = layer.norm1(x)
+        h = h + layer.attn(h, False)
+        expected = layer.norm2(h) + layer.mlp(layer.norm2(h))
+        assert torch.allclose(layer(x), expected, atol=1e-6)
+        standard = ParaFormer(dataclasses.replace(config, residual="pre-norm")).branches[0][0].eval()
+        standard.load_state_dict(layer.state_dict())
+        assert not torch.allclose(standard(x), layer(x), atol=1e-3)  # the default is the ViT's y = x + f(LN x)
+        # the CLS-only last layer computes the CLS row of the full layer
+        assert torch.allclose(layer(x, cls_only=True), layer(x)[:, :1], atol=1e-6)
+
+
+def test_the_authors_residual_runs_only_as_a_loop_and_unknown_residuals_are_refused():
+    config = ModelConfig(image_size=8, patch_size=4, width=16, num_heads=2, num_layers=2, residual="authors")
+    with pytest.raises(ConfigError, match="runs with execution='loop'"):
+        ParaFormer(config, execution="fused")
+    with pytest.raises(ConfigError, match="residual='post-norm' is unknown"):
+        ModelConfig(num_layers=2, residual="post-norm")
+
+
+def test_the_authors_recipe_is_their_codes_settings():
+    recipe = Recipe.authors(epochs=3)
+    assert (recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.schedule, recipe.warmup_epochs) == (
+        "adam", 1e-4, 0.0, "constant", 0.0)
+    assert (recipe.batch_size, recipe.label_smoothing, recipe.augment, recipe.randaugment_magnitude) == (
+        500, 0.0, ("randaugment", "crop", "flip"), 14)
+    assert Recipe.authors(epochs=3, seed=2).seed == 2

@@ -3,6 +3,7 @@ from exactly those weights. No test downloads anything."""
 
 import urllib.error
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -13,8 +14,9 @@ from paraformer.config import ConfigError, DataConfig, ModelConfig, Recipe
 from paraformer.data import IMAGENET_MEAN, IMAGENET_STD
 from paraformer.model import ParaFormer
 from paraformer.paper import TABLE4_FINETUNE
-from paraformer.pretrained import (FINETUNE_PROFILES, Initialization, config_from_torchvision, finetune_summary,
-                                   finetune_table, from_torchvision, pretrained_vit)
+from paraformer.experiments import judge_claims
+from paraformer.pretrained import (FINETUNE_PROFILES, Initialization, config_from_torchvision, finetune_claims,
+                                   finetune_table, from_torchvision, pretrained_vit, table4_verdicts)
 from paraformer.train import run_key, train
 from tests.test_train import toy_data
 
@@ -149,21 +151,48 @@ def test_the_ci_profile_never_depends_on_downloaded_weights():
             assert len(vit.encoder.layers) == 12 and all(12 % d == 0 for d in profile.branch_depths)
 
 
-def test_the_table_compares_parallel_arrangements_with_the_sequential_fine_tune():
-    runs = pd.DataFrame([
-        {"dataset": "cifar10", "model": m, "arrangement": a, "weights": "random (not pretrained)",
-         "branch_depth": d, "num_layers": 12, "test_acc": acc, "num_params": 1, "epochs": 10, "train_images": 100,
-         "test_images": 1000, "image_size": 32, "train_seconds": 1.0}
-        for m, a, d, acc in [("Para-F-12-12", "sequential (1 branch)", 12, 60.0),
-                             ("Para-F-1-12", "12 branches x depth 1", 1, 50.0),
-                             ("Para-F-3-12", "4 branches x depth 3", 3, 59.0)]])
-    table = finetune_table(runs, TABLE4_FINETUNE)
+def finetune_runs(weights: str, accs=(60.0, 50.0, 59.5), seeds=(0, 1, 2), images=2000) -> pd.DataFrame:
+    difficulty = np.random.default_rng(0).random(images)
+    rows = []
+    for (m, a, d), acc in zip([("Para-F-12-12", "sequential (1 branch)", 12), ("Para-F-1-12", "12 branches x depth 1", 1),
+                               ("Para-F-3-12", "4 branches x depth 3", 3)], accs):
+        for seed in seeds:
+            rng = np.random.default_rng(seed + d)
+            correct = np.where(rng.random(images) < 0.8, difficulty, rng.random(images)) < acc / 100
+            rows.append({"dataset": "cifar10", "model": m, "arrangement": a, "weights": weights, "branch_depth": d,
+                         "num_layers": 12, "seed": seed, "test_acc": 100 * correct.mean(), "correct": correct,
+                         "num_params": 1, "epochs": 10, "train_images": 100, "test_images": images,
+                         "image_size": 32, "train_seconds": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_random_weights_never_stand_beside_the_papers_table_4():
+    table = finetune_table(finetune_runs("random (not pretrained)"), TABLE4_FINETUNE)
+    assert table["paper_acc"].isna().all() and table["ours_minus_paper"].isna().all()
+    (verdict,) = table4_verdicts(table)
+    assert verdict.verdict == "not testable here"
+
+
+def test_with_imagenet_weights_our_sequential_fine_tune_is_judged_against_table_4():
+    table = finetune_table(finetune_runs("torchvision ViT_B_16", accs=(98.4, 97.0, 98.0)), TABLE4_FINETUNE)
     assert table["paper_acc"].tolist()[0] == 98.62 and table["paper_acc"].isna().sum() == 2
-    assert table["minus_sequential"].tolist() == [0.0, -10.0, -1.0]
-    (line,) = finetune_summary(table)
-    assert "12 branches x depth 1: 50.0% (-10.0 points, clearly below it)" in line
-    assert "4 branches x depth 3: 59.0% (-1.0 points, within test-set noise of it)" in line
-    assert "say nothing about Table 4" in line
+    (verdict,) = table4_verdicts(table)
+    assert verdict.paper == 98.62 and verdict.ours == pytest.approx(table["our_acc"].iloc[0] - 98.62)
+    assert verdict.verdict == "supported"  # within 1 point of the paper: the interval lies above -1
+
+
+def test_each_regrouping_is_compared_with_the_sequential_fine_tune_of_the_same_seeds_and_images():
+    runs = finetune_runs("random (not pretrained)")
+    table = finetune_table(runs, TABLE4_FINETUNE)
+    seq = table["our_acc"].iloc[0]
+    assert table["minus_sequential"].tolist() == pytest.approx([0.0, table["our_acc"].iloc[1] - seq,
+                                                                table["our_acc"].iloc[2] - seq])
+    claims = finetune_claims(runs)
+    assert [(c.better, c.worse, c.threshold) for c in claims] == [
+        ("Para-F-1-12", "Para-F-12-12", -1.0), ("Para-F-3-12", "Para-F-12-12", -1.0)]
+    far, close = judge_claims(runs, claims)
+    assert far.verdict == "contradicted"  # 10 points below: the whole interval lies under -1
+    assert close.verdict in ("inconclusive", "supported") and close.low < 0
 
 
 def test_given_weights_of_another_input_size_the_images_are_decoded_at_that_size(tmp_path, monkeypatch):

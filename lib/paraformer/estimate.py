@@ -328,6 +328,8 @@ NOTEBOOKS: dict[str, Notebook] = {
                            trains_nothing="trains nothing: it reads the benchmark CSVs (and measures missing ones "
                                           "with paraformer.bench, which this estimate does not cover)"),
     "07_finetune_pretrained": Notebook(plan_finetune, {"pretrained": None, "datasets": None}),
+    "99_report": Notebook(lambda profile, **_: [], {},
+                          trains_nothing="trains nothing: it gathers the other notebooks' claims tables"),
 }
 
 

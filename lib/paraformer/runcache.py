@@ -317,3 +317,37 @@ def report_stale(profile: str | None = None) -> int:
     else:
         print(f"run cache: all {total} finished runs were trained by this code ({code_digest()})")
     return 0
+
+
+def load_runs(folder: Path | str | None = None) -> "pd.DataFrame":
+    """Every run record of a results folder (the profile's folder, e.g. `results/` for quick or `results/gpu/`;
+    default: the active profile's) as one DataFrame row: name, key, seed, method, the model, data and recipe
+    configs flattened into `model.*`, `data.*` and `recipe.*` columns, the final accuracies, `correct` (per test
+    image, a boolean array; None in records made before per-image predictions), the per-epoch `history` (a list of
+    dicts), and provenance (device, code, torch, finished). A damaged record is refused by name."""
+    import pandas as pd
+
+    folder = Path(folder) if folder is not None else results_dir()
+    paths = sorted((folder / "runs").glob("*.json"))
+    if not paths and not (folder / "runs").is_dir():
+        raise FileNotFoundError(f"{folder} has no runs/ folder: give a profile's results folder, e.g. results/ "
+                                "(quick) or results/gpu/")
+    rows = []
+    for path in paths:
+        record = read_record(path)
+        row = {"name": record.name, "key": record.key, "seed": record.config["recipe"]["seed"],
+               "method": record.config["recipe"]["method"], "final_test_acc": record.final_test_acc,
+               "final_val_acc": record.final_val_acc, "final_prefix_test_acc": record.final_prefix_test_acc,
+               "num_params": record.num_params, "epochs_trained": len(record.history), "history": record.history,
+               "correct": record.correct() if record.test_predictions else None,
+               "wall_seconds": record.wall_seconds, "device": record.device, "precision": record.precision,
+               "code_version": record.code_version, "code_digest": record.code_digest,
+               "torch_version": record.torch_version, "finished_at": record.finished_at,
+               "data_source": record.data_source, "record": str(path)}
+        for part in ("model", "data", "recipe"):
+            row.update({f"{part}.{k}": (tuple(v) if isinstance(v, list) else v)
+                        for k, v in record.config[part].items()})
+        if "parent" in record.config:
+            row["parent"] = record.config["parent"]["key"]
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -546,8 +546,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         profile = get_profile(args.profile)
-        data_config = replace(profile.data_config(args.dataset),
-                              **{k: v for k, v in (("n_train", args.n_train), ("n_test", args.n_test)) if v is not None})
+        sizes = {k: v for k, v in (("n_train", args.n_train), ("n_test", args.n_test)) if v is not None}
+        per_epoch = profile.n_test_per_epoch
+        if args.n_test is not None and per_epoch is not None and per_epoch >= args.n_test:
+            sizes["n_test_per_epoch"] = None  # fewer test images than the profile's curves use: curves on all
+        data_config = replace(profile.data_config(args.dataset), **sizes)
         overrides = {"method": args.method, "seed": args.seed if args.seed is not None else profile.seeds[0],
                      "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "device": args.device,
                      "compile": args.compile}

@@ -47,10 +47,19 @@ def learning_rate_grid(comparison: Comparison, datasets: tuple[str, ...] | None 
             rows.append(runs)
     grid = pd.concat(rows, ignore_index=True)
     grid["label"] = [method_label(m, k, comparison.vit) for m, k in zip(grid["model"], grid["method"])]
-    grid["chosen"] = False
+    return choose_rates(grid, profile.recipe.lr)
+
+
+def choose_rates(grid: pd.DataFrame, recipe_lr: float) -> pd.DataFrame:
+    """`grid` with `chosen` marking, per dataset and label, the rate of the best validation accuracy; ties go to
+    `recipe_lr`, then to the smaller rate. Refuses a grid without validation accuracies."""
+    if grid["val_acc"].isna().any():
+        raise ValueError("the learning-rate grid has runs without a validation accuracy: hold out a validation "
+                         "split (Profile.val_fraction) so that no rate is chosen on the test split")
+    grid = grid.assign(chosen=False)
     for _, family in grid.groupby(["dataset", "label"], sort=False):
         best = family[family["val_acc"] == family["val_acc"].max()]
-        default = best[best["lr"] == profile.recipe.lr]
+        default = best[best["lr"] == recipe_lr]
         pick = default.index[0] if len(default) else best.sort_values("lr").index[0]
         grid.loc[pick, "chosen"] = True
     return grid

@@ -1,0 +1,120 @@
+"""The claims report, convergence verdicts, fair baselines and the run-record loader: what the last notebook and a
+researcher re-analysing the results rely on."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from paraformer.config import DataConfig, ModelConfig, Recipe
+from paraformer.experiments import judge
+from paraformer.experiments.baselines import choose_rates, compute_matched_epochs
+from paraformer.experiments.report import (CLAIM_COLUMNS, claim_rows, collect_claims, convergence_verdicts,
+                                           epochs_to_target, report_markdown, report_table, write_claims)
+from paraformer.runcache import load_runs
+from paraformer.train import train
+from tests.test_train import MODEL, RECIPE, toy_data
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    monkeypatch.setenv("PARAFORMER_RESULTS", str(tmp_path))
+    return tmp_path
+
+
+def verdicts():
+    return [judge("A beats B", 2.0, 0.5, 3.5, paper=2.39), judge("C beats D", 0.5, -1.0, 2.0, minimum_detectable=2.8),
+            judge("x3.30 faster", float("nan"), float("nan"), float("nan"), not_testable="a CPU cannot overlap")]
+
+
+def test_claims_of_every_profile_are_gathered_into_one_row_per_claim(results):
+    from paraformer.experiments import get_profile
+
+    get_profile("quick")
+    write_claims(verdicts(), "paper 2025", "03_x", "quick", "cpu")
+    get_profile("gpu")
+    write_claims(verdicts()[:1], "paper 2025", "03_x", "gpu", "H100")
+    claims = collect_claims(results)
+    assert list(claims.columns) == CLAIM_COLUMNS and len(claims) == 4
+    table = report_table(claims).set_index("claim")
+    assert table.loc["A beats B", "quick: verdict"] == "supported" and table.loc["A beats B", "gpu: device"] == "H100"
+    assert table.loc["C beats D", "quick: verdict"] == "inconclusive (detects 2.8)"
+    assert table.loc["C beats D", "gpu: verdict"] == ""  # not measured there
+    assert table.loc["x3.30 faster", "quick: ours"] == "-" and table.loc["A beats B", "paper's figure"] == "2.39"
+    text = report_markdown(claims, ["a note"])
+    assert text.count("\n| ") >= 4 and text.startswith("# Claims report")
+
+
+def test_a_file_that_is_not_a_claims_table_is_refused_by_name(results):
+    (results / "tables").mkdir()
+    pd.DataFrame({"a": [1]}).to_csv(results / "tables" / "claims_bad.csv", index=False)
+    with pytest.raises(ValueError, match="claims_bad.csv is not a claims table"):
+        collect_claims(results)
+
+
+def test_claim_rows_need_one_paper_per_verdict():
+    rows = claim_rows(verdicts(), ["p1", "p2", "p3"], "nb", "quick", "cpu")
+    assert rows["paper"].tolist() == ["p1", "p2", "p3"] and rows["interval_pct"].tolist() == [95.0] * 3
+    with pytest.raises(ValueError, match="3 verdicts but 2 papers"):
+        claim_rows(verdicts(), ["p1", "p2"], "nb", "quick", "cpu")
+
+
+def curves(epochs_by_label: dict, seeds=(0, 1, 2)) -> pd.DataFrame:
+    """Accuracy 10 per epoch until the label's epoch of reaching 50, then 50 (the reference ends at 50)."""
+    rows = []
+    for label, reach in epochs_by_label.items():
+        for seed in seeds:
+            hit = reach[seed] if isinstance(reach, list) else reach
+            for epoch in range(1, 7):
+                rows.append({"dataset": "d", "label": label, "seed": seed, "epoch": epoch,
+                             "test_acc": 50.0 if epoch >= hit else 10.0})
+    return pd.DataFrame(rows)
+
+
+def test_convergence_counts_epochs_to_the_target_paired_by_seed():
+    epochs = epochs_to_target(curves({"joint": 5, "authors": [2, 3, 2], "never": 99}), "joint")
+    by = epochs.set_index(["label", "seed"])
+    assert by.loc[("authors", 1), "epochs"] == 3 and by.loc[("never", 0), "epochs"] == 7  # 6 epochs, then censored
+    assert bool(by.loc[("never", 0), "censored"])
+    sooner, never = convergence_verdicts(epochs, "joint", ["authors", "never"])
+    assert sooner.verdict == "supported" and sooner.ours == pytest.approx(5 - 7 / 3)
+    assert never.verdict == "contradicted" and never.confidence == pytest.approx(1 - 0.05 / 2)
+    (alone,) = convergence_verdicts(epochs_to_target(curves({"joint": 5, "authors": 2}, seeds=(0,)), "joint"),
+                                    "joint", ["authors"])
+    assert alone.verdict == "not testable here"
+
+
+def test_the_grid_chooses_on_validation_and_breaks_ties_towards_the_recipes_rate():
+    grid = pd.DataFrame([{"dataset": "d", "label": label, "lr": lr, "val_acc": acc, "test_acc": 100 - acc}
+                         for label, accs in (("ViT-6", (40, 45, 45)), ("P joint", (50, 44, 43)))
+                         for lr, acc in zip((1e-3, 2e-3, 4e-3), accs)])
+    chosen = choose_rates(grid, recipe_lr=2e-3)
+    picks = chosen[chosen["chosen"]].set_index("label")["lr"].to_dict()
+    assert picks == {"ViT-6": 2e-3, "P joint": 1e-3}  # the test column never enters the choice
+    with pytest.raises(ValueError, match="validation"):
+        choose_rates(grid.assign(val_acc=float("nan")), 2e-3)
+
+
+def test_the_compute_matched_vit_trains_for_the_paraformers_share_of_its_flops():
+    from paraformer.experiments import get_comparison
+
+    comparison = get_comparison("quick")
+    runs = pd.DataFrame([{"dataset": "cifar10", "label": "ViT-6", "train_tflop": 4.0},
+                         {"dataset": "cifar10", "label": "Para-F-1-6 joint", "train_tflop": 1.25}])
+    # 6 epochs x 1.25 / 4 = 1.875 -> 2; halves round up (2.5 -> 3), not to the even number
+    assert compute_matched_epochs(runs, comparison, "joint") == {"cifar10": 2}
+    runs.loc[1, "train_tflop"] = 4.0 * 2.5 / comparison.profile.recipe.epochs
+    assert compute_matched_epochs(runs, comparison, "joint") == {"cifar10": 3}
+
+
+def test_any_results_folder_loads_into_one_row_per_run_with_its_config_and_predictions(tmp_path):
+    data = toy_data()
+    first = train(MODEL, DataConfig(dataset="toy"), RECIPE, data=data, results_root=tmp_path, progress=False)
+    second = train(MODEL, DataConfig(dataset="toy"), Recipe(**{**RECIPE.__dict__, "seed": 5}), data=data,
+                   results_root=tmp_path, progress=False)
+    runs = load_runs(tmp_path).set_index("seed")
+    assert sorted(runs.index) == [1, 5]
+    assert runs.loc[5, "final_test_acc"] == second.final_test_acc and runs.loc[1, "key"] == first.key
+    assert runs.loc[1, "model.num_layers"] == MODEL.num_layers and runs.loc[1, "recipe.augment"] == RECIPE.augment
+    assert (runs.loc[1, "correct"] == first.correct()).all() and len(runs.loc[1, "history"]) == RECIPE.epochs
+    with pytest.raises(FileNotFoundError, match="no runs/ folder"):
+        load_runs(tmp_path / "nowhere")
