@@ -75,3 +75,37 @@ def test_the_headline_is_the_fewest_branches_within_tolerance_on_validation():
     pick = smallest_within(table, tolerance=1.0).iloc[0]
     assert pick["branches_kept"] == 2  # 79.5 >= 80.2 - 1, chosen on validation although its test is worse
     assert (pick["full_val_acc"], pick["full_test_acc"]) == (80.2, 80.0)
+
+
+def means_table(ratios=(4.0, 2.0, 1.33, 1.0)) -> pd.DataFrame:
+    rows = []
+    for method in ("joint", "authors"):
+        for k, ratio in zip((1, 2, 3, 4), ratios):
+            rows.append({"dataset": "d", "method": method, "selection": "prefix", "branches_kept": k,
+                         "layers_kept": k, "param_ratio": ratio, "val_acc": 50.0 + k, "test_acc": 50.0 + k})
+    return pd.DataFrame(rows)
+
+
+def test_the_papers_ratio_is_not_testable_where_the_model_cannot_shrink_that_far():
+    from paraformer.experiments.compression import best_compression_verdict
+
+    means = means_table()
+    picks = means[means["branches_kept"] == 2]
+    verdict = best_compression_verdict(picks, means, 15.07)
+    assert verdict.verdict == "not testable here" and verdict.paper == 15.07
+    far = means_table(ratios=(20.0, 10.0, 5.0, 1.0))
+    assert best_compression_verdict(far[far["branches_kept"] == 1], far, 15.07).verdict == "supported"
+    assert best_compression_verdict(far[far["branches_kept"] == 2], far, 15.07).verdict == "contradicted"
+
+
+def test_the_compression_claims_pair_kept_models_with_the_full_one_joints_first_branch_and_a_vit():
+    from paraformer.experiments.compression import compression_claims
+
+    means = means_table()
+    picks = means[(means["branches_kept"] == 2)].assign(param_ratio=2.0)
+    claims = compression_claims(means, picks, vit_layers=[1, 2], tolerance=1.0)
+    pairs = [(c.better, c.worse, c.threshold) for c in claims]
+    assert ("authors prefix 2/4", "authors prefix 4/4", -1.0) in pairs  # loses under 1 point: difference > -1
+    assert ("authors prefix 1/4", "joint prefix 1/4", 0.0) in pairs
+    assert ("joint prefix 1/4", "ViT-1 from scratch", 0.0) in pairs
+    assert all(c.column == "label" and c.dataset == "d" for c in claims) and len(claims) == 2 + 1 + 2

@@ -3,6 +3,7 @@
 from dataclasses import asdict
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -197,3 +198,20 @@ def test_incremental_metrics_count_class_and_task_accuracy_and_what_learned(monk
     assert summary.loc[("finetune", 2), "class_il_forgetting"] == 50.0 - 25.0
     assert summary.loc[("finetune", 2), "avg_class_il_acc"] == (25.0 + 100.0) / 2
     assert pd.isna(summary.loc[("joint", 2), "class_il_forgetting"])
+
+
+def test_after_the_last_task_each_strategy_is_scored_on_every_seen_class_in_task_order():
+    from paraformer.experiments.expansion import expansion_claims, final_arms
+
+    rows = []
+    for strategy in ("expand", "finetune"):
+        for task in (1, 2):
+            for after in (1, 2) if task == 1 else (2,):
+                rows.append({"strategy": strategy, "after_task": after, "task": task, "seed": 0,
+                             "class_il_correct": np.array([strategy == "expand", task == 2]),
+                             "task_il_correct": np.array([True, task == 1])})
+    arms = final_arms(pd.DataFrame(rows), "cifar10").set_index("label")
+    assert arms.loc["expand, task not given", "correct"].tolist() == [True, False, True, True]  # task 1, then 2
+    assert arms.loc["finetune, task given", "correct"].tolist() == [True, True, True, False]
+    assert [(c.better, c.worse) for c in expansion_claims("cifar10")] == [
+        ("expand, task given", "finetune, task given"), ("expand, task not given", "finetune, task not given")]
