@@ -118,3 +118,29 @@ def test_any_results_folder_loads_into_one_row_per_run_with_its_config_and_predi
     assert (runs.loc[1, "correct"] == first.correct()).all() and len(runs.loc[1, "history"]) == RECIPE.epochs
     with pytest.raises(FileNotFoundError, match="no runs/ folder"):
         load_runs(tmp_path / "nowhere")
+
+
+def test_the_readmes_results_table_is_the_one_the_committed_claims_tables_give():
+    from pathlib import Path
+
+    from paraformer.experiments.report import README_END, README_START, readme_block
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    block = readme[readme.index(README_START):readme.index(README_END) + len(README_END)]
+    assert block == readme_block(collect_claims(root / "results", profiles=("quick", "gpu", "paper")))
+
+
+def test_the_readme_block_is_replaced_between_its_markers_and_refused_without_them(tmp_path):
+    from paraformer.experiments.report import README_END, README_START, readme_block, update_readme
+
+    claims = claim_rows(verdicts(), "paper 2025", "03_x", "quick", "cpu")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_START}\nold table\n{README_END}\noutro\n")
+    assert update_readme(readme, claims) and not update_readme(readme, claims)  # the second time: nothing to change
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("\noutro\n") and readme_block(claims) in text
+    assert "old table" not in text and "A beats B" in text
+    (tmp_path / "bare.md").write_text("no markers\n")
+    with pytest.raises(ValueError, match="needs exactly one"):
+        update_readme(tmp_path / "bare.md", claims)

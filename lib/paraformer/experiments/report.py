@@ -21,6 +21,9 @@ from .stats import Verdict, judge
 CLAIM_COLUMNS = ["paper", "claim", "paper_figure", "ours", "low", "high", "interval_pct", "minimum_detectable",
                  "verdict", "reason", "notebook", "profile", "device"]
 PROFILE_ORDER = ("quick", "gpu", "paper", "ci")  # columns of the report, where a profile has results
+REPORTED = ("quick", "gpu", "paper")  # the profiles whose results are committed; ci's are a test's, reported alone
+README_START = "<!-- claims: written by notebooks/99_report.ipynb (make reproduce) from results/tables/claims_*.csv -->"
+README_END = "<!-- claims end -->"
 
 
 def claim_rows(verdicts: list[Verdict], paper: str | list[str], notebook: str, profile: str,
@@ -45,13 +48,16 @@ def write_claims(verdicts: list[Verdict], paper: str | list[str], notebook: str,
     return rows
 
 
-def collect_claims(root: Path | None = None) -> pd.DataFrame:
-    """Every `claims_*.csv` under the results root (quick's tables at the top, every other profile's in
-    <root>/<profile>/tables), in notebook order. A claims file that is not a claims table is refused by name."""
-    from ..config import results_root
+def collect_claims(root: Path | None = None, profiles: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Every `claims_*.csv` of `profiles` under the results root (quick's tables at the top, every other profile's
+    in <root>/<profile>/tables), in notebook order; default: the committed profiles (`REPORTED`), or ci alone when
+    ci is the active profile. A claims file that is not a claims table is refused by name."""
+    from ..config import active_profile, results_root
 
     root = Path(root) if root is not None else results_root()
-    folders = [root / "tables"] + [root / name / "tables" for name in PROFILE_ORDER if name != "quick"]
+    if profiles is None:
+        profiles = ("ci",) if active_profile() == "ci" else REPORTED
+    folders = [root / "tables" if name == "quick" else root / name / "tables" for name in profiles]
     frames = []
     for folder in folders:
         for path in sorted(folder.glob("claims_*.csv")):
@@ -113,6 +119,35 @@ def write_report(claims: pd.DataFrame, notes: list[str], path: Path | None = Non
     """`REPORT.md` at the results root (for quick; `results/<profile>/REPORT.md` for another active profile)."""
     path = Path(path) if path is not None else results_dir() / "REPORT.md"
     return atomic_write_text(report_markdown(claims, notes), path)
+
+
+def readme_block(claims: pd.DataFrame) -> str:
+    """The README's results table: per claim, the paper's figure and each committed profile's figure and verdict,
+    between the markers `update_readme` looks for."""
+    shown = claims[claims["profile"].isin(REPORTED)]
+    if shown.empty:
+        body = "No claims tables yet: `make reproduce` writes them (and this table)."
+    else:
+        table = report_table(shown)
+        keep = ["claim", "paper's figure"] + [c for c in table.columns if c.endswith((": ours", ": verdict"))]
+        body = table[keep].to_markdown(index=False)
+    return f"{README_START}\n{body}\n{README_END}"
+
+
+def update_readme(path: Path, claims: pd.DataFrame) -> bool:
+    """Replace the README's block between the markers by `readme_block(claims)`; True if it changed. Refuses a
+    README without exactly one pair of markers."""
+    path = Path(path)
+    text = path.read_text()
+    if text.count(README_START) != 1 or text.count(README_END) != 1:
+        raise ValueError(f"{path} needs exactly one '{README_START}' line and one '{README_END}' line around its "
+                         "results table")
+    before, rest = text.split(README_START)
+    _, after = rest.split(README_END)
+    new = before + readme_block(claims) + after
+    if new != text:
+        atomic_write_text(new, path)
+    return new != text
 
 
 # --- convergence, the one claim without a table of paired accuracies ---------------------------------------
