@@ -5,7 +5,7 @@ train the runs, the statistics that turn their numbers into verdicts, and one mo
 from .profiles import (COMPARISONS, PROFILES, Comparison, Profile, authors_variant, get_comparison, get_profile,
                        profile_record)
 from .accuracy import AccuracyClaim, accuracy_table, judge_claims, verdict_table
-from .stats import (VERDICTS, Verdict, all_of, difference_noise, holm, judge, judge_family, mcnemar,
+from .stats import (VERDICTS, Verdict, all_of, holm, judge, judge_family, mcnemar,
                     paired_difference, paired_minimum_detectable, render)
 from .sweeps import (DEPTH_FINDINGS, compare_with_paper, convergence_summary, depth_findings, depth_sweep_claims,
                      layer_sweep_claims, learning_curves, method_label, run_comparison, run_sweep, time_to_target,

@@ -127,12 +127,6 @@ def paired_minimum_detectable(discordant_fraction: float, test_images: int, alph
     return 100 * z * math.sqrt(discordant_fraction / test_images)
 
 
-def difference_noise(accuracy: float, test_images: int) -> float:
-    """Two standard errors (in points) of the difference between two accuracies near `accuracy` percent, each
-    measured on `test_images` predictions: what a difference must exceed to stand out from test-set noise."""
-    p = accuracy / 100
-    return 2 * math.sqrt(2) * 100 * math.sqrt(p * (1 - p) / test_images)
-
 
 
 # --- paired accuracy comparisons over seeds and test images -------------------------------------------------
