@@ -109,3 +109,24 @@ def test_the_compression_claims_pair_kept_models_with_the_full_one_joints_first_
     assert ("authors prefix 1/4", "joint prefix 1/4", 0.0) in pairs
     assert ("joint prefix 1/4", "ViT-1 from scratch", 0.0) in pairs
     assert all(c.column == "label" and c.dataset == "d" for c in claims) and len(claims) == 2 + 1 + 2
+
+
+def test_each_kept_size_carries_its_full_models_training_cost_and_the_same_size_vits():
+    from paraformer.experiments.compression import compression_means
+
+    rows = []
+    for seed, tflop in ((0, 2.0), (1, 4.0)):
+        for k in (1, 2):
+            correct = [True, seed == 0, k == 2, False]
+            rows.append({"dataset": "d", "method": "joint", "selection": "prefix", "branches_kept": k,
+                         "layers_kept": 2 * k, "params": 10 * k, "param_ratio": 2.0 / k, "branch_ratio": 2.0 / k,
+                         "flops_ratio": 2.0 / k, "val_acc": 50.0, "correct": correct, "seed": seed,
+                         "branches": "0", "train_tflop": tflop})
+    vit_runs = pd.DataFrame({"dataset": ["d", "d"], "num_layers": [2, 2], "test_acc": [40.0, 44.0],
+                             "train_tflop": [0.5, 0.7]})
+    means = compression_means(pd.DataFrame(rows), vit_runs).set_index("branches_kept")
+    assert means["train_tflop"].tolist() == [3.0, 3.0]  # the full model's runs, mean over seeds, for every size
+    # one branch of depth 2 stands beside ViT-2
+    assert means.loc[1, ["vit_same_size_acc", "vit_same_size_tflop"]].tolist() == pytest.approx([42.0, 0.6])
+    assert means.loc[2, ["vit_same_size_acc", "vit_same_size_tflop"]].isna().all()  # no ViT-4 was trained
+    assert means["test_acc"].tolist() == pytest.approx([37.5, 62.5])

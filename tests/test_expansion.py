@@ -1,6 +1,6 @@
 """The expansion protocols: task splits, the data each task sees, and how forgetting is counted."""
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from paraformer import config as config_module
-from paraformer.config import ConfigError, ModelConfig, Recipe
+from paraformer.config import ConfigError, DataConfig, ModelConfig, Recipe
 from paraformer.data import ImageData
 from paraformer.experiments import expansion, get_profile
 from paraformer.experiments.expansion import ExpansionPlan, get_plan, incremental_summary, task_data_config
 from paraformer.experiments.profiles import Profile
+from paraformer.flops import stage_flops, training_flops_per_image
 from paraformer.model import ParaFormer, count_parameters
 from paraformer.train import RunResult, load_trained_model, train
 from tests.test_train import toy_data
@@ -99,6 +100,16 @@ def test_growth_trains_only_the_new_branches_and_matches_the_scratch_baselines_c
                     ("scratch", 2, 2, 3 * 2 * 2), ("scratch", 3, 3, 3 * 3 * 3)]
     assert table["test_images"].tolist() == [48] * 5
     assert table["params"].tolist() == [count_parameters(c) for c, *_ in runs]
+
+    # counted FLOPs along the grown path: the first model's training, then each step's new branches alone
+    (first, _, _, _), (two, _, _, _), (three, _, _, _) = runs[:3]
+    per_run = [training_flops_per_image(first) * 48 * 2,
+               stage_flops(two, "joint", first, True)[0][1] * 48 * 2,
+               stage_flops(three, "joint", two, True)[0][1] * 48 * 2]
+    assert per_run[1] < training_flops_per_image(two) * 48 * 2  # the frozen branch gets no backward pass
+    scratch = [training_flops_per_image(two) * 48 * 2, training_flops_per_image(three) * 48 * 3]
+    expected = [per_run[0], per_run[0] + per_run[1], sum(per_run), *scratch]
+    assert table["train_tflop"].tolist() == pytest.approx([f / 1e12 for f in expected])
 
     # the runs: the first model, each growth step from the previous one, then the baselines from scratch
     assert [(c.num_branches, r.epochs, r.freeze_inherited, p is not None) for c, r, p, _ in runs] == [
@@ -215,3 +226,29 @@ def test_after_the_last_task_each_strategy_is_scored_on_every_seen_class_in_task
     assert arms.loc["finetune, task given", "correct"].tolist() == [True, True, True, False]
     assert [(c.better, c.worse) for c in expansion_claims("cifar10")] == [
         ("expand, task given", "finetune, task given"), ("expand, task not given", "finetune, task not given")]
+
+
+def test_the_compute_behind_each_strategy_adds_up_its_tasks_except_joint_which_starts_afresh():
+    first = ModelConfig(image_size=32, patch_size=8, width=16, num_heads=2, num_branches=1, num_classes=5)
+    second = first.expanded(1, 5)
+    recipe = Recipe(epochs=3)
+
+    def run(name, model, freeze, classes):
+        data = DataConfig(dataset="cifar10", n_train=100, classes=classes)
+        return RunResult(name=name, key=name, config={"model": asdict(model), "data": asdict(data),
+                                                      "recipe": asdict(replace(recipe, freeze_inherited=freeze))},
+                         history=[], final_test_acc=0.0, num_params=0, wall_seconds=0.0, device="cpu",
+                         data_source="-", code_version="-", torch_version="-", finished_at="-")
+
+    task1, task2 = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
+    runs = {"expand": [run("t1", first, False, task1), run("e2", second, True, task2)],
+            "finetune": [run("t1", first, False, task1), run("f2", second, False, task2)],
+            "joint": [run("t1", first, False, task1), run("j2", second, False, task1 + task2)]}
+    table = expansion.incremental_compute(runs).set_index(["strategy", "after_task"])["train_tflop"]
+    task1_flops = training_flops_per_image(first) * 100 * 3
+    new_parts = stage_flops(second, "joint", first, True)[0][1] * 100 * 3
+    everything = training_flops_per_image(second) * 100 * 3
+    assert table.loc[("expand", 1)] == table.loc[("joint", 1)] == pytest.approx(task1_flops / 1e12)
+    assert table.loc[("expand", 2)] == pytest.approx((task1_flops + new_parts) / 1e12)
+    assert table.loc[("finetune", 2)] == pytest.approx((task1_flops + everything) / 1e12)
+    assert table.loc[("joint", 2)] == pytest.approx(everything / 1e12)

@@ -162,7 +162,7 @@ def finetune_runs(weights: str, accs=(60.0, 50.0, 59.5), seeds=(0, 1, 2), images
             rows.append({"dataset": "cifar10", "model": m, "arrangement": a, "weights": weights, "branch_depth": d,
                          "num_layers": 12, "seed": seed, "test_acc": 100 * correct.mean(), "correct": correct,
                          "num_params": 1, "epochs": 10, "train_images": 100, "test_images": images,
-                         "image_size": 32, "train_seconds": 1.0})
+                         "image_size": 32, "train_seconds": 1.0, "train_tflop": 0.1 * d + seed})
     return pd.DataFrame(rows)
 
 
@@ -187,6 +187,9 @@ def test_each_regrouping_is_compared_with_the_sequential_fine_tune_of_the_same_s
     seq = table["our_acc"].iloc[0]
     assert table["minus_sequential"].tolist() == pytest.approx([0.0, table["our_acc"].iloc[1] - seq,
                                                                 table["our_acc"].iloc[2] - seq])
+    # each arrangement's training FLOPs per run, mean over its seeds
+    expected = runs.groupby("model", sort=False)["train_tflop"].mean()
+    assert table.set_index("model")["train_tflop"].to_dict() == pytest.approx(expected.to_dict())
     claims = finetune_claims(runs)
     assert [(c.better, c.worse, c.threshold) for c in claims] == [
         ("Para-F-1-12", "Para-F-12-12", -1.0), ("Para-F-3-12", "Para-F-12-12", -1.0)]

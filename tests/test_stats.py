@@ -165,6 +165,36 @@ def test_a_family_of_comparisons_keeps_only_what_survives_the_correction():
         assert verdict.minimum_detectable == pytest.approx(claim.difference.minimum_detectable())
 
 
+def discordant(only_a: int, only_b: int, images: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+    """Two models right on the same half of the images, and each right alone on `only_a` / `only_b` others."""
+    a, b = np.zeros(images, bool), np.zeros(images, bool)
+    a[:images // 2] = b[:images // 2] = True
+    a[images // 2:images // 2 + only_a] = True
+    b[images // 2 + only_a:images // 2 + only_a + only_b] = True
+    return a, b
+
+
+def test_holm_orders_a_threshold_claim_by_its_evidence_against_the_threshold_not_against_zero():
+    # "A loses under 1 point": -0.9 points, clearly below 0 but barely above -1 (weak evidence for the claim);
+    # "C beats D": +0.6 points, strong evidence. Holm must test C first, at the stricter level.
+    loses_under = PairedClaim("A loses under 1 point", paired_difference(*discordant(200, 290)), threshold=-1.0)
+    beats = PairedClaim("C beats D", paired_difference(*discordant(300, 240), seed=1))
+    assert loses_under.difference.p_value < beats.difference.p_value  # against 0 the order would be the other
+    lose_verdict, beat_verdict = judge_family([loses_under, beats])
+    assert lose_verdict.p_value == loses_under.difference.p_value_against(-1.0) > 0.3
+    assert beat_verdict.confidence == pytest.approx(1 - 0.05 / 2) and beat_verdict.verdict == "supported"
+    assert lose_verdict.confidence == pytest.approx(0.95) and lose_verdict.verdict == "inconclusive"
+
+
+def test_the_p_value_against_a_threshold_agrees_with_the_interval_at_that_level():
+    difference = paired_difference(*discordant(200, 290))
+    p = difference.p_value_against(-1.0)
+    low, high = difference.interval(1 - p * 0.999)
+    assert low <= -1.0 <= high  # at confidence 1 - p the interval just reaches the threshold
+    low, high = difference.interval(1 - min(1.0, p * 1.2))
+    assert not low <= -1.0 <= high
+
+
 @pytest.mark.parametrize("parts, expected", [
     (["supported", "supported"], "supported"), (["supported", "inconclusive"], "inconclusive"),
     (["supported", "contradicted"], "contradicted"), (["inconclusive", "not testable here"], "inconclusive"),

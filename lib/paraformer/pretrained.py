@@ -34,6 +34,7 @@ from .config import ConfigError, DataConfig, ModelConfig, Recipe
 from .data import IMAGENET_MEAN, IMAGENET_STD, load_data
 from .experiments.accuracy import AccuracyClaim, accuracy_table
 from .experiments.stats import Verdict, judge
+from .flops import run_training_flops
 from .model import ParaFormer
 from .train import Initialization, RunResult, train
 
@@ -298,7 +299,9 @@ def _finetune_seed(profile, vit, dataset, data_config, data, seed, progress):
                      "train_images": len(data.train_labels), "test_images": len(data.test_labels),
                      "image_size": config.image_size, "test_acc": result.final_test_acc,
                      "correct": result.correct(), "num_params": result.num_params, "epochs": len(result.history),
-                     "train_seconds": result.wall_seconds, "cached": result.cached, "run_key": result.key,
+                     "train_seconds": result.wall_seconds,
+                     "train_tflop": run_training_flops(result, n_train=len(data.train_labels)) / 1e12,
+                     "cached": result.cached, "run_key": result.key,
                      "data_source": result.data_source, "device": result.device,
                      "code_version": result.code_version, "code_digest": result.code_digest})
     return rows, results
@@ -320,7 +323,7 @@ def finetune_table(runs: pd.DataFrame, paper_table: dict) -> pd.DataFrame:
     table["ours_minus_paper"] = table["our_acc"] - table["paper_acc"]
     columns = ["dataset", "model", "arrangement", "weights", "params", "paper_acc", "our_acc", "our_acc_low",
                "our_acc_high", "ours_minus_paper", "minus_sequential", "seeds", "test_images", "epochs",
-               "train_images", "image_size", "seconds_per_run"]
+               "train_images", "image_size", "seconds_per_run", "train_tflop"]
     return table.rename(columns={"test_acc": "our_acc"})[columns]
 
 

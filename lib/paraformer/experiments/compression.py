@@ -126,13 +126,17 @@ def compress_runs(settings, runs: pd.DataFrame, records: list[RunResult]) -> pd.
         if run["dataset"] not in data:
             data[run["dataset"]] = load_data(settings.data_config(run["dataset"]))
         table = compression_table(load_trained_model(record), data[run["dataset"]], settings.recipe)
-        tables.append(table.assign(dataset=run["dataset"], method=run["method"], seed=run["seed"]))
+        # a kept model costs no training of its own: what trained it is its full model's run
+        tables.append(table.assign(dataset=run["dataset"], method=run["method"], seed=run["seed"],
+                                   train_tflop=run["train_tflop"]))
     return pd.concat(tables, ignore_index=True)
 
 
-def compression_means(table: pd.DataFrame) -> pd.DataFrame:
+def compression_means(table: pd.DataFrame, vit_runs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per dataset, method, selection and number of kept branches: validation and test accuracy over seeds (the
-    test one with its 95% interval), and the size ratios."""
+    test one with its 95% interval), the size ratios and the full model's training TFLOPs per run; with `vit_runs`
+    (`run_sweep` rows), beside each the ViT of as many layers trained from scratch: its mean test accuracy and
+    training TFLOPs (NaN for sizes not trained)."""
     rows = []
     for (dataset, method, selection, k), group in table.groupby(["dataset", "method", "selection", "branches_kept"],
                                                                 sort=False):
@@ -143,8 +147,15 @@ def compression_means(table: pd.DataFrame) -> pd.DataFrame:
                      "param_ratio": first["param_ratio"], "branch_ratio": first["branch_ratio"],
                      "flops_ratio": first["flops_ratio"], "seeds": len(group), "val_acc": group["val_acc"].mean(),
                      "test_acc": acc, "test_acc_low": low, "test_acc_high": high,
+                     "train_tflop": group["train_tflop"].mean(),
                      "greedy_subsets": "; ".join(group["branches"]) if selection == "greedy" else ""})
-    return pd.DataFrame(rows)
+    means = pd.DataFrame(rows)
+    if vit_runs is not None:
+        vits = vit_runs.groupby(["dataset", "num_layers"])[["test_acc", "train_tflop"]].mean()
+        for column, name in (("test_acc", "vit_same_size_acc"), ("train_tflop", "vit_same_size_tflop")):
+            means[name] = [vits[column].get((d, n), float("nan"))
+                           for d, n in zip(means["dataset"], means["layers_kept"])]
+    return means
 
 
 def arms(table: pd.DataFrame, vit_runs: pd.DataFrame) -> pd.DataFrame:

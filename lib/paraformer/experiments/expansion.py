@@ -33,6 +33,7 @@ import pandas as pd
 
 from ..config import ConfigError, DataConfig, ModelConfig, Recipe
 from ..data import DATASETS, load_data
+from ..flops import run_training_flops
 from .accuracy import AccuracyClaim
 from .profiles import Profile
 from .stats import accuracy_interval
@@ -147,6 +148,32 @@ def incremental_metrics(runs: dict[str, list[RunResult]], profile: Profile, plan
     return pd.DataFrame(rows)
 
 
+def incremental_compute(runs: dict[str, list[RunResult]]) -> pd.DataFrame:
+    """Per strategy and task t: the training TFLOPs behind the model after task t (`flops.run_training_flops`):
+    every task's run so far for the strategies that learn task after task (expansion counts only what learned),
+    the one run for joint, which trains afresh on all classes seen."""
+    rows = []
+    for strategy, results in runs.items():
+        total = 0.0
+        for t, result in enumerate(results):
+            tflop = run_training_flops(result, parent=results[t - 1] if t else None) / 1e12
+            total = tflop if strategy == "joint" else total + tflop
+            rows.append({"strategy": strategy, "after_task": t + 1, "train_tflop": total})
+    return pd.DataFrame(rows)
+
+
+def class_incremental_table(metrics: pd.DataFrame, runs_by_seed: dict[int, dict[str, list[RunResult]]]) -> pd.DataFrame:
+    """`incremental_summary` of each seed's metrics (a `seed` column) with its `incremental_compute`, averaged over
+    the seeds: one row per strategy and task, and the number of seeds."""
+    per_seed = []
+    for seed, seed_metrics in metrics.groupby("seed", sort=False):
+        summary = incremental_summary(seed_metrics.drop(columns="seed"))
+        per_seed.append(summary.merge(incremental_compute(runs_by_seed[seed]), on=["strategy", "after_task"],
+                                      how="left", validate="one_to_one"))
+    table = pd.concat(per_seed, ignore_index=True).groupby(["strategy", "after_task"], sort=False).mean()
+    return table.reset_index().assign(seeds=len(per_seed))
+
+
 def incremental_summary(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per strategy and task t: average accuracy over the classes seen so far, and average forgetting."""
     rows = []
@@ -177,23 +204,26 @@ def run_growth(profile: Profile, plan: ExpansionPlan, seed: int, progress: bool 
     data = load_data(data_config)
     recipe = replace(profile.recipe, seed=seed)
     config = profile.model_config(f"1-{plan.growth_start}", data)
+    n_train = len(data.train_labels)
     result = train(config, data_config, recipe, data=data, progress=progress)
     compute, seconds = TRAINED_LAYER_COST * config.num_layers * recipe.epochs, _train_seconds(result)
-    grown = [(config, result, compute, seconds)]
+    tflop = run_training_flops(result, n_train=n_train) / 1e12
+    grown = [(config, result, compute, seconds, tflop)]
     for _ in range(plan.growth_steps):
-        old_layers, config = config.num_layers, config.expanded(plan.growth_step)
+        old_layers, config, parent = config.num_layers, config.expanded(plan.growth_step), result
         result = train(config, data_config, replace(recipe, epochs=plan.growth_epochs, freeze_inherited=True),
-                       data=data, parent=result, name=f"{plan.dataset}-{config.name}-grown", progress=progress)
+                       data=data, parent=parent, name=f"{plan.dataset}-{config.name}-grown", progress=progress)
         new_layers = config.num_layers - old_layers
         compute += (FROZEN_LAYER_COST * old_layers + TRAINED_LAYER_COST * new_layers) * plan.growth_epochs
         seconds += _train_seconds(result)
-        grown.append((config, result, compute, seconds))
+        tflop += run_training_flops(result, n_train=n_train, parent=parent) / 1e12
+        grown.append((config, result, compute, seconds, tflop))
     rows = [_growth_row("grown", *entry) for entry in grown]
-    for config, _, compute, _ in grown[1:]:
+    for config, _, compute, _, _ in grown[1:]:
         epochs = max(1, round(compute / (TRAINED_LAYER_COST * config.num_layers)))
         scratch = train(config, data_config, replace(recipe, epochs=epochs), data=data, progress=progress)
         rows.append(_growth_row("scratch", config, scratch, TRAINED_LAYER_COST * config.num_layers * epochs,
-                                _train_seconds(scratch)))
+                                _train_seconds(scratch), run_training_flops(scratch, n_train=n_train) / 1e12))
     return pd.DataFrame(rows).assign(test_images=len(data.test_labels))
 
 
@@ -201,11 +231,13 @@ def _train_seconds(result: RunResult) -> float:
     return sum(h["train_seconds"] for h in result.history)
 
 
-def _growth_row(path: str, config: ModelConfig, result: RunResult, compute: float, seconds: float) -> dict:
-    """`compute`: layer passes per training image over the whole path; `train_seconds`: measured, likewise."""
+def _growth_row(path: str, config: ModelConfig, result: RunResult, compute: float, seconds: float,
+                tflop: float) -> dict:
+    """`compute`: layer passes per training image over the whole path; `train_seconds`: measured, likewise;
+    `train_tflop`: counted training FLOPs (`flops.run_training_flops`), likewise."""
     return {"path": path, "branches": config.num_branches, "epochs": len(result.history),
             "test_acc": result.final_test_acc, "params": result.num_params, "compute": compute,
-            "train_seconds": seconds, "run_key": result.key, "code_digest": result.code_digest,
+            "train_seconds": seconds, "train_tflop": tflop, "run_key": result.key, "code_digest": result.code_digest,
             "correct": result.correct()}
 
 
@@ -249,6 +281,7 @@ def growth_means(growth: pd.DataFrame) -> pd.DataFrame:
         rows.append({"path": path, "branches": k, "seeds": len(group), "epochs": group["epochs"].mean(),
                      "compute": group["compute"].mean(), "test_acc": acc, "test_acc_low": low, "test_acc_high": high,
                      "params": group["params"].iloc[0], "train_seconds": group["train_seconds"].mean(),
+                     "train_tflop": group["train_tflop"].mean(),
                      "test_images": int(group["test_images"].iloc[0])})
     return pd.DataFrame(rows)
 

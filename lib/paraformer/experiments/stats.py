@@ -41,7 +41,7 @@ class Verdict:
     paper: float | None = None  # the paper's figure for the same effect, where it gives one
     minimum_detectable: float | None = None  # of the design (see module docstring), where it has one
     confidence: float = 0.95  # of the interval (below 0.95 never; above it after a multiple-comparison correction)
-    p_value: float | None = None  # two-sided, of "no effect", uncorrected, where the design gives one
+    p_value: float | None = None  # two-sided, of "the effect equals the threshold", uncorrected, where there is one
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -180,9 +180,14 @@ class PairedDifference:
 
     @property
     def p_value(self) -> float:
-        """Two-sided bootstrap p-value of "no difference": twice the smaller share of replicates on either side of
-        0, so that the percentile interval at confidence 1 - p just reaches 0 (interval and test never disagree)."""
-        below, above = np.mean(self.replicates <= 0), np.mean(self.replicates >= 0)
+        """Two-sided bootstrap p-value of "no difference" (`p_value_against(0)`)."""
+        return self.p_value_against(0.0)
+
+    def p_value_against(self, threshold: float) -> float:
+        """Two-sided bootstrap p-value of "the difference equals `threshold`": twice the smaller share of replicates
+        on either side of it, so that the percentile interval at confidence 1 - p just reaches the threshold
+        (interval and test never disagree)."""
+        below, above = np.mean(self.replicates <= threshold), np.mean(self.replicates >= threshold)
         return float(min(1.0, 2 * min(below, above)))
 
     def minimum_detectable(self, alpha: float = 0.05, power: float = 0.8) -> float:
@@ -240,8 +245,10 @@ class PairedClaim:
 
 def judge_family(comparisons: list[PairedClaim], alpha: float = 0.05) -> list[Verdict]:
     """The verdict on each claim of a table that makes several: Holm's correction over the family, each interval
-    at the level Holm tests it at, the minimum detectable difference at the nominal `alpha`."""
-    p_values = [c.difference.p_value for c in comparisons]
+    at the level Holm tests it at, the minimum detectable difference at the nominal `alpha`. Each claim is tested
+    against its own threshold ("loses under 1 point" against -1, not 0), so Holm orders the claims by the evidence
+    on what they claim."""
+    p_values = [c.difference.p_value_against(c.threshold) for c in comparisons]
     levels = holm_levels(p_values, alpha) if len(comparisons) > 1 else [alpha] * len(comparisons)
     correction = f"Holm over {len(comparisons)} comparisons" if len(comparisons) > 1 else ""
     verdicts = []
