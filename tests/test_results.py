@@ -35,6 +35,26 @@ def test_outside_a_git_checkout_the_version_is_the_package_version(tmp_path, mon
     assert code_version() == __version__
 
 
+def test_the_code_digest_follows_the_training_code_and_ignores_the_analyses(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    package = tmp_path / "paraformer"
+    shutil.copytree(Path(results.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    names = {file.relative_to(package).as_posix() for file in results.training_modules(package)}
+    # what train() runs, including modules reached only through others (the image decoders, via data)
+    assert {"train.py", "model.py", "progressive.py", "execution.py", "data.py", "datasources.py",
+            "config.py", "runcache.py"} <= names
+    assert not names & {"flops.py", "speedup.py", "estimate.py", "notebook.py"}
+    assert not any(name.startswith("experiments/") for name in names)
+    before = results.package_digest(package)
+    for analysis in ("experiments/stats.py", "experiments/report.py", "flops.py", "notebook.py"):
+        (package / analysis).write_text((package / analysis).read_text() + "\n# a change to an analysis\n")
+    assert results.package_digest(package) == before
+    (package / "datasources.py").write_text((package / "datasources.py").read_text() + "\n# a decoder change\n")
+    assert results.package_digest(package) != before
+
+
 def test_a_table_from_runs_of_other_code_carries_one_warning_note(monkeypatch):
     import pandas as pd
 

@@ -8,6 +8,7 @@ permission raises `ResultsWriteError`, naming the file.
 
 from __future__ import annotations
 
+import ast
 import errno
 import hashlib
 import json
@@ -159,18 +160,59 @@ def code_version() -> str:
 
 _code_digest: str | None = None
 
+# Where `training_modules` stops: train's command line reads profile settings from `experiments`, and those reach a
+# run through its config, which the run key holds; the analyses there never change what a run trains.
+ANALYSIS_PACKAGES = ("experiments",)
+
+
+def training_modules(package: Path) -> list[Path]:
+    """The source files of `package` (the paraformer folder) that can change what a run trains: train.py and every
+    module of the package it imports, directly or through others, at module or function level, except the
+    ANALYSIS_PACKAGES. Read from the import statements, so a new dependency of training is never left out."""
+    found, todo = set(), [package / "train.py"]
+    while todo:
+        file = todo.pop()
+        if file in found:
+            continue
+        found.add(file)
+        here = file.relative_to(package).with_suffix("").parts[:-1]  # the subpackage the module is in
+        for node in ast.walk(ast.parse(file.read_text(), str(file))):
+            targets = []
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = here[:len(here) - node.level + 1]
+                module = (*base, *node.module.split(".")) if node.module else base
+                targets = [module] + [(*module, alias.name) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == package.name:
+                module = tuple(node.module.split(".")[1:])
+                targets = [module] + [(*module, alias.name) for alias in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [tuple(a.name.split(".")[1:]) for a in node.names if a.name.split(".")[0] == package.name]
+            for parts in targets:
+                if parts and parts[0] in ANALYSIS_PACKAGES:
+                    continue
+                for candidate in (package.joinpath(*parts).with_suffix(".py") if parts else None,
+                                  package.joinpath(*parts, "__init__.py")):
+                    if candidate is not None and candidate.is_file():
+                        todo.append(candidate)
+    return sorted(found)
+
+
+def package_digest(package: Path) -> str:
+    """A hash of the `training_modules` of `package`: their paths and contents."""
+    h = hashlib.sha256()
+    for file in training_modules(package):
+        h.update(f"{file.relative_to(package).as_posix()}\0".encode())
+        h.update(file.read_bytes())
+    return h.hexdigest()[:12]
+
 
 def code_digest() -> str:
-    """A hash of the package's source files: the code a run was trained by, with or without git. Runs whose
-    records carry another digest were made by other code (see `paraformer.train`, PARAFORMER_RETRAIN)."""
+    """A hash of the package's training code (`training_modules`): the code a run was trained by, with or without
+    git. Runs whose records carry another digest were made by other code (see `paraformer.train`,
+    PARAFORMER_RETRAIN); a change to the analyses, tables or notebooks leaves finished runs current."""
     global _code_digest
     if _code_digest is None:  # the code loaded into this process, read once
-        package = Path(__file__).resolve().parent
-        h = hashlib.sha256()
-        for file in sorted(package.rglob("*.py")):
-            h.update(f"{file.relative_to(package).as_posix()}\0".encode())
-            h.update(file.read_bytes())
-        _code_digest = h.hexdigest()[:12]
+        _code_digest = package_digest(Path(__file__).resolve().parent)
     return _code_digest
 
 

@@ -58,7 +58,7 @@ class RunResult:
     code_version: str
     torch_version: str
     finished_at: str
-    code_digest: str = ""  # hash of the package's source (paraformer.results.code_digest); "" in older records
+    code_digest: str = ""  # hash of the training code (paraformer.results.code_digest); "" in older records
     data_fingerprint: str = ""  # the data source's fingerprint (paraformer.data.data_fingerprint); part of the key
     precision: str = ""  # "fp32" or "bf16 autocast" (what Recipe.amp gave on this device); "" in older records
     # The final model's predicted label of every test image and the true labels, in the test split's order, as
