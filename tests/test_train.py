@@ -516,3 +516,28 @@ def test_with_tensorboard_installed_a_run_also_writes_its_steps_as_event_files(t
     assert [e.step for e in losses] == list(log["step"])
     assert [e.value for e in losses] == pytest.approx(list(log["loss"]), rel=1e-6)
     assert [e.value for e in events.Scalars("test/accuracy")] == pytest.approx([h["test_acc"] for h in result.history])
+
+
+def test_a_text_progress_line_per_epoch_keeps_every_number_whole(tmp_path, monkeypatch, capsys):
+    import re
+
+    monkeypatch.setenv("PARAFORMER_PROGRESS", "text")
+    result = train(MODEL, DATA, RECIPE, name="a-rather-long-run-name-for-a-narrow-log-" + "x" * 40, data=toy_data(),
+                   results_root=tmp_path, progress=True)
+    lines = re.split(r"[\r\n]+", capsys.readouterr().out)
+    # "<name> [cpu]: epoch 2/3 [00:01<00:00, 1.71epoch/s, acc=75.00, loss=1.042]", whole up to the closing bracket
+    ends = [re.search(r"epoch (\d+)/3 .*acc=(\d+\.\d\d), loss=(\d+\.\d{3})\]$", line) for line in lines]
+    epochs = {int(m.group(1)): (float(m.group(2)), float(m.group(3))) for m in ends if m}
+    assert sorted(epochs) == [1, 2, 3]
+    for entry in result.history:
+        acc, loss = epochs[entry["epoch"]]
+        assert (acc, loss) == (pytest.approx(entry["test_acc"], abs=5e-3), pytest.approx(entry["train_loss"], abs=5e-4))
+
+
+def test_the_progress_label_names_the_method_only_where_the_run_name_does_not():
+    from paraformer.train import progress_label
+
+    cpu = torch.device("cpu")
+    assert progress_label("cifar10-task2-expand", Recipe(method="joint"), cpu) == "cifar10-task2-expand [cpu]"
+    assert progress_label("cifar10-Para-F-1-6-prefix", Recipe(method="prefix"), cpu) == "cifar10-Para-F-1-6-prefix [cpu]"
+    assert progress_label("my-run", Recipe(method="frozen"), cpu) == "my-run (frozen) [cpu]"

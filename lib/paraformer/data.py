@@ -319,19 +319,22 @@ def _check_registry(spec: DatasetSpec, full: dict, source: _Source) -> None:
 
 
 def _source_line(source: _Source, spec: DatasetSpec | None, full: dict) -> str:
-    """Built at load time rather than cached, so that a moved archive (same bytes, same cache) names where it
-    is now."""
+    """What the images came from, for records and tables: the kind of source and its file or folder name, never
+    the machine's path to it (which differs from machine to machine and would mark every committed table as
+    changed). Built at load time rather than cached, so that a moved archive (same bytes, same cache) is named as
+    it is now."""
     notes = [note for note in (full.get("formats"), full.get("conversion")) if note]
     detail = f" ({'; '.join(notes)})" if notes else ""
+    name = Path(source.path).name
     if source.kind == "offline-archive":
-        return f"offline archive {source.path}{detail}"
+        return f"offline archive {name}{detail}"
     if source.kind == "offline-folder":
-        return f"offline folder {source.path}{detail}"
+        return f"offline folder {name}{detail}"
     if source.kind == "idx":
-        return f"official idx files in {source.path}"
+        return f"official idx files ({name})"
     if source.kind == "torchvision":
-        return f"torchvision {spec.torchvision_class} (official) in {source.path}{detail}"
-    return f"ImageFolder {source.path}" + (f" ({full['conversion']})" if full.get("conversion") else "")
+        return f"torchvision {spec.torchvision_class} (official){detail}"
+    return f"ImageFolder {name}" + (f" ({full['conversion']})" if full.get("conversion") else "")
 
 
 def _load_image_folder(root: Path, size: int | None, channels: int | None) -> dict:

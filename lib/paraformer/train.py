@@ -159,8 +159,10 @@ def _progress(total: int, desc: str, initial: int, enabled: bool):
         return None
     if os.environ.get("PARAFORMER_PROGRESS") == "text":
         from tqdm import tqdm
-        return tqdm(total=total, desc=desc, initial=initial, unit="epoch", ascii=True, file=sys.stdout,
-                    mininterval=0, dynamic_ncols=False, ncols=100)
+        # no bar and no width limit: a fixed width cut the line mid-number once the metrics were appended
+        return tqdm(total=total, desc=desc, initial=initial, unit="epoch", file=sys.stdout, mininterval=0,
+                    dynamic_ncols=False, ncols=None,
+                    bar_format="{desc}: epoch {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, initial=initial, unit="epoch")
 
@@ -464,7 +466,7 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
     _check_data_fits(model_config, data_config, data)
     run = start_run(model_config, data_config, recipe, data, name, key, fingerprint, parent, init, results_root,
                     log_every)
-    bar = _progress(run.epochs, f"{name} {recipe.method} [{run.device.type}]", len(run.history), progress)
+    bar = _progress(run.epochs, progress_label(name, recipe, run.device), len(run.history), progress)
     run.model.train()
     training = None
     try:
@@ -483,8 +485,8 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
             run.step_log.end_epoch(entry)  # before the checkpoint: a resumed run drops the rows it redoes
             save_checkpoint(run, training)
             if bar is not None:
-                bar.set_postfix(loss=f"{entry['train_loss']:.3f}", acc=f"{entry['test_acc']:.2f}")
-                bar.update(1)
+                bar.set_postfix(loss=f"{entry['train_loss']:.3f}", acc=f"{entry['test_acc']:.2f}", refresh=False)
+                bar.update(1)  # one line per epoch in text mode
             if on_epoch_end is not None:
                 on_epoch_end(entry)
     finally:
@@ -494,10 +496,27 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
     return finish_run(run, parent, init)
 
 
+def progress_label(name: str, recipe: Recipe, device: torch.device) -> str:
+    """The run's name, with its training method where the name does not say it (a custom name such as
+    "cifar10-task2-expand" says what the run is; "joint" beside it would not), and the device."""
+    method = "" if recipe.method == "joint" or name.endswith(f"-{recipe.method}") else f" ({recipe.method})"
+    return f"{name}{method} [{device.type}]"
+
+
 def device_name(device: torch.device) -> str:
+    """The device in words, recorded with every run: the GPU's name, or the CPU's model and thread count (float
+    rounding, and so the last digits of an accuracy, differ between kinds of CPU)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
+    model = "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = f"cpu: {line.split(':', 1)[1].strip()}"
+                break
+    except OSError:
+        pass
+    return f"{model} ({torch.get_num_threads()} threads)"
 
 
 # --- the command line -----------------------------------------------------------------------------------
