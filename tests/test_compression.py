@@ -130,3 +130,11 @@ def test_each_kept_size_carries_its_full_models_training_cost_and_the_same_size_
     assert means.loc[1, ["vit_same_size_acc", "vit_same_size_tflop"]].tolist() == pytest.approx([42.0, 0.6])
     assert means.loc[2, ["vit_same_size_acc", "vit_same_size_tflop"]].isna().all()  # no ViT-4 was trained
     assert means["test_acc"].tolist() == pytest.approx([37.5, 62.5])
+
+
+def test_the_overview_has_a_row_per_method_and_a_column_per_number_of_kept_branches():
+    from paraformer.experiments.compression import compression_overview
+
+    overview = compression_overview(means_table())
+    assert list(overview.columns) == ["dataset", "method", "selection", "1/4", "2/4", "3/4", "4/4"]
+    assert overview.set_index("method").loc["authors", ["1/4", "4/4"]].tolist() == [51.0, 54.0]

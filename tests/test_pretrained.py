@@ -134,9 +134,10 @@ def test_without_network_the_weights_are_reported_unavailable_in_one_line(monkey
     monkeypatch.setattr(type(pretrained.IMAGENET_VIT), "get_state_dict", offline)
     vit, line = pretrained_vit("auto")
     assert vit is None and "\n" not in line
-    assert "RANDOM weights" in line and "Name or service not known" in line and "checkpoints" in line
-    with pytest.raises(pretrained.PretrainedUnavailable, match="vit_b_16.*could not be downloaded"):
-        pretrained_vit("required")
+    # the line lands in committed notebooks: no raw network error, no path of this machine
+    assert "RANDOM weights" in line and "Errno" not in line and torch.hub.get_dir() not in line and "/" not in line
+    with pytest.raises(pretrained.PretrainedUnavailable, match="vit_b_16.*could not be downloaded.*checkpoints"):
+        pretrained_vit("required")  # where it is needed, the error says why and where the file goes
     assert pretrained_vit("never")[0] is None
     with pytest.raises(ConfigError, match="pretrained='yes'"):
         pretrained_vit("yes")

@@ -82,6 +82,12 @@ def get_bench_profile(name: str) -> BenchProfile:
     return BENCH_PROFILES[name]
 
 
+def shown(path: Path) -> str:
+    """A file named for the log without this machine's path to it: its folder and name (e.g. quick/layers.csv)."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
 def device_label(device: torch.device) -> str:
     """The device in words, for every row and figure: the GPU's name, or the CPU's model and thread count."""
     if device.type == "cuda":
@@ -242,7 +248,8 @@ def bench_multi(profile: BenchProfile, processes: tuple[int, ...], root: Path | 
                    "-m", "paraformer.multibench", "--profile", profile.name]
         if root is not None:
             command += ["--root", str(root)]
-        print(f"multi-process benchmark: {' '.join(command[2:])}", file=sys.stderr)
+        shown_command = [shown(Path(part)) if part == str(root) else part for part in command[2:]]
+        print(f"multi-process benchmark: {' '.join(shown_command)}", file=sys.stderr)
         done = subprocess.run(command, env=env)
         if done.returncode:
             raise RuntimeError(f"the {count}-process benchmark failed with exit code {done.returncode} "
@@ -288,7 +295,8 @@ def run(profile_name: str, only: tuple[str, ...] = ("strategies", "layers", "mul
             bench_multi(profile, processes, root)
         else:
             benchmark = bench_strategies if name == "strategies" else bench_layers
-            print(f"wrote {write_bench(benchmark(profile, device), name, profile, device, root)}", file=sys.stderr)
+            print(f"wrote {shown(write_bench(benchmark(profile, device), name, profile, device, root))}",
+                  file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .bench import bench_dir, device_label, get_bench_profile, steady_allocator, timed
+from .bench import bench_dir, device_label, get_bench_profile, shown, steady_allocator, timed
 from .parallel import BranchParallel, init_process_group, sequential_vit, stage_bounds
 from .results import atomic_write_text, code_version
 
@@ -282,7 +282,8 @@ def main(argv: list[str] | None = None) -> None:
         costs = measure_costs(args.profile, device)
         if rank == 0:
             for name, table in (("steps", rows), ("costs", costs)):
-                print(f"wrote {write_rows(table, name, args.profile, world, device, args.root)}", file=sys.stderr)
+                print(f"wrote {shown(write_rows(table, name, args.profile, world, device, args.root))}",
+                      file=sys.stderr)
     finally:
         dist.destroy_process_group()
 

@@ -22,7 +22,9 @@ of normalization (and, for greyscale, the sum over the three colour channels) in
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import math
 from dataclasses import dataclass, field, replace
 
@@ -137,7 +139,9 @@ def from_torchvision(vit: torchvision.models.VisionTransformer, in_channels: int
 def load_imagenet_vit() -> torchvision.models.VisionTransformer:
     """torchvision's vit_b_16 with its ImageNet weights, from torchvision's cache or downloaded into it."""
     try:
-        state = IMAGENET_VIT.get_state_dict(progress=False, check_hash=True)
+        # torch.hub announces a download with this machine's cache path, which would land in committed notebooks
+        with contextlib.redirect_stderr(io.StringIO()):
+            state = IMAGENET_VIT.get_state_dict(progress=False, check_hash=True)
     except (OSError, RuntimeError) as error:  # no network: URLError (an OSError); a corrupt file: RuntimeError
         reason = str(getattr(error, "reason", error)).splitlines()[0]
         raise PretrainedUnavailable(
@@ -250,8 +254,11 @@ def pretrained_vit(mode: str) -> tuple[torchvision.models.VisionTransformer | No
     except PretrainedUnavailable as error:
         if mode == "required":
             raise
-        return None, (f"ImageNet weights unavailable, so this run fine-tunes RANDOM weights and its numbers are "
-                      f"not a pretrained fine-tune: {error}")
+        # the line goes into committed notebooks and tables: no machine path, no raw network error (the error
+        # itself, with both, is what pretrained="required" raises)
+        return None, ("Weights not available: torchvision's ImageNet weights for vit_b_16 are not in its cache and "
+                      "could not be downloaded, so this run fine-tunes RANDOM weights and its numbers are not a "
+                      "pretrained fine-tune (pretrained='required' says where to put the file).")
 
 
 def arrangement(branch_depth: int, layers: int = 12) -> str:

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from . import costmodel
-from .experiments.stats import Verdict, judge, render
+from .experiments.display import verdict_line
+from .experiments.stats import Verdict, judge
 from .paper import FAIRSCALE_SPEEDUP, PAPER_2024, PAPER_2025
 
 AUTO_TARGET = 1.05  # auto at most 5% slower than the faster of loop and fused
@@ -166,9 +167,9 @@ def _strategy_verdicts(strategies: pd.DataFrame, spread: float) -> list[SpeedVer
     within = int((table["auto_vs_best"] <= AUTO_TARGET).sum())
     # judge tests "exceeds": auto's speed relative to the best, at its worst shape, must exceed 1 / 1.05
     return [_judged(
-        "auto", "target", f"Target: auto within {AUTO_TARGET - 1:.0%} of the faster of loop and fused at every "
-        f"measured shape (its worst shape's speed relative to the faster at least 1/{AUTO_TARGET:g})",
-        1 / worst["auto_vs_best"], 1 / AUTO_TARGET, spread,
+        "auto", "target", f"auto execution within {AUTO_TARGET - 1:.0%} of the faster of loop and fused at every "
+        "measured shape", 1 / worst["auto_vs_best"], 1 / AUTO_TARGET, spread,
+        f"ours: auto's speed relative to the faster at its worst shape (the target: at least 1/{AUTO_TARGET:g}); "
         f"{within} of {len(table)} shapes within {AUTO_TARGET - 1:.0%}; worst {worst['auto_vs_best']:.3f}x slower "
         f"({worst['model']}, batch {worst['batch']}, {worst['mode']}; auto chose {worst['auto_chose']})",
         device_of(strategies))]
@@ -181,9 +182,9 @@ def _layer_verdicts(layers: pd.DataFrame, spread: float) -> list[SpeedVerdict]:
         raise ValueError("the layers benchmark has no Para-F-1-n rows; rerun it")
     n = 24 if 24 in one.index else int(one.index.max())
     out = [_judged(
-        "latency", "target", f"Target: batch-1 inference latency of Para-F-1-{n} at most {LATENCY_TARGET:g}x that "
-        f"of ViT-{n} (ViT-{n} time over Para-F-1-{n} time at least {1 / LATENCY_TARGET:.3g})",
-        one.loc[n, "inference_speedup"], 1 / LATENCY_TARGET, spread,
+        "latency", "target", f"batch-1 inference latency of Para-F-1-{n} at most {LATENCY_TARGET:g}x that of "
+        f"ViT-{n}", one.loc[n, "inference_speedup"], 1 / LATENCY_TARGET, spread,
+        f"ours: ViT-{n} time over Para-F-1-{n} time (the target: at least {1 / LATENCY_TARGET:.3g}); "
         f"{one.loc[n, 'inference_ms']:.2f} ms against {one.loc[n, 'vit_inference_ms']:.2f} ms: "
         f"{1 / one.loc[n, 'inference_speedup']:.2f}x", device)]
 
@@ -191,18 +192,17 @@ def _layer_verdicts(layers: pd.DataFrame, spread: float) -> list[SpeedVerdict]:
     growth = one.loc[hi, "inference_ms"] / one.loc[lo, "inference_ms"]
     vit_growth = one.loc[hi, "vit_inference_ms"] / one.loc[lo, "vit_inference_ms"]
     out.append(_judged(
-        "growth", "paper", f"{PAPER_2024}: inference time does not grow with the number of layers (batch-1 "
-        f"latency of Para-F-1-{lo} over Para-F-1-{hi} on one device at least 1/{NOT_GROWING:g})",
+        "growth", "paper", f"{PAPER_2024}: inference time does not grow with the number of layers",
         1 / growth, 1 / NOT_GROWING, spread,
-        f"from {lo} to {hi} layers, batch-1 latency of Para-F-1-n grows {growth:.1f}x, that of the ViT "
+        f"ours: batch-1 latency of Para-F-1-{lo} over Para-F-1-{hi} on one device (the claim: at least "
+        f"1/{NOT_GROWING:g}); from {lo} to {hi} layers, batch-1 latency of Para-F-1-n grows {growth:.1f}x, that of the ViT "
         f"{vit_growth:.1f}x; one device runs branches side by side only as far as its cores or units allow",
         device, not_testable=None if hi > lo else f"only {lo} layer(s) measured"))
 
     # N/M = 1 (Para-F-1-1 against ViT-1) compares a model with its own twin: it says nothing about parallelism
     tested = table[table["paper_N_over_M"] > 1]
     reached = tested["inference_speedup"] / tested["paper_N_over_M"]
-    claim = (f"{PAPER_2024}, section 3.3: a depth-M Para-Former runs N/M times faster than a depth-N serial network "
-             f"(worst measured speed-up over N/M, N/M > 1, batch 1, one device, at least {N_OVER_M_REACHED:g})")
+    claim = f"{PAPER_2024}, section 3.3: a depth-M Para-Former runs N/M times faster than a depth-N serial network"
     if tested.empty:
         out.append(_judged("n_over_m", "paper", claim, math.nan, N_OVER_M_REACHED, spread, "", device,
                            not_testable="no Para-Former with N/M > 1 was measured"))
@@ -210,7 +210,8 @@ def _layer_verdicts(layers: pd.DataFrame, spread: float) -> list[SpeedVerdict]:
     worst, best = tested.loc[reached.idxmin()], tested.loc[reached.idxmax()]
     out.append(_judged(
         "n_over_m", "paper", claim, float(reached.min()), N_OVER_M_REACHED, spread,
-        f"over {len(tested)} models with N/M > 1 the speed-ups reach {reached.min():.0%} ({worst['model']}: "
+        f"ours: the worst measured speed-up over N/M, N/M > 1, batch 1, one device (the claim: at least "
+        f"{N_OVER_M_REACHED:g}); over {len(tested)} models with N/M > 1 the speed-ups reach {reached.min():.0%} ({worst['model']}: "
         f"{worst['inference_speedup']:.2f}x where N/M = {worst['paper_N_over_M']:g}) to {reached.max():.0%} "
         f"({best['model']}) of N/M; in training at batch {int(layers['batch'].max())}, "
         f"{tested['train_speedup'].min():.2f}x to {tested['train_speedup'].max():.2f}x; N/M assumes every branch "
@@ -226,8 +227,8 @@ def _multi_verdicts(data: dict[str, pd.DataFrame], steps: pd.DataFrame, spread: 
     scaling = branch_scaling(data, top)
     if scaling is not None:
         out.append(_judged(
-            "scaling", "target", f"Target: branch-parallel step on {top} processes at least {SCALING_TARGET:g}x "
-            f"faster than on one", scaling, SCALING_TARGET, spread,
+            "scaling", "target", f"branch-parallel step on {top} processes at least {SCALING_TARGET:g}x faster than "
+            "on one", scaling, SCALING_TARGET, spread,
             f"{scaling:.2f}x (ideal {top}), both in the {top}-process run", device))
     at_top = multi[multi["processes"] == top].set_index("method")
     top_steps = steps[steps["processes"] == top]
@@ -235,11 +236,8 @@ def _multi_verdicts(data: dict[str, pd.DataFrame], steps: pd.DataFrame, spread: 
     for method in PIPELINES:
         fairscale = method == "fairscale"
         kind, paper_figure = ("paper", paper) if fairscale else ("comparison", None)
-        claim = (f"{PAPER_2025}: ParaFormer {paper:.2f}x (+- {paper_spread:.2f}) faster than FairScale (branch "
-                 f"parallel over FairScale's best Pipe at {top} processes at least the paper's lower end, "
-                 f"{paper - paper_spread:.2f}x)" if fairscale else
-                 f"Branch parallel faster than {method}'s best pipeline at {top} processes (the papers give no "
-                 f"figure for it)")
+        claim = (f"{PAPER_2025}: ParaFormer {paper:.2f}x (+- {paper_spread:.2f}) faster than FairScale" if fairscale
+                 else f"branch parallel faster than {method}'s best pipeline at {top} processes")
         threshold = paper - paper_spread if fairscale else 1.0
         if method not in at_top.index:
             out.append(_judged(method, kind, claim, math.nan, threshold, spread, "", device, paper=paper_figure,
@@ -247,7 +245,10 @@ def _multi_verdicts(data: dict[str, pd.DataFrame], steps: pd.DataFrame, spread: 
             continue
         row = at_top.loc[method]
         ratio, own = float(row["vs_branch"]), float(row["speedup_over_1_process"])
-        detail = (f"branch-parallel {at_top.loc['branch', 'model']} is {ratio:.2f}x faster than {method}'s best "
+        measure = (f"ours: branch parallel over FairScale's best Pipe at {top} processes (the claim: at least the "
+                   f"paper's lower end, {paper - paper_spread:.2f}x); " if fairscale else
+                   "the papers give no figure for it; ")
+        detail = (f"{measure}branch-parallel {at_top.loc['branch', 'model']} is {ratio:.2f}x faster than {method}'s best "
                   f"pipeline ({row['micro_batches']} micro-batches) of {row['model']}; each method's own speed-up "
                   f"from 1 to {top} processes: {method} {own:.2f}x, branch parallel "
                   f"{at_top.loc['branch', 'speedup_over_1_process']:.2f}x (most of the ratio is the model)")
@@ -301,12 +302,12 @@ def cost_model_note(data: dict[str, pd.DataFrame]) -> str | None:
 
 
 def summary(data: dict[str, pd.DataFrame]) -> list[str]:
-    """The verdicts of `speed_verdicts` in words, each with its figures and device; first how wide the intervals
-    are, last the cost model's predictions."""
+    """The verdicts of `speed_verdicts` in words: first the device and how wide the intervals are, then one line
+    per verdict (its figures are in `verdict_table`'s detail), last the cost model's predictions."""
     verdicts = speed_verdicts(data)
-    lines = [f"Intervals: {ratio_spread(data)[1]}."] if verdicts else []
-    lines += [f"{render(v.verdict)} {v.detail[:1].upper()}{v.detail[1:]} [{v.device}]." if v.detail
-              else f"{render(v.verdict)} [{v.device}]." for v in verdicts]
+    devices = ", ".join(dict.fromkeys(v.device for v in verdicts))
+    lines = [f"Measured on {devices}. Intervals: {ratio_spread(data)[1]}."] if verdicts else []
+    lines += [verdict_line(v.verdict, "x") for v in verdicts]
     note = cost_model_note(data)
     return lines + ([note] if note else [])
 

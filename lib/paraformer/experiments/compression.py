@@ -158,6 +158,16 @@ def compression_means(table: pd.DataFrame, vit_runs: pd.DataFrame | None = None)
     return means
 
 
+def compression_overview(means: pd.DataFrame) -> pd.DataFrame:
+    """The reader's summary of `compression_means`: one row per dataset, method and selection, one column per
+    number of kept branches ("1/6" to "6/6") holding the mean test accuracy over seeds."""
+    m = int(means["branches_kept"].max())
+    wide = means.pivot_table(index=["dataset", "method", "selection"], columns="branches_kept", values="test_acc",
+                             sort=False)
+    wide.columns = [f"{k}/{m}" for k in wide.columns]
+    return wide.reset_index()
+
+
 def arms(table: pd.DataFrame, vit_runs: pd.DataFrame) -> pd.DataFrame:
     """Every compared model as a row per dataset and seed with its per-image correctness, labelled "<method>
     <selection> k/m" for kept models and "ViT-n from scratch": the runs table `judge_claims` reads."""

@@ -1,0 +1,163 @@
+"""What a reader sees in a notebook: a short table, and one line per verdict.
+
+Every notebook writes its full tables (every column, full precision) to `results/tables/`, CSV and Markdown. On
+screen it shows a reader's table made from them (`reader_table`): only the columns that answer the question, the
+paper's figure beside ours, each number rounded to what the measurement supports (an accuracy whose interval is
+points wide gets one decimal), no index, so that it fits a laptop's window beside JupyterLab's file browser.
+
+A verdict reads as the claim, what we found (one number with its interval) and the verdict word
+(`verdict_lines`); its reason, its level and the comparisons behind it are in the details table below it.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+import pandas as pd
+
+from .stats import Verdict
+
+MISSING = "–"  # an empty cell: the paper has no such figure, or the measurement does not apply
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def number_text(value, digits: int = 1, signed: bool = False) -> str:
+    """`value` rounded to `digits` decimals ("+" before positive differences when `signed`); whole numbers such
+    as parameter counts and seeds with thousands separators; an empty cell as MISSING."""
+    if _missing(value):
+        return MISSING
+    if isinstance(value, (str, bool)):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:+,}" if signed else f"{value:,}"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def interval_text(mean, low, high, digits: int = 1, signed: bool = False) -> str:
+    """"32.4 [31.5, 33.3]": an estimate and its interval, rounded alike."""
+    if _missing(mean):
+        return MISSING
+    text = number_text(float(mean), digits, signed)
+    if _missing(low) or _missing(high):
+        return text
+    return f"{text} [{number_text(float(low), digits, signed)}, {number_text(float(high), digits, signed)}]"
+
+
+class ReaderTable:
+    """A table of formatted cells, shown without an index: HTML in Jupyter, aligned text elsewhere (and in the
+    notebook's plain-text output, so that a diff of a committed notebook reads as the table)."""
+
+    def __init__(self, frame: pd.DataFrame, caption: str = ""):
+        self.frame, self.caption = frame, caption
+
+    def _repr_html_(self) -> str:
+        table = self.frame.to_html(index=False, border=0, escape=True)
+        caption = f"<p style='margin:0.2em 0'><i>{html.escape(self.caption)}</i></p>" if self.caption else ""
+        return caption + table
+
+    def __repr__(self) -> str:
+        text = self.frame.to_string(index=False)
+        return f"{self.caption}\n{text}" if self.caption else text
+
+
+def reader_table(table: pd.DataFrame, columns: list[tuple[str, object]], digits: int = 1,
+                 signed: tuple[str, ...] = (), caption: str = "") -> ReaderTable:
+    """The reader's view of `table`: one output column per (label, source) or (label, source, digits), where
+    source is a column name or a (mean, low, high) triple of column names (shown as "mean [low, high]"). Floats
+    get `digits` decimals (the paper's figures keep theirs), the labels in `signed` a sign; an output column with
+    nothing in it is left out."""
+    cells = {}
+    for label, source, *own_digits in columns:
+        digits_here = own_digits[0] if own_digits else digits
+        if isinstance(source, tuple):
+            mean, low, high = (table[name] for name in source)
+            values = [interval_text(m, lo, hi, digits_here, label in signed) for m, lo, hi in zip(mean, low, high)]
+        else:
+            values = [number_text(_plain(value), digits_here, label in signed) for value in table[source]]
+        if any(value != MISSING for value in values):
+            cells[label] = values
+    return ReaderTable(pd.DataFrame(cells), caption)
+
+
+def _plain(value):
+    """numpy scalars as Python numbers, so that integers print as integers."""
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 1000:
+        return int(value)
+    return value
+
+
+def paper_text(value, signed: bool = False) -> str:
+    """A paper's figure as it published it (15.58, 2.39, 3.3), with a sign for a difference."""
+    if _missing(value):
+        return MISSING
+    return f"{value:+g}" if signed else f"{value:g}"
+
+
+UNITS = {"points": ("points", 1, True), "x": ("x", 2, False), "epochs": ("epochs", 1, True)}
+
+
+def verdict_line(verdict: Verdict, unit: str = "points") -> str:
+    """One Markdown line: the claim, our figure with its interval, the paper's figure, the verdict word; for an
+    inconclusive verdict the smallest effect the design would detect, for an untestable one why."""
+    if unit not in UNITS:
+        raise ValueError(f"unit={unit!r} is not one of {sorted(UNITS)}")
+    words, digits, signed = UNITS[unit]
+    suffix = "x" if unit == "x" else f" {words}"
+    paper = f"; paper {paper_text(verdict.paper, signed)}{suffix}" if not _missing(verdict.paper) else ""
+    if verdict.verdict == "not testable here":
+        return f"**{verdict.claim}**: *not testable here*: {verdict.reason}{paper}"
+    found = interval_text(verdict.ours, verdict.low, verdict.high, digits, signed) + suffix
+    level = "" if abs(verdict.confidence - 0.95) < 1e-9 else f" ({100 * verdict.confidence:.3g}% interval)"
+    detects = ""
+    if verdict.verdict == "inconclusive" and not _missing(verdict.minimum_detectable):
+        detects = f" (this design detects {number_text(verdict.minimum_detectable, digits)}{suffix} or more)"
+    return f"**{verdict.claim}**: ours {found}{level}{paper} → **{verdict.verdict}**{detects}"
+
+
+def verdict_lines(verdicts: list[Verdict], unit: str = "points") -> str:
+    """`verdict_line` of each verdict, as a Markdown list."""
+    return "\n".join(f"- {verdict_line(v, unit)}" for v in verdicts)
+
+
+def verdict_details(verdicts: list[Verdict], unit: str = "points", caption: str = "") -> ReaderTable:
+    """The table below the verdict lines: each comparison with its interval, the interval's level (above 95%
+    where a correction over the table's comparisons set it), the smallest effect the design detects, the paper's
+    figure and the verdict."""
+    _, digits, signed = UNITS[unit]
+    rows = pd.DataFrame({"claim": [v.claim for v in verdicts],
+                         "ours": [interval_text(v.ours, v.low, v.high, digits, signed)
+                                  if v.verdict != "not testable here" else MISSING for v in verdicts],
+                         "level (%)": [number_text(100 * v.confidence, 1) for v in verdicts],
+                         "detects": [number_text(v.minimum_detectable, digits) for v in verdicts],
+                         "paper": [paper_text(v.paper, signed) for v in verdicts],
+                         "verdict": [v.verdict for v in verdicts]})
+    rows = rows[[c for c in rows if c == "claim" or (rows[c] != MISSING).any()]]
+    return ReaderTable(rows, caption)
+
+
+def accuracy_columns(paper: bool = True, prefix: str = "our_acc") -> list[tuple[str, object]]:
+    """The reader's accuracy columns of an `accuracy_table`: the paper's figure, then ours with its interval."""
+    ours = ("ours (%) [95% interval]", (prefix, f"{prefix}_low", f"{prefix}_high"))
+    return ([("paper (%)", "paper_acc", 2)] if paper else []) + [ours]
+
+
+def plain_log_ticks(ax, axes: str = "xy") -> None:
+    """Plain numbers (0.2, 6, 20, 300) on the log-scaled axes of `ax`, where matplotlib would write 6x10^0; minor
+    ticks are labelled only where the axis spans few decades, as matplotlib decides."""
+    from matplotlib.ticker import LogFormatter
+
+    class PlainLogFormatter(LogFormatter):
+        def __call__(self, x, pos=None):
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    for name in axes:
+        axis = ax.xaxis if name == "x" else ax.yaxis
+        if axis.get_scale() == "log":
+            axis.set_major_formatter(PlainLogFormatter(labelOnlyBase=False))
+            axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
