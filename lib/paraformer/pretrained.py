@@ -139,8 +139,8 @@ def from_torchvision(vit: torchvision.models.VisionTransformer, in_channels: int
 def load_imagenet_vit() -> torchvision.models.VisionTransformer:
     """torchvision's vit_b_16 with its ImageNet weights, from torchvision's cache or downloaded into it."""
     try:
-        # torch.hub announces a download with this machine's cache path, which would land in committed notebooks
-        with contextlib.redirect_stderr(io.StringIO()):
+        # torch.hub announces a download (on stdout) with the cache path, which would land in committed notebooks
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             state = IMAGENET_VIT.get_state_dict(progress=False, check_hash=True)
     except (OSError, RuntimeError) as error:  # no network: URLError (an OSError); a corrupt file: RuntimeError
         reason = str(getattr(error, "reason", error)).splitlines()[0]
