@@ -56,7 +56,7 @@ def start_lab(port: int, token: str, settings: Path, log) -> subprocess.Popen:
     tracker = settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
     tracker.parent.mkdir(parents=True, exist_ok=True)
     tracker.write_text(json.dumps({"windowingMode": "none"}))
-    lab = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}",
+    lab = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={port}",
                             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ROOT}",
                             f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={settings}"],
                            stdout=log, stderr=subprocess.STDOUT)
