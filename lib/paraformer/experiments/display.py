@@ -141,9 +141,9 @@ def verdict_details(verdicts: list[Verdict], unit: str = "points", caption: str 
     return ReaderTable(rows, caption)
 
 
-def accuracy_columns(paper: bool = True, prefix: str = "our_acc") -> list[tuple[str, object]]:
+def accuracy_columns(paper: bool = True) -> list[tuple[str, object]]:
     """The reader's accuracy columns of an `accuracy_table`: the paper's figure, then ours with its interval."""
-    ours = ("ours (%) [95% interval]", (prefix, f"{prefix}_low", f"{prefix}_high"))
+    ours = ("ours (%) [95% interval]", ("our_acc", "our_acc_low", "our_acc_high"))
     return ([("paper (%)", "paper_acc", 2)] if paper else []) + [ours]
 
 
