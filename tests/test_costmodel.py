@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from paraformer.costmodel import Costs, _on, predictions
+from paraformer.parallel.costmodel import Costs, _on, predictions
 
 # 10 ms per full layer, 2 ms per CLS-only layer, 1 ms stem and head (flat in the batch); 1 ns per parameter of
 # AdamW; all-reduce latency 0.1 ms per ring step and 1 ns per byte; a round trip of 0.5 ms flat.

@@ -64,8 +64,8 @@ class Missing(importlib.abc.MetaPathFinder):
             raise ImportError("not installed here: " + name)
 sys.meta_path.insert(0, Missing())
 import torch
-import paraformer.bench, paraformer.experiments.compression, paraformer.costmodel, paraformer.experiments.expansion
-import paraformer.experiments, paraformer.multibench, paraformer.parallel, paraformer.speedup
+import paraformer.bench, paraformer.experiments.compression, paraformer.parallel.costmodel, paraformer.experiments.expansion
+import paraformer.experiments, paraformer.parallel.multibench, paraformer.parallel, paraformer.speedup
 from paraformer.config import DataConfig, ModelConfig, Recipe
 from paraformer.data import ImageData
 from paraformer.train import train

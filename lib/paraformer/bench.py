@@ -5,7 +5,8 @@ reads them. Every figure is a ratio of times measured in the same run on the sam
   size and mode (inference, or a training step: forward and backward);
 - layers: batch-1 inference latency and training throughput against the number of layers, for ParaFormers of
   depth-1 branches (each strategy) and for the sequential ViT with as many layers of the same width;
-- multi: the multi-process training steps of `paraformer.multibench`, through torchrun at each process count.
+- multi: the multi-process training steps of `paraformer.parallel.multibench`, through torchrun at each process
+  count.
 
 Times are medians over repeats, with the strategies interleaved repeat by repeat so that a slow spell of the
 machine falls on all of them alike.
@@ -235,7 +236,8 @@ def write_bench(df: pd.DataFrame, name: str, profile: BenchProfile, device: torc
 
 
 def bench_multi(profile: BenchProfile, processes: tuple[int, ...], root: Path | None = None) -> list[Path]:
-    """`paraformer.multibench` through torchrun at each process count, on this machine. Returns the CSVs written."""
+    """`paraformer.parallel.multibench` through torchrun at each process count, on this machine. Returns the CSVs
+    written."""
     env = dict(os.environ)  # with PARAFORMER_RESULTS as it is here, the ranks find the same folder as this process
     if not torch.cuda.is_available():
         env["OMP_NUM_THREADS"] = "1"  # what multibench sets anyway; saying it silences torchrun's warning
@@ -245,7 +247,7 @@ def bench_multi(profile: BenchProfile, processes: tuple[int, ...], root: Path | 
     written = []
     for count in processes:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={count}",
-                   "-m", "paraformer.multibench", "--profile", profile.name]
+                   "-m", "paraformer.parallel.multibench", "--profile", profile.name]
         if root is not None:
             command += ["--root", str(root)]
         shown_command = [shown(Path(part)) if part == str(root) else part for part in command[2:]]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from . import costmodel
+from .parallel import costmodel
 from .experiments.display import verdict_line
 from .experiments.stats import Verdict, judge
 from .paper import FAIRSCALE_SPEEDUP, PAPER_2024, PAPER_2025

@@ -1,5 +1,5 @@
-"""A cost model of one training step on P devices, fed by measured times (`paraformer.multibench` writes them to
-multi_costs_1.csv and multi_costs_2.csv) and checked against the step times measured at 1 and 2 processes
+"""A cost model of one training step on P devices, fed by measured times (`paraformer.parallel.multibench` writes
+them to multi_costs_1.csv and multi_costs_2.csv) and checked against the step times measured at 1 and 2 processes
 before it is trusted at 4, 8 or 24.
 
 Inputs, all measured on the device: `layer(b)` and `cls_layer(b)`, one layer's forward and backward at batch b
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .bench import get_bench_profile
+from ..bench import get_bench_profile
 from .multibench import MULTI_SETTINGS, vit_name
 
 ALLREDUCE_MODELS = ("ring", "tree")  # see the module docstring

@@ -20,15 +20,12 @@ Launch with torchrun (`torchrun --nproc_per_node N script.py`), or on several ma
 
 from __future__ import annotations
 
-import os
-from datetime import timedelta
-
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from .config import ConfigError
-from .model import ParaFormer
+from ..config import ConfigError
+from ..model import ParaFormer
 
 
 class _SumAcrossRanks(torch.autograd.Function):
@@ -123,71 +120,3 @@ class BranchParallel(nn.Module):
     def stem_parameters(self) -> list[nn.Parameter]:
         return [self.local.patch_embed.weight, self.local.patch_embed.bias, self.local.cls_token,
                 self.local.pos_embed]
-
-
-def init_process_group(backend: str | None = None, timeout_seconds: float = 300) -> tuple[int, int, torch.device]:
-    """Join the process group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR, ...): NCCL with one GPU per rank
-    where CUDA is present, else gloo. Returns (rank, world size, this rank's device)."""
-    if "RANK" not in os.environ:
-        raise RuntimeError("no torch.distributed environment: launch with torchrun --nproc_per_node N ...")
-    cuda = torch.cuda.is_available()
-    backend = backend or ("nccl" if cuda else "gloo")
-    device = torch.device("cpu")
-    if backend == "nccl":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds))
-    return dist.get_rank(), dist.get_world_size(), device
-
-
-# --- the sequential ViT as a stack of stages, for the pipeline-parallel baselines --------------------------
-
-class Stem(nn.Module):
-    """A ParaFormer's stem as a module of its own, sharing its parameters."""
-
-    embed = ParaFormer.embed  # reads config, patch_embed, cls_token, pos_embed and embed_dropout
-
-    def __init__(self, model: ParaFormer):
-        super().__init__()
-        self.config = model.config
-        self.patch_embed, self.cls_token, self.pos_embed = model.patch_embed, model.cls_token, model.pos_embed
-        self.embed_dropout = model.embed_dropout
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.embed(images)
-
-
-class LastLayer(nn.Module):
-    """The last layer of a ViT: the CLS token alone, as the ParaFormer's branches compute it."""
-
-    def __init__(self, layer: nn.Module):
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.layer(tokens, cls_only=True)[:, 0]
-
-
-class Head(nn.Module):
-    """A ParaFormer's shared head on a CLS vector, sharing its parameters."""
-
-    def __init__(self, model: ParaFormer):
-        super().__init__()
-        self.norm, self.head = model.norm, model.head
-
-    def forward(self, cls: torch.Tensor) -> torch.Tensor:
-        return self.head(self.norm(cls))
-
-
-def sequential_vit(model: ParaFormer) -> nn.Sequential:
-    """A one-branch ParaFormer (a ViT) as nn.Sequential(stem, layer 1, ..., last layer, head), sharing its
-    parameters and computing the same logits: the form pipeline-parallel tools split into stages."""
-    if model.num_branches != 1 or model.config.is_incremental:
-        raise ConfigError(f"sequential_vit needs a one-branch ParaFormer (a ViT), got {model.config.name}")
-    *layers, last = model.branches[0]
-    return nn.Sequential(Stem(model), *layers, LastLayer(last), Head(model))
-
-
-def stage_bounds(num_modules: int, num_stages: int) -> list[range]:
-    """Contiguous, balanced ranges of a Sequential's modules for each pipeline stage."""
-    return branch_shares(num_modules, num_stages)

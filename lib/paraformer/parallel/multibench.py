@@ -1,17 +1,17 @@
 """Multi-device training-step benchmark: branch parallelism against pipeline parallelism on the equivalent
 sequential ViT (same width, same total layers, same batch). `make bench` runs it; by hand:
 
-    torchrun --nproc_per_node P -m paraformer.multibench --profile quick
+    torchrun --nproc_per_node P -m paraformer.parallel.multibench --profile quick
 
 One process per device: on CPU, gloo with one thread per process; on GPUs, NCCL with one GPU per process.
 Each method's step is forward, backward, gradient sync and an AdamW step:
-- branch: `paraformer.parallel.BranchParallel` on P processes, taken in turn with the whole model on one
+- branch: `paraformer.parallel.branch.BranchParallel` on P processes, taken in turn with the whole model on one
   process (rank 0 alone), so that the speed-up is a ratio of times from one run;
 - torch-gpipe and torch-1f1b: torch.distributed.pipelining, one stage per process;
 - fairscale: FairScale's Pipe, the 2025 paper's baseline, with P partitions in rank 0's process (the other
   ranks idle meanwhile). Skipped, with a message, where FairScale is not installed.
 Pipelines are timed at every micro-batch count of the profile, so that each baseline's best can be reported.
-Rank 0 writes multi_steps_<P>.csv, and multi_costs_<P>.csv with what the cost model (`paraformer.costmodel`) is
+Rank 0 writes multi_steps_<P>.csv, and multi_costs_<P>.csv with what the cost model (`paraformer.parallel.costmodel`) is
 fed, into `bench.bench_dir(profile)` (results/bench/quick/ for quick, results/<profile>/bench/<profile>/ otherwise).
 """
 
@@ -29,9 +29,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .bench import bench_dir, device_label, get_bench_profile, shown, steady_allocator, timed
-from .parallel import BranchParallel, init_process_group, sequential_vit, stage_bounds
-from .results import atomic_write_text, code_version
+from ..bench import bench_dir, device_label, get_bench_profile, shown, steady_allocator, timed
+from ..results import atomic_write_text, code_version
+from .branch import BranchParallel
+from .launch import init_process_group
+from .pipeline import sequential_vit, stage_bounds
 
 
 @dataclass(frozen=True)
@@ -262,7 +264,7 @@ def write_rows(rows: list[dict], name: str, profile_name: str, processes: int, d
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="torchrun --nproc_per_node P -m paraformer.multibench",
+    parser = argparse.ArgumentParser(prog="torchrun --nproc_per_node P -m paraformer.parallel.multibench",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="quick", choices=sorted(MULTI_SETTINGS))
     parser.add_argument("--root", type=Path, default=None,
