@@ -70,3 +70,33 @@ def free_port() -> int:
                                                         ("1-3", False, 2), ("1-4", True, 3)])
 def test_two_gloo_processes_match_one_process(name, frozen, num_branches):
     mp.spawn(_worker, args=(free_port(), name, frozen, num_branches), nprocs=WORLD_SIZE, join=True)
+
+
+def _dropout_worker(rank: int, port: int) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE)
+    try:
+        torch.manual_seed(0)
+        model = ParaFormer(small("1-3", dropout=0.5))  # shares of 2 and 1 branches: unequal mask draws
+        parallel = BranchParallel(model, seed=7).train()
+        stems = []
+        parallel.local.embed_dropout.register_forward_hook(lambda module, args, out: stems.append(out.detach()))
+        x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+        torch.manual_seed(100 + rank)  # the ranks' own random streams differ, as they may in any job
+        first = [parallel(x) for _ in range(3)]
+        assert parallel.calls == 3
+        for stem in stems:  # every call's stem masks agree across ranks
+            gathered = [torch.empty_like(stem) for _ in range(WORLD_SIZE)]
+            dist.all_gather(gathered, stem)
+            assert torch.equal(gathered[0], gathered[1])
+        assert not torch.equal(stems[0], stems[1])  # and change from call to call
+        before = torch.get_rng_state()
+        parallel.calls = 0  # as a resumed run restores it: the same masks again
+        again = [parallel(x) for _ in range(3)]
+        assert all(torch.equal(a, b) for a, b in zip(first, again))
+        assert torch.equal(torch.get_rng_state(), before)  # the caller's stream is untouched
+    finally:
+        dist.destroy_process_group()
+
+
+def test_with_dropout_every_rank_draws_the_same_stem_masks():
+    mp.spawn(_dropout_worker, args=(free_port(),), nprocs=WORLD_SIZE, join=True)

@@ -20,6 +20,8 @@ Launch with torchrun (`torchrun --nproc_per_node N script.py`), or on several ma
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -64,9 +66,16 @@ class BranchParallel(nn.Module):
 
     Build it from the same full model (same weights) on every rank; `forward` returns the full model's logits
     on every rank. In a `frozen` stage, a rank whose branches, stem and head are all fixed gets logits that
-    need no gradient: it skips backward (its forward all-reduce is all it contributes)."""
+    need no gradient: it skips backward (its forward all-reduce is all it contributes).
 
-    def __init__(self, model: ParaFormer, group=None):
+    Dropout (training with `dropout` > 0): the stem is replicated, so its masks must agree on every rank, and
+    they would not from each rank's own random stream, which its branches consume unequally (a rank with more
+    branches draws more masks). Each forward call therefore draws the stem's masks from a stream seeded by
+    (`seed`, call number), the same on every rank, and the branches' from one seeded by (`seed`, call number,
+    rank), so that no two ranks' branches share masks; the caller's own random state is left as it was.
+    `calls` counts the forward calls, to be restored with a checkpoint for an exact resume."""
+
+    def __init__(self, model: ParaFormer, group=None, seed: int = 0):
         super().__init__()
         if model.config.is_incremental:
             raise ConfigError("BranchParallel needs a plain ParaFormer, not a class-incremental one")
@@ -76,6 +85,7 @@ class BranchParallel(nn.Module):
         self.share = branch_shares(model.num_branches, self.world_size)[self.rank]
         self.local = model.select_branches(list(self.share))  # stem + head + this rank's branches
         self.local.execution = model.execution
+        self.seed, self.calls = seed, 0
         for name, p in self.local.named_parameters():  # what is frozen in the model stays frozen here
             p.requires_grad_(model.get_parameter(self.global_name(name)).requires_grad)
 
@@ -91,16 +101,39 @@ class BranchParallel(nn.Module):
         k = self.num_branches if num_branches is None else num_branches
         if not 1 <= k <= self.num_branches:
             raise ConfigError(f"num_branches={num_branches} is out of range: this model has 1..{self.num_branches}")
-        tokens = self.local.embed(images)
+        stochastic = self.training and self.local.config.dropout > 0
+        with self._dropout_stream(0, stochastic):
+            tokens = self.local.embed(images)
         local = max(0, min(k, self.share.stop) - self.share.start)  # this rank's branches inside the prefix
         if local:
-            outputs = self.local.branch_outputs(tokens, local)
+            with self._dropout_stream(1 + self.rank, stochastic):
+                outputs = self.local.branch_outputs(tokens, local)
             partial = outputs[0]
             for cls in outputs[1:]:  # in branch order, as the single-process model adds them
                 partial = partial + cls
         else:  # no branch inside the prefix here, but the all-reduce needs every rank
             partial = torch.zeros_like(tokens[:, 0])
+        if stochastic:
+            self.calls += 1
         return self.local.classify(sum_across_ranks(partial, self.group))
+
+    @contextlib.contextmanager
+    def _dropout_stream(self, stream: int, stochastic: bool):
+        """Draw random numbers from the stream (seed, call, stream) inside, and restore the caller's state after."""
+        if not stochastic:
+            yield
+            return
+        device = self.local.cls_token.device
+        cuda = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            # distinct, fixed seeds per (seed, call, stream); manual_seed of the devices in use only, since
+            # fork_rng restores those alone
+            value = (self.seed * 1_000_003 + self.calls) * 1_009 + stream
+            torch.default_generator.manual_seed(value)
+            if cuda:
+                index = device.index if device.index is not None else torch.cuda.current_device()
+                torch.cuda.default_generators[index].manual_seed(value)
+            yield
 
     def sync_gradients(self) -> int:
         """Sum the stem's gradient parts across ranks (call after backward, before the optimizer step). Returns
