@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from paraformer.parallel.costmodel import Costs, _on, predictions
+from paraformer.parallel.costmodel import Costs, _on, ddp_buckets, predictions
 
 # 10 ms per full layer, 2 ms per CLS-only layer, 1 ms stem and head (flat in the batch); 1 ns per parameter of
 # AdamW; all-reduce latency 0.1 ms per ring step and 1 ns per byte; a round trip of 0.5 ms flat.
@@ -112,3 +112,61 @@ def test_compute_is_interpolated_between_measured_batches_and_proportional_beyon
 def test_predictions_say_which_measurements_are_missing():
     with pytest.raises(ValueError, match=r"\['multi_costs_2'\] are missing"):
         predictions({"multi_costs_1": pd.DataFrame()}, "ci")
+
+
+# Compute proportional to the batch between 8 and 64 images: a layer 1 ms per 8 images, a CLS-only layer 0.2 ms,
+# stem and head 0.1 ms; communication and AdamW as in COSTS.
+PROPORTIONAL = Costs(layer=((8, 64), (0.008, 0.064)), cls_layer=((8, 64), (0.0016, 0.0128)),
+                     stem_head=((8, 64), (0.0008, 0.0064)), adamw=1e-9, allreduce=(1e-4, 1e-9), p2p=(5e-4, 0.0))
+
+
+def test_ddp_computes_the_whole_model_on_its_share_of_the_batch_and_all_reduces_every_gradient():
+    vit = dict(batch=64, num_branches=1, branch_depth=24, parameters=100_000)
+    alone = 0.0064 + 23 * 0.064 + 0.0128 + 1e-9 * 100_000  # the whole batch, nothing to all-reduce
+    assert PROPORTIONAL.ddp_step(1, **vit) == pytest.approx(alone)
+    # 32 images per rank; 400 kB of gradients, one bucket: a ring of two pays 2 alpha and moves the message once
+    two = 0.0032 + 23 * 0.032 + 0.0064 + (2 * 1e-4 + 400_000 * 1e-9) + 1e-9 * 100_000
+    assert PROPORTIONAL.ddp_step(2, **vit) == pytest.approx(two)
+    # a ParaFormer of 24 CLS-only branches on 4 ranks of 16 images; a ring of 4 pays 6 alpha and moves 1.5 times
+    para = dict(batch=64, num_branches=24, branch_depth=1, parameters=100_000)
+    four = 0.0016 + 24 * 0.0032 + (6 * 1e-4 + 1.5 * 400_000 * 1e-9) + 1e-9 * 100_000
+    assert PROPORTIONAL.ddp_step(4, **para) == pytest.approx(four)
+    # 24 ranks do not divide 64: the slowest has 3 images, below the smallest measured batch (its 8-image time)
+    many = 0.0008 + 24 * 0.0016 + (46 * 1e-4 + 2 * 23 / 24 * 400_000 * 1e-9) + 1e-9 * 100_000
+    assert PROPORTIONAL.ddp_step(24, **para) == pytest.approx(many)
+
+
+def test_ddp_pays_one_all_reduce_latency_per_gradient_bucket():
+    assert [ddp_buckets(n) for n in (1000, 1 << 20, (1 << 20) + 1, 26 << 20, (26 << 20) + 1)] == [1, 1, 2, 2, 3]
+    parameters = 10 << 20  # 40 MiB of gradients: a 1 MiB bucket, then 25 MiB and 14 MiB
+    step = COSTS.ddp_step(2, batch=64, num_branches=1, branch_depth=24, parameters=parameters)
+    compute = 0.001 + 23 * 0.010 + 0.002
+    assert step == pytest.approx(compute + 3 * 2 * 1e-4 + 4 * parameters * 1e-9 + 1e-9 * parameters)
+
+
+def test_ddp_is_not_predicted_for_more_ranks_than_images():
+    with pytest.raises(ValueError, match="batch of 8 over 24 ranks"):
+        COSTS.ddp_step(24, batch=8, num_branches=1, branch_depth=4, parameters=1000)
+
+
+def test_predictions_have_ddp_of_both_models_beside_the_measured_steps_up_to_64_devices():
+    one, two = measured_costs()
+    steps = pd.DataFrame([{"method": "ddp", "model": model, "micro_batches": 1, "seconds": seconds, "processes": p}
+                          for p, model, seconds in ((1, "ViT-4", 0.010), (1, "Para-F-1-4", 0.004),
+                                                    (2, "ViT-4", 0.006), (2, "Para-F-1-4", 0.003))])
+    bench = {"multi_costs_1": one, "multi_costs_2": two, "multi_steps_1": steps[steps["processes"] == 1],
+             "multi_steps_2": steps[steps["processes"] == 2]}
+    table = predictions(bench, "ci")
+    assert sorted(set(table.loc[table["method"] == "branch", "devices"])) == [1, 2, 4, 8, 24, 64]
+    ddp = table[table["method"] == "ddp"].set_index(["model", "devices"])
+    # the ci batch is 8 images: no data parallelism on 24 or 64 devices
+    assert sorted(ddp.index) == sorted((m, p) for m in ("ViT-4", "Para-F-1-4") for p in (1, 2, 4, 8))
+    assert ddp.loc[("ViT-4", 1), "measured_ms"] == pytest.approx(10.0)
+    assert ddp.loc[("Para-F-1-4", 2), "measured_ms"] == pytest.approx(3.0)
+    assert ddp.loc[("Para-F-1-4", 2), "ring_over_measured"] == pytest.approx(
+        ddp.loc[("Para-F-1-4", 2), "predicted_ring_ms"] / 3.0)
+    assert ddp["measured_ms"].loc[[("ViT-4", 4), ("Para-F-1-4", 8)]].isna().all()
+    # as many parameters; the ViT-4 runs 3 layers of every token and a CLS-only one, the Para-F-1-4 four CLS-only
+    # ones: on 1 process (8 images) 3 (cls_layer(8) - layer(8)) apart
+    difference = ddp.loc[("Para-F-1-4", 1), "predicted_ring_ms"] - ddp.loc[("ViT-4", 1), "predicted_ring_ms"]
+    assert difference == pytest.approx(1e3 * 3 * (0.004 - 0.0026))

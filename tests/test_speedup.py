@@ -107,6 +107,22 @@ def test_the_multi_device_table_keeps_each_pipelines_best_micro_batch_count():
     assert table.loc[(2, "fairscale"), "speedup_over_1_process"] == pytest.approx(0.38 / 0.30)
 
 
+def test_the_multi_device_table_keeps_ddp_of_each_model_apart():
+    data = multi()
+    for processes, vit, para in ((1, 0.30, 0.12), (2, 0.20, 0.05)):
+        ddp = pd.DataFrame([{"method": "ddp", "model": model, "micro_batches": 1, "seconds": seconds,
+                             "processes": processes, **CPU}
+                            for model, seconds in (("ViT-4", vit), ("Para-F-1-4", para))])
+        data[f"multi_steps_{processes}"] = pd.concat([data[f"multi_steps_{processes}"], ddp], ignore_index=True)
+    table = multi_table(data).set_index(["processes", "method", "model"])
+    assert table.loc[(2, "ddp", "ViT-4"), "step_ms"] == pytest.approx(200.0)
+    assert table.loc[(2, "ddp", "Para-F-1-4"), "vs_branch"] == pytest.approx(0.05 / 0.06)
+    assert table.loc[(2, "ddp", "ViT-4"), "speedup_over_1_process"] == pytest.approx(1.5)
+    assert table.loc[(2, "ddp", "Para-F-1-4"), "speedup_over_1_process"] == pytest.approx(2.4)
+    assert table.loc[(2, "torch-1f1b", "ViT-4"), "speedup_over_1_process"] == pytest.approx(0.40 / 0.24)
+    assert len(verdicts(data)) == len(verdicts(multi()))  # ddp is tabulated, not judged
+
+
 def test_the_scaling_target_and_a_missing_pipeline():
     judged = verdicts(multi())
     scaling = judged["scaling"].verdict

@@ -1,6 +1,6 @@
 """A cost model of one training step on P devices, fed by measured times (`paraformer.parallel.multibench` writes
 them to multi_costs_1.csv and multi_costs_2.csv) and checked against the step times measured at 1 and 2 processes
-before it is trusted at 4, 8 or 24.
+before it is trusted at 4, 8, 24 or 64.
 
 Inputs, all measured on the device: `layer(b)` and `cls_layer(b)`, one layer's forward and backward at batch b
 over every token, or for the CLS token only (the last layer of a branch); `stem_head(b)`; `adamw`, seconds per
@@ -15,6 +15,15 @@ Pipeline (GPipe schedule; L layers in P stages, M micro-batches of b / M; 1F1B r
 order):
     T = (M + P - 1) * (((L - 1) layer(b / M) + cls_layer(b / M)) / P + p2p(b / M)) + stem_head(b)
         + adamw parameters / P
+Data parallel (DDP; a model of nb branches of depth d, N parameters, the sequential ViT being nb = 1, d = L; every
+rank holds the whole model and computes s = ceil(b / P) images of the global batch b):
+    T = stem_head(s) + nb * ((d - 1) layer(s) + cls_layer(s)) + k allreduce_P(4 N / k) + adamw N
+DDP all-reduces the gradients in k buckets, one all-reduce (and one latency) each; with its defaults (a first
+bucket of 1 MiB, then 25 MiB each) k = 1 + ceil((4 N - 1 MiB) / 25 MiB). It starts a bucket's all-reduce as soon as
+backward has filled it, so communication can overlap the rest of backward; the model assumes no overlap (the
+conservative choice: an upper bound on the step; with one bucket, at the ci profile's sizes, nothing overlaps
+anyway). Where P does not divide b, s is the slowest rank's share (the benchmark itself runs equal shares only);
+there is no prediction where P > b, which would leave ranks without an image.
 Two all-reduce models, which two processes cannot tell apart (both are 2 alpha + n beta at P = 2, where the
 latency alpha and the inverse bandwidth beta are fitted):
 - ring: 2 (P - 1) steps, each moving 1 / P of the message: allreduce_P(n) = 2 (P - 1) alpha + 2 (P - 1) / P n beta;
@@ -41,6 +50,10 @@ from ..bench import get_bench_profile
 from .multibench import MULTI_SETTINGS, vit_name
 
 ALLREDUCE_MODELS = ("ring", "tree")  # see the module docstring
+# DistributedDataParallel's default bucket sizes (bucket_cap_mb=25, and a small first bucket so that the first
+# all-reduce starts early in backward): how many all-reduces, each paying the latency, its gradients take
+DDP_FIRST_BUCKET_BYTES = 1 << 20
+DDP_BUCKET_BYTES = 25 << 20
 
 
 def _line(x: list[float], y: list[float]) -> tuple[float, float]:
@@ -116,12 +129,33 @@ class Costs:
         update = self.adamw * (stem_parameters + head_parameters + local * branch_parameters)
         return compute + communication + update
 
+    def ddp_step(self, ranks: int, batch: int, num_branches: int, branch_depth: int, parameters: int,
+                 allreduce: str = "ring") -> float:
+        """Data parallelism of a model of `num_branches` branches of `branch_depth` layers (a ViT: one branch)
+        with `parameters` parameters, the global `batch` shared over `ranks` (see the module docstring)."""
+        if not 1 <= ranks <= batch:
+            raise ValueError(f"data parallelism of a batch of {batch} over {ranks} ranks leaves ranks without an "
+                             f"image; predict for 1 to {batch} ranks")
+        share = math.ceil(batch / ranks)  # the slowest rank's images
+        compute = _on(self.stem_head, share) + num_branches * (
+            (branch_depth - 1) * _on(self.layer, share) + _on(self.cls_layer, share))
+        nbytes = 4 * parameters
+        buckets = ddp_buckets(nbytes)
+        communication = buckets * self.allreduce_seconds(nbytes / buckets, ranks, allreduce)  # no overlap
+        return compute + communication + self.adamw * parameters
+
     def pipeline_step(self, stages: int, micro_batches: int, num_layers: int, batch: int, tokens: int,
                       width: int, parameters: int) -> float:
         micro = batch / micro_batches
         p2p = 0.0 if stages == 1 else _at(self.p2p, 4 * micro * tokens * width)
         slot = ((num_layers - 1) * _on(self.layer, micro) + _on(self.cls_layer, micro)) / stages + p2p
         return (micro_batches + stages - 1) * slot + _on(self.stem_head, batch) + self.adamw * parameters / stages
+
+
+def ddp_buckets(nbytes: float) -> int:
+    """How many buckets, each all-reduced on its own, DDP cuts `nbytes` of gradients into (its defaults; DDP
+    never splits a parameter, so its real buckets run a little over these sizes)."""
+    return 1 + max(0, math.ceil((nbytes - DDP_FIRST_BUCKET_BYTES) / DDP_BUCKET_BYTES))
 
 
 def multi_steps(bench: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -140,13 +174,14 @@ def _sizes(model) -> dict[str, int]:
             "total": count([model])}
 
 
-def predictions(bench: dict[str, pd.DataFrame], profile_name: str, ranks: tuple[int, ...] = (1, 2, 4, 8, 24),
+def predictions(bench: dict[str, pd.DataFrame], profile_name: str, ranks: tuple[int, ...] = (1, 2, 4, 8, 24, 64),
                 micro_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)) -> pd.DataFrame:
-    """Predicted step milliseconds of branch parallelism (the profile's ParaFormer) and of the GPipe pipeline (its
-    sequential ViT; the best micro-batch count at each P) at each number of devices, under each all-reduce model
-    (`predicted_ring_ms`, `predicted_tree_ms`; a pipeline all-reduces nothing, so its two are equal), with the
-    measured step time beside them where there is one (1 and 2 processes, where the two models agree).
-    `bench` is `paraformer.bench.load(profile)`."""
+    """Predicted step milliseconds of branch parallelism (the profile's ParaFormer), of the GPipe pipeline (its
+    sequential ViT; the best micro-batch count at each P) and of data parallelism ("ddp", of both models; none
+    where P exceeds the batch) at each number of devices, under each all-reduce model (`predicted_ring_ms`,
+    `predicted_tree_ms`; a pipeline all-reduces nothing, so its two are equal), with the measured step time beside
+    them where there is one (1 and 2 processes, where the two models agree). `bench` is
+    `paraformer.bench.load(profile)`."""
     setting, profile = MULTI_SETTINGS[profile_name], get_bench_profile(profile_name)
     missing = {"multi_costs_1", "multi_costs_2"} - set(bench)
     if missing:
@@ -173,15 +208,26 @@ def predictions(bench: dict[str, pd.DataFrame], profile_name: str, ranks: tuple[
         rows.append({"method": "pipeline (GPipe)", "model": vit_name(setting), "devices": p,
                      "micro_batches": best, **{f"predicted_{m}_ms": pipeline for m in ALLREDUCE_MODELS},
                      "measured_ms": 1e3 * _measured(measured, "torch-gpipe", p)})
+        if p > setting.batch:
+            continue
+        for model, name in ((vit, vit_name(setting)), (para, f"Para-F-{setting.paraformer}")):
+            ddp = {m: costs.ddp_step(p, setting.batch, model.num_branches, model.config.branch_depth,
+                                     model.num_parameters(), allreduce=m) for m in ALLREDUCE_MODELS}
+            rows.append({"method": "ddp", "model": name, "devices": p, "micro_batches": 1,
+                         **{f"predicted_{m}_ms": 1e3 * t for m, t in ddp.items()},
+                         "measured_ms": 1e3 * _measured(measured, "ddp", p, name)})
     table = pd.DataFrame(rows)
     for model in ALLREDUCE_MODELS:
         table[f"{model}_over_measured"] = table[f"predicted_{model}_ms"] / table["measured_ms"]
     return table
 
 
-def _measured(steps: pd.DataFrame, method: str, processes: int) -> float:
-    """The best measured step of `method` at `processes` (over micro-batch counts), or NaN if not measured."""
+def _measured(steps: pd.DataFrame, method: str, processes: int, model: str | None = None) -> float:
+    """The best measured step of `method` at `processes` (over micro-batch counts), or NaN if not measured; of
+    `model` only, where given (ddp times two models under one method)."""
     if steps.empty:
         return float("nan")
     rows = steps[(steps["method"] == method) & (steps["processes"] == processes)]
+    if model is not None:
+        rows = rows[rows["model"] == model]
     return float(rows["seconds"].min()) if len(rows) else float("nan")

@@ -9,7 +9,10 @@ Each method's step is forward, backward, gradient sync and an AdamW step:
   process (rank 0 alone), so that the speed-up is a ratio of times from one run;
 - torch-gpipe and torch-1f1b: torch.distributed.pipelining, one stage per process;
 - fairscale: FairScale's Pipe, the 2025 paper's baseline, with P partitions in rank 0's process (the other
-  ranks idle meanwhile). Skipped, with a message, where FairScale is not installed.
+  ranks idle meanwhile). Skipped, with a message, where FairScale is not installed;
+- ddp: data parallelism, torch's DistributedDataParallel, of the sequential ViT and of the ParaFormer: every rank
+  holds the whole model and computes batch / P images of the same global batch, and DDP all-reduces the gradients
+  (their mean over the ranks) during backward. Skipped, with a message, where P does not divide the batch.
 Pipelines are timed at every micro-batch count of the profile, so that each baseline's best can be reported.
 Rank 0 writes multi_steps_<P>.csv, and multi_costs_<P>.csv with what the cost model (`paraformer.parallel.costmodel`) is
 fed, into `bench.bench_dir(profile)` (results/bench/quick/ for quick, results/<profile>/bench/<profile>/ otherwise).
@@ -30,6 +33,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..bench import bench_dir, device_label, get_bench_profile, shown, steady_allocator, timed
+from ..config import ConfigError
 from ..results import atomic_write_text, code_version
 from .branch import BranchParallel
 from .launch import init_process_group
@@ -156,6 +160,45 @@ def time_torch_pipelines(profile_name: str, device: torch.device) -> list[dict]:
     return rows
 
 
+def rank_share(batch: int, rank: int, world: int) -> slice:
+    """The images of a global batch that rank `rank` of `world` computes in data parallelism: an equal,
+    contiguous share (DDP averages the ranks' gradients with equal weight, which is the whole batch's mean
+    gradient only when every rank has as many images)."""
+    if batch % world:
+        raise ConfigError(f"data parallelism splits the batch of {batch} into equal shares, and {world} processes "
+                          f"do not divide it; use a process count that divides {batch}")
+    size = batch // world
+    return slice(rank * size, (rank + 1) * size)
+
+
+def ddp_training_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device):
+    """`_training_step` of `model` under DistributedDataParallel on this rank's share of the global batch
+    (`images`, `labels`: the same on every rank). Every parameter of a plain ParaFormer (a ViT included) gets a
+    gradient, the CLS-only last layer's too (its query rows and its key and value rows of qkv are slices of one
+    weight), so DDP can skip its search for unused parameters."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    share = rank_share(len(images), dist.get_rank(), dist.get_world_size())
+    parallel = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                       find_unused_parameters=False)
+    return _training_step(parallel, images[share], labels[share])
+
+
+def time_ddp(profile_name: str, device: torch.device) -> list[dict]:
+    """DistributedDataParallel steps of the sequential ViT and of the ParaFormer, taken in turn, at the same
+    global batch as the other methods (each rank computes batch / P of it). At one process, the same code: DDP
+    over one rank, whose all-reduce has nothing to add."""
+    setting, profile = MULTI_SETTINGS[profile_name], get_bench_profile(profile_name)
+    rank_share(setting.batch, 0, dist.get_world_size())  # refused here, before anything is built
+    torch.manual_seed(0)
+    models = {vit_name(setting): profile.model(setting.vit).to(device),
+              f"Para-F-{setting.paraformer}": profile.model(setting.paraformer).to(device)}
+    images, labels = _inputs(setting, profile, device)
+    steps = {name: ddp_training_step(model, images, labels, device) for name, model in models.items()}
+    seconds = _median_steps(steps, setting.steps, setting.warmup, device)
+    return [{"method": "ddp", "model": name, "micro_batches": 1, "seconds": t} for name, t in seconds.items()]
+
+
 def fairscale_missing() -> str | None:
     """Why FairScale cannot be timed here (one line), or None when it can."""
     try:
@@ -200,8 +243,9 @@ def time_fairscale(profile_name: str, device: torch.device) -> list[dict]:
 def measure_costs(profile_name: str, device: torch.device) -> list[dict]:
     """What the cost model is fed (`kind`, `what`, `batch`, `bytes`, `seconds`): on one process, the compute time of
     one layer (every token, or the CLS token only) and of the stem and head at every power-of-two batch up to the
-    full one (every micro-batch size a pipeline could use), and of an AdamW step per parameter; on several, an
-    all-reduce and a send/receive round trip over a wide range of message sizes, those the methods use included.
+    full one (every micro-batch size a pipeline could use, and the batch / P of data parallelism where P is a
+    power of two), and of an AdamW step per parameter; on several, an all-reduce and a send/receive round trip over
+    a wide range of message sizes, those the methods use included (DDP's: a whole model's gradients).
     Communication is cheap to time and noisy, so it gets three times the repeats."""
     setting, profile = MULTI_SETTINGS[profile_name], get_bench_profile(profile_name)
     world = dist.get_world_size()
@@ -233,8 +277,10 @@ def measure_costs(profile_name: str, device: torch.device) -> list[dict]:
         return rows
     rank = dist.get_rank()
     stem_bytes = 4 * (width * (3 * profile.patch_size ** 2 + 2) + tokens * width)
+    # DDP's gradients, every parameter of a model: tens of MB at GPU widths, beyond the spread's 4 MB
+    gradient_bytes = {4 * profile.model(name).num_parameters() for name in (setting.vit, setting.paraformer)}
     spread = {1 << 10, 1 << 14, 1 << 18, 1 << 22}
-    messages = {("allreduce", n) for n in spread | {setting.batch * width * 4, stem_bytes}}
+    messages = {("allreduce", n) for n in spread | {setting.batch * width * 4, stem_bytes} | gradient_bytes}
     messages |= {("p2p", n) for n in spread | {b * tokens * width * 4 for b in sizes}}
     for kind, nbytes in sorted(messages):
         buffer = torch.zeros(nbytes // 4, device=device)
@@ -281,6 +327,11 @@ def main(argv: list[str] | None = None) -> None:
             rows += time_fairscale(args.profile, device)
         elif rank == 0:
             print(f"skipping FairScale: {missing}", file=sys.stderr)
+        try:
+            rows += time_ddp(args.profile, device)
+        except ConfigError as error:  # refused alike on every rank, before any collective: no rank waits
+            if rank == 0:
+                print(f"skipping DDP: {error}", file=sys.stderr)
         costs = measure_costs(args.profile, device)
         if rank == 0:
             for name, table in (("steps", rows), ("costs", costs)):
