@@ -3,7 +3,8 @@
 import pandas as pd
 import pytest
 
-from paraformer.parallel.costmodel import Costs, _on, ddp_buckets, predictions
+from paraformer.config import ConfigError
+from paraformer.parallel.costmodel import Costs, _on, ddp_buckets, mgrit_coarsening, predictions
 
 # 10 ms per full layer, 2 ms per CLS-only layer, 1 ms stem and head (flat in the batch); 1 ns per parameter of
 # AdamW; all-reduce latency 0.1 ms per ring step and 1 ns per byte; a round trip of 0.5 ms flat.
@@ -93,7 +94,8 @@ def test_a_tree_all_reduce_pays_log2_p_latency_steps_where_a_ring_pays_p_minus_1
 
 def test_predictions_give_both_all_reduce_models_which_agree_up_to_two_devices():
     one, two = measured_costs()
-    table = predictions({"multi_costs_1": one, "multi_costs_2": two}, "ci").set_index(["method", "devices"])
+    table = predictions({"multi_costs_1": one, "multi_costs_2": two}, "ci", depths=(4,))
+    table = table.set_index(["method", "devices"])
     ring, tree = table["predicted_ring_ms"], table["predicted_tree_ms"]
     assert ring.loc[("branch", 1)] == pytest.approx(tree.loc[("branch", 1)])
     assert ring.loc[("branch", 2)] == pytest.approx(tree.loc[("branch", 2)])
@@ -156,7 +158,7 @@ def test_predictions_have_ddp_of_both_models_beside_the_measured_steps_up_to_64_
                                                     (2, "ViT-4", 0.006), (2, "Para-F-1-4", 0.003))])
     bench = {"multi_costs_1": one, "multi_costs_2": two, "multi_steps_1": steps[steps["processes"] == 1],
              "multi_steps_2": steps[steps["processes"] == 2]}
-    table = predictions(bench, "ci")
+    table = predictions(bench, "ci", depths=(4,))
     assert sorted(set(table.loc[table["method"] == "branch", "devices"])) == [1, 2, 4, 8, 24, 64]
     ddp = table[table["method"] == "ddp"].set_index(["model", "devices"])
     # the ci batch is 8 images: no data parallelism on 24 or 64 devices
@@ -170,3 +172,63 @@ def test_predictions_have_ddp_of_both_models_beside_the_measured_steps_up_to_64_
     # ones: on 1 process (8 images) 3 (cls_layer(8) - layer(8)) apart
     difference = ddp.loc[("Para-F-1-4", 1), "predicted_ring_ms"] - ddp.loc[("ViT-4", 1), "predicted_ring_ms"]
     assert difference == pytest.approx(1e3 * 3 * (0.004 - 0.0026))
+
+
+# MGRIT's steps on top of COSTS: a forward 3 ms, a VJP 6 ms (flat in the batch)
+MGRIT_COSTS = Costs(**{**COSTS.__dict__, "layer_forward": ((1, 64), (0.003, 0.003)),
+                       "layer_vjp": ((1, 64), (0.006, 0.006))})
+
+
+def mgrit(ranks, depth=16, **kw):
+    args = dict(batch=64, tokens=65, width=64, parameters=100_000, coarsening=4, forward_iterations=1,
+                backward_iterations=1)
+    return MGRIT_COSTS.mgrit_step(ranks, depth, **{**args, **kw})
+
+
+def test_mgrit_on_one_rank_pays_the_coarse_chains_relaxations_and_final_sweeps():
+    # depth 16, c = 4: relax = 12 steps, coarse chain 4, right-hand side 2 * 4; one iteration each way
+    steps = 4 + (12 + 8 + 4) + 12
+    forward = 0.003 * steps + 0.003  # and the last layer once more, for the output
+    backward = 0.006 * steps + 16 * 0.010  # the final sweep takes every layer's parameter gradients
+    assert mgrit(1) == pytest.approx(0.001 + forward + backward + 1e-9 * 100_000)
+
+
+def test_mgrit_on_two_ranks_halves_the_relaxations_and_sends_the_activations():
+    # 8 layers each: relax 6, right-hand side 2 * 2; the coarse chains stay 4 steps (through both ranks)
+    steps = 4 + (6 + 4 + 4) + 6
+    one_way = (5e-4 + 0.0) / 2  # half the round trip (flat in COSTS)
+    messages = (2 - 1) * (1 + 1) + 1  # prediction and coarse chain: one each; the right-hand side: one
+    solve = steps, messages
+    forward = 0.003 * solve[0] + one_way * solve[1] + 0.003
+    backward = 0.006 * solve[0] + one_way * solve[1] + 8 * 0.010
+    update = (2 * 1e-4 + 4 * 100_000 * 1e-9) + 1e-9 * 100_000  # the whole gradient all-reduced, then AdamW
+    assert mgrit(2) == pytest.approx(0.001 + forward + backward + update)
+    assert mgrit(1, forward_iterations=2) - mgrit(1) == pytest.approx(0.003 * (12 + 8 + 4))
+
+
+def test_mgrit_needs_whole_coarse_intervals_per_rank_and_its_own_measurements():
+    with pytest.raises(ConfigError, match="own 2 layers, not a multiple"):
+        mgrit(8)
+    assert mgrit_coarsening(24, 8, 4) == 3 and mgrit_coarsening(24, 2, 4) == 4 and mgrit_coarsening(24, 24, 4) is None
+    with pytest.raises(ValueError, match="no layer_forward or layer_vjp rows"):
+        COSTS.mgrit_step(1, 16, 64, 65, 64, 1000, 4, 1, 1)
+
+
+def test_predictions_have_mgrit_per_iteration_count_and_depth_where_the_layers_can_be_shared():
+    one, two = measured_costs()
+    one = pd.concat([one, pd.DataFrame([{"kind": "compute", "what": what, "batch": b, "bytes": 0, "seconds": t * b}
+                                        for what, t in (("layer_forward", 1e-4), ("layer_vjp", 2e-4))
+                                        for b in (8, 64)])])
+    steps = pd.DataFrame([{"method": "mgrit-1it", "model": "ViT-4", "micro_batches": 1, "seconds": 0.02,
+                           "processes": 2}])
+    bench = {"multi_costs_1": one, "multi_costs_2": two, "multi_steps_2": steps}
+    table = predictions(bench, "ci", depths=(4, 48))
+    mgrit_rows = table[table["method"].str.startswith("mgrit")].set_index(["depth", "method", "devices"])
+    assert set(mgrit_rows.index.get_level_values("method")) == {"mgrit-1it", "mgrit-2it"}
+    # depth 4 on 4 ranks leaves one layer each: no coarse interval; depth 48 on 24 ranks: 2 layers, coarsening 2
+    assert sorted(set(mgrit_rows.loc[4].index.get_level_values("devices"))) == [1, 2]
+    assert sorted(set(mgrit_rows.loc[48].index.get_level_values("devices"))) == [1, 2, 4, 8, 24]
+    assert mgrit_rows.loc[(48, "mgrit-1it", 24), "coarsening"] == 2
+    assert mgrit_rows.loc[(4, "mgrit-1it", 2), "measured_ms"] == pytest.approx(20.0)
+    assert mgrit_rows.loc[(48, "mgrit-1it", 2), "measured_ms"] != mgrit_rows.loc[(48, "mgrit-1it", 2),
+                                                                                  "measured_ms"]  # NaN: not measured

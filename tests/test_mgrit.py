@@ -173,3 +173,32 @@ def test_the_convergence_table_measures_each_setting_the_layout_allows(tmp_path)
     assert list(written.depth) == list(table.depth) and (written.profile == "ci").all()
     assert written.output_error.to_numpy() == pytest.approx(table.output_error.to_numpy(), rel=1e-3)
     assert md_path.exists()
+
+
+def _benchmark_worker(rank: int, port: int) -> None:
+    from paraformer.parallel import multibench
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE)
+    try:
+        torch.set_num_threads(1)
+        rows = multibench.time_layer_parallel("ci", torch.device("cpu"))
+        assert [(r["method"], r["model"]) for r in rows] == [("mgrit-1it", "ViT-4"), ("mgrit-2it", "ViT-4")]
+        assert all(0 < r["seconds"] < 10 for r in rows)
+        # a training step keeps the replicas equal: every rank applies the same all-reduced gradient
+        model = vit(16)
+        solver = LayerParallel(model, MGRITConfig(forward_iterations=1), group=dist.group.WORLD)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        before = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+        x, y = batch()
+        solver.loss_and_gradients(x, y)
+        optimizer.step()
+        after = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+        gathered = [torch.empty_like(after) for _ in range(WORLD_SIZE)]
+        dist.all_gather(gathered, after)
+        assert torch.equal(gathered[0], gathered[1]) and not torch.equal(before, after)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_benchmark_times_mgrit_per_iteration_count_and_its_step_keeps_replicas_equal():
+    mp.spawn(_benchmark_worker, args=(free_port(),), nprocs=WORLD_SIZE, join=True)

@@ -24,6 +24,17 @@ backward has filled it, so communication can overlap the rest of backward; the m
 conservative choice: an upper bound on the step; with one bucket, at the ci profile's sizes, nothing overlaps
 anyway). Where P does not divide b, s is the slowest rank's share (the benchmark itself runs equal shares only);
 there is no prediction where P > b, which would leave ranks without an image.
+Layer-parallel MGRIT (`paraformer.parallel.mgrit`; a ViT of L layers, two levels of coarsening c, P ranks of
+L / P layers each, k forward and k' backward iterations, F-relaxation): a solve takes, on its critical path,
+    S(step, k) = step * (L / c + k (relax + 2 L / (P c) + L / c) + relax) + p2p_1(b) * ((P - 1)(1 + k) + k [P > 1])
+with relax = (L / P)(c - 1) / c (FCF: twice that plus L / (P c)): the coarse prediction and every iteration's coarse
+solve are chains of L / c steps through the ranks in order, the relaxations and the coarse right-hand side run on
+every rank at once, and p2p_1 is a one-way message of the activations, half the measured round trip. Then
+    T = stem_head(b) + S(forward(b), k) + forward(b) + S(vjp(b), k') + (L / P) layer(b)
+        + allreduce_P(4 N) + adamw N
+with forward(b) a layer's forward alone and vjp(b) its recomputation with the input's vector-Jacobian product (both
+measured), the final sweep taking the parameter gradients with a whole layer(b) each, and every rank updating the
+whole replicated model after one all-reduce of the N-parameter gradient.
 Two all-reduce models, which two processes cannot tell apart (both are 2 alpha + n beta at P = 2, where the
 latency alpha and the inverse bandwidth beta are fitted):
 - ring: 2 (P - 1) steps, each moving 1 / P of the message: allreduce_P(n) = 2 (P - 1) alpha + 2 (P - 1) / P n beta;
@@ -47,6 +58,7 @@ import numpy as np
 import pandas as pd
 
 from ..bench import get_bench_profile
+from .mgrit import MGRITConfig, check_layout
 from .multibench import MULTI_SETTINGS, vit_name
 
 ALLREDUCE_MODELS = ("ring", "tree")  # see the module docstring
@@ -88,13 +100,19 @@ class Costs:
     adamw: float  # seconds per parameter of an AdamW step
     allreduce: tuple[float, float]  # latency alpha (seconds per step), beta (seconds per byte)
     p2p: tuple[float, float]  # seconds of a send/receive round trip = intercept + slope * bytes
+    # MGRIT's steps (None in benchmarks from before it was timed): a layer's forward alone, and its recomputation
+    # with the vector-Jacobian product for its input alone
+    layer_forward: Curve | None = None
+    layer_vjp: Curve | None = None
 
     @classmethod
     def from_measurements(cls, one: pd.DataFrame, two: pd.DataFrame) -> "Costs":
         """`one`: the costs CSV of the 1-process run (compute); `two`: of the 2-process run (communication)."""
-        def fit(what) -> Curve:
+        def fit(what, required=True) -> Curve | None:
             rows = one[(one["kind"] == "compute") & (one["what"] == what)].sort_values("batch")
             if rows.empty:
+                if not required:
+                    return None
                 raise ValueError(f"the 1-process costs have no {what!r} rows; rerun the benchmark")
             return tuple(rows["batch"].astype(float)), tuple(rows["seconds"].astype(float))
 
@@ -105,7 +123,8 @@ class Costs:
         adamw = one[one["what"] == "adamw_per_parameter"]["seconds"].iloc[0]
         return cls(layer=fit("layer"), cls_layer=fit("cls_layer"), stem_head=fit("stem_head"), adamw=float(adamw),
                    allreduce=(max(intercept, 0.0) / 2, max(beta, 0.0)),
-                   p2p=_line(p2p["bytes"].tolist(), p2p["seconds"].tolist()))
+                   p2p=_line(p2p["bytes"].tolist(), p2p["seconds"].tolist()),
+                   layer_forward=fit("layer_forward", required=False), layer_vjp=fit("layer_vjp", required=False))
 
     def allreduce_seconds(self, nbytes: float, ranks: int, model: str = "ring") -> float:
         if model not in ALLREDUCE_MODELS:
@@ -144,6 +163,30 @@ class Costs:
         communication = buckets * self.allreduce_seconds(nbytes / buckets, ranks, allreduce)  # no overlap
         return compute + communication + self.adamw * parameters
 
+    def mgrit_step(self, ranks: int, depth: int, batch: int, tokens: int, width: int, parameters: int,
+                   coarsening: int, forward_iterations: int, backward_iterations: int, relaxation: str = "F",
+                   allreduce: str = "ring") -> float:
+        """Two-level MGRIT of a ViT of `depth` layers over `ranks` ranks (see the module docstring)."""
+        if self.layer_forward is None or self.layer_vjp is None:
+            raise ValueError("these costs have no layer_forward or layer_vjp rows, which MGRIT's prediction needs; "
+                             "rerun the 1-process benchmark")
+        check_layout(depth, ranks, MGRITConfig(coarsening=coarsening, fine_relaxation=relaxation))
+        share, coarse = depth // ranks, depth // coarsening
+        one_way = 0.0 if ranks == 1 else _at(self.p2p, 4 * batch * tokens * width) / 2  # the fit is a round trip
+        fcf = relaxation == "FCF"
+        f_relax = share * (coarsening - 1) / coarsening
+
+        def solve(step: float, iterations: int) -> float:
+            per_iteration = f_relax * (2 if fcf else 1) + (share / coarsening if fcf else 0) + 2 * share / coarsening
+            steps = coarse + iterations * (per_iteration + coarse) + f_relax
+            messages = (ranks - 1) * (1 + iterations) + iterations * (2 if fcf else 1) * (ranks > 1)
+            return step * steps + one_way * messages
+
+        forward = solve(_on(self.layer_forward, batch), forward_iterations) + _on(self.layer_forward, batch)
+        backward = solve(_on(self.layer_vjp, batch), backward_iterations) + share * _on(self.layer, batch)
+        update = self.allreduce_seconds(4 * parameters, ranks, allreduce) + self.adamw * parameters
+        return _on(self.stem_head, batch) + forward + backward + update
+
     def pipeline_step(self, stages: int, micro_batches: int, num_layers: int, batch: int, tokens: int,
                       width: int, parameters: int) -> float:
         micro = batch / micro_batches
@@ -174,48 +217,75 @@ def _sizes(model) -> dict[str, int]:
             "total": count([model])}
 
 
+def mgrit_coarsening(depth: int, ranks: int, preferred: int) -> int | None:
+    """The coarsening the prediction uses at `ranks`: the setting's where every rank's share of the layers is a
+    multiple of it, else the largest of 4, 3 and 2 that is, else None (no whole coarse interval per rank)."""
+    if depth % ranks:
+        return None
+    share = depth // ranks
+    for coarsening in (preferred, 4, 3, 2):
+        if share % coarsening == 0:
+            return coarsening
+    return None
+
+
 def predictions(bench: dict[str, pd.DataFrame], profile_name: str, ranks: tuple[int, ...] = (1, 2, 4, 8, 24, 64),
-                micro_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)) -> pd.DataFrame:
-    """Predicted step milliseconds of branch parallelism (the profile's ParaFormer), of the GPipe pipeline (its
-    sequential ViT; the best micro-batch count at each P) and of data parallelism ("ddp", of both models; none
-    where P exceeds the batch) at each number of devices, under each all-reduce model (`predicted_ring_ms`,
-    `predicted_tree_ms`; a pipeline all-reduces nothing, so its two are equal), with the measured step time beside
-    them where there is one (1 and 2 processes, where the two models agree). `bench` is
-    `paraformer.bench.load(profile)`."""
+                micro_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
+                depths: tuple[int, ...] | None = None) -> pd.DataFrame:
+    """Predicted step milliseconds at each number of devices and each depth (default: the benchmark's own and 24,
+    48, 96, 192 layers, at the benchmark's width and batch) of: branch parallelism (the ParaFormer of that many
+    layers, branches of the setting's depth), the GPipe pipeline (the sequential ViT; the best micro-batch count at
+    each P), data parallelism ("ddp", of both models; none where P exceeds the batch) and layer-parallel MGRIT
+    ("mgrit-<k>it", the ViT, at each iteration count of the setting; none where the layers cannot be shared out in
+    whole coarse intervals, `coarsening` saying which was used). Each under each all-reduce model
+    (`predicted_ring_ms`, `predicted_tree_ms`; a pipeline all-reduces nothing, so its two are equal), with the
+    measured step time beside them where there is one (the benchmark's depth at 1 and 2 processes, where the two
+    models agree). `bench` is `paraformer.bench.load(profile)`."""
     setting, profile = MULTI_SETTINGS[profile_name], get_bench_profile(profile_name)
     missing = {"multi_costs_1", "multi_costs_2"} - set(bench)
     if missing:
         raise ValueError(f"cost model inputs {sorted(missing)} are missing; run the 1- and 2-process benchmarks")
     costs = Costs.from_measurements(bench["multi_costs_1"], bench["multi_costs_2"])
-    para, vit = profile.model(setting.paraformer), profile.model(setting.vit)
-    p_sizes, v_sizes = _sizes(para), _sizes(vit)
+    base_depth = profile.model(setting.vit).config.num_layers
+    branch_depth = int(setting.paraformer.split("-")[0])
+    depths = depths if depths is not None else tuple(sorted({base_depth, 24, 48, 96, 192}))
     tokens = (profile.image_size // profile.patch_size) ** 2 + 1
     measured = multi_steps(bench)
     rows = []
-    for p in ranks:
-        branch = {model: costs.branch_parallel_step(p, para.num_branches, para.config.branch_depth, setting.batch,
-                                                    profile.width, p_sizes["stem"], p_sizes["head"],
-                                                    p_sizes["branch"], allreduce=model)
-                  for model in ALLREDUCE_MODELS}
-        rows.append({"method": "branch", "model": f"Para-F-{setting.paraformer}", "devices": p,
-                     "micro_batches": 1, **{f"predicted_{m}_ms": 1e3 * t for m, t in branch.items()},
-                     "measured_ms": 1e3 * _measured(measured, "branch", p)})
-        layers = vit.config.num_layers
-        options = [m for m in micro_batches if setting.batch % m == 0 and m <= setting.batch]
-        best = min(options, key=lambda m: costs.pipeline_step(p, m, layers, setting.batch, tokens, profile.width,
-                                                              v_sizes["total"]))
-        pipeline = 1e3 * costs.pipeline_step(p, best, layers, setting.batch, tokens, profile.width, v_sizes["total"])
-        rows.append({"method": "pipeline (GPipe)", "model": vit_name(setting), "devices": p,
-                     "micro_batches": best, **{f"predicted_{m}_ms": pipeline for m in ALLREDUCE_MODELS},
-                     "measured_ms": 1e3 * _measured(measured, "torch-gpipe", p)})
-        if p > setting.batch:
-            continue
-        for model, name in ((vit, vit_name(setting)), (para, f"Para-F-{setting.paraformer}")):
-            ddp = {m: costs.ddp_step(p, setting.batch, model.num_branches, model.config.branch_depth,
-                                     model.num_parameters(), allreduce=m) for m in ALLREDUCE_MODELS}
-            rows.append({"method": "ddp", "model": name, "devices": p, "micro_batches": 1,
-                         **{f"predicted_{m}_ms": 1e3 * t for m, t in ddp.items()},
-                         "measured_ms": 1e3 * _measured(measured, "ddp", p, name)})
+    for depth in depths:
+        para, vit = profile.model(f"{branch_depth}-{depth}"), profile.model(f"{depth}-{depth}")
+        para_name, vit_label = f"Para-F-{branch_depth}-{depth}", f"ViT-{depth}"
+        p_sizes, v_sizes = _sizes(para), _sizes(vit)
+
+        def row(method: str, model: str, p: int, predicted: dict, measured_method: str, **extra) -> dict:
+            seen = (_measured(measured, measured_method, p, model if method == "ddp" else None)
+                    if depth == base_depth else float("nan"))
+            return {"depth": depth, "method": method, "model": model, "devices": p, "micro_batches": 1, **extra,
+                    **{f"predicted_{m}_ms": 1e3 * t for m, t in predicted.items()}, "measured_ms": 1e3 * seen}
+
+        for p in ranks:
+            branch = {m: costs.branch_parallel_step(p, para.num_branches, branch_depth, setting.batch, profile.width,
+                                                    p_sizes["stem"], p_sizes["head"], p_sizes["branch"], allreduce=m)
+                      for m in ALLREDUCE_MODELS}
+            rows.append(row("branch", para_name, p, branch, "branch"))
+            if p <= depth:
+                options = [m for m in micro_batches if setting.batch % m == 0 and m <= setting.batch]
+                best = min(options, key=lambda m: costs.pipeline_step(p, m, depth, setting.batch, tokens,
+                                                                      profile.width, v_sizes["total"]))
+                pipeline = costs.pipeline_step(p, best, depth, setting.batch, tokens, profile.width, v_sizes["total"])
+                rows.append(row("pipeline (GPipe)", vit_label, p, dict.fromkeys(ALLREDUCE_MODELS, pipeline),
+                                "torch-gpipe", micro_batches=best))
+            if p <= setting.batch:
+                for model, name in ((vit, vit_label), (para, para_name)):
+                    ddp = {m: costs.ddp_step(p, setting.batch, model.num_branches, model.config.branch_depth,
+                                             model.num_parameters(), allreduce=m) for m in ALLREDUCE_MODELS}
+                    rows.append(row("ddp", name, p, ddp, "ddp"))
+            coarsening = mgrit_coarsening(depth, p, setting.mgrit_coarsening)
+            if coarsening is not None and costs.layer_forward is not None:
+                for k in setting.mgrit_iterations:
+                    mgrit = {m: costs.mgrit_step(p, depth, setting.batch, tokens, profile.width, v_sizes["total"],
+                                                 coarsening, k, 1, allreduce=m) for m in ALLREDUCE_MODELS}
+                    rows.append(row(f"mgrit-{k}it", vit_label, p, mgrit, f"mgrit-{k}it", coarsening=coarsening))
     table = pd.DataFrame(rows)
     for model in ALLREDUCE_MODELS:
         table[f"{model}_over_measured"] = table[f"predicted_{model}_ms"] / table["measured_ms"]

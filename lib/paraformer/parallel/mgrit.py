@@ -240,7 +240,7 @@ class ChainSolver:
         return u
 
 
-def _vjp(layer: Layer, x: torch.Tensor, step: float, cotangent: torch.Tensor, with_parameters: bool):
+def layer_vjp(layer: Layer, x: torch.Tensor, step: float, cotangent: torch.Tensor, with_parameters: bool = False):
     """(dx, parameter gradients or None) of `layer_step(layer, x, step)` against `cotangent`, recomputing it."""
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
@@ -293,7 +293,7 @@ class LayerParallel:
     def _adjoint_step(self, level: int, k: int, cotangent: torch.Tensor) -> torch.Tensor:
         span = self.config.coarsening ** level
         i = self.depth - k - span  # the forward step from point i to i + span, transposed
-        return _vjp(self.layers[i], self.states[i], self.step_size * span, cotangent, with_parameters=False)[0]
+        return layer_vjp(self.layers[i], self.states[i], self.step_size * span, cotangent, with_parameters=False)[0]
 
     def _token_shape(self, images: torch.Tensor) -> tuple[int, int, int]:
         return images.shape[0], self.model.config.num_patches + 1, self.model.config.width
@@ -331,7 +331,7 @@ class LayerParallel:
         entering_first = None
         for j in range(self.start, self.stop):
             cotangent = adjoint[self.depth - (j + 1)]
-            dx, (params, grads) = _vjp(self.layers[j], self.states[j], self.step_size, cotangent, True)
+            dx, (params, grads) = layer_vjp(self.layers[j], self.states[j], self.step_size, cotangent, True)
             self._accumulate(params, grads)
             if j == 0:
                 entering_first = dx

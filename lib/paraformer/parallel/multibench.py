@@ -10,6 +10,10 @@ Each method's step is forward, backward, gradient sync and an AdamW step:
 - torch-gpipe and torch-1f1b: torch.distributed.pipelining, one stage per process;
 - fairscale: FairScale's Pipe, the 2025 paper's baseline, with P partitions in rank 0's process (the other
   ranks idle meanwhile). Skipped, with a message, where FairScale is not installed;
+- mgrit-<k>it: layer parallelism (`paraformer.parallel.mgrit`): the ViT's layers shared over the ranks and
+  forward and backward propagation solved by two-level MGRIT, k forward iterations and one backward; at one
+  process, the same solver over all the layers (its overhead over serial training). Skipped, with a message,
+  where the layers cannot be shared in whole coarse intervals;
 - ddp: data parallelism, torch's DistributedDataParallel, of the sequential ViT and of the ParaFormer: every rank
   holds the whole model and computes batch / P images of the same global batch, and DDP all-reduces the gradients
   (their mean over the ranks) during backward. Skipped, with a message, where P does not divide the batch.
@@ -37,6 +41,7 @@ from ..config import ConfigError
 from ..results import atomic_write_text, code_version
 from .branch import BranchParallel
 from .launch import init_process_group
+from .mgrit import LayerParallel, MGRITConfig, check_layout, layer_step, layer_vjp
 from .pipeline import sequential_vit, stage_bounds
 
 
@@ -48,10 +53,14 @@ class MultiSetting:
     micro_batches: tuple[int, ...]  # the pipelines' micro-batch counts to try
     steps: int  # timed steps (the median is kept), after `warmup` untimed ones
     warmup: int
+    # layer-parallel MGRIT of the ViT: two levels of this coarsening, timed at each forward iteration count (one
+    # backward iteration); every rank's share of the layers at the largest process count must be a multiple of it
+    mgrit_coarsening: int = 4
+    mgrit_iterations: tuple[int, ...] = (1, 2)
 
 
 MULTI_SETTINGS = {
-    "ci": MultiSetting("1-4", "4-4", batch=8, micro_batches=(1, 2), steps=3, warmup=1),
+    "ci": MultiSetting("1-4", "4-4", batch=8, micro_batches=(1, 2), steps=3, warmup=1, mgrit_coarsening=2),
     "quick": MultiSetting("1-24", "24-24", batch=64, micro_batches=(1, 2, 4, 8), steps=11, warmup=2),
     "gpu": MultiSetting("1-24", "24-24", batch=256, micro_batches=(1, 2, 4, 8, 16), steps=20, warmup=5),
     "paper": MultiSetting("1-24", "24-24", batch=256, micro_batches=(1, 2, 4, 8, 16), steps=20, warmup=5),
@@ -199,6 +208,34 @@ def time_ddp(profile_name: str, device: torch.device) -> list[dict]:
     return [{"method": "ddp", "model": name, "micro_batches": 1, "seconds": t} for name, t in seconds.items()]
 
 
+def mgrit_config(setting: MultiSetting, iterations: int) -> MGRITConfig:
+    return MGRITConfig(coarsening=setting.mgrit_coarsening, forward_iterations=iterations, backward_iterations=1)
+
+
+def time_layer_parallel(profile_name: str, device: torch.device) -> list[dict]:
+    """MGRIT steps of the sequential ViT at each iteration count of the setting, taken in turn: the solver's
+    forward and adjoint, the gradients' all-reduce and an AdamW step of the whole (replicated) model."""
+    setting, profile = MULTI_SETTINGS[profile_name], get_bench_profile(profile_name)
+    torch.manual_seed(0)
+    model = profile.model(setting.vit).to(device)
+    check_layout(model.config.num_layers, dist.get_world_size(), mgrit_config(setting, 1))  # refused alike everywhere
+    images, labels = _inputs(setting, profile, device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def mgrit_step(solver: LayerParallel):
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            solver.loss_and_gradients(images, labels)
+            optimizer.step()
+        return step
+
+    steps = {f"mgrit-{k}it": mgrit_step(LayerParallel(model, mgrit_config(setting, k), group=dist.group.WORLD))
+             for k in setting.mgrit_iterations}
+    seconds = _median_steps(steps, setting.steps, setting.warmup, device)
+    return [{"method": method, "model": vit_name(setting), "micro_batches": 1, "seconds": t}
+            for method, t in seconds.items()]
+
+
 def fairscale_missing() -> str | None:
     """Why FairScale cannot be timed here (one line), or None when it can."""
     try:
@@ -242,10 +279,11 @@ def time_fairscale(profile_name: str, device: torch.device) -> list[dict]:
 
 def measure_costs(profile_name: str, device: torch.device) -> list[dict]:
     """What the cost model is fed (`kind`, `what`, `batch`, `bytes`, `seconds`): on one process, the compute time of
-    one layer (every token, or the CLS token only) and of the stem and head at every power-of-two batch up to the
-    full one (every micro-batch size a pipeline could use, and the batch / P of data parallelism where P is a
-    power of two), and of an AdamW step per parameter; on several, an all-reduce and a send/receive round trip over
-    a wide range of message sizes, those the methods use included (DDP's: a whole model's gradients).
+    one layer (every token, or the CLS token only; forward alone and the input VJP alone, the steps of MGRIT) and of
+    the stem and head at every power-of-two batch up to the full one (every micro-batch size a pipeline could use,
+    and the batch / P of data parallelism where P is a power of two), and of an AdamW step per parameter; on
+    several, an all-reduce and a send/receive round trip over a wide range of message sizes, those the methods use
+    included (DDP's: a whole model's gradients).
     Communication is cheap to time and noisy, so it gets three times the repeats."""
     setting, profile = MULTI_SETTINGS[profile_name], get_bench_profile(profile_name)
     world = dist.get_world_size()
@@ -261,7 +299,16 @@ def measure_costs(profile_name: str, device: torch.device) -> list[dict]:
         for batch in sizes:
             x = torch.randn(batch, tokens, width, device=device, requires_grad=True)
             images = torch.randn(batch, 3, profile.image_size, profile.image_size, device=device)
+            cotangent = torch.randn(batch, tokens, width, device=device)
+
+            def forward_only():  # an MGRIT forward step: no graph
+                with torch.no_grad():
+                    layer_step(layer, x, 1.0)
+
             for what, fn in (("layer", lambda: layer(x).sum().backward()),
+                             ("layer_forward", forward_only),
+                             # an MGRIT adjoint step: the layer recomputed, its input's VJP only
+                             ("layer_vjp", lambda: layer_vjp(layer, x, 1.0, cotangent, with_parameters=False)),
                              ("cls_layer", lambda: last(x).sum().backward()),
                              ("stem_head", lambda: stages[-1](stages[0](images)[:, 0]).sum().backward())):
                 seconds = _median_step(fn, setting.steps, setting.warmup, device)
@@ -327,6 +374,11 @@ def main(argv: list[str] | None = None) -> None:
             rows += time_fairscale(args.profile, device)
         elif rank == 0:
             print(f"skipping FairScale: {missing}", file=sys.stderr)
+        try:
+            rows += time_layer_parallel(args.profile, device)
+        except ConfigError as error:  # refused alike on every rank, before any collective
+            if rank == 0:
+                print(f"skipping layer-parallel MGRIT: {error}", file=sys.stderr)
         try:
             rows += time_ddp(args.profile, device)
         except ConfigError as error:  # refused alike on every rank, before any collective: no rank waits
