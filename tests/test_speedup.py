@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from paraformer.paper import FAIRSCALE_SPEEDUP
-from paraformer.speedup import (MIN_SPREAD, UNKNOWN_SPREAD, layers_table, multi_table, only_missing, ratio_spread,
+from paraformer.speedup import (MIN_SPREAD, UNKNOWN_SPREAD, at_depth, benchmark_depth, cost_model_lines,
+                                cost_model_summary, layers_table, multi_bars, multi_table, only_missing, ratio_spread,
                                 speed_verdicts, strategy_table, summary, verdict_table)
 
 CPU = {"device": "test CPU, 1 thread(s)", "device_type": "cpu"}
@@ -107,13 +108,18 @@ def test_the_multi_device_table_keeps_each_pipelines_best_micro_batch_count():
     assert table.loc[(2, "fairscale"), "speedup_over_1_process"] == pytest.approx(0.38 / 0.30)
 
 
-def test_the_multi_device_table_keeps_ddp_of_each_model_apart():
-    data = multi()
+def with_ddp(data):
+    """`data` with ddp steps of the ViT and of the ParaFormer at 1 and 2 processes."""
     for processes, vit, para in ((1, 0.30, 0.12), (2, 0.20, 0.05)):
         ddp = pd.DataFrame([{"method": "ddp", "model": model, "micro_batches": 1, "seconds": seconds,
                              "processes": processes, **CPU}
                             for model, seconds in (("ViT-4", vit), ("Para-F-1-4", para))])
         data[f"multi_steps_{processes}"] = pd.concat([data[f"multi_steps_{processes}"], ddp], ignore_index=True)
+    return data
+
+
+def test_the_multi_device_table_keeps_ddp_of_each_model_apart():
+    data = with_ddp(multi())
     table = multi_table(data).set_index(["processes", "method", "model"])
     assert table.loc[(2, "ddp", "ViT-4"), "step_ms"] == pytest.approx(200.0)
     assert table.loc[(2, "ddp", "Para-F-1-4"), "vs_branch"] == pytest.approx(0.05 / 0.06)
@@ -121,6 +127,16 @@ def test_the_multi_device_table_keeps_ddp_of_each_model_apart():
     assert table.loc[(2, "ddp", "Para-F-1-4"), "speedup_over_1_process"] == pytest.approx(2.4)
     assert table.loc[(2, "torch-1f1b", "ViT-4"), "speedup_over_1_process"] == pytest.approx(0.40 / 0.24)
     assert len(verdicts(data)) == len(verdicts(multi()))  # ddp is tabulated, not judged
+
+
+def test_the_bar_chart_has_a_bar_for_each_method_and_model():
+    bars = multi_bars(multi_table(with_ddp(multi())))
+    assert list(bars.columns) == [1, 2]
+    assert bars.loc["ddp (ViT-4)", 2] == pytest.approx(200.0)  # not averaged with the ParaFormer's 50 ms
+    assert bars.loc["ddp (Para-F-1-4)", 2] == pytest.approx(50.0)
+    assert bars.loc["fairscale (ViT-4)", 1] == pytest.approx(380.0)  # its best micro-batch count
+    assert math.isnan(bars.loc["branch, 1 process (Para-F-1-4)", 1])  # timed in the 2-process run only
+    assert len(bars) == 6
 
 
 def test_the_scaling_target_and_a_missing_pipeline():
@@ -171,3 +187,70 @@ def test_only_missing_benchmarks_are_measured_when_other_devices_csvs_are_kept()
     assert only_missing(["multi"], data, (1, 2, 4)) == ["multi"]
     with pytest.raises(ValueError, match=r"unknown benchmark\(s\) \['cost'\]"):
         only_missing(["cost"], data, (1, 2))
+
+
+def predicted(depths=(4, 8), batch=4):
+    """A made-up `costmodel.predictions` table: every time doubles from the first depth to the next, the
+    two all-reduce models agree up to 2 devices, and steps were measured at the first depth, 1 and 2 devices."""
+    rows = []
+    for scale, depth in enumerate(depths, start=1):
+        for p in (1, 2, 4, 8):
+            times = {("branch", "Para-F-1-n"): (100 / p, 1), ("ddp", "ViT-n"): (300 / p, 1),
+                     ("ddp", "Para-F-1-n"): (100 / p, 2), ("mgrit-1it", "ViT-n"): (400 / p, 0)}
+            if p <= depth:  # a pipeline needs a layer per device
+                times[("pipeline (GPipe)", "ViT-n")] = (300 / p, 0)
+            for (method, model), (compute, latency) in times.items():
+                if method == "ddp" and p > batch:  # data parallelism needs an image per device
+                    continue
+                if method == "mgrit-1it" and p > 2:
+                    continue
+                ring, tree = compute + latency * p, compute + latency * min(p, 2)
+                seen = scale == 1 and p <= 2 and (method, model) != ("ddp", "Para-F-1-n")
+                rows.append({"depth": depth, "method": method, "model": model.replace("n", str(depth)),
+                             "devices": p, "micro_batches": 1, "predicted_ring_ms": scale * ring,
+                             "predicted_tree_ms": scale * tree, "measured_ms": 1.25 * ring if seen else math.nan})
+    table = pd.DataFrame(rows)
+    for model in ("ring", "tree"):
+        table[f"{model}_over_measured"] = table[f"predicted_{model}_ms"] / table["measured_ms"]
+    return table
+
+
+def test_the_cost_model_figure_has_a_line_for_each_method_and_model_at_the_benchmarks_depth():
+    lines = {line.label: line for line in cost_model_lines(predicted(), depth=4)}
+    assert list(lines) == ["branch, Para-F-1-4", "ddp, ViT-4", "ddp, Para-F-1-4", "mgrit-1it, ViT-4",
+                           "pipeline (GPipe), ViT-4"]
+    vit, para = lines["ddp, ViT-4"], lines["ddp, Para-F-1-4"]
+    assert vit.devices == para.devices == (1, 2, 4)
+    assert vit.ring_ms == pytest.approx((301, 152, 79)) and vit.tree_ms == pytest.approx((301, 152, 77))
+    assert para.ring_ms == pytest.approx((102, 54, 33)) and para.measured_devices == ()
+    assert lines["branch, Para-F-1-4"].tree_ms == pytest.approx((101, 52, 27, 14.5))
+    assert lines["branch, Para-F-1-4"].measured_ms == pytest.approx((1.25 * 101, 1.25 * 52))
+    # a pipeline all-reduces nothing, and MGRIT runs at 1 and 2 devices only, where the models agree: one line each
+    assert lines["pipeline (GPipe), ViT-4"].tree_ms is None and lines["mgrit-1it, ViT-4"].tree_ms is None
+    assert lines["pipeline (GPipe), ViT-4"].devices == (1, 2, 4)
+    deeper = {line.label: line for line in cost_model_lines(predicted(), depth=8)}
+    assert deeper["pipeline (GPipe), ViT-8"].ring_ms == pytest.approx((600, 300, 150, 75))
+    with pytest.raises(ValueError, match=r"depths \[4, 8\]; say which one"):
+        cost_model_lines(predicted())
+    without_depth = predicted(depths=(4,)).drop(columns="depth")  # an older table: one depth
+    assert [line.label for line in cost_model_lines(without_depth)] == list(lines)
+    assert at_depth(predicted(), 8)["model"].str.endswith("-8").all()
+
+
+def test_the_cost_model_note_divides_gpipe_and_the_paraformers_ddp_by_branch():
+    note = cost_model_summary(predicted(), depth=4)
+    assert (note.depth, note.branch, note.checked_devices) == (4, "branch, Para-F-1-4", (1, 2))
+    assert note.checked == pytest.approx((0.8, 0.8)) and note.checked_agree
+    assert list(note.ratios) == ["ddp, Para-F-1-4", "pipeline (GPipe), ViT-4"]  # not the ViT's ddp, not MGRIT
+    gpipe, ddp = note.ratios["pipeline (GPipe), ViT-4"], note.ratios["ddp, Para-F-1-4"]
+    # the pipeline at devices up to the depth, data parallelism up to the batch
+    assert gpipe["ring"] == pytest.approx({1: 300 / 101, 2: 150 / 52, 4: 75 / 29})
+    assert gpipe["tree"] == pytest.approx({1: 300 / 101, 2: 150 / 52, 4: 75 / 27})
+    assert ddp["ring"] == pytest.approx({1: 102 / 101, 2: 54 / 52, 4: 33 / 29})
+    assert ddp["tree"] == pytest.approx({1: 102 / 101, 2: 54 / 52, 4: 29 / 27})
+    assert cost_model_summary(predicted(), depth=8).checked is None  # nothing measured at another depth
+    assert isinstance(note.words(), str)
+
+
+def test_the_benchmark_depth_is_the_settings_vits():
+    assert (benchmark_depth("ci"), benchmark_depth("quick")) == (4, 24)

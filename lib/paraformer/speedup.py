@@ -22,9 +22,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from .parallel import costmodel
+from .parallel.multibench import MULTI_SETTINGS
 from .experiments.display import verdict_line
 from .experiments.stats import Verdict, judge
 from .paper import FAIRSCALE_SPEEDUP, PAPER_2024, PAPER_2025
@@ -284,23 +286,145 @@ def verdict_table(verdicts: list[SpeedVerdict]) -> pd.DataFrame:
     return pd.DataFrame([v.to_dict() for v in verdicts])
 
 
+def benchmark_depth(profile_name: str) -> int:
+    """The number of layers the multi-process benchmark of a profile measures: its ViT's (Para-F-n-n, see
+    `paraformer.parallel.multibench.vit_name`), the depth at which the cost model is checked against measurements."""
+    return int(MULTI_SETTINGS[profile_name].vit.split("-")[1])
+
+
+def at_depth(predicted: pd.DataFrame, depth: int | None) -> pd.DataFrame:
+    """The rows of `costmodel.predictions` at `depth` layers; all of them where the table has no depth column
+    (one depth only). Without a `depth`, the table must hold one depth: mixing depths would join unlike models."""
+    if "depth" not in predicted.columns:
+        return predicted
+    depths = sorted(set(predicted["depth"]))
+    if depth is None:
+        if len(depths) > 1:
+            raise ValueError(f"the predictions are for depths {depths}; say which one")
+        return predicted
+    if depth not in depths:
+        raise ValueError(f"the predictions have no depth {depth}, only {depths}")
+    return predicted[predicted["depth"] == depth]
+
+
+@dataclass(frozen=True)
+class CostModelLine:
+    """One method's predicted step against the number of devices, for one model (ddp runs two)."""
+    method: str
+    model: str
+    label: str  # "ddp, ViT-24": every line its own
+    devices: tuple[int, ...]
+    ring_ms: tuple[float, ...]
+    tree_ms: tuple[float, ...] | None  # None where the two all-reduce models predict the same (a pipeline's)
+    measured_devices: tuple[int, ...]  # where a measured step stands beside the prediction
+    measured_ms: tuple[float, ...]
+
+    def predicted_ms(self, allreduce: str) -> dict[int, float]:
+        """Devices -> predicted milliseconds under one all-reduce model."""
+        if allreduce not in costmodel.ALLREDUCE_MODELS:
+            raise ValueError(f"all-reduce model {allreduce!r} is unknown; choose one of {costmodel.ALLREDUCE_MODELS}")
+        values = self.ring_ms if allreduce == "ring" or self.tree_ms is None else self.tree_ms
+        return dict(zip(self.devices, values))
+
+
+def cost_model_lines(predicted: pd.DataFrame, depth: int | None = None) -> list[CostModelLine]:
+    """The cost-model figure's lines: one per (method, model) of `costmodel.predictions` at `depth` layers (see
+    `at_depth`), in the table's order, each over the device counts it is predicted for."""
+    rows = at_depth(predicted, depth)
+    lines = []
+    for (method, model), line in rows.groupby(["method", "model"], sort=False):
+        if line["devices"].duplicated().any():  # two rows at one P would draw a zigzag, as one line of two models
+            raise ValueError(f"{method}, {model} has several predictions at one device count; pass one depth")
+        line = line.sort_values("devices")
+        ring = tuple(float(t) for t in line["predicted_ring_ms"])
+        tree = tuple(float(t) for t in line["predicted_tree_ms"])
+        seen = line.dropna(subset=["measured_ms"])
+        lines.append(CostModelLine(
+            method, model, f"{method}, {model}", tuple(int(p) for p in line["devices"]), ring,
+            None if np.allclose(ring, tree, rtol=1e-9, atol=0) else tree,
+            tuple(int(p) for p in seen["devices"]), tuple(float(t) for t in seen["measured_ms"])))
+    return lines
+
+
+@dataclass(frozen=True)
+class CostModelNote:
+    """What the cost model predicts at the benchmark's depth (a prediction, not a verdict)."""
+    depth: int | None  # layers; None where the predictions have no depth column
+    checked_devices: tuple[int, ...]  # the process counts where a measured step stands beside a prediction
+    checked: tuple[float, float] | None  # the smallest and largest ring prediction over the measured step there
+    checked_agree: bool  # whether the two all-reduce models predict the same wherever a step was measured
+    branch: str  # the branch-parallel line's label, what every ratio divides by
+    # the compared line's label -> all-reduce model -> devices -> its predicted step over the branch-parallel one
+    ratios: dict[str, dict[str, dict[int, float]]]
+
+    def words(self) -> str:
+        layers = f" of {self.depth} layers" if self.depth is not None else ""
+        if self.checked is None:
+            check = "no measured step stands beside its predictions"
+        else:
+            where = " and ".join(str(p) for p in self.checked_devices)
+            check = (f"at {where} processes its predictions are {self.checked[0]:.2f} to {self.checked[1]:.2f} times "
+                     f"the measured step times")
+            if self.checked_agree:
+                check += " (the two all-reduce models agree there)"
+        compared = "; ".join(
+            f"{label}: " + "; ".join(f"{model} all-reduce " + ", ".join(f"{p}: {r:.2f}x" for p, r in at.items())
+                                     for model, at in by_model.items())
+            for label, by_model in self.ratios.items())
+        return (f"Cost model (a prediction, not a verdict), for the models{layers} the benchmark measures: {check}. "
+                f"Predicted step over the branch-parallel step ({self.branch}), by number of devices: "
+                f"{compared or 'nothing to compare'} (devices and links like the measured ones).")
+
+
+# the lines `cost_model_note` divides by the branch-parallel one: the pipeline (of the ViT), and data parallelism
+# of the ParaFormer itself, the same model as branch parallelism's, so that its ratio is the parallelism alone
+NOTE_METHODS = ("pipeline (GPipe)", "ddp")
+
+
+def cost_model_summary(predicted: pd.DataFrame, depth: int | None = None) -> CostModelNote:
+    """`CostModelNote` from `costmodel.predictions` at `depth` layers: the check against the measured steps, and
+    the GPipe and ParaFormer-DDP steps over the branch-parallel step, at every device count both are predicted for
+    (a pipeline needs a layer per device, data parallelism an image per device)."""
+    rows = at_depth(predicted, depth)
+    lines = cost_model_lines(rows)
+    branches = [line for line in lines if line.method == "branch"]
+    if len(branches) != 1:  # every ratio divides by the one branch-parallel line
+        raise ValueError(f"the predictions have {len(branches)} branch-parallel lines at this depth; expected one")
+    (branch,) = branches
+    checked = rows.dropna(subset=["measured_ms"])
+    ratios = {}
+    for line in lines:
+        if line.method not in NOTE_METHODS or (line.method == "ddp" and line.model != branch.model):
+            continue
+        by_model = {}
+        for model in costmodel.ALLREDUCE_MODELS:
+            mine, theirs = line.predicted_ms(model), branch.predicted_ms(model)
+            by_model[model] = {p: mine[p] / theirs[p] for p in mine if p in theirs}
+        ratios[line.label] = by_model
+    return CostModelNote(
+        depth if "depth" in rows.columns else None, tuple(sorted(int(p) for p in set(checked["devices"]))),
+        (float(checked["ring_over_measured"].min()), float(checked["ring_over_measured"].max()))
+        if len(checked) else None,
+        bool(np.allclose(checked["predicted_ring_ms"], checked["predicted_tree_ms"], rtol=1e-9, atol=0)),
+        branch.label, ratios)
+
+
 def cost_model_note(data: dict[str, pd.DataFrame]) -> str | None:
-    """What the cost model predicts, under each all-reduce model (a prediction, not a verdict); None without its
-    inputs."""
+    """What the cost model predicts, under each all-reduce model, at the benchmark's depth (`CostModelNote` in
+    words: a prediction, not a verdict); None without its inputs."""
     if not {"multi_costs_1", "multi_costs_2"} <= set(data):
         return None
-    predicted = costmodel.predictions(data, _profile(data))
-    checked = predicted.dropna(subset=["measured_ms"])
-    by_model = []
-    for model in costmodel.ALLREDUCE_MODELS:
-        at = predicted.set_index(["method", "devices"])[f"predicted_{model}_ms"]
-        ratios = ", ".join(f"{p}: {at['pipeline (GPipe)', p] / at['branch', p]:.2f}x"
-                           for p in sorted(set(predicted["devices"])))
-        by_model.append(f"{model} all-reduce {ratios}")
-    return (f"Cost model (a prediction, not a verdict): at 1 and 2 processes its predictions are "
-            f"{checked['ring_over_measured'].min():.2f} to {checked['ring_over_measured'].max():.2f} times the "
-            f"measured step times (the two all-reduce models agree there). Predicted GPipe step over branch-parallel "
-            f"step, by number of devices: {'; '.join(by_model)} (devices and links like the measured ones).")
+    profile = _profile(data)
+    return cost_model_summary(costmodel.predictions(data, profile), benchmark_depth(profile)).words()
+
+
+def multi_bars(multi: pd.DataFrame) -> pd.DataFrame:
+    """The multi-device bar chart of `multi_table`: step milliseconds, one row per method and model ("ddp
+    (ViT-24)"; ddp times two models, which must not be averaged into one bar), one column per number of processes."""
+    labelled = multi.assign(label=multi["method"] + " (" + multi["model"] + ")")
+    if labelled.duplicated(["label", "processes"]).any():
+        raise ValueError("multi_table has several rows for one method, model and number of processes")
+    return labelled.pivot_table(index="label", columns="processes", values="step_ms", sort=False).rename_axis(None)
 
 
 def summary(data: dict[str, pd.DataFrame]) -> list[str]:
