@@ -116,12 +116,18 @@ class ModelConfig:
     # task_classes[t] new classes, which reads the sum of the branches up to its own. Empty = one head.
     task_classes: tuple[int, ...] = ()  # classes of each task, in label order; sums to num_classes
     task_branches: tuple[int, ...] = ()  # branches each task added; sums to num_branches
+    # h: each pre-norm sub-block adds h f(LN x), the forward-Euler reading of a ViT that layer-parallel training
+    # (arXiv 2601.09026) rests on; they take h = 1/depth. 1 = the ordinary layer, bit for bit.
+    step: float = 1.0
 
     def __post_init__(self):
         _lists_to_tuples(self, "task_classes", "task_branches")
         _check_types(self)
         _positive(self, "image_size", "in_channels", "patch_size", "width", "num_heads", "mlp_ratio",
-                  "branch_depth", "num_layers", "num_branches", "num_classes", "norm_eps")
+                  "branch_depth", "num_layers", "num_branches", "num_classes", "norm_eps", "step")
+        if self.step != 1.0 and self.residual != "pre-norm":
+            raise ConfigError(f"ModelConfig.step={self.step} scales the pre-norm residual x + h f(LN x); "
+                              f"residual={self.residual!r} has no such step: use residual='pre-norm' or step=1")
         if self.num_layers is None and self.num_branches is None:
             raise ConfigError("ModelConfig needs num_layers (n) or num_branches; got neither")
         if self.num_layers is not None and self.num_layers % self.branch_depth:
@@ -258,6 +264,9 @@ class DataConfig:
 AUGMENTATIONS = ("flip", "crop", "randaugment")
 # How the branches learn (paraformer.progressive): the plain baseline and the three progressive variants.
 METHODS = ("joint", "authors", "prefix", "frozen")
+# How gradients are computed (Recipe.solver): backpropagation, or MGRIT across the layers (paraformer.parallel).
+SOLVERS = ("backprop", "mgrit")
+MGRIT_ADAPTATIONS = ("iterate", "serial")  # Recipe.mgrit_adapt
 
 
 @dataclass(frozen=True)
@@ -286,11 +295,42 @@ class Recipe:
     # kernels round differently), so it is part of the run key; recorded in the run. Where torch cannot compile
     # (no C compiler, or an unsupported device) it fails at the first step with torch's error.
     compile: bool = False
+    # Layer-parallel training (arXiv 2601.09026; paraformer.parallel.layertrain): "backprop" is ordinary
+    # backpropagation; "mgrit" solves the forward pass and its adjoint by MGRIT across the layers of a ViT, with
+    # a few cycles, so that the gradient is inexact. The mgrit_* fields matter only then.
+    solver: str = "backprop"
+    mgrit_levels: int = 2  # grid levels, at least 2 (paraformer.parallel.mgrit.MGRITConfig)
+    mgrit_coarsening: int = 4  # fine steps per coarse step between neighbouring levels
+    mgrit_relaxation: str = "F"  # on the finest level, "F" or "FCF" (coarser levels use FCF)
+    mgrit_iterations: tuple[int, int] = (1, 1)  # MGRIT cycles of the forward solve and of the adjoint solve
+    # The adaptive rule: every mgrit_check_every steps (0: never) the MGRIT gradient of the layers is compared with
+    # the exact one on the same minibatch; past a relative error of mgrit_tolerance, mgrit_adapt decides:
+    # "iterate" adds a cycle to both solves (backprop once that would make them exact), "serial" backprop at once.
+    mgrit_check_every: int = 0
+    mgrit_tolerance: float = 0.1
+    mgrit_adapt: str = "iterate"
 
     def __post_init__(self):
-        _lists_to_tuples(self, "augment", "prefix_weights")
+        _lists_to_tuples(self, "augment", "prefix_weights", "mgrit_iterations")
         _check_types(self)
-        _positive(self, "epochs", "batch_size", "lr", "grad_clip")
+        _positive(self, "epochs", "batch_size", "lr", "grad_clip", "mgrit_tolerance")
+        if self.solver not in SOLVERS:
+            raise ConfigError(f"Recipe.solver={self.solver!r} is unknown; choose from {SOLVERS}")
+        if self.mgrit_adapt not in MGRIT_ADAPTATIONS:
+            raise ConfigError(f"Recipe.mgrit_adapt={self.mgrit_adapt!r} is unknown; choose from {MGRIT_ADAPTATIONS}")
+        if (len(self.mgrit_iterations) != 2 or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                                                       for i in self.mgrit_iterations)):
+            raise ConfigError(f"Recipe.mgrit_iterations={self.mgrit_iterations} must be two counts >= 0 (forward "
+                              "cycles, adjoint cycles), e.g. (1, 1)")
+        if self.mgrit_check_every < 0:
+            raise ConfigError(f"Recipe.mgrit_check_every={self.mgrit_check_every} must be >= 0 (0: never check)")
+        if self.solver == "mgrit":
+            if self.method != "joint":
+                raise ConfigError(f"Recipe.solver='mgrit' trains a ViT, which has no branches to approximate "
+                                  f"progressively; use method='joint', not {self.method!r}")
+            if self.compile:
+                raise ConfigError("Recipe.solver='mgrit' runs its own solver, which torch.compile cannot trace; "
+                                  "set compile=False")
         if self.optimizer not in ("adamw", "adam", "sgd"):
             raise ConfigError(f"Recipe.optimizer={self.optimizer!r} is unknown; use 'adamw', 'adam' or 'sgd'")
         if self.schedule not in ("cosine", "constant"):
@@ -335,7 +375,19 @@ class Recipe:
                 f"{self.weight_decay:g}, {self.warmup_epochs:g} warmup epochs + {self.schedule}{clip}, label smoothing "
                 f"{self.label_smoothing:g}, augment {'+'.join(self.augment) or 'none'}"
                 + (f" (RandAugment magnitude {self.randaugment_magnitude})" if "randaugment" in self.augment else "")
-                + (" (crop: zero padding of 1/8 of the image side, at least 1 px)" if "crop" in self.augment else ""))
+                + (" (crop: zero padding of 1/8 of the image side, at least 1 px)" if "crop" in self.augment else "")
+                + (f"; gradients by {self.describe_solver()}" if self.solver != "backprop" else ""))
+
+    def describe_solver(self) -> str:
+        if self.solver == "backprop":
+            return "backpropagation"
+        forward, backward = self.mgrit_iterations
+        rule = "fixed"
+        if self.mgrit_check_every:
+            rule = (f"checked against backprop every {self.mgrit_check_every} steps, {self.mgrit_adapt} past a "
+                    f"relative gradient error of {self.mgrit_tolerance:g}")
+        return (f"MGRIT across the layers ({self.mgrit_levels} levels, coarsening {self.mgrit_coarsening}, "
+                f"{self.mgrit_relaxation}-relaxation, {forward} forward / {backward} adjoint cycles, {rule})")
 
 
 # --- where files live -------------------------------------------------------------------------------

@@ -71,11 +71,13 @@ class MLP(nn.Module):
 class Layer(nn.Module):
     """A standard pre-norm Transformer layer, y = x + f(LN(x)) for attention then MLP, so that one branch is an
     ordinary ViT. With `ModelConfig.residual="authors"`, the authors' code's layer instead: it adds the
-    *normalized* input back, y = LN(x) + f(LN(x))."""
+    *normalized* input back, y = LN(x) + f(LN(x)). With `ModelConfig.step` h != 1 each sub-block adds h f(LN(x)):
+    one forward-Euler step of the ODE that layer-parallel training solves (paraformer.parallel.mgrit)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.adds_normalized = config.residual == "authors"
+        self.step = config.step
         self.norm1 = nn.LayerNorm(config.width, eps=config.norm_eps)
         self.attn = Attention(config.width, config.num_heads, config.dropout)
         self.norm2 = nn.LayerNorm(config.width, eps=config.norm_eps)
@@ -88,6 +90,10 @@ class Layer(nn.Module):
             x = (normed[:, :1] if cls_only else normed) + self.attn(normed, cls_only)
             normed = self.norm2(x)
             return normed + self.mlp(normed)
+        if self.step != 1.0:
+            x = (x[:, :1] if cls_only else x) + self.step * self.attn(self.norm1(x), cls_only)
+            return x + self.step * self.mlp(self.norm2(x))
+        # h = 1 without the product, so that the committed runs' layers compute exactly what they computed
         x = (x[:, :1] if cls_only else x) + self.attn(self.norm1(x), cls_only)
         return x + self.mlp(self.norm2(x))
 
@@ -157,6 +163,9 @@ class ParaFormer(nn.Module):
             strategy = check_strategy(strategy)
         except ValueError as error:
             raise ConfigError(str(error)) from None
+        if strategy != "loop" and self.config.step != 1.0:
+            raise ConfigError(f"execution={strategy!r} computes the layer with step 1; a model with step="
+                              f"{self.config.step} runs with execution='loop'")
         if strategy != "loop" and self.config.residual != "pre-norm":
             # the fused kernels fold each LayerNorm into the next product and never form LN(x) itself
             raise ConfigError(f"execution={strategy!r} computes only the pre-norm residual; a model with "

@@ -169,7 +169,10 @@ class Initialization:
 
 # Recipe fields added after a RUN_FORMAT, with the value that means "as before": at that value a field is left out
 # of the key, so the runs recorded before it existed keep their keys (and their cache entries).
-_LATER_FIELDS = {"compile": False}
+_LATER_FIELDS = {"compile": False, "solver": "backprop", "mgrit_levels": 2, "mgrit_coarsening": 4,
+                 "mgrit_relaxation": "F", "mgrit_iterations": (1, 1), "mgrit_check_every": 0, "mgrit_tolerance": 0.1,
+                 "mgrit_adapt": "iterate"}
+_LATER_MODEL_FIELDS = {"step": 1.0}  # the same, for ModelConfig
 
 
 def run_key(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe,
@@ -179,7 +182,9 @@ def run_key(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe,
     (`data_fingerprint_of`), and the parent run's key or the initial weights."""
     recipe_fields = {name: value for name, value in asdict(recipe).items()
                      if not (name in _LATER_FIELDS and value == _LATER_FIELDS[name])}
-    payload = {"format": RUN_FORMAT, "model": asdict(model_config), "data": asdict(data_config),
+    model_fields = {name: value for name, value in asdict(model_config).items()
+                    if not (name in _LATER_MODEL_FIELDS and value == _LATER_MODEL_FIELDS[name])}
+    payload = {"format": RUN_FORMAT, "model": model_fields, "data": asdict(data_config),
                "recipe": recipe_fields}
     if data_fingerprint is not None:
         payload["data_fingerprint"] = data_fingerprint

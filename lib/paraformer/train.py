@@ -40,6 +40,7 @@ from .config import METHODS, ConfigError, DataConfig, ModelConfig, OneLineArgume
 from . import progressive
 from .data import ImageData, augment_batch, load_data, normalize, stratified_subset
 from .model import ParaFormer
+from .parallel.layertrain import MGRITTraining
 from .results import atomic_save, atomic_write_json, check_writable, code_digest, code_version
 from .runcache import (RUN_FORMAT, Initialization, RunCacheError, RunResult, StaleRunWarning,  # noqa: F401 (public)
                        data_fingerprint_of, encode_labels, load_checkpoint, load_trained_model, read_record, remove_leftovers,
@@ -182,7 +183,8 @@ class TrainingRun:
     paths: tuple[Path, Path, Path]  # record, checkpoint, weights (runcache.run_paths)
     device: torch.device
     model: ParaFormer
-    forward: torch.nn.Module  # the model as training calls it: `model` itself, or its torch.compile wrapper
+    # the model as training calls it: `model` itself, its torch.compile wrapper, or its MGRIT solver (Recipe.solver)
+    forward: torch.nn.Module
     data: ImageData  # as loaded (on the CPU): names, normalization, the test labels evaluation compares with
     train_images: torch.Tensor  # uint8, on `device`
     train_labels: torch.Tensor  # on `device`
@@ -238,10 +240,15 @@ def start_run(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe
         model.load_state_dict(state["model"])
         history, wall_seconds = state["history"], state["wall_seconds"]
     as_float = dict(dtype=torch.float32, device=device)
+    forward = model
+    if recipe.solver == "mgrit":
+        forward = MGRITTraining(model, recipe)
+    elif recipe.compile:
+        forward = torch.compile(model)
     run = TrainingRun(
         name=name, key=key, model_config=model_config, data_config=data_config, recipe=recipe,
         fingerprint=fingerprint, paths=paths, device=device, model=model,
-        forward=torch.compile(model) if recipe.compile else model, data=data,
+        forward=forward, data=data,
         train_images=data.train_images.to(device), train_labels=data.train_labels.to(device),
         test_images=data.test_images.to(device), mean=torch.tensor(data.mean, **as_float),
         std=torch.tensor(data.std, **as_float), stages=stages, history=history, wall_seconds=wall_seconds,
@@ -474,8 +481,13 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
             if training is None or epoch == training.stage.first_epoch + training.stage.num_epochs:
                 training = StageTraining(run, progressive.stage_of(run.stages, epoch))
             started = time.perf_counter()
+            solver = run.forward if isinstance(run.forward, MGRITTraining) else None
+            if solver is not None:
+                solver.start_epoch(run.first_step(epoch), run.history)
             entry = {"epoch": epoch + 1, "train_loss": train_one_epoch(run, training, epoch), "lr": training.lr,
                      "branches": training.stage.active_branches}
+            if solver is not None:
+                entry.update(solver.epoch_summary())
             train_seconds = time.perf_counter() - started
             entry.update(evaluate_epoch(run, training.stage))
             entry["train_seconds"] = train_seconds

@@ -5,6 +5,8 @@
 - `branch`: branch parallelism, a ParaFormer's branches shared over the ranks (`BranchParallel`).
 - `pipeline`: the equivalent sequential ViT as stages, for the pipeline-parallel baselines (GPipe, 1F1B, FairScale).
 - `mgrit`: layer parallelism, the 2026 paper's route: MGRIT across the layers of a deep ViT, forward and adjoint.
+- `layertrain`: MGRIT gradients inside `train()` (`Recipe.solver="mgrit"`), with the adaptive rule.
+- `convergence`: the solver's error against serial, per iteration count, level count and coarsening.
 - `multibench`: the multi-process training-step benchmark of every scheme (`make bench`).
 - `costmodel`: step times predicted for more devices from the measured costs.
 """

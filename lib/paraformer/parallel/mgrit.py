@@ -101,8 +101,9 @@ def check_layout(depth: int, world_size: int, config: MGRITConfig) -> int:
 
 
 def layer_step(layer: Layer, x: torch.Tensor, step: float) -> torch.Tensor:
-    """One forward-Euler step of a pre-norm layer with step size `step`; with step 1 it is the layer itself."""
-    if step == 1.0:  # the model's own code, so that h = 1 is today's ViT bit for bit
+    """One forward-Euler step of a pre-norm layer with step size `step`; with the model's own step
+    (`ModelConfig.step`) it is the layer itself."""
+    if step == layer.step:  # the model's own code, so that MGRIT's fine steps are the serial model's bit for bit
         return layer(x)
     x = x + step * layer.attn(layer.norm1(x))
     return x + step * layer.mlp(layer.norm2(x))
@@ -259,7 +260,7 @@ class LayerParallel:
     keeps the replicas equal and a gradient-norm clip sees the global norm. Without torch.distributed, or with
     `group` of one rank, it is the single-process solver."""
 
-    def __init__(self, model: ParaFormer, config: MGRITConfig, step: float = 1.0, group=None):
+    def __init__(self, model: ParaFormer, config: MGRITConfig, step: float | None = None, group=None):
         if model.num_branches != 1 or model.config.is_incremental:
             raise ConfigError(f"layer parallelism needs a one-branch ParaFormer (a ViT), got {model.config.name}")
         if model.config.residual != "pre-norm":
@@ -268,7 +269,8 @@ class LayerParallel:
         if model.config.dropout and model.training:
             raise ConfigError(f"dropout={model.config.dropout}: MGRIT re-evaluates each layer several times per "
                               f"step and would draw new masks each time; train layer-parallel with dropout 0")
-        self.model, self.config, self.step_size = model, config, step
+        self.model, self.config = model, config
+        self.step_size = model.config.step if step is None else step  # h of the finest level
         self.layers = list(model.branches[0])
         self.depth = len(self.layers)
         distributed = dist.is_available() and dist.is_initialized()
@@ -301,21 +303,45 @@ class LayerParallel:
     def forward(self, images: torch.Tensor, iterations: int | None = None) -> torch.Tensor | None:
         """The (batch, tokens, width) output of the last layer on the last rank (None elsewhere), by MGRIT; the
         forward states are kept for the adjoint."""
-        iterations = self.config.forward_iterations if iterations is None else iterations
-        like = images.new_zeros(self._token_shape(images))
         with torch.no_grad():
-            initial = self.model.embed(images) if self.is_first else None
+            tokens = self.model.embed(images) if self.is_first else None
+        return self.solve_forward(tokens, images.new_zeros(self._token_shape(images)), iterations)
+
+    def solve_forward(self, tokens: torch.Tensor | None, like: torch.Tensor,
+                      iterations: int | None = None) -> torch.Tensor | None:
+        """The chain from the stem's `tokens` (on the first rank; None elsewhere) to the last layer's output (on the
+        last rank), in `iterations` cycles (default: the config's); `like` gives the tokens' shape everywhere."""
+        iterations = self.config.forward_iterations if iterations is None else iterations
+        with torch.no_grad():
+            initial = tokens.detach() if self.is_first else None
             self.states = self.forward_solver.solve(initial, like, iterations)
             if self.is_last:
                 return self._forward_step(0, self.depth - 1, self.states[self.depth - 1])
         return None
 
+    def solve_adjoint(self, output_cotangent: torch.Tensor | None, like: torch.Tensor,
+                      iterations: int | None = None) -> tuple[torch.Tensor | None, list]:
+        """The adjoint of the last `solve_forward` from the cotangent of its output (on the last rank): the
+        cotangent of the stem's tokens (first rank; None elsewhere) and, for each local layer, (parameters,
+        gradients) from the final sweep."""
+        iterations = self.config.backward_iterations if iterations is None else iterations
+        with torch.no_grad():
+            adjoint = self.backward_solver.solve(output_cotangent, like, iterations)
+        entering_first, per_layer = None, []
+        for j in range(self.start, self.stop):  # the final sweep: every local layer's VJP against its adjoint
+            cotangent = adjoint[self.depth - (j + 1)]
+            dx, params_and_grads = layer_vjp(self.layers[j], self.states[j], self.step_size, cotangent, True)
+            per_layer.append(params_and_grads)
+            if j == 0:
+                entering_first = dx
+        return entering_first, per_layer
+
     def loss_and_gradients(self, images: torch.Tensor, labels: torch.Tensor,
                            loss_fn: Callable = F.cross_entropy) -> torch.Tensor:
         """The loss (on every rank), with every parameter's .grad set to its MGRIT gradient (accumulated onto any
         gradient already there, as backward() does)."""
-        output = self.forward(images)
         like = images.new_zeros(self._token_shape(images))
+        output = self.forward(images)
         loss = torch.zeros((), device=images.device)
         output_cotangent = None
         if self.is_last:
@@ -325,16 +351,9 @@ class LayerParallel:
                 output_cotangent, *head_grads = torch.autograd.grad(
                     loss, [output, *self._trainable(self._head_parameters())])
             self._accumulate(self._trainable(self._head_parameters()), head_grads)
-        with torch.no_grad():
-            adjoint = self.backward_solver.solve(output_cotangent, like, self.config.backward_iterations)
-        # the final sweep: every local layer's VJP against its adjoint, for the parameter gradients
-        entering_first = None
-        for j in range(self.start, self.stop):
-            cotangent = adjoint[self.depth - (j + 1)]
-            dx, (params, grads) = layer_vjp(self.layers[j], self.states[j], self.step_size, cotangent, True)
+        entering_first, per_layer = self.solve_adjoint(output_cotangent, like)
+        for params, grads in per_layer:
             self._accumulate(params, grads)
-            if j == 0:
-                entering_first = dx
         if self.is_first:
             with torch.enable_grad():
                 tokens = self.model.embed(images)
@@ -377,10 +396,12 @@ class LayerParallel:
         return flat[-1]
 
 
-def serial_reference(model: ParaFormer, images: torch.Tensor, labels: torch.Tensor, step: float = 1.0,
+def serial_reference(model: ParaFormer, images: torch.Tensor, labels: torch.Tensor, step: float | None = None,
                      loss_fn: Callable = F.cross_entropy) -> tuple[torch.Tensor, torch.Tensor]:
     """(last layer's tokens, loss) of the serial chain with step `step`, gradients set by ordinary backward: what
-    MGRIT converges to. Every token is computed in the last layer too, as MGRIT does."""
+    MGRIT converges to. Every token is computed in the last layer too, as MGRIT does. `step` defaults to the
+    model's own (`ModelConfig.step`)."""
+    step = model.config.step if step is None else step
     x = model.embed(images)
     for layer in model.branches[0]:
         x = layer_step(layer, x, step)

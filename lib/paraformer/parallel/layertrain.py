@@ -1,0 +1,153 @@
+"""Training a ViT layer-parallel through `train()`: MGRIT gradients inside an ordinary optimizer step, and the
+adaptive rule that watches their error (`Recipe.solver="mgrit"`; the 2026 paper, arXiv 2601.09026).
+
+`MGRITTraining` wraps the model as the training loop calls it: the stem and the head run as usual, and the chain
+of layers between them is one autograd node (`_MGRITChain`) whose forward pass is an MGRIT solve and whose
+backward pass is the MGRIT solve of the adjoint (`paraformer.parallel.mgrit.LayerParallel`). Its backward returns
+the layers' parameter gradients from the solver's final sweep, so `loss.backward()`, the gradient clip, the
+optimizer, the step log and the checkpoints are those of every other run. Evaluation uses the model itself: the
+serial network the solver approximates, which is also what would be deployed.
+
+The adaptive rule (`Recipe.mgrit_check_every`, `mgrit_tolerance`, `mgrit_adapt`). The solver's error does not
+shrink with the gradient, so as training nears a minimum the MGRIT gradient is more and more bias: the paper
+detects that transition and then trains serially or solves more accurately. Every `check_every` steps the
+backward pass also computes the chain's exact gradient on the same minibatch and the same output cotangent (one
+serial forward and backward of the layers), and records the relative errors of the output and of the gradient
+(the tokens' cotangent and every layer parameter's gradient, as one vector). Past the tolerance, "iterate" adds one
+cycle to both solves, and switches to backpropagation once that many cycles would make the two-level solve exact
+(`MGRITConfig.iterations_to_converge`: MGRIT would then cost more than the serial chain); "serial" switches at
+once. The decision applies from the next step. Every check, and the step of the switch, goes into the run
+history (`epoch_summary`), from which a resumed run restores the solver's state.
+
+In one process the solver computes what P processes compute (see `paraformer.parallel.mgrit`): the accuracy of
+layer-parallel training is measured here; its speed by the multi-process benchmark.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ConfigError, Recipe
+from ..model import ParaFormer
+from .mgrit import LayerParallel, MGRITConfig, layer_step, relative_error
+
+
+def mgrit_config(recipe: Recipe, iterations: tuple[int, int] | None = None) -> MGRITConfig:
+    """The solver a recipe asks for, at its own iteration counts or at `iterations` (forward, adjoint)."""
+    forward, backward = recipe.mgrit_iterations if iterations is None else iterations
+    return MGRITConfig(levels=recipe.mgrit_levels, coarsening=recipe.mgrit_coarsening,
+                       fine_relaxation=recipe.mgrit_relaxation, forward_iterations=forward,
+                       backward_iterations=backward)
+
+
+def check_trainable(model: ParaFormer, recipe: Recipe) -> None:
+    """Refuse, before any work, a model the recipe's MGRIT cannot train (one line, with the fix)."""
+    config = model.config
+    if model.num_branches != 1 or config.is_incremental:
+        raise ConfigError(f"Recipe.solver='mgrit' trains a ViT (one branch of depth n, 'n-n'), not {config.name}")
+    if config.dropout:
+        raise ConfigError(f"Recipe.solver='mgrit' re-evaluates every layer several times per step and would draw new "
+                          f"dropout masks each time; set ModelConfig.dropout=0 (got {config.dropout})")
+    LayerParallel(model, mgrit_config(recipe))  # checks the residual and that the layers split into coarse intervals
+
+
+class _MGRITChain(torch.autograd.Function):
+    """tokens -> the last layer's (batch, tokens, width) output, by MGRIT forward and adjoint solves."""
+
+    @staticmethod
+    def forward(ctx, training: "MGRITTraining", tokens: torch.Tensor, *parameters: torch.Tensor) -> torch.Tensor:
+        solver = training.solver()
+        output = solver.solve_forward(tokens, tokens)
+        ctx.training, ctx.solver, ctx.check = training, solver, training.check_due()
+        ctx.save_for_backward(tokens, output)
+        return output
+
+    @staticmethod
+    def backward(ctx, output_cotangent: torch.Tensor):
+        tokens, output = ctx.saved_tensors
+        entering, per_layer = ctx.solver.solve_adjoint(output_cotangent, tokens)
+        grads = [g for _, layer_grads in per_layer for g in layer_grads]
+        if ctx.check:
+            ctx.training.compare_with_exact(tokens, output, output_cotangent, [entering, *grads])
+        return (None, entering, *grads)
+
+
+class MGRITTraining(nn.Module):
+    """`model` as the training loop calls it, with the chain of layers solved by MGRIT while training; see the
+    module docstring. `step_number` counts training steps over the whole run (`start_epoch` sets it)."""
+
+    def __init__(self, model: ParaFormer, recipe: Recipe):
+        super().__init__()
+        check_trainable(model, recipe)
+        self.model, self.recipe = model, recipe
+        self.iterations: tuple[int, int] | None = tuple(recipe.mgrit_iterations)  # None: backpropagation
+        self.switch_step: int | None = None  # the step from which training is serial, if it switched
+        self.step_number = 0
+        self.checks: list[list] = []  # this epoch's [step, output error, gradient error, iterations or None]
+        self._solver_cache: dict[tuple[int, int], LayerParallel] = {}
+
+    @property
+    def exact_after(self) -> int:
+        """Cycles after which the two-level solve is exact at this depth."""
+        return mgrit_config(self.recipe).iterations_to_converge(self.model.config.num_layers)
+
+    def solver(self) -> LayerParallel:
+        if self.iterations not in self._solver_cache:
+            self._solver_cache[self.iterations] = LayerParallel(self.model, mgrit_config(self.recipe, self.iterations))
+        return self._solver_cache[self.iterations]
+
+    def check_due(self) -> bool:
+        every = self.recipe.mgrit_check_every
+        return bool(every) and self.step_number % every == 0
+
+    def forward(self, images: torch.Tensor, num_branches: int | None = None) -> torch.Tensor:
+        if not self.model.training or self.iterations is None:
+            return self.model(images, num_branches)
+        tokens = self.model.embed(images)
+        layers = [p for p in self.model.branches[0].parameters() if p.requires_grad]
+        output = _MGRITChain.apply(self, tokens, *layers)
+        self.step_number += 1
+        return self.model.classify(output[:, 0])
+
+    def compare_with_exact(self, tokens: torch.Tensor, output: torch.Tensor, output_cotangent: torch.Tensor,
+                           mgrit_grads: list[torch.Tensor]) -> None:
+        """The adaptive rule's check: the exact chain on the same tokens and cotangent against MGRIT's."""
+        layers = list(self.model.branches[0])
+        params = [p for p in self.model.branches[0].parameters() if p.requires_grad]
+        with torch.enable_grad():
+            x0 = tokens.detach().requires_grad_(True)
+            x = x0
+            for layer in layers:
+                x = layer_step(layer, x, self.model.config.step)
+            exact = torch.autograd.grad(x, [x0, *params], output_cotangent)
+        flat = lambda tensors: torch.cat([t.reshape(-1) for t in tensors])  # noqa: E731
+        output_error = relative_error(output, x.detach())
+        gradient_error = relative_error(flat(mgrit_grads), flat(exact))
+        step = self.step_number - 1  # the step whose backward pass this is
+        self.checks.append([step, output_error, gradient_error, list(self.iterations)])
+        if gradient_error > self.recipe.mgrit_tolerance:
+            self.adapt(step)
+
+    def adapt(self, step: int) -> None:
+        forward, backward = self.iterations
+        more = (forward + 1, backward + 1)
+        if self.recipe.mgrit_adapt == "serial" or max(more) >= self.exact_after:
+            self.iterations, self.switch_step = None, step + 1
+        else:
+            self.iterations = more
+
+    def start_epoch(self, first_step: int, history: list[dict]) -> None:
+        """Before an epoch: its first step number, and the solver's state as the last finished epoch left it (so a
+        resumed run continues as an uninterrupted one)."""
+        self.step_number, self.checks = first_step, []
+        if history:
+            last = history[-1]
+            iterations = last["mgrit_iterations"]
+            self.iterations = tuple(iterations) if iterations is not None else None
+            self.switch_step = last["solver_switch_step"]
+
+    def epoch_summary(self) -> dict:
+        """What the run history keeps of this epoch's solver: its state at the end, and every check."""
+        return {"mgrit_iterations": list(self.iterations) if self.iterations is not None else None,
+                "solver_switch_step": self.switch_step, "mgrit_checks": self.checks}
