@@ -267,6 +267,8 @@ METHODS = ("joint", "authors", "prefix", "frozen")
 # How gradients are computed (Recipe.solver): backpropagation, or MGRIT across the layers (paraformer.parallel).
 SOLVERS = ("backprop", "mgrit")
 MGRIT_ADAPTATIONS = ("iterate", "serial")  # Recipe.mgrit_adapt
+# How a run is shared across processes (Recipe.parallel; paraformer.parallel.processes).
+PARALLELISMS = ("none", "data", "branch", "layer")
 
 
 @dataclass(frozen=True)
@@ -309,6 +311,11 @@ class Recipe:
     mgrit_check_every: int = 0
     mgrit_tolerance: float = 0.1
     mgrit_adapt: str = "iterate"
+    # Training across processes (paraformer.parallel.processes), launched by torchrun --nproc_per_node P:
+    # "data" (DistributedDataParallel), "branch" (a ParaFormer's branches shared over the ranks) or "layer" (MGRIT
+    # across the layers of a ViT, with solver="mgrit"); "none" for one process.
+    parallel: str = "none"
+    processes: int = 1  # ranks the run trains on: torchrun's WORLD_SIZE must equal it
 
     def __post_init__(self):
         _lists_to_tuples(self, "augment", "prefix_weights", "mgrit_iterations")
@@ -324,6 +331,19 @@ class Recipe:
                               "cycles, adjoint cycles), e.g. (1, 1)")
         if self.mgrit_check_every < 0:
             raise ConfigError(f"Recipe.mgrit_check_every={self.mgrit_check_every} must be >= 0 (0: never check)")
+        if self.parallel not in PARALLELISMS:
+            raise ConfigError(f"Recipe.parallel={self.parallel!r} is unknown; choose from {PARALLELISMS}")
+        if isinstance(self.processes, bool) or self.processes < 1:
+            raise ConfigError(f"Recipe.processes={self.processes!r} must be an int >= 1")
+        if (self.parallel == "none") != (self.processes == 1):
+            raise ConfigError(f"Recipe.parallel={self.parallel!r} with processes={self.processes}: one process "
+                              "trains with parallel='none', several with 'data', 'branch' or 'layer'")
+        if self.processes > 1 and self.method != "joint":
+            raise ConfigError(f"training across processes supports method='joint' (got {self.method!r}): the "
+                              "progressive methods change what is trainable or what each step computes")
+        if (self.parallel == "layer") != (self.solver == "mgrit" and self.processes > 1):
+            raise ConfigError(f"Recipe.parallel={self.parallel!r} with solver={self.solver!r}: layer parallelism is "
+                              "the MGRIT solver's (parallel='layer' with solver='mgrit'; one process: parallel='none')")
         if self.solver == "mgrit":
             if self.method != "joint":
                 raise ConfigError(f"Recipe.solver='mgrit' trains a ViT, which has no branches to approximate "

@@ -26,6 +26,19 @@ from .results import atomic_write_text
 COLUMNS = ("epoch", "step", "stage", "loss_on", "lr", "loss", "grad_norm", "clip", "clipped")
 
 
+class SilentStepLog:
+    """The step log of a rank that does not write (`paraformer.parallel.processes`): it records nothing."""
+
+    def record(self, *args, **kwargs) -> None:
+        pass
+
+    def end_epoch(self, entry: dict | None = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class StepLog:
     """Collects one row per optimizer step; `end_epoch` appends the epoch's rows to the CSV."""
 

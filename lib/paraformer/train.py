@@ -17,8 +17,14 @@ Resumed runs give the same numbers as uninterrupted ones because nothing random 
 the shuffling generator and the global RNG (dropout, RandAugment) are re-seeded from (seed, epoch) at the start
 of every epoch, and the learning rate is a function of the step number.
 
+Two recipe choices change how a step computes its gradient, never the rest of this path: `Recipe.solver="mgrit"`
+solves the chain of a ViT's layers by MGRIT (`paraformer.parallel.layertrain`), and `Recipe.parallel` shares the
+run across torchrun's processes by data, branch or layer parallelism (`paraformer.parallel.processes`: every
+rank ends a step with the same gradient, rank 0 alone writes, a failed or hung rank raises `RankFailure`).
+
 `python -m paraformer.train --help`: one run from the command line (for machines where nobody opens a notebook),
-with the same run cache and records.
+with the same run cache and records; `torchrun --nproc_per_node P -m paraformer.train ... --parallel data` the
+same run on P processes.
 """
 
 from __future__ import annotations
@@ -36,16 +42,19 @@ from typing import Callable
 
 import torch
 
-from .config import METHODS, ConfigError, DataConfig, ModelConfig, OneLineArgumentParser, Recipe, results_dir
+from .config import (METHODS, PARALLELISMS, SOLVERS, ConfigError, DataConfig, ModelConfig, OneLineArgumentParser,
+                     Recipe, results_dir)
 from . import progressive
 from .data import ImageData, augment_batch, load_data, normalize, stratified_subset
 from .model import ParaFormer
 from .parallel.layertrain import MGRITTraining
+from .parallel.processes import (Processes, RankFailure, check_layout, data_share, join, sum_gradients,
+                                 training_forward)
 from .results import atomic_save, atomic_write_json, check_writable, code_digest, code_version
 from .runcache import (RUN_FORMAT, Initialization, RunCacheError, RunResult, StaleRunWarning,  # noqa: F401 (public)
                        data_fingerprint_of, encode_labels, load_checkpoint, load_trained_model, read_record, remove_leftovers,
                        report_stale, retrain_policy, run_key, run_name, run_paths, stale_records, step_log_path)
-from .runlog import StepLog
+from .runlog import SilentStepLog, StepLog
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -195,8 +204,9 @@ class TrainingRun:
     history: list[dict]  # one entry per finished epoch
     wall_seconds: float  # training + evaluation, summed over the sessions of this run
     resume: dict | None  # the checkpoint this session resumed from
-    step_log: StepLog
+    step_log: StepLog | SilentStepLog
     curve_index: torch.Tensor | None = None  # (CPU) of the test images scored after every epoch; None = all
+    processes: Processes = Processes()  # this rank's place in a multi-process run (one process by default)
 
     @property
     def epochs(self) -> int:
@@ -216,13 +226,16 @@ class TrainingRun:
 
 def start_run(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, data: ImageData, name: str,
               key: str, fingerprint: str, parent: RunResult | None, init: Initialization | None,
-              results_root: Path | None, log_every: int) -> TrainingRun:
+              results_root: Path | None, log_every: int, processes: Processes = Processes()) -> TrainingRun:
     """The model (with a parent run's or the given weights), its stages, the data on the device, and the state
     of the last checkpoint if the run was interrupted before."""
     paths = run_paths(name, key, results_root)
-    for folder in {path.parent for path in paths}:
-        check_writable(folder)
+    if processes.writes:
+        for folder in {path.parent for path in paths}:
+            check_writable(folder)
     device = resolve_device(recipe.device)
+    if processes.distributed and device.type == "cuda":  # one GPU per rank, chosen when joining the group
+        device = torch.device("cuda", torch.cuda.current_device())
     torch.manual_seed(recipe.seed)
     model = ParaFormer(model_config).to(device)
     inherited = frozenset()
@@ -240,9 +253,12 @@ def start_run(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe
         model.load_state_dict(state["model"])
         history, wall_seconds = state["history"], state["wall_seconds"]
     as_float = dict(dtype=torch.float32, device=device)
+    check_layout(model, recipe, len(data.train_labels))
     forward = model
     if recipe.solver == "mgrit":
-        forward = MGRITTraining(model, recipe)
+        forward = MGRITTraining(model, recipe, distributed=processes.distributed)
+    elif processes.distributed:
+        forward = training_forward(model, recipe, processes)
     elif recipe.compile:
         forward = torch.compile(model)
     run = TrainingRun(
@@ -252,9 +268,12 @@ def start_run(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe
         train_images=data.train_images.to(device), train_labels=data.train_labels.to(device),
         test_images=data.test_images.to(device), mean=torch.tensor(data.mean, **as_float),
         std=torch.tensor(data.std, **as_float), stages=stages, history=history, wall_seconds=wall_seconds,
-        resume=state, step_log=None, curve_index=curve_subset(data, data_config))
-    tensorboard = (Path(results_root) if results_root is not None else results_dir()) / "tensorboard" / f"{name}-{key}"
-    run.step_log = StepLog(step_log_path(paths[0]), len(history), log_every, tensorboard, run.first_step(len(history)))
+        resume=state, step_log=SilentStepLog(), curve_index=curve_subset(data, data_config), processes=processes)
+    if processes.writes:
+        root = Path(results_root) if results_root is not None else results_dir()
+        tensorboard = root / "tensorboard" / f"{name}-{key}"
+        run.step_log = StepLog(step_log_path(paths[0]), len(history), log_every, tensorboard,
+                               run.first_step(len(history)))
     return run
 
 
@@ -286,6 +305,8 @@ class StageTraining:
             group["lr"] = self.lr
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.run.recipe.parallel in ("branch", "layer"):  # every rank's gradient becomes the full one
+            sum_gradients(self.run.model, self.run.processes)
         if clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(self.run.model.parameters(), clip)
         else:  # the norm alone, for the log: the gradients are left as they are
@@ -300,10 +321,15 @@ class StageTraining:
 def train_one_epoch(run: TrainingRun, training: StageTraining, epoch: int) -> float:
     """The method's passes over the training images, each in a fresh order, one update per minibatch; returns
     the mean loss of the last pass."""
-    recipe, n = run.recipe, len(run.train_labels)
-    generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch)
+    recipe, n, processes = run.recipe, len(run.train_labels), run.processes
+    generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch)  # the same order on every rank
     torch.manual_seed(recipe.seed * 1_000_003 + epoch)
+    sharded = recipe.parallel == "data"
+    if sharded:  # each rank's share of a minibatch draws its own dropout masks, as other images would
+        torch.manual_seed((recipe.seed * 1_000_003 + epoch) * 1_009 + processes.rank)
     training.start_epoch(epoch)
+    if hasattr(run.forward, "start_epoch"):  # a solver or scheme whose state follows the step number
+        run.forward.start_epoch(run.first_step(epoch), run.history)
     for update in progressive.PASSES[recipe.method]:
         order = torch.randperm(n, generator=generator)
         # float64, as the host's float the log was first summed in: the committed runs' losses stay bit for bit
@@ -314,8 +340,13 @@ def train_one_epoch(run: TrainingRun, training: StageTraining, epoch: int) -> fl
                                    randaugment_magnitude=recipe.randaugment_magnitude)
             x = normalize(images, run.mean, run.std)
             y = run.train_labels[idx]
+            if sharded:
+                share = data_share(len(idx), processes)
+                x, y = x[share], y[share]
             with _autocast(run.device, recipe):
-                loss_sum += update(run.forward, x, y, training.stage, recipe, training.step) * len(idx)
+                loss_sum += update(run.forward, x, y, training.stage, recipe, training.step) * len(y)
+        if sharded:
+            loss_sum = processes.total(loss_sum)
     mean_loss = (loss_sum / n).item()  # the epoch's one wait for the device, besides the step log
     if not math.isfinite(mean_loss):
         raise FloatingPointError(f"{run.name}: training loss became {mean_loss} in epoch {epoch + 1}; lower Recipe.lr")
@@ -356,7 +387,10 @@ def final_evaluation(run: TrainingRun) -> dict:
 
 
 def save_checkpoint(run: TrainingRun, training: StageTraining) -> None:
-    """Everything an interrupted run resumes from, written atomically beside the previous checkpoint."""
+    """Everything an interrupted run resumes from, written atomically beside the previous checkpoint (by rank 0
+    alone: every rank holds the same model and optimizer state)."""
+    if not run.processes.writes:
+        return
     atomic_save({"model": run.model.state_dict(), "optimizer": training.optimizer.state_dict(),
                  "stage": training.stage.index, "history": run.history, "wall_seconds": run.wall_seconds},
                 run.paths[1], keep_previous=True)
@@ -392,6 +426,8 @@ def finish_run(run: TrainingRun, parent: RunResult | None, init: Initialization 
         precision=precision(run.device, run.recipe),
     )
     record_path, checkpoint_path, weights_path = run.paths
+    if not run.processes.writes:
+        return result
     atomic_save(run.model.state_dict(), weights_path)
     atomic_write_json(result.to_json(), record_path)
     remove_leftovers(record_path, checkpoint_path, weights_path)
@@ -449,6 +485,13 @@ def _cached_run(name: str, key: str, results_root: Path | None) -> RunResult | N
     return None
 
 
+def _read_cached(name: str, key: str, results_root: Path | None) -> RunResult:
+    """The record rank 0 found (as `_cached_run` returned it there)."""
+    result = read_record(run_paths(name, key, results_root)[0], key)
+    result.cached = True
+    return result
+
+
 def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *, name: str | None = None,
           data: ImageData | None = None, parent: RunResult | None = None, init: Initialization | None = None,
           results_root: Path | None = None, progress: bool = True,
@@ -463,17 +506,20 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
     step log's values from the device (the log itself has every step).
     """
     _check_arguments(model_config, data_config, recipe, parent, init)
+    processes = join(recipe)
     name = run_name(name, model_config, data_config, recipe)
     fingerprint = data_fingerprint_of(data_config, data)
     key = run_key(model_config, data_config, recipe, parent, init, fingerprint)
-    cached = _cached_run(name, key, results_root)
-    if cached is not None:
-        return cached
+    # rank 0 decides (it alone may retrain a stale run, deleting its record); the others read what it found
+    cached = _cached_run(name, key, results_root) if processes.writes else None
+    if processes.agree(cached is not None):
+        return cached if cached is not None else _read_cached(name, key, results_root)
     data = data if data is not None else load_data(data_config)
     _check_data_fits(model_config, data_config, data)
     run = start_run(model_config, data_config, recipe, data, name, key, fingerprint, parent, init, results_root,
-                    log_every)
-    bar = _progress(run.epochs, progress_label(name, recipe, run.device), len(run.history), progress)
+                    log_every, processes)
+    bar = _progress(run.epochs, progress_label(name, recipe, run.device), len(run.history),
+                    progress and processes.writes)
     run.model.train()
     training = None
     try:
@@ -482,8 +528,6 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
                 training = StageTraining(run, progressive.stage_of(run.stages, epoch))
             started = time.perf_counter()
             solver = run.forward if isinstance(run.forward, MGRITTraining) else None
-            if solver is not None:
-                solver.start_epoch(run.first_step(epoch), run.history)
             entry = {"epoch": epoch + 1, "train_loss": train_one_epoch(run, training, epoch), "lr": training.lr,
                      "branches": training.stage.active_branches}
             if solver is not None:
@@ -501,6 +545,10 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
                 bar.update(1)  # one line per epoch in text mode
             if on_epoch_end is not None:
                 on_epoch_end(entry)
+    except RuntimeError as error:
+        if processes.distributed and not isinstance(error, RankFailure):
+            raise processes.failure(error) from error
+        raise
     finally:
         run.step_log.close()
         if bar is not None:
@@ -556,11 +604,32 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: the profile's, auto)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="torch.compile the model (default: the profile's)")
+    parser.add_argument("--step", default=None, help="the layers' step h (ModelConfig.step): a number, or 1/depth "
+                                                     "(default 1, the ordinary layer)")
+    parser.add_argument("--solver", choices=SOLVERS, default=None,
+                        help="gradients by backprop (default) or by MGRIT across the layers of a ViT")
+    parser.add_argument("--mgrit-iterations", type=int, nargs=2, metavar=("FORWARD", "ADJOINT"), default=None,
+                        help="MGRIT cycles of the forward and adjoint solves (default 1 1)")
+    parser.add_argument("--mgrit-coarsening", type=int, default=None, help="MGRIT coarsening factor (default 4)")
+    parser.add_argument("--mgrit-check-every", type=int, default=None,
+                        help="steps between checks of the MGRIT gradient against backprop (default 0: never)")
+    parser.add_argument("--parallel", choices=PARALLELISMS[1:], default=None,
+                        help="under torchrun: share the run across its processes by data, branch or layer "
+                             "parallelism (layer: with --solver mgrit)")
     parser.add_argument("--name", default=None, help="run name (default: <dataset>-<model>[-<method>])")
     parser.add_argument("--log-every", type=int, default=50, help="steps between reads of the step log (default 50)")
     parser.add_argument("--report-stale", action="store_true",
                         help="only say how many cached runs of --profile were trained by other code")
     return parser
+
+
+def _step_value(text: str, depth: int) -> float:
+    if text == "1/depth":
+        return 1.0 / depth
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"--step {text!r} must be a number or 1/depth") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -582,17 +651,27 @@ def main(argv: list[str] | None = None) -> int:
         if args.n_test is not None and per_epoch is not None and per_epoch >= args.n_test:
             sizes["n_test_per_epoch"] = None  # fewer test images than the profile's curves use: curves on all
         data_config = replace(profile.data_config(args.dataset), **sizes)
+        world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's
         overrides = {"method": args.method, "seed": args.seed if args.seed is not None else profile.seeds[0],
                      "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "device": args.device,
-                     "compile": args.compile}
+                     "compile": args.compile, "solver": args.solver, "mgrit_iterations": args.mgrit_iterations,
+                     "mgrit_coarsening": args.mgrit_coarsening, "mgrit_check_every": args.mgrit_check_every,
+                     "parallel": args.parallel, "processes": world if world > 1 or args.parallel else None}
         recipe = replace(profile.recipe, **{k: v for k, v in overrides.items() if v is not None})
         data = load_data(data_config)
         model_config = profile.model_config(args.model, data)
+        if args.step is not None:
+            model_config = replace(model_config, step=_step_value(args.step, model_config.num_layers))
         print(f"{model_config.name} ({args.method}) on {data!r}\n{recipe.describe()}", flush=True)
         result = train(model_config, data_config, recipe, name=args.name, data=data, log_every=args.log_every)
     except (ConfigError, DatasetNotFoundError, RunCacheError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except RankFailure as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
+    if int(os.environ.get("RANK", "0")) != 0:  # rank 0 speaks for the run
+        return 0
     record = run_paths(result.name, result.key)[0]
     origin = "from the run cache" if result.cached else f"trained in {result.wall_seconds:.0f} s on {result.device}"
     print(f"{result.name}: final test accuracy {result.final_test_acc:.2f}% ({origin}); record {record}")

@@ -21,6 +21,7 @@ Launch with torchrun (`torchrun --nproc_per_node N script.py`), or on several ma
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import torch
 import torch.distributed as dist
@@ -61,6 +62,16 @@ def branch_shares(num_branches: int, world_size: int) -> list[range]:
     return [range(starts[r], starts[r + 1]) for r in range(world_size)]
 
 
+def shared_view(model: ParaFormer, share: range) -> ParaFormer:
+    """`model` restricted to branches `share`, holding the same modules and parameters (no copy): what
+    `select_branches` computes, for a rank that trains its share in place."""
+    view = copy.copy(model)  # a new attribute dict over the same submodules and parameters
+    view._modules = dict(model._modules)
+    view._modules["branches"] = nn.ModuleList(model.branches[i] for i in share)
+    view.config = model.config.with_branches(len(share))
+    return view
+
+
 class BranchParallel(nn.Module):
     """This rank's part of a branch-parallel ParaFormer: the stem, the head and branches `share` of `model`.
 
@@ -73,9 +84,12 @@ class BranchParallel(nn.Module):
     branches draws more masks). Each forward call therefore draws the stem's masks from a stream seeded by
     (`seed`, call number), the same on every rank, and the branches' from one seeded by (`seed`, call number,
     rank), so that no two ranks' branches share masks; the caller's own random state is left as it was.
-    `calls` counts the forward calls, to be restored with a checkpoint for an exact resume."""
+    `calls` counts the forward calls, to be restored with a checkpoint for an exact resume.
 
-    def __init__(self, model: ParaFormer, group=None, seed: int = 0):
+    `share_weights`: hold this rank's part as the model's own modules rather than a copy, so that an optimizer of
+    `model` sees the gradients (training, `paraformer.parallel.processes`); a copy otherwise (the benchmarks)."""
+
+    def __init__(self, model: ParaFormer, group=None, seed: int = 0, share_weights: bool = False):
         super().__init__()
         if model.config.is_incremental:
             raise ConfigError("BranchParallel needs a plain ParaFormer, not a class-incremental one")
@@ -83,7 +97,8 @@ class BranchParallel(nn.Module):
         self.rank, self.world_size = dist.get_rank(group), dist.get_world_size(group)
         self.num_branches = model.num_branches
         self.share = branch_shares(model.num_branches, self.world_size)[self.rank]
-        self.local = model.select_branches(list(self.share))  # stem + head + this rank's branches
+        # stem + head + this rank's branches
+        self.local = shared_view(model, self.share) if share_weights else model.select_branches(list(self.share))
         self.local.execution = model.execution
         self.seed, self.calls = seed, 0
         for name, p in self.local.named_parameters():  # what is frozen in the model stays frozen here

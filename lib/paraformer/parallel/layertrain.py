@@ -26,6 +26,7 @@ layer-parallel training is measured here; its speed by the multi-process benchma
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ..config import ConfigError, Recipe
@@ -53,12 +54,21 @@ def check_trainable(model: ParaFormer, recipe: Recipe) -> None:
 
 
 class _MGRITChain(torch.autograd.Function):
-    """tokens -> the last layer's (batch, tokens, width) output, by MGRIT forward and adjoint solves."""
+    """tokens -> the last layer's (batch, tokens, width) output, by MGRIT forward and adjoint solves.
+
+    Across P ranks each solves its own layers; the output is broadcast from the last rank, so that every rank
+    computes the same head and loss. Backward gives the tokens' cotangent on the first rank (zero elsewhere) and
+    each layer's gradient on its owner (None elsewhere): `paraformer.parallel.processes.sum_gradients` completes
+    them after backward."""
 
     @staticmethod
     def forward(ctx, training: "MGRITTraining", tokens: torch.Tensor, *parameters: torch.Tensor) -> torch.Tensor:
         solver = training.solver()
         output = solver.solve_forward(tokens, tokens)
+        if solver.world_size > 1:
+            if output is None:
+                output = torch.empty_like(tokens)
+            dist.broadcast(output, src=solver.world_size - 1, group=solver.group)
         ctx.training, ctx.solver, ctx.check = training, solver, training.check_due()
         ctx.save_for_backward(tokens, output)
         return output
@@ -66,10 +76,20 @@ class _MGRITChain(torch.autograd.Function):
     @staticmethod
     def backward(ctx, output_cotangent: torch.Tensor):
         tokens, output = ctx.saved_tensors
-        entering, per_layer = ctx.solver.solve_adjoint(output_cotangent, tokens)
-        grads = [g for _, layer_grads in per_layer for g in layer_grads]
+        solver, training = ctx.solver, ctx.training
+        entering, per_layer = solver.solve_adjoint(output_cotangent if solver.is_last else None, tokens)
+        if entering is None:  # not the first rank: the stem's gradient comes from there
+            entering = torch.zeros_like(tokens)
+        local = {id(p): g for params, grads in per_layer for p, g in zip(params, grads)}
+        parameters = training.chain_parameters()
+        grads = [local.get(id(p)) for p in parameters]
         if ctx.check:
-            ctx.training.compare_with_exact(tokens, output, output_cotangent, [entering, *grads])
+            whole = [entering, *(g if g is not None else torch.zeros_like(p) for g, p in zip(grads, parameters))]
+            if solver.world_size > 1:  # the check compares the whole chain's gradient, on every rank
+                flat = torch.cat([g.reshape(-1) for g in whole])
+                dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=solver.group)
+                whole = [flat]
+            training.compare_with_exact(tokens, output, output_cotangent, whole)
         return (None, entering, *grads)
 
 
@@ -77,10 +97,11 @@ class MGRITTraining(nn.Module):
     """`model` as the training loop calls it, with the chain of layers solved by MGRIT while training; see the
     module docstring. `step_number` counts training steps over the whole run (`start_epoch` sets it)."""
 
-    def __init__(self, model: ParaFormer, recipe: Recipe):
+    def __init__(self, model: ParaFormer, recipe: Recipe, distributed: bool = False):
         super().__init__()
         check_trainable(model, recipe)
         self.model, self.recipe = model, recipe
+        self.group = dist.group.WORLD if distributed else None  # the ranks that share the layers (None: one process)
         self.iterations: tuple[int, int] | None = tuple(recipe.mgrit_iterations)  # None: backpropagation
         self.switch_step: int | None = None  # the step from which training is serial, if it switched
         self.step_number = 0
@@ -94,27 +115,29 @@ class MGRITTraining(nn.Module):
 
     def solver(self) -> LayerParallel:
         if self.iterations not in self._solver_cache:
-            self._solver_cache[self.iterations] = LayerParallel(self.model, mgrit_config(self.recipe, self.iterations))
+            self._solver_cache[self.iterations] = LayerParallel(self.model, mgrit_config(self.recipe, self.iterations),
+                                                                group=self.group)
         return self._solver_cache[self.iterations]
 
     def check_due(self) -> bool:
         every = self.recipe.mgrit_check_every
         return bool(every) and self.step_number % every == 0
 
+    def chain_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.branches[0].parameters() if p.requires_grad]
+
     def forward(self, images: torch.Tensor, num_branches: int | None = None) -> torch.Tensor:
         if not self.model.training or self.iterations is None:
             return self.model(images, num_branches)
         tokens = self.model.embed(images)
-        layers = [p for p in self.model.branches[0].parameters() if p.requires_grad]
-        output = _MGRITChain.apply(self, tokens, *layers)
+        output = _MGRITChain.apply(self, tokens, *self.chain_parameters())
         self.step_number += 1
         return self.model.classify(output[:, 0])
 
     def compare_with_exact(self, tokens: torch.Tensor, output: torch.Tensor, output_cotangent: torch.Tensor,
                            mgrit_grads: list[torch.Tensor]) -> None:
         """The adaptive rule's check: the exact chain on the same tokens and cotangent against MGRIT's."""
-        layers = list(self.model.branches[0])
-        params = [p for p in self.model.branches[0].parameters() if p.requires_grad]
+        layers, params = list(self.model.branches[0]), self.chain_parameters()
         with torch.enable_grad():
             x0 = tokens.detach().requires_grad_(True)
             x = x0
@@ -122,8 +145,11 @@ class MGRITTraining(nn.Module):
                 x = layer_step(layer, x, self.model.config.step)
             exact = torch.autograd.grad(x, [x0, *params], output_cotangent)
         flat = lambda tensors: torch.cat([t.reshape(-1) for t in tensors])  # noqa: E731
-        output_error = relative_error(output, x.detach())
-        gradient_error = relative_error(flat(mgrit_grads), flat(exact))
+        errors = torch.tensor([relative_error(output, x.detach()), relative_error(flat(mgrit_grads), flat(exact))],
+                              dtype=torch.float64)
+        if self.group is not None:  # rank 0's figures decide on every rank, so that all run the same cycles
+            dist.broadcast(errors, src=0, group=self.group)
+        output_error, gradient_error = errors.tolist()
         step = self.step_number - 1  # the step whose backward pass this is
         self.checks.append([step, output_error, gradient_error, list(self.iterations)])
         if gradient_error > self.recipe.mgrit_tolerance:

@@ -1,0 +1,194 @@
+"""One training run across processes: `Recipe.parallel` and `Recipe.processes`, launched by torchrun
+(`torchrun --nproc_per_node P -m paraformer.train ... --parallel data`).
+
+Every rank holds the whole model, sees the same minibatches in the same order (shuffling and augmentation are
+seeded by (seed, epoch) as on one device) and ends every step with the same full gradient, so that the same
+optimizer step keeps the replicas equal. Hence rank 0's checkpoint, weights and record are the run's, a resumed
+run continues as an uninterrupted one, and a gradient-norm clip computed on any rank is the global clip. The
+schemes differ in who computes what:
+
+- "data": DistributedDataParallel; each rank computes an equal share of every minibatch, DDP averages the
+  gradients. Dropout draws differ between ranks (each rank's stream is seeded by (seed, epoch, rank)), as they
+  differ between the images of one process's batch.
+- "branch": each rank runs the stem, its share of the branches and the head (`BranchParallel` over the model's
+  own modules); the branch sums meet in one all-reduce. The stem's dropout masks come from a stream that is the
+  same on every rank, the branches' from one per rank (see `paraformer.parallel.branch`).
+- "layer": MGRIT across the layers of a ViT (`Recipe.solver="mgrit"`), rank r owning layers [r N/P, (r+1) N/P);
+  the last rank's output is broadcast, so every rank computes the same head and loss.
+For "branch" and "layer", one all-reduce after backward sums every gradient: a branch's or layer's is non-zero on
+its owner alone, the stem's parts add up, and the head's (the same on every rank) is counted once. Training keeps
+full replicas with that one all-reduce per step, as DDP does; the benchmark (`multibench`) times each scheme's
+minimum communication.
+
+Only rank 0 writes: checkpoints, weights, the record, the step log and the progress bar. A failed or hung rank
+ends the job: every collective waits at most PARAFORMER_DIST_TIMEOUT seconds (default 300), after which the
+waiting ranks raise `RankFailure` naming themselves; torchrun then stops the others.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..config import ConfigError, Recipe
+from ..model import ParaFormer
+from .branch import BranchParallel
+from .launch import init_process_group
+
+DEFAULT_TIMEOUT_SECONDS = 300
+
+
+class RankFailure(RuntimeError):
+    """A multi-process run stopped on this rank because a collective failed or timed out."""
+
+
+def timeout_seconds() -> float:
+    value = os.environ.get("PARAFORMER_DIST_TIMEOUT", str(DEFAULT_TIMEOUT_SECONDS))
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ConfigError(f"PARAFORMER_DIST_TIMEOUT={value!r} must be a positive number of seconds (default "
+                          f"{DEFAULT_TIMEOUT_SECONDS})")
+    return seconds
+
+
+@dataclass(frozen=True)
+class Processes:
+    """Where this process stands in its run: rank `rank` of `world_size` (1: an ordinary run)."""
+
+    rank: int = 0
+    world_size: int = 1
+    scheme: str = "none"  # Recipe.parallel
+    timeout: float = DEFAULT_TIMEOUT_SECONDS
+
+    @property
+    def writes(self) -> bool:
+        """Whether this rank writes the run's files (rank 0 alone)."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def agree(self, flag: bool) -> bool:
+        """Rank 0's `flag` on every rank (what rank 0 decided, e.g. whether the run is cached)."""
+        if not self.distributed:
+            return flag
+        value = torch.tensor([int(flag)])
+        dist.broadcast(value, src=0)
+        return bool(value.item())
+
+    def total(self, value: torch.Tensor) -> torch.Tensor:
+        """The sum of `value` over the ranks (the value itself in one process)."""
+        if not self.distributed:
+            return value
+        summed = value.detach().clone()
+        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+        return summed
+
+    def failure(self, error: BaseException) -> RankFailure:
+        return RankFailure(f"rank {self.rank} of {self.world_size} stopped: {error} (a collective fails when "
+                           f"another rank has failed or has not answered within PARAFORMER_DIST_TIMEOUT="
+                           f"{self.timeout:g} s; that rank's own output says why)")
+
+
+def join(recipe: Recipe) -> Processes:
+    """This process's place in the run `recipe` asks for, joining torchrun's process group if need be. Refuses a
+    launch that does not match the recipe (a run on 2 processes is another run than on 1: its key differs)."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != recipe.processes:
+        how = (f"torchrun --nproc_per_node {recipe.processes} -m paraformer.train ..." if recipe.processes > 1
+               else "python -m paraformer.train ... (no torchrun)")
+        raise ConfigError(f"Recipe.processes={recipe.processes} but this process was launched as one of {launched}; "
+                          f"launch with {how}, or set Recipe.processes={launched}")
+    if recipe.processes == 1:
+        return Processes()
+    timeout = timeout_seconds()
+    if not dist.is_initialized():
+        init_process_group(timeout_seconds=timeout)
+    elif dist.get_world_size() != recipe.processes:
+        raise ConfigError(f"Recipe.processes={recipe.processes} but the process group has {dist.get_world_size()} "
+                          "ranks")
+    return Processes(dist.get_rank(), dist.get_world_size(), recipe.parallel, timeout)
+
+
+def data_share(batch: int, processes: Processes) -> slice:
+    """The images of a minibatch of `batch` that this rank computes under "data" parallelism."""
+    size = batch // processes.world_size
+    return slice(processes.rank * size, (processes.rank + 1) * size)
+
+
+def check_layout(model: ParaFormer, recipe: Recipe, num_train: int) -> None:
+    """Refuse, before any work, a run its scheme cannot split."""
+    p = recipe.processes
+    if recipe.parallel == "data":
+        last = num_train % recipe.batch_size
+        if recipe.batch_size % p or last % p:
+            raise ConfigError(f"Recipe.parallel='data' gives every rank an equal share of each minibatch, and "
+                              f"{p} processes do not divide batch_size={recipe.batch_size} (or the last minibatch "
+                              f"of {last} images); choose a batch size and training-set size they divide")
+    if recipe.parallel == "branch" and p > model.num_branches:
+        raise ConfigError(f"Recipe.parallel='branch' needs a branch per rank: {model.config.name} has "
+                          f"{model.num_branches} for {p} processes; use at most {model.num_branches}")
+
+
+class BranchTraining(nn.Module):
+    """`BranchParallel` over the model's own modules (the optimizer's parameters), with the gradient sum that
+    keeps every replica equal."""
+
+    def __init__(self, model: ParaFormer, processes: Processes, seed: int):
+        super().__init__()
+        self.model = model
+        self.parallel = BranchParallel(model, seed=seed, share_weights=True)
+        self.processes = processes
+
+    def forward(self, images: torch.Tensor, num_branches: int | None = None) -> torch.Tensor:
+        return self.parallel(images, num_branches)
+
+    def start_epoch(self, first_step: int, history: list[dict] | None = None) -> None:
+        self.parallel.calls = first_step  # one stochastic forward call per step: the dropout streams resume
+
+
+def head_parameters(model: ParaFormer) -> list[nn.Parameter]:
+    return [*model.norm.parameters(), *model.head.parameters()]
+
+
+def sum_gradients(model: ParaFormer, processes: Processes) -> None:
+    """After backward under "branch" or "layer": every rank's gradient becomes the full one (see the module
+    docstring). The head's gradient, the same on every rank, is kept on rank 0 alone before the sum."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not processes.distributed or not params:
+        return
+    head = {id(p) for p in head_parameters(model)}
+    parts = []
+    for p in params:
+        grad = p.grad if p.grad is not None else torch.zeros_like(p)
+        if id(p) in head and not processes.writes:
+            grad = torch.zeros_like(grad)
+        parts.append(grad.reshape(-1))
+    flat = torch.cat(parts)
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    offset = 0
+    for p in params:
+        p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
+        offset += p.numel()
+
+
+def training_forward(model: ParaFormer, recipe: Recipe, processes: Processes) -> nn.Module | None:
+    """The module training calls under a multi-process scheme ("data" and "branch"; "layer" is the MGRIT solver's,
+    built by `paraformer.parallel.layertrain`), or None for a single process."""
+    if not processes.distributed or recipe.parallel == "layer":
+        return None
+    if recipe.parallel == "data":
+        from torch.nn.parallel import DistributedDataParallel
+
+        device = next(model.parameters()).device
+        return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                       find_unused_parameters=False)
+    return BranchTraining(model, processes, recipe.seed)
