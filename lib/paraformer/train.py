@@ -662,7 +662,8 @@ def main(argv: list[str] | None = None) -> int:
         model_config = profile.model_config(args.model, data)
         if args.step is not None:
             model_config = replace(model_config, step=_step_value(args.step, model_config.num_layers))
-        print(f"{model_config.name} ({args.method}) on {data!r}\n{recipe.describe()}", flush=True)
+        if int(os.environ.get("RANK", "0")) == 0:  # rank 0 speaks for a run across processes
+            print(f"{model_config.name} ({args.method}) on {data!r}\n{recipe.describe()}", flush=True)
         result = train(model_config, data_config, recipe, name=args.name, data=data, log_every=args.log_every)
     except (ConfigError, DatasetNotFoundError, RunCacheError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -670,7 +671,7 @@ def main(argv: list[str] | None = None) -> int:
     except RankFailure as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
-    if int(os.environ.get("RANK", "0")) != 0:  # rank 0 speaks for the run
+    if int(os.environ.get("RANK", "0")) != 0:
         return 0
     record = run_paths(result.name, result.key)[0]
     origin = "from the run cache" if result.cached else f"trained in {result.wall_seconds:.0f} s on {result.device}"

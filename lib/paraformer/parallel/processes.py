@@ -9,7 +9,8 @@ schemes differ in who computes what:
 
 - "data": DistributedDataParallel; each rank computes an equal share of every minibatch, DDP averages the
   gradients. Dropout draws differ between ranks (each rank's stream is seeded by (seed, epoch, rank)), as they
-  differ between the images of one process's batch.
+  differ between the images of one process's batch. The epoch's loss in the history is the whole minibatches';
+  the step log, written by rank 0, holds its own share's loss.
 - "branch": each rank runs the stem, its share of the branches and the head (`BranchParallel` over the model's
   own modules); the branch sums meet in one all-reduce. The stem's dropout masks come from a stream that is the
   same on every rank, the branches' from one per rank (see `paraformer.parallel.branch`).
