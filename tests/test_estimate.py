@@ -265,7 +265,8 @@ def test_the_suite_counts_a_run_that_two_notebooks_make_once():
     # x 2); at ci, 05's first growth model (Para-F-1-1 on the profile's data and recipe) is 01's Para-F-1-1
     assert table["shared"].to_dict() == {"01_layer_sweep": 0, "02_depth_sweep": 4, "03_paraformer_vs_vit": 0,
                                          "04_compression": 8, "05_expansion": 1, "06_speedup": 0,
-                                         "07_finetune_pretrained": 0, "99_report": 0, "total": 0}
+                                         "07_finetune_pretrained": 0, "08_layer_parallel": 0, "99_report": 0,
+                                         "total": 0}
     assert table.loc["total", "runs"] == len(distinct) == len(runs) - 13
     assert table.loc["total", "pflop"] == pytest.approx(distinct["pflop"].sum())
     assert table.loc["total", "minutes"] == pytest.approx(distinct["pflop"].sum() * 1e15 / 1e12 / 60)

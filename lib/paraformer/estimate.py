@@ -7,7 +7,8 @@ measured throughput:
 
 1. **The runs.** For each notebook, the runs its code makes at a profile with its parameters, listed by
    mirroring the library functions the notebook calls (`experiments.run_sweep` / `run_comparison`, notebook 04's
-   ViTs of every kept size, `expansion.run_class_incremental` / `run_growth`, `pretrained.run_finetune`): model
+   ViTs of every kept size, `expansion.run_class_incremental` / `run_growth`, `pretrained.run_finetune`,
+   `layer_parallel.run_experiment`): model
    config, data config, recipe, parent run, and starting weights. Image counts come from the dataset registry
    (`data.DATASETS`), so nothing is decoded and datasets that are not available here can still be estimated.
    A run is identified as the run cache identifies it, by its name and `train.run_key`; runs that several
@@ -17,8 +18,10 @@ measured throughput:
    `progressive.plan` and `set_trainable` set it), on one image of the model built without random weights: on the
    CPU for small models, on the meta device (shapes only) for large ones, with attention counted as the matrix
    products it is (the CPU's fused attention kernel is invisible to the counter). Per test image, the forward pass
-   that `train()` evaluates after every epoch. Times images, epochs and stages. Only matrix products and
-   convolutions count: optimizer updates, normalization, augmentation and data loading do not.
+   that `train()` evaluates after every epoch. Times images, epochs and stages. A layer-parallel run
+   (`Recipe.solver="mgrit"`) is counted through its solver instead, one step of `MGRITTraining`, which evaluates
+   each layer several times. Only matrix products and convolutions count: optimizer updates, normalization,
+   augmentation and data loading do not.
 3. **Time.** `measure_flops_per_second` times a few training steps of the profile's ViT-6 on this machine (CUDA
    with bfloat16 autocast where there is one, else the CPU) and divides the counted FLOPs by the seconds: a model
    FLOP throughput, not the device's peak. The estimate is FLOPs / that rate. Real runs differ by model shape:
@@ -299,6 +302,27 @@ def _torchvision_config(settings, shape, imagenet: bool) -> ModelConfig:
     return config_from_torchvision(vit, shape.in_channels)
 
 
+def plan_layer_parallel(profile: str, **_) -> list[PlannedRun]:
+    """Notebook 08: `layer_parallel.run_experiment`: every seed's three pre-training arms (`ARMS`), then every
+    seed's fine-tunes of its serial arm's weights (`FINETUNE_ARMS`). Its other parameters choose what it benchmarks,
+    which this estimate does not cover. MGRIT runs are counted through their solver (`mgrit_step_flops`)."""
+    from .experiments.layer_parallel import ARMS, FINETUNE_ARMS, PHASES, get_layer_parallel_setting
+
+    setting, nb = get_layer_parallel_setting(profile), "08_layer_parallel"
+    adaptive = ("the adaptive arm at its starting cycles and checks: more cycles later cost more, a switch to "
+                "backprop less")
+    runs = []
+    for phase, arms in zip(PHASES, (ARMS, FINETUNE_ARMS)):
+        data = setting.data_config(phase)
+        model = setting.model_config(_data_shape(data))
+        for seed in setting.profile.seeds:
+            for arm in arms:
+                init = f"the serial pre-training arm's weights, seed {seed}" if phase == "fine-tuning" else None
+                runs.append(PlannedRun(nb, model, data, setting.recipe(arm, seed, phase), setting.run_name(arm, phase),
+                                       init=init, note=adaptive if arm == "adaptive" else ""))
+    return runs
+
+
 def _quietly(get, profile: str):
     """A profile (or comparison) without making it the active one: an estimate must not move the results folder."""
     from . import config
@@ -328,6 +352,7 @@ NOTEBOOKS: dict[str, Notebook] = {
                            trains_nothing="trains nothing: it reads the benchmark CSVs (and measures missing ones "
                                           "with paraformer.bench, which this estimate does not cover)"),
     "07_finetune_pretrained": Notebook(plan_finetune, {"pretrained": None, "datasets": None}),
+    "08_layer_parallel": Notebook(plan_layer_parallel, {"processes": [1, 2], "measure_other_device": True}),
     "99_report": Notebook(lambda profile, **_: [], {},
                           trains_nothing="trains nothing: it gathers the other notebooks' claims tables"),
 }
@@ -439,6 +464,53 @@ def _learns(stage: progressive.Stage, names: frozenset[str], inherited: frozense
     return f"{len(stage.trainable)} of {len(names)} tensors"
 
 
+def _mgrit_solver_recipe(recipe: Recipe) -> Recipe:
+    """The fields of `recipe` that decide what an MGRIT step computes, on an otherwise default recipe: one count
+    serves every seed and learning rate."""
+    return Recipe(solver="mgrit", mgrit_levels=recipe.mgrit_levels, mgrit_coarsening=recipe.mgrit_coarsening,
+                  mgrit_relaxation=recipe.mgrit_relaxation, mgrit_iterations=recipe.mgrit_iterations,
+                  mgrit_check_every=recipe.mgrit_check_every)
+
+
+@functools.lru_cache(maxsize=None)
+def _mgrit_counts(model: ModelConfig, recipe: Recipe) -> tuple[float, float]:
+    """Counted FLOPs per image of one MGRIT training step through `MGRITTraining` (stem, forward solve, head,
+    adjoint solve and the final sweep), without and with the adaptive rule's check against the exact gradient."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode, _FlopCounterMode
+
+    from .parallel.layertrain import MGRITTraining
+
+    def counted(work) -> int:
+        # FlopCounterMode's module tracker hooks every module's gradients, and those hooks refuse the
+        # torch.autograd.grad calls that MGRIT's backward makes; its dispatch mode alone counts the same operators
+        counter = FlopCounterMode(display=False)
+        with sdpa_kernel(SDPBackend.MATH), _FlopCounterMode(counter):
+            work()
+        return counter.get_total_flops()
+
+    device = _counting_device(model)
+    x = torch.zeros(1, model.in_channels, model.image_size, model.image_size, device=device)
+    y = torch.zeros(1, dtype=torch.long, device=device)
+    counts = []
+    for every in (0, 1):  # a check is due at step 0 whenever checks are on
+        net = _counting_model(model, device)
+        solver = MGRITTraining(net, replace(recipe, mgrit_check_every=every))
+        solver.start_epoch(0, [])
+        counts.append(counted(lambda: F.cross_entropy(solver(x), y).backward()))
+    return float(counts[0]), float(counts[1])
+
+
+def mgrit_step_flops(model: ModelConfig, recipe: Recipe) -> float:
+    """Counted FLOPs per training image of a step of `recipe`'s MGRIT (`Recipe.solver="mgrit"`) at its own cycles,
+    with its checks (every `mgrit_check_every` steps one serial forward and backward of the layers) spread over the
+    steps. The adaptive rule's later cycles are not known before the run: they are not counted."""
+    recipe = _mgrit_solver_recipe(recipe)
+    plain, checked = _mgrit_counts(model, recipe)
+    every = recipe.mgrit_check_every
+    return plain + ((checked - plain) / every if every else 0.0)
+
+
 def train_step_flops(model: ModelConfig, batch_size: int = 1) -> float:
     """Counted FLOPs of one joint training step (forward and backward) on `batch_size` images."""
     return stage_costs(model)[0].train_flops * batch_size
@@ -466,8 +538,10 @@ def run_cost(run: PlannedRun) -> RunCost:
                          run.parent.model if run.parent else None, run.recipe.prefix_weights)
     epochs = run.recipe.epochs  # per stage: `frozen` runs the recipe once per branch it trains
     learns = f"one branch per stage ({len(stages)} stages)" if run.recipe.method == "frozen" else stages[0].learns
-    return RunCost(epochs * len(stages), n_train, n_test, learns,
-                   sum(s.train_flops for s in stages) * n_train * epochs,
+    # an MGRIT run (method joint: one stage) evaluates each layer several times per step: counted through its solver
+    train = (mgrit_step_flops(run.model, run.recipe) if run.recipe.solver == "mgrit"
+             else sum(s.train_flops for s in stages))
+    return RunCost(epochs * len(stages), n_train, n_test, learns, train * n_train * epochs,
                    sum(s.eval_flops for s in stages) * n_test * epochs)
 
 

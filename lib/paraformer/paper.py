@@ -53,3 +53,9 @@ def combine(*tables: dict) -> dict:
     """One dataset -> model -> accuracy table from several (e.g. Tables 2 and 3 for the two sweeps together)."""
     return {d: {m: a for table in tables for m, a in table.get(d, {}).items()}
             for d in dict.fromkeys(d for table in tables for d in table)}
+
+
+# Jiang et al., "Layer-Parallel Training for Transformers" (arXiv 2601.09026). Only the abstract is public here, and
+# it gives no figure: its claims (layer-parallel acceleration; accuracy commensurate with serial pre-training;
+# fine-tuning unaffected) are judged against margins of our own (paraformer.experiments.layer_parallel).
+PAPER_2026 = "Jiang et al. 2026 (arXiv 2601.09026)"

@@ -158,8 +158,10 @@ class SpeedVerdict:
                 "device": self.device}
 
 
-def _judged(key: str, kind: str, claim: str, ratio: float, threshold: float, spread: float, detail: str,
-            device: str, paper: float | None = None, not_testable: str | None = None) -> SpeedVerdict:
+def judge_ratio(key: str, kind: str, claim: str, ratio: float, threshold: float, spread: float, detail: str,
+                device: str, paper: float | None = None, not_testable: str | None = None) -> SpeedVerdict:
+    """The verdict on "`ratio` exceeds `threshold`", its interval the ratio times exp(+-`spread`) (`ratio_spread`),
+    through `judge`; `not_testable` (why) where there is no ratio to judge."""
     low, high = (ratio * math.exp(-spread), ratio * math.exp(spread)) if math.isfinite(ratio) else (ratio, ratio)
     return SpeedVerdict(key, kind, judge(claim, ratio, low, high, threshold, paper=paper, not_testable=not_testable),
                         detail, device)
@@ -170,7 +172,7 @@ def _strategy_verdicts(strategies: pd.DataFrame, spread: float) -> list[SpeedVer
     worst = table.loc[table["auto_vs_best"].idxmax()]
     within = int((table["auto_vs_best"] <= AUTO_TARGET).sum())
     # judge tests "exceeds": auto's speed relative to the best, at its worst shape, must exceed 1 / 1.05
-    return [_judged(
+    return [judge_ratio(
         "auto", "target", f"auto execution within {AUTO_TARGET - 1:.0%} of the faster of loop and fused at every "
         "measured shape", 1 / worst["auto_vs_best"], 1 / AUTO_TARGET, spread,
         f"ours: auto's speed relative to the faster at its worst shape (the target: at least 1/{AUTO_TARGET:g}); "
@@ -185,7 +187,7 @@ def _layer_verdicts(layers: pd.DataFrame, spread: float) -> list[SpeedVerdict]:
     if one.empty:
         raise ValueError("the layers benchmark has no Para-F-1-n rows; rerun it")
     n = 24 if 24 in one.index else int(one.index.max())
-    out = [_judged(
+    out = [judge_ratio(
         "latency", "target", f"batch-1 inference latency of Para-F-1-{n} at most {LATENCY_TARGET:g}x that of "
         f"ViT-{n}", one.loc[n, "inference_speedup"], 1 / LATENCY_TARGET, spread,
         f"ours: ViT-{n} time over Para-F-1-{n} time (the target: at least {1 / LATENCY_TARGET:.3g}); "
@@ -195,7 +197,7 @@ def _layer_verdicts(layers: pd.DataFrame, spread: float) -> list[SpeedVerdict]:
     lo, hi = int(one.index.min()), int(one.index.max())
     growth = one.loc[hi, "inference_ms"] / one.loc[lo, "inference_ms"]
     vit_growth = one.loc[hi, "vit_inference_ms"] / one.loc[lo, "vit_inference_ms"]
-    out.append(_judged(
+    out.append(judge_ratio(
         "growth", "paper", f"{PAPER_2024}: inference time does not grow with the number of layers",
         1 / growth, 1 / NOT_GROWING, spread,
         f"ours: batch-1 latency of Para-F-1-{lo} over Para-F-1-{hi} on one device (the claim: at least "
@@ -208,11 +210,11 @@ def _layer_verdicts(layers: pd.DataFrame, spread: float) -> list[SpeedVerdict]:
     reached = tested["inference_speedup"] / tested["paper_N_over_M"]
     claim = f"{PAPER_2024}, section 3.3: a depth-M Para-Former runs N/M times faster than a depth-N serial network"
     if tested.empty:
-        out.append(_judged("n_over_m", "paper", claim, math.nan, N_OVER_M_REACHED, spread, "", device,
-                           not_testable="no Para-Former with N/M > 1 was measured"))
+        out.append(judge_ratio("n_over_m", "paper", claim, math.nan, N_OVER_M_REACHED, spread, "", device,
+                               not_testable="no Para-Former with N/M > 1 was measured"))
         return out
     worst, best = tested.loc[reached.idxmin()], tested.loc[reached.idxmax()]
-    out.append(_judged(
+    out.append(judge_ratio(
         "n_over_m", "paper", claim, float(reached.min()), N_OVER_M_REACHED, spread,
         f"ours: the worst measured speed-up over N/M, N/M > 1, batch 1, one device (the claim: at least "
         f"{N_OVER_M_REACHED:g}); over {len(tested)} models with N/M > 1 the speed-ups reach {reached.min():.0%} ({worst['model']}: "
@@ -230,7 +232,7 @@ def _multi_verdicts(data: dict[str, pd.DataFrame], steps: pd.DataFrame, spread: 
     out = []
     scaling = branch_scaling(data, top)
     if scaling is not None:
-        out.append(_judged(
+        out.append(judge_ratio(
             "scaling", "target", f"branch-parallel step on {top} processes at least {SCALING_TARGET:g}x faster than "
             "on one", scaling, SCALING_TARGET, spread,
             f"{scaling:.2f}x (ideal {top}), both in the {top}-process run", device))
@@ -244,8 +246,10 @@ def _multi_verdicts(data: dict[str, pd.DataFrame], steps: pd.DataFrame, spread: 
                  else f"branch parallel faster than {method}'s best pipeline at {top} processes")
         threshold = paper - paper_spread if fairscale else 1.0
         if method not in at_top.index:
-            out.append(_judged(method, kind, claim, math.nan, threshold, spread, "", device, paper=paper_figure,
-                               not_testable=f"{method} was not measured at {top} processes (see the benchmark log)"))
+            out.append(judge_ratio(method, kind, claim, math.nan, threshold, spread, "", device,
+                                   paper=paper_figure,
+                                   not_testable=f"{method} was not measured at {top} processes (see the benchmark "
+                                                "log)"))
             continue
         row = at_top.loc[method]
         ratio, own = float(row["vs_branch"]), float(row["speedup_over_1_process"])
@@ -262,8 +266,8 @@ def _multi_verdicts(data: dict[str, pd.DataFrame], steps: pd.DataFrame, spread: 
             not_testable = (f"on a CPU FairScale's Pipe cannot overlap its partitions (one worker thread per device, "
                             f"and every partition's device is 'cpu': its own speed-up from 1 to {top} processes is "
                             f"{own:.2f}x); the paper measured GPUs")
-        out.append(_judged(method, kind, claim, ratio, threshold, spread, detail, device, paper=paper_figure,
-                           not_testable=not_testable))
+        out.append(judge_ratio(method, kind, claim, ratio, threshold, spread, detail, device, paper=paper_figure,
+                               not_testable=not_testable))
     return out
 
 

@@ -1,0 +1,341 @@
+"""Notebook 08's experiment (`paraformer.experiments.layer_parallel`): what each profile runs, what it refuses, the
+claims it makes and how they are judged, what the solver's record says, the speed claims on made-up benchmark
+rows (missing ones included), and a tiny run of every arm and fine-tune."""
+
+import math
+from dataclasses import replace
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from paraformer import config, estimate
+from paraformer.config import ConfigError
+from paraformer.data import ImageData
+from paraformer.experiments import judge_claims, layer_parallel as lp
+from paraformer.experiments.profiles import PROFILES
+from paraformer.parallel import costmodel
+from paraformer.train import load_trained_model, run_paths
+
+
+@pytest.fixture(autouse=True)
+def results_root(tmp_path, monkeypatch):
+    """A throw-away results root, and no active profile before or after the test."""
+    monkeypatch.setenv("PARAFORMER_RESULTS", str(tmp_path))
+    monkeypatch.setattr(config, "_active_profile", None)
+    return tmp_path
+
+
+# --- the settings ----------------------------------------------------------------------------------------------
+
+def test_every_profile_has_a_setting_and_quick_trains_vit_8_at_coarsening_2():
+    assert set(lp.LAYER_PARALLEL_SETTINGS) == set(PROFILES)
+    shapes = {name: (s.dataset, s.finetune_dataset, s.depth, s.coarsening, s.levels, s.exact_after, s.check_every)
+              for name, s in lp.LAYER_PARALLEL_SETTINGS.items()}
+    assert shapes == {"ci": ("fashion_mnist", "mnist", 8, 2, 2, 3, 5),
+                      "quick": ("fashion_mnist", "mnist", 8, 2, 2, 3, 20),
+                      "gpu": ("fashion_mnist", "mnist", 32, 4, 2, 7, 20),
+                      "paper": ("fashion_mnist", "mnist", 32, 4, 2, 7, 20)}
+    for setting in lp.LAYER_PARALLEL_SETTINGS.values():
+        assert (setting.fixed_iterations, setting.adaptive_start, setting.tolerance, setting.adapt,
+                setting.margin) == ((1, 1), (1, 1), 0.01, "iterate", 1.0)
+    assert lp.get_layer_parallel_setting("quick") is lp.LAYER_PARALLEL_SETTINGS["quick"]
+
+
+def test_the_arms_differ_only_in_how_the_gradient_is_computed():
+    setting = lp.get_layer_parallel_setting("paper")
+    serial, fixed, adaptive = (setting.recipe(arm, seed=2) for arm in lp.ARMS)
+    assert (serial.solver, fixed.solver, adaptive.solver) == ("backprop", "mgrit", "mgrit")
+    assert (fixed.mgrit_coarsening, fixed.mgrit_levels, fixed.mgrit_iterations,
+            fixed.mgrit_check_every) == (4, 2, (1, 1), 0)
+    assert (adaptive.mgrit_iterations, adaptive.mgrit_check_every, adaptive.mgrit_tolerance,
+            adaptive.mgrit_adapt) == ((1, 1), 20, 0.01, "iterate")
+    solver_fields = {"solver", "mgrit_levels", "mgrit_coarsening", "mgrit_iterations", "mgrit_check_every",
+                     "mgrit_tolerance", "mgrit_adapt"}
+    plain = [{k: v for k, v in vars(r).items() if k not in solver_fields} for r in (serial, fixed, adaptive)]
+    assert plain[0] == plain[1] == plain[2]
+    # the profile's recipe otherwise, compile off (MGRIT cannot be compiled): the gpu profile compiles its runs
+    assert serial == replace(PROFILES["paper"].recipe, seed=2, compile=False)
+    gpu = lp.LAYER_PARALLEL_SETTINGS["gpu"]
+    assert PROFILES["gpu"].recipe.compile and {gpu.recipe(arm, seed=0).compile for arm in lp.ARMS} == {False}
+    tuned = setting.recipe("fixed", seed=2, phase="fine-tuning")
+    assert (tuned.epochs, tuned.solver, tuned.mgrit_iterations) == (setting.finetune_epochs, "mgrit", (1, 1))
+    # every arm at h = 1/N and without dropout (the paper profile's models have 0.1, which MGRIT refuses)
+    shape = SimpleNamespace(image_size=28, in_channels=1, num_classes=10)
+    model = setting.model_config(shape)
+    assert (model.num_layers, model.branch_depth, model.step, model.dropout) == (32, 32, 1 / 32, 0.0)
+    assert PROFILES["paper"].dropout == 0.1
+
+
+@pytest.mark.parametrize("fields", [
+    dict(name="nosuch"),
+    dict(finetune_dataset="fashion_mnist"),  # the claims pick each phase's runs by dataset
+    dict(finetune_dataset="cifar10"),  # 32 px RGB: the pre-trained weights do not fit
+    dict(depth=9),  # coarsening 2 does not divide it
+    dict(fixed_iterations=(3, 3)),  # exact after 8 / 2 - 1 = 3 cycles: serial training
+    dict(adaptive_start=(1, 3)),
+    dict(adapt="faster"),
+    dict(margin=0.0),
+])
+def test_a_setting_that_cannot_work_is_refused_in_one_line(fields):
+    valid = lp.LAYER_PARALLEL_SETTINGS["quick"]
+    with pytest.raises(ConfigError) as refused:
+        replace(valid, **fields)
+    assert len(str(refused.value).splitlines()) == 1
+    assert replace(valid, fixed_iterations=(2, 2), adaptive_start=(2, 0)).exact_after == 3  # just below: accepted
+
+
+def test_an_unknown_profile_or_arm_is_refused():
+    with pytest.raises(ConfigError):
+        lp.get_layer_parallel_setting("nosuch")
+    setting = lp.LAYER_PARALLEL_SETTINGS["ci"]
+    with pytest.raises(ConfigError):
+        setting.recipe("adaptive", seed=0, phase="fine-tuning")  # fine-tuning has no adaptive arm
+    with pytest.raises(ConfigError):
+        setting.data_config("warm-up")
+
+
+# --- the claims ---------------------------------------------------------------------------------------------------
+
+def test_the_claims_are_layer_parallel_minus_serial_above_minus_the_margin():
+    setting = replace(lp.LAYER_PARALLEL_SETTINGS["ci"], margin=2.0)
+    claims = lp.accuracy_claims(setting)
+    assert [(c.dataset, c.column, c.better, c.worse, c.threshold, c.paper) for c in claims] == [
+        ("fashion_mnist", "arm", "fixed", "serial", -2.0, None),
+        ("fashion_mnist", "arm", "adaptive", "serial", -2.0, None),
+        ("mnist", "arm", "fixed", "serial", -2.0, None)]
+
+
+def made_up_runs(differences: dict[tuple[str, str], float], images: int = 1000, seeds=(0, 1)) -> pd.DataFrame:
+    """Runs whose per-image correctness is known: serial right on 60% of the images, each other (phase, arm) that
+    much more (points), the extra or missing images the same for every seed."""
+    rows = []
+    for (phase, arm), points in {("pre-training", "serial"): 0.0, ("fine-tuning", "serial"): 0.0,
+                                 **differences}.items():
+        right = int(round(images * (0.6 + points / 100)))
+        correct = np.arange(images) < right
+        for seed in seeds:
+            rows.append({"phase": phase, "dataset": "fashion_mnist" if phase == "pre-training" else "mnist",
+                         "arm": arm, "seed": seed, "correct": correct, "test_acc": 100 * correct.mean()})
+    return pd.DataFrame(rows)
+
+
+def test_the_claims_are_judged_on_runs_paired_by_arm_seed_and_image():
+    setting = lp.LAYER_PARALLEL_SETTINGS["ci"]
+    runs = made_up_runs({("pre-training", "fixed"): 0.0, ("pre-training", "adaptive"): -5.0,
+                         ("fine-tuning", "fixed"): -0.2})
+    verdicts = judge_claims(runs, lp.accuracy_claims(setting))
+    assert [(v.ours, v.verdict) for v in verdicts] == [(pytest.approx(0.0), "supported"),
+                                                      (pytest.approx(-5.0), "contradicted"),
+                                                      (pytest.approx(-0.2), "supported")]
+    assert [v.threshold for v in verdicts] == [-1.0] * 3
+    assert {v.confidence for v in verdicts} != {0.95}  # Holm over the three
+
+
+# --- the solver's record ----------------------------------------------------------------------------------------
+
+def record(recipe: dict, history: list[dict]) -> SimpleNamespace:
+    return SimpleNamespace(config={"recipe": recipe}, history=history)
+
+
+def test_the_solver_table_reads_adaptations_the_switch_and_the_checks_from_the_history():
+    adaptive = record({"solver": "mgrit", "mgrit_iterations": [1, 1], "mgrit_tolerance": 0.01}, [
+        {"mgrit_iterations": [2, 2], "solver_switch_step": None,
+         "mgrit_checks": [[0, 1e-3, 0.004, [1, 1]], [20, 2e-3, 0.5, [1, 1]]]},
+        {"mgrit_iterations": None, "solver_switch_step": 41,
+         "mgrit_checks": [[40, 1e-4, 0.02, [2, 2]]]},
+        {"mgrit_iterations": None, "solver_switch_step": 41, "mgrit_checks": []}])
+    fixed = record({"solver": "mgrit", "mgrit_iterations": [1, 1], "mgrit_tolerance": 0.1},
+                   [{"mgrit_iterations": [1, 1], "solver_switch_step": None, "mgrit_checks": []}])
+    serial = record({"solver": "backprop"}, [{}])
+    runs = pd.DataFrame({"phase": ["pre-training"] * 3, "arm": ["serial", "fixed", "adaptive"], "seed": [0, 0, 0]})
+    table = lp.solver_table(runs, [serial, fixed, adaptive])
+    assert table.drop(columns=["phase", "seed"]).to_dict("records") == [
+        {"arm": "fixed", "start_cycles": (1, 1), "end_cycles": (1, 1), "switch_step": None, "adapted_from": (),
+         "checks": 0, "past_tolerance": 0, "first_gradient_error": pytest.approx(math.nan, nan_ok=True),
+         "worst_gradient_error": pytest.approx(math.nan, nan_ok=True),
+         "last_gradient_error": pytest.approx(math.nan, nan_ok=True)},
+        {"arm": "adaptive", "start_cycles": (1, 1), "end_cycles": "backprop", "switch_step": 41,
+         "adapted_from": (21, 41), "checks": 3, "past_tolerance": 2, "first_gradient_error": 0.004,
+         "worst_gradient_error": 0.5, "last_gradient_error": 0.02}]
+    checks = lp.solver_checks(runs, [serial, fixed, adaptive])
+    assert checks[["arm", "step", "gradient_error", "cycles"]].values.tolist() == [
+        ["adaptive", 0, 0.004, (1, 1)], ["adaptive", 20, 0.5, (1, 1)], ["adaptive", 40, 0.02, (2, 2)]]
+    shown = lp.readable(table, ("worst_gradient_error",))
+    assert shown.loc[1, ["end_cycles", "adapted_from", "worst_gradient_error"]].tolist() == ["backprop", "21, 41",
+                                                                                            "5.00e-01"]
+
+
+# --- speed --------------------------------------------------------------------------------------------------------
+
+CPU = {"device": "test CPU, 1 thread(s)", "device_type": "cpu", "profile": "quick"}
+
+
+def steps(rows: list[tuple[str, str, int, float]]) -> dict[str, pd.DataFrame]:
+    """multi_steps_<P> tables from (method, model, processes, seconds)."""
+    frame = pd.DataFrame([{"method": m, "model": model, "micro_batches": 1, "seconds": t, "processes": p, **CPU}
+                          for m, model, p, t in rows])
+    return {f"multi_steps_{p}": group.reset_index(drop=True) for p, group in frame.groupby("processes")}
+
+
+BRANCH = [("branch", "Para-F-1-24", 1, 0.20), ("branch", "Para-F-1-24", 2, 0.12),
+          ("branch, 1 process", "Para-F-1-24", 2, 0.20)]
+
+
+def test_benchmarks_without_the_mgrit_and_ddp_rows_leave_the_speed_claims_not_testable_and_say_which():
+    setting = lp.LAYER_PARALLEL_SETTINGS["quick"]
+    data = steps(BRANCH + [("torch-gpipe", "ViT-24", 1, 0.5), ("torch-gpipe", "ViT-24", 2, 0.4)])
+    assert lp.missing_speed_rows(data, "quick", setting) == [("ddp", "ViT-24", 1), ("mgrit-1it", "ViT-24", 2),
+                                                              ("mgrit-1it", "ViT-24", 1)]
+    verdicts = lp.speed_verdicts(data, "quick", setting)
+    assert [(v.key, v.kind, v.verdict.verdict) for v in verdicts] == [
+        ("acceleration", "paper", "not testable here"), ("mgrit_scaling", "comparison", "not testable here"),
+        ("mgrit_vs_branch", "comparison", "not testable here")]
+    assert all(math.isnan(v.verdict.ours) for v in verdicts)
+    # no multi-process benchmark at all: the same, without a crash
+    assert [v.verdict.verdict for v in lp.speed_verdicts({}, "quick", setting)] == ["not testable here"] * 3
+    assert lp.speed_table({}).empty
+    # a solver the benchmark does not time (it runs one adjoint cycle)
+    two = replace(setting, fixed_iterations=(1, 2))
+    assert lp.missing_speed_rows(data, "quick", two)[1] == (None, "ViT-24", 2)
+
+
+def test_the_speed_claims_are_ratios_of_step_times_judged_by_speedups_rule():
+    setting = lp.LAYER_PARALLEL_SETTINGS["quick"]
+    data = steps(BRANCH + [("ddp", "ViT-24", 1, 0.30), ("ddp", "Para-F-1-24", 1, 0.21), ("ddp", "ViT-24", 2, 0.2),
+                           ("mgrit-1it", "ViT-24", 1, 0.40), ("mgrit-1it", "ViT-24", 2, 0.20),
+                           ("mgrit-2it", "ViT-24", 2, 0.25)])
+    assert lp.missing_speed_rows(data, "quick", setting) == []
+    verdicts = {v.key: v.verdict for v in lp.speed_verdicts(data, "quick", setting)}
+    assert {k: (v.ours, v.threshold, v.verdict) for k, v in verdicts.items()} == {
+        "acceleration": (pytest.approx(1.5), 1.0, "supported"),  # serial 0.30 s over MGRIT on 2 processes 0.20 s
+        "mgrit_scaling": (pytest.approx(2.0), 1.0, "supported"),
+        "mgrit_vs_branch": (pytest.approx(0.6), 1.0, "contradicted")}  # branch 0.12 s over MGRIT 0.20 s
+    # the interval is speedup's: the 1-process branch step timed in both runs agrees exactly, so the narrowest
+    assert verdicts["acceleration"].high == pytest.approx(1.5 * math.exp(0.02))
+    table = lp.speed_table(data)
+    assert table[["processes", "method", "model"]].values.tolist() == [
+        [1, "branch", "Para-F-1-24"], [1, "ddp", "ViT-24"], [1, "mgrit-1it", "ViT-24"], [2, "branch", "Para-F-1-24"],
+        [2, "ddp", "ViT-24"], [2, "mgrit-1it", "ViT-24"], [2, "mgrit-2it", "ViT-24"]]
+    assert table["serial_over_this"].tolist() == pytest.approx([1.5, 1.0, 0.75, 2.5, 1.5, 1.5, 1.2])
+
+
+def predicted(rows: list[tuple[str, str, int, float]]) -> pd.DataFrame:
+    """A costmodel.predictions table at depth 24 from (method, model, devices, ms); both all-reduce models alike."""
+    return pd.DataFrame([{"depth": 24, "method": m, "model": model, "devices": p, "micro_batches": 1,
+                          "predicted_ring_ms": t, "predicted_tree_ms": t, "measured_ms": math.nan}
+                         for m, model, p, t in rows])
+
+
+def test_the_cost_model_names_the_fastest_way_to_train_the_vit_and_mgrit_over_branch(monkeypatch):
+    table = predicted([("branch", "Para-F-1-24", 1, 100.0), ("branch", "Para-F-1-24", 8, 20.0),
+                       ("pipeline (GPipe)", "ViT-24", 1, 300.0), ("pipeline (GPipe)", "ViT-24", 8, 90.0),
+                       ("ddp", "ViT-24", 1, 290.0), ("ddp", "ViT-24", 8, 80.0),
+                       ("ddp", "Para-F-1-24", 1, 95.0), ("ddp", "Para-F-1-24", 8, 15.0),  # not the ViT: never named
+                       ("mgrit-1it", "ViT-24", 1, 400.0), ("mgrit-1it", "ViT-24", 8, 60.0)])
+    monkeypatch.setattr(costmodel, "predictions", lambda data, profile: table)
+    costs = {"multi_costs_1": pd.DataFrame(), "multi_costs_2": pd.DataFrame()}
+    winners = lp.cost_model_winners(costs, "quick", lp.LAYER_PARALLEL_SETTINGS["quick"])
+    ring = winners.table[winners.table["allreduce"] == "ring"]
+    assert ring[["devices", "fastest", "fastest_ms", "mgrit_over_branch"]].values.tolist() == [
+        [1, "ddp", 290.0, 4.0], [8, "mgrit-1it", 60.0, 3.0]]
+    assert winners.mgrit == "mgrit-1it"
+    assert lp.cost_model_winners({}, "quick", lp.LAYER_PARALLEL_SETTINGS["quick"]).table.empty  # no cost CSVs
+
+
+# --- the estimate -------------------------------------------------------------------------------------------------
+
+def test_an_mgrit_run_is_estimated_through_its_solver_each_cycle_and_each_check_adding_their_work():
+    setting = lp.LAYER_PARALLEL_SETTINGS["ci"]
+    model = setting.model_config(SimpleNamespace(image_size=28, in_channels=1, num_classes=10))
+    mgrit = setting.recipe("fixed", seed=0)
+    counts = [estimate.mgrit_step_flops(model, replace(mgrit, mgrit_iterations=(k, k))) for k in (0, 1, 2)]
+    serial = estimate.stage_costs(model)[0].train_flops
+    assert serial < counts[0] < counts[1] < counts[2]
+    assert counts[2] - counts[1] == counts[1] - counts[0]  # every cycle repeats the same steps
+    checked = [estimate.mgrit_step_flops(model, replace(mgrit, mgrit_check_every=k)) for k in (1, 5)]
+    assert checked[1] - counts[1] == pytest.approx((checked[0] - counts[1]) / 5)  # a check every 5 steps
+    (serial_run, fixed_run, adaptive_run, *_) = estimate.plan_notebook("08", "ci")
+    assert estimate.run_cost(fixed_run).train_flops == counts[1] * 512 * mgrit.epochs
+    assert estimate.run_cost(serial_run).train_flops == serial * 512 * mgrit.epochs
+    assert estimate.run_cost(adaptive_run).train_flops > estimate.run_cost(fixed_run).train_flops
+
+
+# --- a tiny experiment, end to end --------------------------------------------------------------------------------
+
+def digits_data(n_train: int = 64, n_test: int = 40, seed: int = 0) -> ImageData:
+    """Ten classes of 28 px greyscale images, the shape of Fashion-MNIST and MNIST: class k is bright in row band k."""
+    g = torch.Generator().manual_seed(seed)
+
+    def split(n):
+        labels = torch.arange(n) % 10
+        images = torch.randint(0, 60, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
+        for k in range(10):
+            images[labels == k, :, 2 * k + 4:2 * k + 7] += 150
+        return images, labels
+
+    no_validation = (torch.empty(0, 1, 28, 28, dtype=torch.uint8), torch.empty(0, dtype=torch.long))
+    return ImageData("digits", *split(n_train), *no_validation, *split(n_test), [str(k) for k in range(10)], (0.3,),
+                     (0.3,), "synthetic")
+
+
+@pytest.fixture
+def tiny_ci(monkeypatch):
+    """The ci profile cut to one epoch of 64 images and two seeds, and every train() call recorded."""
+    small = replace(PROFILES["ci"], n_train=64, n_test=40, n_test_per_epoch=None, seeds=(0, 1),
+                    recipe=replace(PROFILES["ci"].recipe, epochs=1, batch_size=16))
+    monkeypatch.setitem(PROFILES, "ci", small)
+    setting = replace(lp.LAYER_PARALLEL_SETTINGS["ci"], check_every=2, finetune_epochs=1)
+    monkeypatch.setitem(lp.LAYER_PARALLEL_SETTINGS, "ci", setting)  # what the estimate plans from
+    calls = []
+    real = lp.train
+
+    def recorded(model_config, data_config, recipe, **options):
+        calls.append({"name": options["name"], "model": model_config, "data": data_config, "recipe": recipe,
+                      "init": options.get("init")})
+        return real(model_config, data_config, recipe, **options)
+
+    monkeypatch.setattr(lp, "train", recorded)
+    return setting, calls
+
+
+def test_a_tiny_experiment_trains_every_arm_and_fine_tunes_the_serial_weights(tiny_ci, results_root):
+    setting, calls = tiny_ci
+    arms, records = lp.run_arms(setting, progress=False, data=digits_data(seed=0))
+    tuned, tuned_records = lp.run_finetune(setting, arms, records, progress=False, data=digits_data(seed=1))
+    runs = pd.concat([arms, tuned], ignore_index=True)
+    assert runs[["phase", "dataset", "arm", "seed", "test_images", "epochs"]].values.tolist() == [
+        ["pre-training", "fashion_mnist", arm, seed, 40, 1] for seed in (0, 1) for arm in lp.ARMS] + [
+        ["fine-tuning", "mnist", arm, seed, 40, 1] for seed in (0, 1) for arm in lp.FINETUNE_ARMS]
+    assert [r.config["recipe"]["solver"] for r in records + tuned_records] == [
+        "backprop", "mgrit", "mgrit"] * 2 + ["backprop", "mgrit"] * 2
+    assert {r.config["model"]["step"] for r in records + tuned_records} == {1 / 8}
+    # each fine-tune starts from its seed's serial weights, without their head
+    for seed, serial in zip((0, 1), records[0::3]):
+        weights = load_trained_model(serial).state_dict()
+        for call in calls:
+            if call["init"] is not None and call["recipe"].seed == seed:
+                assert set(call["init"].state_dict) == {k for k in weights if not k.startswith("head.")}
+                assert all(torch.equal(call["init"].state_dict[k], weights[k]) for k in call["init"].state_dict)
+    assert {r.config["init"]["digest"] for r in tuned_records[0:2]} != {r.config["init"]["digest"]
+                                                                        for r in tuned_records[2:4]}
+    # the adaptive arm checked the exact gradient every 2 of its 4 steps
+    checks = lp.solver_checks(arms, records)
+    assert checks[["seed", "step"]].values.tolist() == [[0, 0], [0, 2], [1, 0], [1, 2]]
+    losses = lp.step_losses(runs, seed=0)
+    assert losses.groupby(["phase", "arm"], sort=False).size().to_dict() == {
+        ("pre-training", "serial"): 4, ("pre-training", "fixed"): 4, ("pre-training", "adaptive"): 4,
+        ("fine-tuning", "serial"): 4, ("fine-tuning", "fixed"): 4}
+    verdicts = judge_claims(runs, lp.accuracy_claims(setting))
+    assert [v.claim for v in verdicts] == [c.claim for c in lp.accuracy_claims(setting)]
+    # the estimate plans exactly these train() calls (keys aside: the data here are made up)
+    planned = [{"name": r.name, "model": r.model, "data": r.data, "recipe": r.recipe, "init": r.init is not None}
+               for r in estimate.plan_layer_parallel("ci")]
+    made = [{**{k: c[k] for k in ("name", "model", "data", "recipe")}, "init": c["init"] is not None} for c in calls]
+    assert planned == made
+    # a second call trains nothing: every run comes from the run cache
+    again, _ = lp.run_arms(setting, progress=False, data=digits_data(seed=0))
+    assert again["cached"].all() and again["run_key"].tolist() == arms["run_key"].tolist()
+    assert run_paths(records[0].name, records[0].key, results_root)[0].is_file()  # no active profile: the root
