@@ -17,6 +17,7 @@ from paraformer.data import ImageData
 from paraformer.experiments import judge_claims, layer_parallel as lp
 from paraformer.experiments.profiles import PROFILES
 from paraformer.parallel import costmodel
+from paraformer.runcache import step_log_path
 from paraformer.train import load_trained_model, run_paths
 
 
@@ -328,6 +329,14 @@ def test_a_tiny_experiment_trains_every_arm_and_fine_tunes_the_serial_weights(ti
     assert losses.groupby(["phase", "arm"], sort=False).size().to_dict() == {
         ("pre-training", "serial"): 4, ("pre-training", "fixed"): 4, ("pre-training", "adaptive"): 4,
         ("fine-tuning", "serial"): 4, ("fine-tuning", "fixed"): 4}
+    # a checkout without the step logs (only records are committed) draws the epochs' mean losses instead
+    for run in records + tuned_records:
+        step_log_path(run_paths(run.name, run.key)[0]).unlink()
+    with pytest.warns(UserWarning):
+        coarse = lp.step_losses(runs, seed=0)
+    assert coarse["step"].tolist() == [3] * 5  # one epoch of 4 steps each
+    assert coarse["loss"].tolist() == [r.history[0]["train_loss"] for r, s in zip(records + tuned_records,
+                                                                                  runs["seed"]) if s == 0]
     verdicts = judge_claims(runs, lp.accuracy_claims(setting))
     assert [v.claim for v in verdicts] == [c.claim for c in lp.accuracy_claims(setting)]
     # the estimate plans exactly these train() calls (keys aside: the data here are made up)

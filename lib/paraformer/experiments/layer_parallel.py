@@ -35,6 +35,7 @@ quick MGRIT run of ViT-8 takes about 80 s, of ViT-16 about 150 s, times three ar
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, replace
 
 import pandas as pd
@@ -45,7 +46,7 @@ from ..data import DATASETS, load_data
 from ..parallel import convergence
 from ..parallel.mgrit import MGRITConfig, check_layout
 from ..parallel.multibench import MULTI_SETTINGS, vit_name
-from ..runcache import Initialization, RunResult, run_paths, step_log_path
+from ..runcache import Initialization, RunResult, read_record, run_paths, step_log_path
 from ..runlog import read_step_log
 from ..train import load_trained_model, train
 from .accuracy import AccuracyClaim, accuracy_table
@@ -347,13 +348,32 @@ def readable(table: pd.DataFrame, scientific: tuple[str, ...] = ()) -> pd.DataFr
 
 
 def step_losses(runs: pd.DataFrame, seed: int, results_root=None) -> pd.DataFrame:
-    """The per-step training loss of every run of one seed (its step log): phase, arm, step, loss."""
-    frames = []
+    """The per-step training loss of every run of one seed (its step log): phase, arm, step, loss. Step logs stay
+    where a run was trained (only the records are committed): a run without one gives its epochs' mean losses at
+    each epoch's last step instead, with a warning, so that a fresh checkout still draws the curves."""
+    frames, coarse = [], []
     for _, run in runs[runs["seed"] == seed].iterrows():
         record_path = run_paths(run["run_name"], run["run_key"], results_root)[0]
-        log = read_step_log(step_log_path(record_path))
-        frames.append(log[["step", "loss"]].assign(phase=run["phase"], arm=run["arm"]))
+        log_path = step_log_path(record_path)
+        if log_path.is_file():
+            log = read_step_log(log_path)[["step", "loss"]]
+        else:
+            log = _epoch_losses(read_record(record_path, run["run_key"]))
+            coarse.append(run["run_name"])
+        frames.append(log.assign(phase=run["phase"], arm=run["arm"]))
+    if coarse:
+        warnings.warn(f"no step log for {', '.join(coarse)} (step logs are not committed): their curves are the "
+                      "epochs' mean losses, at each epoch's last step", stacklevel=2)
     return pd.concat(frames, ignore_index=True)[["phase", "arm", "step", "loss"]]
+
+
+def _epoch_losses(record: RunResult) -> pd.DataFrame:
+    """(step, loss) of each epoch of a one-stage run with one step per minibatch: its last step, its mean loss."""
+    data, recipe = record.config["data"], record.config["recipe"]
+    train_images = round(data["n_train"] * (1 - data["val_fraction"]))
+    per_epoch = math.ceil(train_images / recipe["batch_size"])
+    return pd.DataFrame({"step": [entry["epoch"] * per_epoch - 1 for entry in record.history],
+                         "loss": [entry["train_loss"] for entry in record.history]})
 
 
 # --- the MGRIT convergence table ----------------------------------------------------------------------------------
