@@ -43,7 +43,7 @@ import pandas as pd
 from .. import bench, speedup
 from ..config import MGRIT_ADAPTATIONS, ConfigError, DataConfig, ModelConfig, Recipe
 from ..data import DATASETS, load_data
-from ..parallel import convergence
+from ..parallel import convergence, costmodel
 from ..parallel.mgrit import MGRITConfig, check_layout
 from ..parallel.multibench import MULTI_SETTINGS, vit_name
 from ..runcache import Initialization, RunResult, read_record, run_paths, step_log_path
@@ -100,9 +100,8 @@ class LayerParallelSetting:
         if self.margin <= 0 or self.tolerance <= 0 or self.check_every < 1 or self.finetune_epochs < 1:
             raise ConfigError(f"LayerParallelSetting margin={self.margin}, tolerance={self.tolerance}, check_every="
                               f"{self.check_every} and finetune_epochs={self.finetune_epochs} must all be positive")
-        solver = MGRITConfig(levels=self.levels, coarsening=self.coarsening)
-        check_layout(self.depth, 1, solver)  # every level's spacing must divide the depth
-        exact = solver.iterations_to_converge(self.depth)
+        check_layout(self.depth, 1, MGRITConfig(levels=self.levels, coarsening=self.coarsening))  # spacings divide N
+        exact = self.exact_after
         for field in ("fixed_iterations", "adaptive_start"):
             if max(getattr(self, field)) >= exact:
                 raise ConfigError(f"LayerParallelSetting.{field}={getattr(self, field)}: at depth {self.depth} and "
@@ -475,9 +474,7 @@ def missing_speed_rows(data: dict[str, pd.DataFrame], profile: str,
                        setting: LayerParallelSetting) -> list[tuple[str | None, str, int]]:
     """The benchmark rows, as (method, model, processes), that the speed claims need and `data` lacks (empty when
     nothing is missing); method None: the fixed arm's solver, which the benchmark does not time."""
-    from ..parallel.costmodel import multi_steps
-
-    steps = multi_steps(data)
+    steps = costmodel.multi_steps(data)
     needed = {step: None for *_, slow, fast in _speed_claims(profile, setting, _top_processes(steps))
               for step in (slow, fast)}
     return [step for step in needed if _step(steps, *step) is None]
@@ -489,9 +486,7 @@ def speed_verdicts(data: dict[str, pd.DataFrame], profile: str,
     fixed arm's MGRIT step on the most processes the benchmark ran (kind "paper"); and two comparisons the paper
     gives no figure for: MGRIT's own speed-up from one process, and branch parallelism of the ParaFormer with as
     many layers and the same width against it. A claim whose rows the CSVs lack is not testable, saying which."""
-    from ..parallel.costmodel import multi_steps
-
-    steps = multi_steps(data)
+    steps = costmodel.multi_steps(data)
     spread, _ = speedup.ratio_spread(data)
     device = speedup.device_of(steps) if len(steps) else "no benchmark"
     out = []
@@ -515,9 +510,7 @@ def speed_table(data: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """The multi-process table (`speedup.multi_table`) cut to what this notebook compares: the serial ViT (DDP at
     one process) and its DDP, every MGRIT row and branch parallelism, with each step's speed-up over the serial ViT
     step on one process."""
-    from ..parallel.costmodel import multi_steps
-
-    if multi_steps(data).empty:
+    if costmodel.multi_steps(data).empty:
         return pd.DataFrame(columns=["processes", "method", "model", "step_ms", "speedup_over_1_process",
                                      "serial_over_this"])
     table = speedup.multi_table(data)
@@ -569,10 +562,8 @@ def cost_model_winners(data: dict[str, pd.DataFrame], profile: str, setting: Lay
     costs): per depth, device count and all-reduce model, the fastest of the lines that train the ViT
     (`speedup.cost_model_lines`: the pipeline, DDP, MGRIT), and the fixed arm's MGRIT step over the branch-parallel
     ParaFormer's (another model, of as many layers and the same width)."""
-    from ..parallel.costmodel import predictions
-
     has_costs = {"multi_costs_1", "multi_costs_2"} <= set(data)
-    predicted = predictions(data, profile) if has_costs else pd.DataFrame()
+    predicted = costmodel.predictions(data, profile) if has_costs else pd.DataFrame()
     method = mgrit_method(setting)
     rows, compared = [], None
     for depth in sorted(set(predicted["depth"])) if not predicted.empty else []:
