@@ -21,7 +21,7 @@ ifeq ($(strip $(CONSTRAINTS)),)
 export PARAFORMER_UNPINNED := 1
 endif
 
-.PHONY: env constraints reproduce test bench throughput lab refresh-notebooks clean-runs FORCE
+.PHONY: env constraints reproduce test bench throughput numerics lab refresh-notebooks clean-runs FORCE
 
 env: $(VENV)/.installed
 
@@ -53,9 +53,9 @@ constraints:
 	@mv constraints.txt.tmp constraints.txt
 	@echo "wrote constraints.txt ($$(grep -vc '^#' constraints.txt) packages)"
 
+# The estimate comes first: it refuses an unknown profile in one line before any notebook starts.
 reproduce: env
-	@$(BIN)/python -m paraformer.notebook --check-profile $(PROFILE)
-	@PARAFORMER_RESULTS=$(abspath $(ROOT)) $(BIN)/python -m paraformer.estimate --profile $(PROFILE)
+	@PARAFORMER_RESULTS=$(abspath $(ROOT)) $(BIN)/python -m paraformer.tools.estimate --profile $(PROFILE)
 	@mkdir -p $(RESULTS)/notebooks
 	@for nb in $(NOTEBOOKS); do \
 	  out=$(RESULTS)/notebooks/$$(basename $$nb); partial=$(RESULTS)/notebooks/.$$(basename $$nb .ipynb).partial.ipynb; \
@@ -65,7 +65,7 @@ reproduce: env
 	    -p profile $(PROFILE) -k python3 --cwd notebooks --execution-timeout $(CELL_TIMEOUT) --log-output --no-progress-bar \
 	    && mv "$$partial" "$$out" || { echo "FAILED: $$nb (its partial output is $$partial)"; exit 1; }; \
 	done
-	@PARAFORMER_RESULTS=$(abspath $(ROOT)) $(BIN)/python -m paraformer.train --report-stale --profile $(PROFILE)
+	@PARAFORMER_RESULTS=$(abspath $(ROOT)) $(BIN)/python -m paraformer.tools.train --report-stale --profile $(PROFILE)
 
 # Unit tests, then every notebook at the ci profile under nbval. The notebooks write into a throw-away
 # results folder so that the test run neither reads cached runs nor overwrites committed results.
@@ -79,15 +79,19 @@ test: env
 # at each process count in NPROC.
 NPROC ?= 1 2
 bench: env
-	@$(BIN)/python -m paraformer.notebook --check-profile $(PROFILE)
-	PARAFORMER_RESULTS=$(abspath $(ROOT)) $(BIN)/python -m paraformer.bench --profile $(PROFILE) \
+	PARAFORMER_RESULTS=$(abspath $(ROOT)) $(BIN)/python -m paraformer.tools.bench --profile $(PROFILE) \
 	  --processes $(NPROC)
 
 # Images/s of a training step, ours against timm's VisionTransformer of the same shape, with model FLOP
 # utilisation: into bench/$(PROFILE)/throughput.csv of the profile's results folder (profiles ci, quick, gpu).
 throughput: env
-	@$(BIN)/python -m paraformer.notebook --check-profile $(PROFILE)
-	PARAFORMER_RESULTS=$(abspath $(ROOT)) $(BIN)/python -m paraformer.throughput --profile $(PROFILE)
+	PARAFORMER_RESULTS=$(abspath $(ROOT)) $(BIN)/python -m paraformer.tools.bench --profile $(PROFILE) --only throughput
+
+# After an edit of the training code: run the numerics canary and record the code in numerics.json. It says whether
+# the edit changed a number (then the finished runs are stale) or not (then they stay current); the tests hold
+# numerics.json to the code.
+numerics: env
+	$(BIN)/python -m paraformer.tools.numerics --update
 
 lab: env
 	$(BIN)/jupyter lab notebooks/

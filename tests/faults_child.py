@@ -20,9 +20,9 @@ import sys
 import pandas as pd
 import torch
 
-from paraformer.config import DataConfig, ModelConfig, Recipe
-from paraformer.results import write_table
-from paraformer.train import train
+from paraformer.core.config import DataConfig, ModelConfig, Recipe
+from paraformer.experiments.tables import write_table
+from paraformer.training import train
 
 MODEL = ModelConfig(image_size=8, in_channels=1, patch_size=4, width=16, num_heads=2, mlp_ratio=2.0, num_layers=2,
                     num_classes=3)
@@ -98,7 +98,7 @@ def main(dataset: str, fault: str) -> None:
     result = train(MODEL, DataConfig(dataset=dataset), RECIPE, name="faults", progress=False,
                    on_epoch_end=on_epoch_end)
     table = pd.DataFrame([{k: h[k] for k in ("epoch", "branches", "train_loss", "test_acc")} for h in result.history])
-    write_table(table, "faults", "A run that was killed and resumed")
+    write_table(table, "faults", "A run that was killed and resumed", profile=None)
     print(json.dumps({"key": result.key, "cached": result.cached, "final_test_acc": result.final_test_acc}))
 
 

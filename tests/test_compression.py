@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from paraformer.experiments.compression import compression_table, forward_flops, smallest_within
-from paraformer.config import ConfigError, DataConfig, ModelConfig, Recipe
-from paraformer.train import evaluate, load_trained_model, train
+from paraformer.core.config import ConfigError, DataConfig, ModelConfig, Recipe
+from paraformer.core.runcache import load_trained_model
+from paraformer.training import train
+from paraformer.training.evaluation import evaluate
 from tests.test_train import toy_data
 
 MODEL = ModelConfig(image_size=16, patch_size=4, width=32, num_heads=2, mlp_ratio=2.0, branch_depth=1,

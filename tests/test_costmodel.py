@@ -3,8 +3,11 @@
 import pandas as pd
 import pytest
 
-from paraformer.config import ConfigError
-from paraformer.parallel.costmodel import Costs, _on, ddp_buckets, mgrit_coarsening, predictions
+from paraformer.core.config import ConfigError
+from paraformer.bench.costmodel import Costs, _on, ddp_buckets, mgrit_coarsening, predictions
+from paraformer.experiments.profiles import get_profile
+
+CI = get_profile("ci")
 
 # 10 ms per full layer, 2 ms per CLS-only layer, 1 ms stem and head (flat in the batch); 1 ns per parameter of
 # AdamW; all-reduce latency 0.1 ms per ring step and 1 ns per byte; a round trip of 0.5 ms flat.
@@ -94,7 +97,7 @@ def test_a_tree_all_reduce_pays_log2_p_latency_steps_where_a_ring_pays_p_minus_1
 
 def test_predictions_give_both_all_reduce_models_which_agree_up_to_two_devices():
     one, two = measured_costs()
-    table = predictions({"multi_costs_1": one, "multi_costs_2": two}, "ci", depths=(4,))
+    table = predictions({"multi_costs_1": one, "multi_costs_2": two}, CI.bench, CI.multi, depths=(4,))
     table = table.set_index(["method", "devices"])
     ring, tree = table["predicted_ring_ms"], table["predicted_tree_ms"]
     assert ring.loc[("branch", 1)] == pytest.approx(tree.loc[("branch", 1)])
@@ -113,7 +116,7 @@ def test_compute_is_interpolated_between_measured_batches_and_proportional_beyon
 
 def test_predictions_say_which_measurements_are_missing():
     with pytest.raises(ValueError, match=r"\['multi_costs_2'\] are missing"):
-        predictions({"multi_costs_1": pd.DataFrame()}, "ci")
+        predictions({"multi_costs_1": pd.DataFrame()}, CI.bench, CI.multi)
 
 
 # Compute proportional to the batch between 8 and 64 images: a layer 1 ms per 8 images, a CLS-only layer 0.2 ms,
@@ -158,7 +161,7 @@ def test_predictions_have_ddp_of_both_models_beside_the_measured_steps_up_to_64_
                                                     (2, "ViT-4", 0.006), (2, "Para-F-1-4", 0.003))])
     bench = {"multi_costs_1": one, "multi_costs_2": two, "multi_steps_1": steps[steps["processes"] == 1],
              "multi_steps_2": steps[steps["processes"] == 2]}
-    table = predictions(bench, "ci", depths=(4,))
+    table = predictions(bench, CI.bench, CI.multi, depths=(4,))
     assert sorted(set(table.loc[table["method"] == "branch", "devices"])) == [1, 2, 4, 8, 24, 64]
     ddp = table[table["method"] == "ddp"].set_index(["model", "devices"])
     # the ci batch is 8 images: no data parallelism on 24 or 64 devices
@@ -222,7 +225,7 @@ def test_predictions_have_mgrit_per_iteration_count_and_depth_where_the_layers_c
     steps = pd.DataFrame([{"method": "mgrit-1it", "model": "ViT-4", "micro_batches": 1, "seconds": 0.02,
                            "processes": 2}])
     bench = {"multi_costs_1": one, "multi_costs_2": two, "multi_steps_2": steps}
-    table = predictions(bench, "ci", depths=(4, 48))
+    table = predictions(bench, CI.bench, CI.multi, depths=(4, 48))
     mgrit_rows = table[table["method"].str.startswith("mgrit")].set_index(["depth", "method", "devices"])
     assert set(mgrit_rows.index.get_level_values("method")) == {"mgrit-1it", "mgrit-2it"}
     # depth 4 on 4 ranks leaves one layer each: no coarse interval; depth 48 on 24 ranks: 2 layers, coarsening 2

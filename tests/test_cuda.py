@@ -11,10 +11,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-import paraformer.train as training
-from paraformer.data import augment_batch
-from paraformer.model import ParaFormer
-from paraformer.train import build_optimizer, train
+import paraformer.training.trainer as training
+from paraformer.core.data import augment_batch
+from paraformer.core.model import ParaFormer
+from paraformer.core.steps import build_optimizer
+from paraformer.training import train
 
 from .test_parallel import free_port
 from .test_train import DATA, MODEL, RECIPE, toy_data
@@ -79,7 +80,8 @@ def test_a_compiled_cuda_run_learns_like_an_eager_one(tmp_path):
 
 def test_one_nccl_process_gives_the_single_process_logits(monkeypatch):
     import torch.distributed as dist
-    from paraformer.parallel import BranchParallel, init_process_group
+    from paraformer.parallel.branch import BranchParallel
+    from paraformer.parallel.launch import init_process_group
 
     for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
                         "MASTER_PORT": str(free_port())}.items():

@@ -22,11 +22,11 @@ import torch
 import torchvision
 from PIL import Image
 
-import paraformer.config as config_module
-import paraformer.data as data
-import paraformer.datasources as datasources
-from paraformer.config import ConfigError, DataConfig
-from paraformer.data import (DATASETS, DataIntegrityError, DatasetSpec, ImageSizeError, augment_batch, crop_padding,
+import paraformer.core.paths as config_module
+import paraformer.core.data as data
+import paraformer.core.datasources as datasources
+from paraformer.core.config import ConfigError, DataConfig
+from paraformer.core.data import (DATASETS, DataIntegrityError, DatasetSpec, ImageSizeError, augment_batch, crop_padding,
                              data_fingerprint, load_data, normalize, read_idx, stratified_subset)
 
 FOLDER_CODES = {"zebra": 10, "apple": 20, "mango": 30}
@@ -207,7 +207,7 @@ def test_a_cache_write_killed_half_way_is_cleaned_up_by_the_next_decode(dirs):
     import subprocess
     import sys
 
-    from paraformer import results
+    from paraformer.core import files as results
 
     dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                                   text=True).stdout)

@@ -7,9 +7,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from paraformer.config import ConfigError
-from paraformer.model import ParaFormer
-from paraformer.parallel import multibench
+from paraformer.core.config import ConfigError
+from paraformer.core.model import ParaFormer
+from paraformer.bench import multi as multibench
+from paraformer.experiments.profiles import get_profile
+from paraformer.parallel.processes import rank_share
 from tests.test_model import small
 from tests.test_parallel import free_port
 
@@ -17,10 +19,10 @@ WORLD_SIZE = 2
 
 
 def test_every_rank_gets_an_equal_contiguous_share_and_an_uneven_split_is_refused():
-    assert [multibench.rank_share(8, r, 2) for r in (0, 1)] == [slice(0, 4), slice(4, 8)]
-    assert multibench.rank_share(8, 0, 1) == slice(0, 8)
+    assert [rank_share(8, r, 2) for r in (0, 1)] == [slice(0, 4), slice(4, 8)]
+    assert rank_share(8, 0, 1) == slice(0, 8)
     with pytest.raises(ConfigError, match="batch of 8 into equal shares, and 3 processes"):
-        multibench.rank_share(8, 1, 3)
+        rank_share(8, 1, 3)
 
 
 def reference(name: str):
@@ -66,7 +68,8 @@ def _rows_worker(rank: int, port: int) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE)
     try:
         torch.set_num_threads(1)
-        rows = multibench.time_ddp("ci", torch.device("cpu"))
+        ci = get_profile("ci")
+        rows = multibench.time_ddp(ci.bench, ci.multi, torch.device("cpu"))
         assert [(r["method"], r["model"], r["micro_batches"]) for r in rows] == [("ddp", "ViT-4", 1),
                                                                                  ("ddp", "Para-F-1-4", 1)]
         assert all(0 < r["seconds"] < 10 for r in rows)

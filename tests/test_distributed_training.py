@@ -15,9 +15,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-import paraformer.train as training
-from paraformer.config import ConfigError, DataConfig, ModelConfig, Recipe
-from paraformer.model import ParaFormer
+import paraformer.training.trainer as training
+from paraformer.core.config import ConfigError, DataConfig, ModelConfig, Recipe
+from paraformer.core.model import ParaFormer
 from paraformer.parallel.processes import BranchTraining, Processes, check_layout, join
 from tests.test_parallel import free_port
 from tests.test_train import toy_data
@@ -241,7 +241,7 @@ def test_a_minibatch_the_ranks_cannot_share_equally_is_refused():
                     reason="needs the offline datasets in ../shared/datasets")
 def test_torchrun_trains_one_run_from_the_command_line(tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(free_port()), "-m", "paraformer.train", "--model", "1-4", "--dataset", "fashion_mnist", "--profile",
+               str(free_port()), "-m", "paraformer.tools.train", "--model", "1-4", "--dataset", "fashion_mnist", "--profile",
                "ci", "--parallel", "branch", "--epochs", "1", "--n-train", "64", "--n-test", "32"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PARAFORMER_RESULTS": str(tmp_path), "OMP_NUM_THREADS": "1"})

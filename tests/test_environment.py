@@ -64,11 +64,13 @@ class Missing(importlib.abc.MetaPathFinder):
             raise ImportError("not installed here: " + name)
 sys.meta_path.insert(0, Missing())
 import torch
-import paraformer.bench, paraformer.experiments.compression, paraformer.parallel.costmodel, paraformer.experiments.expansion
-import paraformer.experiments, paraformer.parallel.multibench, paraformer.parallel, paraformer.speedup
-from paraformer.config import DataConfig, ModelConfig, Recipe
-from paraformer.data import ImageData
-from paraformer.train import train
+import paraformer.bench.speed, paraformer.bench.costmodel, paraformer.bench.multi, paraformer.bench.throughput
+import paraformer.experiments.layer_sweep, paraformer.experiments.depth_sweep, paraformer.experiments.versus_vit
+import paraformer.experiments.compression, paraformer.experiments.expansion, paraformer.experiments.speedup
+import paraformer.experiments.layer_parallel, paraformer.experiments.report, paraformer.experiments.display
+from paraformer.core.config import DataConfig, ModelConfig, Recipe
+from paraformer.core.data import ImageData
+from paraformer.training import train
 g = torch.Generator().manual_seed(0)
 images = torch.randint(0, 255, (64, 3, 8, 8), generator=g, dtype=torch.uint8)
 labels = torch.arange(64) % 2

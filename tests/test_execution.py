@@ -4,9 +4,9 @@ from the same state dict. (Their speed is measured by `make bench`, never here.)
 import pytest
 import torch
 
-from paraformer.config import ConfigError
-from paraformer.execution import STRATEGIES, AutoChoice, loop_cls
-from paraformer.model import ParaFormer
+from paraformer.core.config import ConfigError
+from paraformer.core.execution import STRATEGIES, AutoChoice, loop_cls
+from paraformer.core.model import ParaFormer
 from tests.test_model import small
 
 

@@ -8,30 +8,31 @@ import pandas as pd
 import pytest
 import torch
 
-from paraformer import config as config_module
-from paraformer.config import ConfigError, DataConfig, ModelConfig, Recipe
-from paraformer.data import ImageData
-from paraformer.experiments import expansion, get_profile
-from paraformer.experiments.expansion import ExpansionPlan, get_plan, incremental_summary, task_data_config
-from paraformer.experiments.profiles import Profile
-from paraformer.flops import stage_flops, training_flops_per_image
-from paraformer.model import ParaFormer, count_parameters
-from paraformer.train import RunResult, load_trained_model, train
+from paraformer.core.config import ConfigError, DataConfig, ModelConfig, Recipe
+from paraformer.core.data import ImageData
+from paraformer.core.flops import stage_flops, training_flops_per_image
+from paraformer.core.model import ParaFormer, count_parameters
+from paraformer.core.runcache import RunResult, load_trained_model
+from paraformer.experiments import expansion
+from paraformer.experiments import plan as plans
+from paraformer.experiments.expansion import incremental_summary, task_data_config
+from paraformer.experiments.profiles import get_profile
+from paraformer.experiments.settings import ExpansionPlan, Scale
 from tests.test_train import toy_data
 
 
 def test_tasks_split_the_classes_in_label_order():
-    assert get_plan("quick").tasks() == [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
-    assert len(get_plan("paper").tasks()) == 10
+    assert get_profile("quick").expansion.tasks() == [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
+    assert len(get_profile("paper").expansion.tasks()) == 10
     with pytest.raises(ConfigError, match="classes_per_task=3 does not divide the 10 classes"):
         ExpansionPlan("cifar10", 3, 1, (0,), 1, 1, 1, 1).tasks()
 
 
 def test_a_task_sees_its_share_of_the_profiles_images():
-    config = task_data_config(get_profile("quick"), "cifar10", (2, 3))
+    config = task_data_config(get_profile("quick").scale, "cifar10", (2, 3))
     # quick: 2500 training images for 10 classes, every test image, 1000 of them for the per-epoch curves
     assert (config.n_train, config.n_test, config.n_test_per_epoch, config.classes) == (500, None, 200, (2, 3))
-    assert task_data_config(get_profile("paper"), "cifar100", tuple(range(10))).n_train is None
+    assert task_data_config(get_profile("paper").scale, "cifar100", tuple(range(10))).n_train is None
 
 
 def metrics(rows):
@@ -59,36 +60,23 @@ def test_forgetting_is_not_counted_for_joint_training_which_starts_afresh_each_t
     assert incremental_summary(table)["class_il_forgetting"].isna().all()
 
 
-# --- run_growth and incremental_metrics on tiny in-memory data -------------------------------------------------
+# --- the growth runs and incremental_metrics on tiny in-memory data -----------------------------------------
 
 
-@pytest.fixture
-def results_root(tmp_path, monkeypatch):
-    """An empty run cache, with no profile active, so that runs recorded by default land in tmp_path."""
-    monkeypatch.setenv("PARAFORMER_RESULTS", str(tmp_path))
-    monkeypatch.setattr(config_module, "_active_profile", None)
-    return tmp_path
-
-
-TOY_PROFILE = Profile(name="toy", datasets=("toy",), n_train=None, n_test=None, width=16, num_heads=2, mlp_ratio=2.0,
-                      dropout=0.0, patch_size={16: 4},
-                      recipe=Recipe(epochs=2, batch_size=16, lr=3e-3, warmup_epochs=0.5, augment=(), seed=0))
+TOY_SCALE = Scale(name="toy", datasets=("toy",), n_train=None, n_test=None, width=16, num_heads=2, mlp_ratio=2.0,
+                  dropout=0.0, patch_size={16: 4},
+                  recipe=Recipe(epochs=2, batch_size=16, lr=3e-3, warmup_epochs=0.5, augment=(), seed=0))
 # 1 branch, then 2 growth steps of 1 branch, 2 epochs each
 GROWTH = ExpansionPlan("toy", 2, 1, (0,), growth_start=1, growth_step=1, growth_steps=2, growth_epochs=2)
 
 
-def test_growth_trains_only_the_new_branches_and_matches_the_scratch_baselines_compute(results_root, monkeypatch):
+def test_growth_trains_only_the_new_branches_and_matches_the_scratch_baselines_compute(tmp_path, monkeypatch):
     data = toy_data(n_train=48)
-    monkeypatch.setattr(expansion, "load_data", lambda config: data)
-    runs = []
-
-    def recording_train(model_config, data_config, recipe, **kwargs):
-        result = train(model_config, data_config, recipe, **kwargs)
-        runs.append((model_config, recipe, kwargs.get("parent"), result))
-        return result
-
-    monkeypatch.setattr(expansion, "train", recording_train)
-    table = expansion.run_growth(TOY_PROFILE, GROWTH, seed=0, progress=False)
+    monkeypatch.setattr(plans, "load_data", lambda config: data)
+    monkeypatch.setattr(expansion, "data_shape", lambda config: data)  # (toy data have no registry entry)
+    trained = plans.execute(expansion.growth_plan(TOY_SCALE, GROWTH, seed=0), tmp_path, progress=False)
+    table = expansion.growth_rows(trained, GROWTH)
+    runs = [(t.planned.model, t.planned.recipe, t.planned.parent, t.result) for t in trained]
 
     # compute in layer passes per image: 3 per trained layer, 1 per frozen one, per epoch
     grown = [3 * 1 * 2, 3 * 1 * 2 + (1 * 1 + 3 * 1) * 2, 3 * 1 * 2 + (1 * 1 + 3 * 1) * 2 + (1 * 2 + 3 * 1) * 2]
@@ -114,13 +102,15 @@ def test_growth_trains_only_the_new_branches_and_matches_the_scratch_baselines_c
     # the runs: the first model, each growth step from the previous one, then the baselines from scratch
     assert [(c.num_branches, r.epochs, r.freeze_inherited, p is not None) for c, r, p, _ in runs] == [
         (1, 2, False, False), (2, 2, True, True), (3, 2, True, True), (2, 2, False, False), (3, 3, False, False)]
-    assert runs[1][2] is runs[0][3] and runs[2][2] is runs[1][3]
+    assert trained[1].planned.parent == trained[0].planned and trained[2].planned.parent == trained[1].planned
+    assert [t.result.config.get("parent", {}).get("key") for t in trained[:3]] == [None, runs[0][3].key,
+                                                                                  runs[1][3].key]
     for before, after in ((runs[0][3], runs[1][3]), (runs[1][3], runs[2][3])):
-        old = load_trained_model(before).state_dict()
-        new = load_trained_model(after).state_dict()
+        old = load_trained_model(before, tmp_path).state_dict()
+        new = load_trained_model(after, tmp_path).state_dict()
         inherited = [k for k in new if k in old]
         assert inherited and all(torch.equal(old[k], new[k]) for k in inherited)
-        torch.manual_seed(TOY_PROFILE.recipe.seed)  # as train() draws the grown model's fresh weights
+        torch.manual_seed(TOY_SCALE.recipe.seed)  # as train() draws the grown model's fresh weights
         untrained = ParaFormer(after.model_config).state_dict()
         fresh = [k for k in new if k not in old]
         assert fresh and all(not torch.equal(new[k], untrained[k]) for k in fresh)
@@ -181,8 +171,8 @@ def test_incremental_metrics_count_class_and_task_accuracy_and_what_learned(monk
         "joint2": TableModel(10, [0, 1, 2, 3, 5, 6, 7, 8], [0, 1, 2, 3, 5, 6, 7, 8]),
     }
     monkeypatch.setattr(expansion, "load_data", fabricated_data)
-    monkeypatch.setattr(expansion, "load_trained_model", lambda result: answers[result.name])
-    table = expansion.incremental_metrics(runs, TOY_PROFILE, plan, Recipe())
+    monkeypatch.setattr(expansion, "load_trained_model", lambda result, folder: answers[result.name])
+    table = expansion.incremental_metrics(runs, TOY_SCALE, plan, Recipe(), folder=None)
 
     with torch.device("meta"):
         old_names = {n for n, _ in ParaFormer(first).named_parameters()}

@@ -9,10 +9,10 @@ from dataclasses import asdict, replace
 import pytest
 import torch
 
-from paraformer import flops
-from paraformer.config import ConfigError, ModelConfig, Recipe
-from paraformer.model import ParaFormer
-from paraformer.runcache import RunResult
+from paraformer.core import flops
+from paraformer.core.config import ConfigError, ModelConfig, Recipe
+from paraformer.core.model import ParaFormer
+from paraformer.core.runcache import RunResult
 
 P, T, C, PATCH, W, HID, K = 4, 5, 1, 2, 8, 16, 3
 

@@ -11,42 +11,44 @@ import pandas as pd
 import pytest
 import torch
 
-from paraformer import config, estimate
-from paraformer.config import ConfigError
-from paraformer.data import ImageData
-from paraformer.experiments import judge_claims, layer_parallel as lp
-from paraformer.experiments.profiles import PROFILES
-from paraformer.parallel import costmodel
-from paraformer.runcache import step_log_path
-from paraformer.train import load_trained_model, run_paths
+from paraformer.bench import costmodel
+from paraformer.core.config import ConfigError
+from paraformer.core.data import ImageData
+from paraformer.core.flops import stage_flops
+from paraformer.core.runcache import Initialization, load_trained_model, run_paths, step_log_path
+from paraformer.experiments import layer_parallel as lp
+from paraformer.experiments import plan as plans
+from paraformer.experiments.accuracy import judge_claims
+from paraformer.experiments.estimate import mgrit_step_flops, run_cost
+from paraformer.experiments.profiles import PROFILES, get_profile
+
+SETTINGS = {name: profile.layer_parallel for name, profile in PROFILES.items()}
 
 
 @pytest.fixture(autouse=True)
 def results_root(tmp_path, monkeypatch):
-    """A throw-away results root, and no active profile before or after the test."""
+    """A throw-away results root."""
     monkeypatch.setenv("PARAFORMER_RESULTS", str(tmp_path))
-    monkeypatch.setattr(config, "_active_profile", None)
     return tmp_path
 
 
 # --- the settings ----------------------------------------------------------------------------------------------
 
 def test_every_profile_has_a_setting_and_quick_trains_vit_8_at_coarsening_2():
-    assert set(lp.LAYER_PARALLEL_SETTINGS) == set(PROFILES)
     shapes = {name: (s.dataset, s.finetune_dataset, s.depth, s.coarsening, s.levels, s.exact_after, s.check_every)
-              for name, s in lp.LAYER_PARALLEL_SETTINGS.items()}
+              for name, s in SETTINGS.items()}
     assert shapes == {"ci": ("fashion_mnist", "mnist", 8, 2, 2, 3, 5),
                       "quick": ("fashion_mnist", "mnist", 8, 2, 2, 3, 20),
                       "gpu": ("fashion_mnist", "mnist", 32, 4, 2, 7, 20),
                       "paper": ("fashion_mnist", "mnist", 32, 4, 2, 7, 20)}
-    for setting in lp.LAYER_PARALLEL_SETTINGS.values():
+    for name, setting in SETTINGS.items():
         assert (setting.fixed_iterations, setting.adaptive_start, setting.tolerance, setting.adapt,
                 setting.margin) == ((1, 1), (1, 1), 0.01, "iterate", 1.0)
-    assert lp.get_layer_parallel_setting("quick") is lp.LAYER_PARALLEL_SETTINGS["quick"]
+        assert setting.scale == PROFILES[name].scale  # the profile's data, width, recipe and seeds
 
 
 def test_the_arms_differ_only_in_how_the_gradient_is_computed():
-    setting = lp.get_layer_parallel_setting("paper")
+    setting = SETTINGS["paper"]
     serial, fixed, adaptive = (setting.recipe(arm, seed=2) for arm in lp.ARMS)
     assert (serial.solver, fixed.solver, adaptive.solver) == ("backprop", "mgrit", "mgrit")
     assert (fixed.mgrit_coarsening, fixed.mgrit_levels, fixed.mgrit_iterations,
@@ -58,20 +60,19 @@ def test_the_arms_differ_only_in_how_the_gradient_is_computed():
     plain = [{k: v for k, v in vars(r).items() if k not in solver_fields} for r in (serial, fixed, adaptive)]
     assert plain[0] == plain[1] == plain[2]
     # the profile's recipe otherwise, compile off (MGRIT cannot be compiled): the gpu profile compiles its runs
-    assert serial == replace(PROFILES["paper"].recipe, seed=2, compile=False)
-    gpu = lp.LAYER_PARALLEL_SETTINGS["gpu"]
-    assert PROFILES["gpu"].recipe.compile and {gpu.recipe(arm, seed=0).compile for arm in lp.ARMS} == {False}
+    assert serial == replace(PROFILES["paper"].scale.recipe, seed=2, compile=False)
+    gpu = SETTINGS["gpu"]
+    assert PROFILES["gpu"].scale.recipe.compile and {gpu.recipe(arm, seed=0).compile for arm in lp.ARMS} == {False}
     tuned = setting.recipe("fixed", seed=2, phase="fine-tuning")
     assert (tuned.epochs, tuned.solver, tuned.mgrit_iterations) == (setting.finetune_epochs, "mgrit", (1, 1))
     # every arm at h = 1/N and without dropout (the paper profile's models have 0.1, which MGRIT refuses)
     shape = SimpleNamespace(image_size=28, in_channels=1, num_classes=10)
     model = setting.model_config(shape)
     assert (model.num_layers, model.branch_depth, model.step, model.dropout) == (32, 32, 1 / 32, 0.0)
-    assert PROFILES["paper"].dropout == 0.1
+    assert PROFILES["paper"].scale.dropout == 0.1
 
 
 @pytest.mark.parametrize("fields", [
-    dict(name="nosuch"),
     dict(finetune_dataset="fashion_mnist"),  # the claims pick each phase's runs by dataset
     dict(finetune_dataset="cifar10"),  # 32 px RGB: the pre-trained weights do not fit
     dict(depth=9),  # coarsening 2 does not divide it
@@ -81,7 +82,7 @@ def test_the_arms_differ_only_in_how_the_gradient_is_computed():
     dict(margin=0.0),
 ])
 def test_a_setting_that_cannot_work_is_refused_in_one_line(fields):
-    valid = lp.LAYER_PARALLEL_SETTINGS["quick"]
+    valid = SETTINGS["quick"]
     with pytest.raises(ConfigError) as refused:
         replace(valid, **fields)
     assert len(str(refused.value).splitlines()) == 1
@@ -90,8 +91,8 @@ def test_a_setting_that_cannot_work_is_refused_in_one_line(fields):
 
 def test_an_unknown_profile_or_arm_is_refused():
     with pytest.raises(ConfigError):
-        lp.get_layer_parallel_setting("nosuch")
-    setting = lp.LAYER_PARALLEL_SETTINGS["ci"]
+        get_profile("nosuch")
+    setting = SETTINGS["ci"]
     with pytest.raises(ConfigError):
         setting.recipe("adaptive", seed=0, phase="fine-tuning")  # fine-tuning has no adaptive arm
     with pytest.raises(ConfigError):
@@ -101,7 +102,7 @@ def test_an_unknown_profile_or_arm_is_refused():
 # --- the claims ---------------------------------------------------------------------------------------------------
 
 def test_the_claims_are_layer_parallel_minus_serial_above_minus_the_margin():
-    setting = replace(lp.LAYER_PARALLEL_SETTINGS["ci"], margin=2.0)
+    setting = replace(SETTINGS["ci"], margin=2.0)
     claims = lp.accuracy_claims(setting)
     assert [(c.dataset, c.column, c.better, c.worse, c.threshold, c.paper) for c in claims] == [
         ("fashion_mnist", "arm", "fixed", "serial", -2.0, None),
@@ -124,7 +125,7 @@ def made_up_runs(differences: dict[tuple[str, str], float], images: int = 1000, 
 
 
 def test_the_claims_are_judged_on_runs_paired_by_arm_seed_and_image():
-    setting = lp.LAYER_PARALLEL_SETTINGS["ci"]
+    setting = SETTINGS["ci"]
     runs = made_up_runs({("pre-training", "fixed"): 0.0, ("pre-training", "adaptive"): -5.0,
                          ("fine-tuning", "fixed"): -0.2})
     verdicts = judge_claims(runs, lp.accuracy_claims(setting))
@@ -186,7 +187,7 @@ BRANCH = [("branch", "Para-F-1-24", 1, 0.20), ("branch", "Para-F-1-24", 2, 0.12)
 
 
 def test_benchmarks_without_the_mgrit_and_ddp_rows_leave_the_speed_claims_not_testable_and_say_which():
-    setting = lp.LAYER_PARALLEL_SETTINGS["quick"]
+    setting = SETTINGS["quick"]
     data = steps(BRANCH + [("torch-gpipe", "ViT-24", 1, 0.5), ("torch-gpipe", "ViT-24", 2, 0.4)])
     assert lp.missing_speed_rows(data, "quick", setting) == [("ddp", "ViT-24", 1), ("mgrit-1it", "ViT-24", 2),
                                                               ("mgrit-1it", "ViT-24", 1)]
@@ -204,7 +205,7 @@ def test_benchmarks_without_the_mgrit_and_ddp_rows_leave_the_speed_claims_not_te
 
 
 def test_the_speed_claims_are_ratios_of_step_times_judged_by_speedups_rule():
-    setting = lp.LAYER_PARALLEL_SETTINGS["quick"]
+    setting = SETTINGS["quick"]
     data = steps(BRANCH + [("ddp", "ViT-24", 1, 0.30), ("ddp", "Para-F-1-24", 1, 0.21), ("ddp", "ViT-24", 2, 0.2),
                            ("mgrit-1it", "ViT-24", 1, 0.40), ("mgrit-1it", "ViT-24", 2, 0.20),
                            ("mgrit-2it", "ViT-24", 2, 0.25)])
@@ -236,32 +237,32 @@ def test_the_cost_model_names_the_fastest_way_to_train_the_vit_and_mgrit_over_br
                        ("ddp", "ViT-24", 1, 290.0), ("ddp", "ViT-24", 8, 80.0),
                        ("ddp", "Para-F-1-24", 1, 95.0), ("ddp", "Para-F-1-24", 8, 15.0),  # not the ViT: never named
                        ("mgrit-1it", "ViT-24", 1, 400.0), ("mgrit-1it", "ViT-24", 8, 60.0)])
-    monkeypatch.setattr(costmodel, "predictions", lambda data, profile: table)
+    monkeypatch.setattr(costmodel, "predictions", lambda data, bench, multi: table)
     costs = {"multi_costs_1": pd.DataFrame(), "multi_costs_2": pd.DataFrame()}
-    winners = lp.cost_model_winners(costs, "quick", lp.LAYER_PARALLEL_SETTINGS["quick"])
+    winners = lp.cost_model_winners(costs, "quick", SETTINGS["quick"])
     ring = winners.table[winners.table["allreduce"] == "ring"]
     assert ring[["devices", "fastest", "fastest_ms", "mgrit_over_branch"]].values.tolist() == [
         [1, "ddp", 290.0, 4.0], [8, "mgrit-1it", 60.0, 3.0]]
     assert winners.mgrit == "mgrit-1it"
-    assert lp.cost_model_winners({}, "quick", lp.LAYER_PARALLEL_SETTINGS["quick"]).table.empty  # no cost CSVs
+    assert lp.cost_model_winners({}, "quick", SETTINGS["quick"]).table.empty  # no cost CSVs
 
 
 # --- the estimate -------------------------------------------------------------------------------------------------
 
 def test_an_mgrit_run_is_estimated_through_its_solver_each_cycle_and_each_check_adding_their_work():
-    setting = lp.LAYER_PARALLEL_SETTINGS["ci"]
+    setting = SETTINGS["ci"]
     model = setting.model_config(SimpleNamespace(image_size=28, in_channels=1, num_classes=10))
     mgrit = setting.recipe("fixed", seed=0)
-    counts = [estimate.mgrit_step_flops(model, replace(mgrit, mgrit_iterations=(k, k))) for k in (0, 1, 2)]
-    serial = estimate.stage_costs(model)[0].train_flops
+    counts = [mgrit_step_flops(model, replace(mgrit, mgrit_iterations=(k, k))) for k in (0, 1, 2)]
+    serial = stage_flops(model)[0][1]
     assert serial < counts[0] < counts[1] < counts[2]
     assert counts[2] - counts[1] == counts[1] - counts[0]  # every cycle repeats the same steps
-    checked = [estimate.mgrit_step_flops(model, replace(mgrit, mgrit_check_every=k)) for k in (1, 5)]
+    checked = [mgrit_step_flops(model, replace(mgrit, mgrit_check_every=k)) for k in (1, 5)]
     assert checked[1] - counts[1] == pytest.approx((checked[0] - counts[1]) / 5)  # a check every 5 steps
-    (serial_run, fixed_run, adaptive_run, *_) = estimate.plan_notebook("08", "ci")
-    assert estimate.run_cost(fixed_run).train_flops == counts[1] * 512 * mgrit.epochs
-    assert estimate.run_cost(serial_run).train_flops == serial * 512 * mgrit.epochs
-    assert estimate.run_cost(adaptive_run).train_flops > estimate.run_cost(fixed_run).train_flops
+    (serial_run, fixed_run, adaptive_run, *_) = lp.plan("ci")
+    assert run_cost(fixed_run).train_flops == counts[1] * 512 * mgrit.epochs
+    assert run_cost(serial_run).train_flops == serial * 512 * mgrit.epochs
+    assert run_cost(adaptive_run).train_flops > run_cost(fixed_run).train_flops
 
 
 # --- a tiny experiment, end to end --------------------------------------------------------------------------------
@@ -284,67 +285,58 @@ def digits_data(n_train: int = 64, n_test: int = 40, seed: int = 0) -> ImageData
 
 @pytest.fixture
 def tiny_ci(monkeypatch):
-    """The ci profile cut to one epoch of 64 images and two seeds, and every train() call recorded."""
-    small = replace(PROFILES["ci"], n_train=64, n_test=40, n_test_per_epoch=None, seeds=(0, 1),
-                    recipe=replace(PROFILES["ci"].recipe, epochs=1, batch_size=16))
-    monkeypatch.setitem(PROFILES, "ci", small)
-    setting = replace(lp.LAYER_PARALLEL_SETTINGS["ci"], check_every=2, finetune_epochs=1)
-    monkeypatch.setitem(lp.LAYER_PARALLEL_SETTINGS, "ci", setting)  # what the estimate plans from
-    calls = []
-    real = lp.train
+    """The ci profile cut to one epoch of 64 images and two seeds, on made-up data of Fashion-MNIST's and MNIST's
+    shape (their fingerprints made up alike, so that a fine-tune finds the run its weights come from)."""
+    ci = get_profile("ci")
+    scale = replace(ci.scale, n_train=64, n_test=40, n_test_per_epoch=None, seeds=(0, 1),
+                    recipe=replace(ci.scale.recipe, epochs=1, batch_size=16))
+    setting = replace(ci.layer_parallel, scale=scale, check_every=2, finetune_epochs=1)
+    monkeypatch.setitem(PROFILES, "ci", replace(ci, scale=scale, layer_parallel=setting))
 
-    def recorded(model_config, data_config, recipe, **options):
-        calls.append({"name": options["name"], "model": model_config, "data": data_config, "recipe": recipe,
-                      "init": options.get("init")})
-        return real(model_config, data_config, recipe, **options)
+    def made_up(config):
+        data = digits_data(seed=0 if config.dataset == "fashion_mnist" else 1)
+        data.fingerprint = f"made-up:{config.dataset}"
+        return data
 
-    monkeypatch.setattr(lp, "train", recorded)
-    return setting, calls
+    monkeypatch.setattr(plans, "load_data", made_up)
+    monkeypatch.setattr(plans, "_fingerprint", lambda config: f"made-up:{config.dataset}")
+    return setting
 
 
 def test_a_tiny_experiment_trains_every_arm_and_fine_tunes_the_serial_weights(tiny_ci, results_root):
-    setting, calls = tiny_ci
-    arms, records = lp.run_arms(setting, progress=False, data=digits_data(seed=0))
-    tuned, tuned_records = lp.run_finetune(setting, arms, records, progress=False, data=digits_data(seed=1))
-    runs = pd.concat([arms, tuned], ignore_index=True)
+    setting, folder = tiny_ci, results_root / "ci"
+    runs, records = lp.run("ci", progress=False)
     assert runs[["phase", "dataset", "arm", "seed", "test_images", "epochs"]].values.tolist() == [
         ["pre-training", "fashion_mnist", arm, seed, 40, 1] for seed in (0, 1) for arm in lp.ARMS] + [
         ["fine-tuning", "mnist", arm, seed, 40, 1] for seed in (0, 1) for arm in lp.FINETUNE_ARMS]
-    assert [r.config["recipe"]["solver"] for r in records + tuned_records] == [
-        "backprop", "mgrit", "mgrit"] * 2 + ["backprop", "mgrit"] * 2
-    assert {r.config["model"]["step"] for r in records + tuned_records} == {1 / 8}
+    assert [r.config["recipe"]["solver"] for r in records] == ["backprop", "mgrit", "mgrit"] * 2 + \
+        ["backprop", "mgrit"] * 2
+    assert {r.config["model"]["step"] for r in records} == {1 / 8}
     # each fine-tune starts from its seed's serial weights, without their head
-    for seed, serial in zip((0, 1), records[0::3]):
-        weights = load_trained_model(serial).state_dict()
-        for call in calls:
-            if call["init"] is not None and call["recipe"].seed == seed:
-                assert set(call["init"].state_dict) == {k for k in weights if not k.startswith("head.")}
-                assert all(torch.equal(call["init"].state_dict[k], weights[k]) for k in call["init"].state_dict)
-    assert {r.config["init"]["digest"] for r in tuned_records[0:2]} != {r.config["init"]["digest"]
-                                                                        for r in tuned_records[2:4]}
+    for seed, serial in zip((0, 1), records[0:6:3]):
+        weights = {k: v for k, v in load_trained_model(serial, folder).state_dict().items()
+                   if not k.startswith("head.")}
+        tuned = [r for r in records[6:] if r.config["recipe"]["seed"] == seed]
+        assert {r.config["init"]["digest"] for r in tuned} == {Initialization("", weights).digest}
     # the adaptive arm checked the exact gradient every 2 of its 4 steps
-    checks = lp.solver_checks(arms, records)
+    checks = lp.solver_checks(runs, records)
     assert checks[["seed", "step"]].values.tolist() == [[0, 0], [0, 2], [1, 0], [1, 2]]
-    losses = lp.step_losses(runs, seed=0)
+    losses = lp.step_losses(runs, 0, "ci")
     assert losses.groupby(["phase", "arm"], sort=False).size().to_dict() == {
         ("pre-training", "serial"): 4, ("pre-training", "fixed"): 4, ("pre-training", "adaptive"): 4,
         ("fine-tuning", "serial"): 4, ("fine-tuning", "fixed"): 4}
     # a checkout without the step logs (only records are committed) draws the epochs' mean losses instead
-    for run in records + tuned_records:
-        step_log_path(run_paths(run.name, run.key)[0]).unlink()
+    for run in records:
+        step_log_path(run_paths(run.name, run.key, folder)[0]).unlink()
     with pytest.warns(UserWarning):
-        coarse = lp.step_losses(runs, seed=0)
+        coarse = lp.step_losses(runs, 0, "ci")
     assert coarse["step"].tolist() == [3] * 5  # one epoch of 4 steps each
-    assert coarse["loss"].tolist() == [r.history[0]["train_loss"] for r, s in zip(records + tuned_records,
-                                                                                  runs["seed"]) if s == 0]
+    assert coarse["loss"].tolist() == [r.history[0]["train_loss"] for r, s in zip(records, runs["seed"]) if s == 0]
     verdicts = judge_claims(runs, lp.accuracy_claims(setting))
     assert [v.claim for v in verdicts] == [c.claim for c in lp.accuracy_claims(setting)]
-    # the estimate plans exactly these train() calls (keys aside: the data here are made up)
-    planned = [{"name": r.name, "model": r.model, "data": r.data, "recipe": r.recipe, "init": r.init is not None}
-               for r in estimate.plan_layer_parallel("ci")]
-    made = [{**{k: c[k] for k in ("name", "model", "data", "recipe")}, "init": c["init"] is not None} for c in calls]
-    assert planned == made
-    # a second call trains nothing: every run comes from the run cache
-    again, _ = lp.run_arms(setting, progress=False, data=digits_data(seed=0))
-    assert again["cached"].all() and again["run_key"].tolist() == arms["run_key"].tolist()
-    assert run_paths(records[0].name, records[0].key, results_root)[0].is_file()  # no active profile: the root
+    # the plan's keys are the runs trained, the fine-tunes' too now that their weights exist
+    assert [plans.key_of(run, folder) for run in lp.plan("ci")] == runs["run_key"].tolist()
+    # a second call trains nothing: every run comes from the run cache of the profile's folder
+    again, _ = lp.run("ci", progress=False)
+    assert again["cached"].all() and again["run_key"].tolist() == runs["run_key"].tolist()
+    assert run_paths(records[0].name, records[0].key, folder)[0].is_file()

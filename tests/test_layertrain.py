@@ -10,12 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from paraformer.config import ConfigError, DataConfig, ModelConfig, Recipe, from_dict
-from paraformer.model import ParaFormer
+from paraformer.core.config import ConfigError, DataConfig, ModelConfig, Recipe, from_dict
+from paraformer.core.model import ParaFormer
 from paraformer.parallel.layertrain import MGRITTraining
 from paraformer.parallel.mgrit import flat_gradient, layer_step
-from paraformer.runcache import run_key
-from paraformer.train import run_paths, train
+from paraformer.core.runcache import run_key
+from paraformer.core.runcache import run_paths
+from paraformer.training import train
 from tests.test_model import small
 from tests.test_train import toy_data
 

@@ -10,9 +10,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from paraformer.config import ConfigError
-from paraformer.model import ParaFormer
-from paraformer.parallel.convergence import ConvergenceSetting, convergence_table, write
+from paraformer.core.config import ConfigError
+from paraformer.core.model import ParaFormer
+from paraformer.bench.convergence import ConvergenceSettings, convergence_table, write
 from paraformer.parallel.mgrit import (LayerParallel, MGRITConfig, check_layout, flat_gradient, layer_step,
                                        relative_error, serial_reference)
 from tests.test_model import small
@@ -156,8 +156,8 @@ def test_two_gloo_processes_compute_what_one_process_computes(depth, config, com
 
 
 def test_the_convergence_table_measures_each_setting_the_layout_allows(tmp_path):
-    setting = ConvergenceSetting(depths=(8, 16), iterations=(0, 1, 2), levels=(2, 3), coarsenings=(4,),
-                                 relaxations=("F",), steps=("1", "1/N"), width=16, batch=4)
+    setting = ConvergenceSettings(depths=(8, 16), iterations=(0, 1, 2), levels=(2, 3), coarsenings=(4,),
+                                  relaxations=("F",), steps=("1", "1/N"), width=16, batch=4)
     table = convergence_table(setting, progress=False)
     # 3 levels of coarsening 4 need depths divisible by 16: depth 8 has two levels only
     assert sorted(set(zip(table.depth, table.levels))) == [(8, 2), (16, 2), (16, 3)]
@@ -176,12 +176,13 @@ def test_the_convergence_table_measures_each_setting_the_layout_allows(tmp_path)
 
 
 def _benchmark_worker(rank: int, port: int) -> None:
-    from paraformer.parallel import multibench
+    from paraformer.bench import multi as multibench
+    from paraformer.experiments.profiles import get_profile
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE)
     try:
         torch.set_num_threads(1)
-        rows = multibench.time_layer_parallel("ci", torch.device("cpu"))
+        rows = multibench.time_layer_parallel(get_profile("ci").bench, get_profile("ci").multi, torch.device("cpu"))
         assert [(r["method"], r["model"]) for r in rows] == [("mgrit-1it", "ViT-4"), ("mgrit-2it", "ViT-4")]
         assert all(0 < r["seconds"] < 10 for r in rows)
         # a training step keeps the replicas equal: every rank applies the same all-reduced gradient

@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 import torch
 
-from paraformer.config import ConfigError, ModelConfig, Recipe, from_dict
-from paraformer.model import ParaFormer, count_parameters
+from paraformer.core.config import ConfigError, ModelConfig, Recipe, from_dict
+from paraformer.core.model import ParaFormer, count_parameters
 
 
 def small(name="2-6", **fields):
@@ -178,7 +178,7 @@ def test_a_model_inherits_only_from_a_model_it_expands():
 
 
 def test_selected_branches_make_a_smaller_model_that_saves_and_loads_without_the_others(tmp_path):
-    from paraformer.model import load_model, save_model
+    from paraformer.core.model import load_model, save_model
 
     torch.manual_seed(0)
     model = ParaFormer(small("2-8")).eval()

@@ -4,8 +4,6 @@ folder, whatever starts the notebook."""
 
 import ast
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -13,11 +11,11 @@ import papermill
 import pytest
 from matplotlib.figure import Figure
 
-from paraformer import bench, config
-from paraformer.config import ConfigError
-from paraformer.experiments import get_profile
-from paraformer.notebook import UnknownParameterError, check_parameters, declare_parameters
-from paraformer.results import save_figure, write_table
+from paraformer.bench import speed as bench
+from paraformer.core.config import ConfigError
+from paraformer.core.paths import results_dir
+from paraformer.experiments.display import UnknownParameterError, check_parameters, declare_parameters
+from paraformer.experiments.tables import save_figure, write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
@@ -27,9 +25,8 @@ FASTEST = ROOT / "notebooks" / "07_finetune_pretrained.ipynb"
 
 @pytest.fixture(autouse=True)
 def results_root(tmp_path, monkeypatch):
-    """A throw-away results root, and no active profile before or after the test."""
+    """A throw-away results root."""
     monkeypatch.setenv("PARAFORMER_RESULTS", str(tmp_path))
-    monkeypatch.setattr(config, "_active_profile", None)
     return tmp_path
 
 
@@ -99,15 +96,16 @@ def test_a_misspelt_parameter_fails_with_the_unknown_and_the_known_names():
     with pytest.raises(UnknownParameterError) as error:
         check_parameters(namespace)
     assert (error.value.unknown, error.value.known) == (("profle",), ("datasets", "profile"))
-    assert config.active_profile() is None
 
 
-def test_a_known_parameter_passes_and_its_profile_becomes_active(results_root):
+def test_a_known_parameter_passes_and_changes_nothing_else(results_root):
     namespace = kernel_namespace(profile="ci", datasets=None)
     namespace.update(profile="paper", datasets=["cifar10"], check_parameters=check_parameters)
+    before = dict(namespace)
     check_parameters(namespace)
-    assert config.active_profile() == "paper"
-    assert config.results_dir() == results_root / "paper"
+    assert {k: v for k, v in namespace.items() if k != "_paraformer_parameters"} == \
+        {k: v for k, v in before.items() if k != "_paraformer_parameters"}
+    assert results_dir("paper") == results_root / "paper" and results_dir() == results_root
 
 
 def test_an_unknown_profile_fails():
@@ -126,19 +124,7 @@ def test_running_the_checking_cell_again_after_later_cells_does_not_fail():
     namespace = kernel_namespace(profile="ci")
     check_parameters(namespace)
     namespace.update(settings="later cells bind names", table=[1, 2])
-    check_parameters(namespace)
-    assert config.active_profile() == "ci"
-
-
-def test_the_profile_check_command_fails_in_one_line():
-    with pytest.raises(ConfigError) as expected:
-        get_profile("nosuch")
-    done = subprocess.run([sys.executable, "-m", "paraformer.notebook", "--check-profile", "nosuch"],
-                          capture_output=True, text=True, timeout=120)
-    assert (done.returncode, done.stdout, done.stderr.splitlines()) == (2, "", [f"error: {expected.value}"])
-    done = subprocess.run([sys.executable, "-m", "paraformer.notebook", "--check-profile", "quick"],
-                          capture_output=True, text=True, timeout=120)
-    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    check_parameters(namespace)  # (it raises nothing: later names are no parameters)
 
 
 # --- where results go ----------------------------------------------------------------------------------------
@@ -149,14 +135,12 @@ def written(root: Path) -> set[str]:
 
 def test_every_profile_but_quick_writes_into_its_own_folder(results_root):
     table = pd.DataFrame({"model": ["Para-F-1-1"], "acc": [50.0]})
-    get_profile("ci")
-    write_table(table, "t", "title")
-    save_figure(Figure(), "f")
+    write_table(table, "t", "title", profile="ci")
+    save_figure(Figure(), "f", profile="ci")
     assert written(results_root) == {"ci/tables/t.csv", "ci/tables/t.md", "ci/figures/f.png"}
-    assert config.results_dir() == results_root / "ci"  # the run cache (train) and notebook 04's models too
+    assert results_dir("ci") == results_root / "ci"  # the run cache (train) and notebook 04's models too
     assert bench.bench_dir("ci") == results_root / "ci" / "bench" / "ci"
-    get_profile("quick")
-    write_table(table, "t", "title")
+    write_table(table, "t", "title", profile="quick")
     assert written(results_root) - {"ci/tables/t.csv", "ci/tables/t.md", "ci/figures/f.png"} == {"tables/t.csv",
                                                                                               "tables/t.md"}
     assert bench.bench_dir("quick") == results_root / "bench" / "quick"
@@ -166,8 +150,6 @@ def test_the_committed_quick_benchmarks_are_found_without_configuration(monkeypa
     monkeypatch.delenv("PARAFORMER_RESULTS")
     committed = {p.stem for p in (ROOT / "results" / "bench" / "quick").glob("*.csv")}
     assert committed and set(bench.load("quick")) == committed
-    get_profile("quick")
-    assert set(bench.load("quick")) == committed
 
 
 # --- executed as papermill executes them ---------------------------------------------------------------------

@@ -8,9 +8,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from paraformer.config import ConfigError
-from paraformer.model import ParaFormer
-from paraformer.parallel import BranchParallel, branch_shares
+from paraformer.core.config import ConfigError
+from paraformer.core.model import ParaFormer
+from paraformer.parallel.branch import BranchParallel, branch_shares
 from tests.test_model import small
 
 WORLD_SIZE = 2

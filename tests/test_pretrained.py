@@ -9,15 +9,20 @@ import pytest
 import torch
 import torchvision
 
-import paraformer.pretrained as pretrained
-from paraformer.config import ConfigError, DataConfig, ModelConfig, Recipe
-from paraformer.data import IMAGENET_MEAN, IMAGENET_STD
-from paraformer.model import ParaFormer
-from paraformer.paper import TABLE4_FINETUNE
-from paraformer.experiments import judge_claims
-from paraformer.pretrained import (FINETUNE_PROFILES, Initialization, config_from_torchvision, finetune_claims,
-                                   finetune_table, from_torchvision, pretrained_vit, table4_verdicts)
-from paraformer.train import run_key, train
+from dataclasses import replace
+
+import paraformer.core.weights as pretrained
+from paraformer.core.config import ConfigError, DataConfig, ModelConfig, Recipe
+from paraformer.core.data import IMAGENET_MEAN, IMAGENET_STD
+from paraformer.core.model import ParaFormer
+from paraformer.core.runcache import Initialization, run_key
+from paraformer.core.weights import config_from_torchvision, from_torchvision
+from paraformer.experiments import finetune
+from paraformer.experiments.accuracy import judge_claims
+from paraformer.experiments.finetune import finetune_claims, finetune_table, imagenet_available, table4_verdicts
+from paraformer.experiments.paper import TABLE4_FINETUNE
+from paraformer.experiments.profiles import PROFILES, get_profile
+from paraformer.training import train
 from tests.test_train import toy_data
 
 
@@ -132,24 +137,39 @@ def test_without_network_the_weights_are_reported_unavailable_in_one_line(monkey
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
     monkeypatch.setattr(type(pretrained.IMAGENET_VIT), "get_state_dict", offline)
-    vit, line = pretrained_vit("auto")
-    assert vit is None and "\n" not in line
-    # the line lands in committed notebooks: no raw network error, no path of this machine
-    assert "RANDOM weights" in line and "Errno" not in line and torch.hub.get_dir() not in line and "/" not in line
-    with pytest.raises(pretrained.PretrainedUnavailable, match="vit_b_16.*could not be downloaded.*checkpoints"):
-        pretrained_vit("required")  # where it is needed, the error says why and where the file goes
-    assert pretrained_vit("never")[0] is None
-    with pytest.raises(ConfigError, match="pretrained='yes'"):
-        pretrained_vit("yes")
+    imagenet_available.cache_clear()  # (it remembers its answer for the process)
+    try:
+        imagenet, line = imagenet_available("auto")
+        assert not imagenet and "\n" not in line
+        # the line lands in committed notebooks: no raw network error, no path of this machine
+        assert "RANDOM weights" in line and "Errno" not in line and torch.hub.get_dir() not in line and "/" not in line
+        with pytest.raises(pretrained.PretrainedUnavailable, match="vit_b_16.*could not be downloaded.*checkpoints"):
+            imagenet_available("required")  # where it is needed, the error says why and where the file goes
+        assert imagenet_available("never")[0] is False
+        with pytest.raises(ConfigError, match="pretrained='yes'"):
+            imagenet_available("yes")
+    finally:
+        imagenet_available.cache_clear()
 
 
 def test_the_ci_profile_never_depends_on_downloaded_weights():
-    assert FINETUNE_PROFILES["ci"].pretrained == "never"
-    assert FINETUNE_PROFILES["paper"].pretrained == "required"
-    for profile in FINETUNE_PROFILES.values():
-        for size in profile.random_patch:
-            vit = profile.random_vit(size, seed=0)
-            assert len(vit.encoder.layers) == 12 and all(12 % d == 0 for d in profile.branch_depths)
+    assert get_profile("ci").finetune.pretrained == "never"
+    assert get_profile("paper").finetune.pretrained == "required"
+    for profile in PROFILES.values():
+        settings = profile.finetune
+        for size in settings.random_patch:
+            vit = finetune._weights(settings, False, "cifar10", size, 0, 12).vit()
+            assert len(vit.encoder.layers) == 12 and all(12 % d == 0 for d in settings.branch_depths)
+
+
+def test_the_random_stand_in_is_drawn_from_its_own_seed_and_leaves_the_global_random_state_alone():
+    settings = get_profile("ci").finetune
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    one, again, other = (finetune._weights(settings, False, "fashion_mnist", 28, seed, 12).initialization(None)
+                         for seed in (0, 0, 1))
+    assert torch.equal(torch.get_rng_state(), before)
+    assert one.digest == again.digest != other.digest
 
 
 def finetune_runs(weights: str, accs=(60.0, 50.0, 59.5), seeds=(0, 1, 2), images=2000) -> pd.DataFrame:
@@ -199,14 +219,19 @@ def test_each_regrouping_is_compared_with_the_sequential_fine_tune_of_the_same_s
     assert close.verdict in ("inconclusive", "supported") and close.low < 0
 
 
-def test_given_weights_of_another_input_size_the_images_are_decoded_at_that_size(tmp_path, monkeypatch):
+def test_imagenet_weights_of_another_input_size_decode_the_images_at_that_size(tmp_path, monkeypatch):
     # ViT-B/16 takes 224 px images and CIFAR's are 32 px: they are upsampled when decoded (train() never resizes).
-    # Here a 12-layer ViT for 32 px stands in for it, fine-tuned on 28 px Fashion-MNIST.
+    # Here a 12-layer ViT for 32 px stands in for ImageNet's, fine-tuned on 28 px Fashion-MNIST.
     monkeypatch.setenv("PARAFORMER_RESULTS", str(tmp_path))
     torch.manual_seed(0)
     vit = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=12, num_heads=2,
                                                hidden_dim=16, mlp_dim=32)
-    profile = pretrained.replace(FINETUNE_PROFILES["ci"], n_train=64, n_test=40, branch_depths=(12,),
-                                 recipe=pretrained.replace(FINETUNE_PROFILES["ci"].recipe, epochs=1))
-    runs, records = pretrained.run_finetune(profile, vit, progress=False)
-    assert list(runs["image_size"]) == [32] and records[0].config["data"]["image_size"] == 32
+    monkeypatch.setattr(finetune, "_imagenet_vit", lambda: vit)
+    monkeypatch.setattr(finetune, "imagenet_available", lambda mode: (True, "Weights: a stand-in."))
+    ci = get_profile("ci")
+    settings = replace(ci.finetune, n_train=64, n_test=40, branch_depths=(12,), recipe=replace(ci.finetune.recipe,
+                                                                                                epochs=1))
+    monkeypatch.setitem(PROFILES, "ci", replace(ci, finetune=settings))
+    result = finetune.run("ci", progress=False)
+    assert list(result.runs["image_size"]) == [32] and result.records[0].config["data"]["image_size"] == 32
+    assert result.imagenet and result.runs["weights"].tolist() == [f"torchvision {pretrained.IMAGENET_VIT}"]

@@ -6,11 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from paraformer import progressive
-from paraformer.config import ConfigError, DataConfig, ModelConfig, Recipe
-from paraformer.model import ParaFormer
-from paraformer.train import (build_optimizer, data_fingerprint_of, load_trained_model, prepare_batch, run_key,
-                              run_paths, train)
+from paraformer.core import progressive
+from paraformer.core.config import ConfigError, DataConfig, ModelConfig, Recipe
+from paraformer.core.model import ParaFormer
+from paraformer.core.runcache import data_fingerprint_of, load_trained_model, run_key, run_paths
+from paraformer.core.steps import build_optimizer
+from paraformer.training import train
+from paraformer.training.evaluation import prepare_batch
 from tests.test_train import toy_data
 
 MODEL = ModelConfig(image_size=16, patch_size=4, width=32, num_heads=2, mlp_ratio=2.0, branch_depth=1,
@@ -143,8 +145,8 @@ def authors_epoch(tmp_path_factory) -> tuple[list[dict], list[tuple[int, float]]
     """One epoch of `authors` on two minibatches of 16: for every optimizer step, what its loss was computed on
     (the prefix the model ran as, and the minibatch), the clipping it asked for, and which branches got a
     gradient; and, for every gradient clipping done, the step it was done in and its max norm."""
-    import paraformer.model
-    import paraformer.train as training
+    import paraformer.core.model
+    import paraformer.training.trainer as training
 
     steps, forwards, clips = [], [], []
     real_forward, real_step, real_clip = ParaFormer.forward, training.StageTraining.step, torch.nn.utils.clip_grad_norm_
@@ -166,7 +168,7 @@ def authors_epoch(tmp_path_factory) -> tuple[list[dict], list[tuple[int, float]]
         return real_clip(parameters, max_norm, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as monkeypatch:  # (module scope: both tests read the one recorded epoch)
-        monkeypatch.setattr(paraformer.model.ParaFormer, "forward", forward)
+        monkeypatch.setattr(paraformer.core.model.ParaFormer, "forward", forward)
         monkeypatch.setattr(training.StageTraining, "step", step)
         monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip_grad_norm_)
         train(MODEL, DATA, replace(RECIPE, method="authors", epochs=1), data=toy_data(n_train=32),

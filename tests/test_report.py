@@ -5,13 +5,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from paraformer.config import DataConfig, ModelConfig, Recipe
-from paraformer.experiments import judge
-from paraformer.experiments.baselines import choose_rates, compute_matched_epochs
+from paraformer.core.config import DataConfig, ModelConfig, Recipe
+from paraformer.experiments import versus_vit
+from paraformer.experiments.profiles import get_profile
 from paraformer.experiments.report import (CLAIM_COLUMNS, claim_rows, collect_claims, convergence_verdicts,
-                                           epochs_to_target, report_markdown, report_table, write_claims)
-from paraformer.runcache import load_runs
-from paraformer.train import train
+                                           epochs_to_target, report_markdown, report_table, reported_profiles,
+                                           write_claims)
+from paraformer.experiments.stats import judge
+from paraformer.experiments.versus_vit import choose_rates
+from paraformer.core.runcache import load_runs
+from paraformer.training import train
 from tests.test_train import MODEL, RECIPE, toy_data
 
 
@@ -27,13 +30,11 @@ def verdicts():
 
 
 def test_claims_of_every_profile_are_gathered_into_one_row_per_claim(results):
-    from paraformer.experiments import get_profile
-
-    get_profile("quick")
     write_claims(verdicts(), "paper 2025", "03_x", "quick", "cpu")
-    get_profile("gpu")
     write_claims(verdicts()[:1], "paper 2025", "03_x", "gpu", "H100")
-    claims = collect_claims(results)
+    write_claims(verdicts()[:1], "paper 2025", "03_x", "ci", "cpu")  # a test's: not in the committed profiles' report
+    assert reported_profiles("quick") == ("quick", "gpu", "paper") and reported_profiles("ci") == ("ci",)
+    claims = collect_claims(reported_profiles("quick"), results)
     assert list(claims.columns) == CLAIM_COLUMNS and len(claims) == 4
     table = report_table(claims).set_index("claim")
     assert table.loc["A beats B", "quick: verdict"] == "supported" and table.loc["A beats B", "gpu: device"] == "H100"
@@ -48,7 +49,7 @@ def test_a_file_that_is_not_a_claims_table_is_refused_by_name(results):
     (results / "tables").mkdir()
     pd.DataFrame({"a": [1]}).to_csv(results / "tables" / "claims_bad.csv", index=False)
     with pytest.raises(ValueError, match="claims_bad.csv is not a claims table"):
-        collect_claims(results)
+        collect_claims(("quick",), results)
 
 
 def test_claim_rows_need_one_paper_per_verdict():
@@ -94,16 +95,15 @@ def test_the_grid_chooses_on_validation_and_breaks_ties_towards_the_recipes_rate
         choose_rates(grid.assign(val_acc=float("nan")), 2e-3)
 
 
-def test_the_compute_matched_vit_trains_for_the_paraformers_share_of_its_flops():
-    from paraformer.experiments import get_comparison
-
-    comparison = get_comparison("quick")
-    runs = pd.DataFrame([{"dataset": "cifar10", "label": "ViT-6", "train_tflop": 4.0},
-                         {"dataset": "cifar10", "label": "Para-F-1-6 joint", "train_tflop": 1.25}])
-    # 6 epochs x 1.25 / 4 = 1.875 -> 2; halves round up (2.5 -> 3), not to the even number
-    assert compute_matched_epochs(runs, comparison, "joint") == {"cifar10": 2}
-    runs.loc[1, "train_tflop"] = 4.0 * 2.5 / comparison.profile.recipe.epochs
-    assert compute_matched_epochs(runs, comparison, "joint") == {"cifar10": 3}
+def test_the_compute_matched_vit_trains_for_the_paraformers_share_of_its_flops(monkeypatch):
+    comparison = get_profile("quick").comparison  # 5 epochs, Para-F-1-6 against ViT-6
+    flops = {"Para-F-6-6": 4.0, "Para-F-1-6": 1.25}
+    monkeypatch.setattr(versus_vit, "training_flops_per_image", lambda model, method: flops[model.name])
+    # 5 epochs x 1.25 / 4 = 1.56 -> 2; halves round up (2.5 -> 3), not to the even number
+    assert versus_vit.matched_epochs(comparison, "cifar10") == 2
+    flops["Para-F-1-6"] = 4.0 * 2.5 / comparison.scale.recipe.epochs
+    assert versus_vit.matched_epochs(comparison, "cifar10") == 3
+    assert [r.recipe.epochs for r in versus_vit.matched_plan(comparison)] == [3, 3, 3]  # every seed
 
 
 def test_any_results_folder_loads_into_one_row_per_run_with_its_config_and_predictions(tmp_path):
@@ -128,7 +128,7 @@ def test_the_readmes_results_table_is_the_one_the_committed_claims_tables_give()
     root = Path(__file__).resolve().parents[1]
     readme = (root / "README.md").read_text()
     block = readme[readme.index(README_START):readme.index(README_END) + len(README_END)]
-    assert block == readme_block(collect_claims(root / "results", profiles=("quick", "gpu", "paper")))
+    assert block == readme_block(collect_claims(("quick", "gpu", "paper"), root / "results"))
 
 
 def test_the_readme_block_is_replaced_between_its_markers_and_refused_without_them(tmp_path):
@@ -144,3 +144,26 @@ def test_the_readme_block_is_replaced_between_its_markers_and_refused_without_th
     (tmp_path / "bare.md").write_text("no markers\n")
     with pytest.raises(ValueError, match="needs exactly one"):
         update_readme(tmp_path / "bare.md", claims)
+
+
+def test_two_results_folders_are_compared_run_by_run_bit_for_bit(tmp_path, capsys):
+    import json
+    import shutil
+
+    from paraformer.tools.compare_runs import main as compare_runs
+
+    first = train(MODEL, DataConfig(dataset="toy"), RECIPE, data=toy_data(), results_root=tmp_path / "a",
+                  progress=False)
+    (tmp_path / "b" / "runs").mkdir(parents=True)
+    record = f"{first.name}-{first.key}.json"
+    shutil.copy(tmp_path / "a" / "runs" / record, tmp_path / "b" / "runs" / record)
+    values = json.loads((tmp_path / "b" / "runs" / record).read_text())
+    values["history"][0]["train_seconds"] += 1.0  # times are no numbers of the run
+    (tmp_path / "b" / "runs" / record).write_text(json.dumps(values))
+    assert compare_runs([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    values["history"][1]["train_loss"] += 1e-9
+    values["final_test_acc"] += 0.01
+    (tmp_path / "b" / "runs" / record).write_text(json.dumps(values))
+    assert compare_runs([str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-3:-1] == [f"{record}: per-epoch history differs (epoch 2)", f"{record}: final_test_acc differs"]

@@ -5,10 +5,10 @@ import math
 import pandas as pd
 import pytest
 
-from paraformer.paper import FAIRSCALE_SPEEDUP
-from paraformer.speedup import (MIN_SPREAD, UNKNOWN_SPREAD, at_depth, benchmark_depth, cost_model_lines,
-                                cost_model_summary, layers_table, multi_bars, multi_table, only_missing, ratio_spread,
-                                speed_verdicts, strategy_table, summary, verdict_table)
+from paraformer.experiments.paper import FAIRSCALE_SPEEDUP
+from paraformer.experiments.speedup import (MIN_SPREAD, UNKNOWN_SPREAD, at_depth, benchmark_depth, cost_model_lines,
+                                            cost_model_summary, layers_table, multi_bars, multi_table, only_missing,
+                                            ratio_spread, speed_verdicts, strategy_table, summary, verdict_table)
 
 CPU = {"device": "test CPU, 1 thread(s)", "device_type": "cpu"}
 GPU = {"device": "test GPU", "device_type": "cuda"}

@@ -10,11 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
-from paraformer import throughput
-from paraformer.config import ConfigError
-from paraformer.model import ParaFormer
+from paraformer.bench import throughput
+from paraformer.core.config import ConfigError
+from paraformer.core.model import ParaFormer
+from paraformer.experiments.profiles import get_profile
+from paraformer.tools import bench
 
-CI = throughput.get_throughput_profile("ci")
+CI = get_profile("ci").throughput
 
 
 @pytest.fixture
@@ -87,7 +89,7 @@ def test_the_target_is_at_most_timms_time_and_met_only_when_every_row_meets_it()
 
 def test_the_ci_profile_writes_one_row_per_model_and_batch_with_positive_finite_numbers(timm, tmp_path, monkeypatch):
     monkeypatch.setenv("PARAFORMER_RESULTS", str(tmp_path))
-    assert throughput.main(["--profile", "ci", "--repeats", "2"]) == 0
+    assert bench.main(["--profile", "ci", "--only", "throughput", "--repeats", "2"]) == 0
     folder = tmp_path / "ci" / "bench" / "ci"
     table = pd.read_csv(folder / "throughput.csv")
     assert list(table["model"]) == ["Para-F-2-2", "Para-F-1-2"] and set(table["batch"]) == set(CI.batches)
@@ -112,10 +114,13 @@ def test_the_ci_profile_writes_one_row_per_model_and_batch_with_positive_finite_
 def test_bad_arguments_and_a_missing_timm_are_one_line(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("PARAFORMER_RESULTS", str(tmp_path))  # should a bad argument be accepted: ci, into tmp
     for argv in (["--profile", "huge"], ["--profile", "ci", "--repeats", "0"], ["--profile", "ci", "--batches", "x"],
-                 ["--profile", "ci", "--device", "tpu"]):
+                 ["--profile", "ci", "--device", "tpu"], ["--profile", "ci", "--only", "speed"]):
         with pytest.raises(SystemExit) as caught:
-            throughput.main(argv)
+            bench.main(argv)
         assert caught.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1, argv
+    assert bench.main(["--profile", "paper", "--only", "throughput"]) == 2  # not sized for the paper profile
+    assert capsys.readouterr().err.strip().splitlines() == ["error: profile 'paper' has no throughput settings; use "
+                                                            "ci, quick or gpu"]
     monkeypatch.setitem(__import__("sys").modules, "timm", None)  # import timm now raises ImportError
     with pytest.raises(ConfigError, match=r'pip install timm \(or pip install -e "\.\[bench\]"\)'):
         throughput.measure(CI, "cpu", progress=False)

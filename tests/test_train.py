@@ -2,6 +2,7 @@
 
 import json
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,13 +10,19 @@ import pandas as pd
 import pytest
 import torch
 
-import paraformer.train as training
-from paraformer.config import ConfigError, DataConfig, ModelConfig, Recipe, from_dict
-from paraformer.data import ImageData
-from paraformer.model import ParaFormer
-from paraformer.results import ResultsWriteError
-from paraformer.runlog import clipping_summary, keep_epochs, prefix_accuracy_curves, read_step_log
-from paraformer.train import learning_rate, run_key, run_paths, step_log_path, train
+import paraformer.training.trainer as training
+from paraformer.core.config import ConfigError, DataConfig, ModelConfig, Recipe, from_dict
+from paraformer.core.data import ImageData, stratified_subset
+from paraformer.core.files import ResultsWriteError
+from paraformer.core.model import ParaFormer
+from paraformer.core.runcache import (RunCacheError, StaleRunWarning, data_fingerprint_of, load_trained_model,
+                                      run_key, run_paths, step_log_path)
+from paraformer.core.runlog import clipping_summary, keep_epochs, prefix_accuracy_curves, read_step_log
+from paraformer.tools.train import main
+from paraformer.training import numerics, train
+from paraformer.training.evaluation import evaluate, prepare_batch
+from paraformer.training.numerics import is_stale, stale_records
+from paraformer.training.trainer import learning_rate
 
 
 def toy_data(n_train=96, n_test=48, seed=0) -> ImageData:
@@ -53,7 +60,7 @@ def test_a_tiny_run_lowers_the_loss_and_records_everything(tmp_path):
     assert len(losses) == RECIPE.epochs
     assert losses[-1] < losses[0]
     assert result.final_test_acc == result.history[-1]["test_acc"] > 25.0  # chance is 25%
-    assert result.num_params == sum(p.numel() for p in training.ParaFormer(MODEL).parameters())
+    assert result.num_params == sum(p.numel() for p in ParaFormer(MODEL).parameters())
     assert result.wall_seconds > 0 and result.data_source == "synthetic"
     record = json.loads(run_paths(result.name, result.key, tmp_path)[0].read_text())
     assert from_dict(ModelConfig, record["config"]["model"]) == MODEL
@@ -67,16 +74,16 @@ def test_the_final_model_is_scored_on_every_test_image_and_the_curves_on_the_per
     data.test_labels[::3] = data.test_labels[::3][torch.randperm(16, generator=torch.Generator().manual_seed(0))]
     result = train(MODEL, replace(DATA, n_test_per_epoch=12), RECIPE, data=data, results_root=tmp_path,
                    progress=False)
-    model = training.load_trained_model(result, tmp_path)
-    every_image = training.evaluate(model, data.test_images, data.test_labels, data, RECIPE)
-    subset = training.stratified_subset(data.test_labels, 12, 0)
-    on_subset = training.evaluate(model, data.test_images[subset], data.test_labels[subset], data, RECIPE)
+    model = load_trained_model(result, tmp_path)
+    every_image = evaluate(model, data.test_images, data.test_labels, data, RECIPE)
+    subset = stratified_subset(data.test_labels, 12, 0)
+    on_subset = evaluate(model, data.test_images[subset], data.test_labels[subset], data, RECIPE)
     assert result.final_test_acc == every_image and result.history[-1]["test_acc"] == on_subset != every_image
     # the record keeps which images the final model got right, in the test split's order
     assert result.test_images == 48 and 100 * result.correct().mean() == pytest.approx(every_image)
-    predicted = model(training.prepare_batch(data.test_images, data, MODEL, torch.device("cpu"))).argmax(1)
+    predicted = model(prepare_batch(data.test_images, data, MODEL, torch.device("cpu"))).argmax(1)
     assert (result.correct() == (predicted == data.test_labels).numpy()).all()
-    assert result.final_prefix_test_acc == [training.evaluate(model, data.test_images, data.test_labels, data,
+    assert result.final_prefix_test_acc == [evaluate(model, data.test_images, data.test_labels, data,
                                                               RECIPE, num_branches=k) for k in (1, 2, 3)]
     again = train(MODEL, replace(DATA, n_test_per_epoch=12), RECIPE, data=data, results_root=tmp_path)
     assert again.cached and (again.correct() == result.correct()).all()
@@ -95,7 +102,7 @@ def test_a_per_epoch_subset_larger_than_the_test_images_is_refused():
 
 def test_a_record_without_per_image_predictions_is_refused_for_paired_tests(tmp_path):
     result = train(MODEL, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False)
-    with pytest.raises(training.RunCacheError, match="no per-image test predictions"):
+    with pytest.raises(RunCacheError, match="no per-image test predictions"):
         replace(result, test_predictions="").correct()
 
 
@@ -205,7 +212,7 @@ def test_a_damaged_or_foreign_run_record_is_refused_by_name(tmp_path, content, p
                       progress=False)
         content = run_paths(other.name, other.key, tmp_path)[0].read_bytes()
     record.write_bytes(content)
-    with pytest.raises(training.RunCacheError) as caught:
+    with pytest.raises(RunCacheError) as caught:
         train(MODEL, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False)
     assert caught.value.path == record
 
@@ -214,8 +221,8 @@ def test_damaged_saved_weights_are_refused_by_name(tmp_path):
     result = train(MODEL, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False)
     weights = run_paths(result.name, result.key, tmp_path)[2]
     weights.write_bytes(weights.read_bytes()[:50])
-    with pytest.raises(training.RunCacheError) as caught:
-        training.load_trained_model(result, tmp_path)
+    with pytest.raises(RunCacheError) as caught:
+        load_trained_model(result, tmp_path)
     assert caught.value.path == weights
 
 
@@ -270,7 +277,7 @@ def test_a_full_disk_names_the_file_and_leaves_no_temporary_file(tmp_path, monke
     assert caught.value.path.parent == tmp_path / "checkpoints"
     # nothing but epoch 1's step log (and its TensorBoard events, with tensorboard installed), which the next
     # attempt drops: it has no checkpoint to resume from
-    key = run_key(MODEL, DATA, RECIPE, data_fingerprint=training.data_fingerprint_of(DATA, toy_data()))
+    key = run_key(MODEL, DATA, RECIPE, data_fingerprint=data_fingerprint_of(DATA, toy_data()))
     files = [p for p in tmp_path.rglob("*") if p.is_file() and "tensorboard" not in p.relative_to(tmp_path).parts]
     assert files == [step_log_path(run_paths("toy-Para-F-1-3", key, tmp_path)[0])]
 
@@ -281,21 +288,29 @@ def test_a_model_larger_than_the_images_is_refused_not_upsampled(tmp_path):
         train(larger, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False)
 
 
-def test_a_run_made_by_other_code_is_returned_with_a_warning_or_retrained_when_asked(tmp_path, monkeypatch):
+def test_a_run_of_other_numbers_is_returned_with_a_warning_or_retrained_when_asked(tmp_path, monkeypatch):
     first = train(MODEL, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False)
-    monkeypatch.setattr(training, "code_digest", lambda: "other-code")
-    monkeypatch.setattr("paraformer.runcache.code_digest", lambda: "other-code")
-    monkeypatch.setattr("paraformer.results.code_digest", lambda: "other-code")
-    with pytest.warns(training.StaleRunWarning):
+    assert (first.code_digest, first.numerics) == (numerics.code_digest(), numerics.current_numerics())
+    # other code that numerics.json knows to compute the same numbers: the run stays current, no warning
+    same = first.numerics or "numbers"
+    known = {first.code_digest: same, "edited": same}
+    monkeypatch.setattr(numerics, "_recorded", {**numerics.recorded(), "known": known})
+    monkeypatch.setattr(numerics, "_code_digest", "edited")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert train(MODEL, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False).cached
+    # code whose numbers are not recorded (an edit before `make numerics`): every earlier run is stale
+    monkeypatch.setattr(numerics, "_code_digest", "other-code")
+    with pytest.warns(StaleRunWarning):
         again = train(MODEL, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False)
-    assert again.cached and again.stale and again.code_digest == first.code_digest
-    assert training.stale_records(tmp_path) == ([run_paths(first.name, first.key, tmp_path)[0]], 1)
+    assert again.cached and is_stale(again) and again.code_digest == first.code_digest
+    assert stale_records(tmp_path) == ([run_paths(first.name, first.key, tmp_path)[0]], 1)
 
     monkeypatch.setenv("PARAFORMER_RETRAIN", "stale")
     retrained = train(MODEL, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False)
-    assert not retrained.cached and retrained.code_digest == "other-code" and not retrained.stale
-    assert retrained.final_test_acc == first.final_test_acc
-    assert training.stale_records(tmp_path) == ([], 1)
+    assert not retrained.cached and (retrained.code_digest, retrained.numerics) == ("other-code", "")
+    assert not is_stale(retrained) and retrained.final_test_acc == first.final_test_acc
+    assert stale_records(tmp_path) == ([], 1)
 
     monkeypatch.setenv("PARAFORMER_RETRAIN", "yes")
     with pytest.raises(ConfigError):
@@ -445,14 +460,14 @@ CLI_RUN = ["--profile", "ci", "--model", "1-2", "--dataset", "fashion_mnist", "-
 def test_the_command_line_trains_one_run_into_the_profiles_cache_and_answers_it_again_from_there(
         tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PARAFORMER_RESULTS", str(tmp_path))
-    assert training.main(CLI_RUN + ["--method", "prefix"]) == 0
+    assert main(CLI_RUN + ["--method", "prefix"]) == 0
     (record,) = (tmp_path / "ci" / "runs").glob("*.json")
     values = json.loads(record.read_text())
     assert values["name"] == "fashion_mnist-Para-F-1-2-prefix"
     assert (values["config"]["recipe"]["method"], values["config"]["recipe"]["seed"]) == ("prefix", 3)
     assert (values["config"]["data"]["n_train"], values["config"]["data"]["n_test"]) == (64, 40)
     assert len(values["history"]) == 1 and values["config"]["model"]["width"] == 32  # the ci profile's width
-    assert training.main(CLI_RUN + ["--method", "prefix"]) == 0
+    assert main(CLI_RUN + ["--method", "prefix"]) == 0
     assert "from the run cache" in capsys.readouterr().out.splitlines()[-1]
     assert len(list((tmp_path / "ci" / "runs").glob("*.json"))) == 1
 
@@ -463,7 +478,7 @@ def test_the_gpu_profile_runs_through_the_same_path_at_a_ci_size(tmp_path, monke
     monkeypatch.setenv("PARAFORMER_RESULTS", str(tmp_path))
     args = ["--profile", "gpu", "--model", "1-2", "--dataset", "fashion_mnist", "--epochs", "1", "--n-train", "100",
             "--n-test", "50", "--no-compile"]
-    assert training.main(args) == 0
+    assert main(args) == 0
     (record,) = (tmp_path / "gpu" / "runs").glob("*.json")
     values = json.loads(record.read_text())
     assert values["config"]["recipe"]["augment"] == ["flip", "crop"] and values["config"]["model"]["width"] == 192
@@ -479,7 +494,7 @@ def test_the_gpu_profile_runs_through_the_same_path_at_a_ci_size(tmp_path, monke
 def test_bad_command_line_arguments_give_one_line_naming_the_value(args, bad, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PARAFORMER_RESULTS", str(tmp_path))
     with pytest.raises(SystemExit) as caught:
-        training.main(args)
+        main(args)
     lines = capsys.readouterr().err.strip().splitlines()
     assert caught.value.code == 2 and len(lines) == 1 and bad in lines[0]
     assert not (tmp_path / "ci").exists()
@@ -487,7 +502,7 @@ def test_bad_command_line_arguments_give_one_line_naming_the_value(args, bad, tm
 
 def test_a_config_error_on_the_command_line_is_one_line_and_exit_code_2(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PARAFORMER_RESULTS", str(tmp_path))
-    assert training.main(CLI_RUN + ["--lr", "-1"]) == 2
+    assert main(CLI_RUN + ["--lr", "-1"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "Recipe.lr=-1" in lines[0]
 
@@ -535,7 +550,7 @@ def test_a_text_progress_line_per_epoch_keeps_every_number_whole(tmp_path, monke
 
 
 def test_the_progress_label_names_the_method_only_where_the_run_name_does_not():
-    from paraformer.train import progress_label
+    from paraformer.training.progress import progress_label
 
     cpu = torch.device("cpu")
     assert progress_label("cifar10-task2-expand", Recipe(method="joint"), cpu) == "cifar10-task2-expand [cpu]"

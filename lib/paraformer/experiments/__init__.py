@@ -1,14 +1,12 @@
-"""The experiments behind the notebooks: profiles (how big each experiment is), the sweeps and comparisons that
-train the runs, the statistics that turn their numbers into verdicts, and one module per paper experiment
-(compression, expansion)."""
+"""The experiments behind the notebooks, one module per notebook, each with `plan(profile)` (the exact `train()`
+calls, as data), `run(profile)` (which trains that plan), and the tables and verdicts its notebook shows:
 
-from .profiles import (COMPARISONS, PROFILES, Comparison, Profile, authors_variant, get_comparison, get_profile,
-                       profile_record)
-from .accuracy import AccuracyClaim, accuracy_table, judge_claims, verdict_table
-from .stats import (VERDICTS, Verdict, all_of, holm, judge, judge_family, mcnemar,
-                    paired_difference, paired_minimum_detectable, render)
-from .sweeps import (DEPTH_FINDINGS, compare_with_paper, convergence_summary, depth_findings, depth_sweep_claims,
-                     layer_sweep_claims, learning_curves, method_label, run_comparison, run_sweep, time_to_target,
-                     versus_vit_claims, versus_vit_table)
-from .baselines import (grid_table, learning_rate_grid, run_compute_matched_vit, run_tuned_comparison,
-                        tuning_changes)
+- 01 `layer_sweep`, 02 `depth_sweep`, 03 `versus_vit`, 04 `compression`, 05 `expansion`, 06 `speedup`,
+  07 `finetune`, 08 `layer_parallel`, 99 `report` (the claims report).
+
+What they share: `profiles` (the four profiles, everything each runs, in one file; `settings` their dataclasses),
+`plan` (planned runs and their execution), `estimate` (their cost before they start), `accuracy` and `stats`
+(intervals, paired tests, the one verdict rule), `tables` (what a notebook writes), `display` (a notebook's
+parameters and what a reader sees), `paper` (the papers' numbers, kept apart from ours). Imports every other layer
+of the package but `tools`.
+"""

@@ -78,6 +78,19 @@ def accuracy_table(runs: pd.DataFrame, keys: tuple[str, ...] = ("dataset", "mode
     return pd.DataFrame(rows)
 
 
+def compare_with_paper(runs: pd.DataFrame, paper_table: dict) -> pd.DataFrame:
+    """Per dataset and model: our mean accuracy over seeds with its 95% interval, beside the paper's."""
+    table = accuracy_table(runs, ("dataset", "model"), paper_table)
+    columns = ["dataset", "model", "branch_depth", "num_layers", "params", "paper_acc", "our_acc", "our_acc_low",
+               "our_acc_high", "ours_minus_paper", "seed_std", "seeds", "test_images", "seconds_per_run"]
+    return table[columns + [c for c in ("train_tflop",) if c in table]]
+
+
+def short(model: str) -> str:
+    """"1-24" for "Para-F-1-24", as claims name models."""
+    return model.removeprefix("Para-F-")
+
+
 def judge_claims(runs: pd.DataFrame, claims: list[AccuracyClaim], alpha: float = 0.05) -> list[Verdict]:
     """Each claim's paired difference (by seed and by image) and its verdict, Holm-corrected over all `claims`
     (the family a notebook tests)."""

@@ -1,4 +1,5 @@
-"""Compression by selective branch usage: keep k of a trained ParaFormer's m branches.
+"""Notebook 04, compression by selective branch usage (the 2025 paper's "up to 15.07x"): keep k of a trained
+ParaFormer's m branches.
 
 Two ways to choose the k branches:
 - `prefix`: the first k, the models that progressive training asks to be good on their own;
@@ -8,7 +9,7 @@ Two ways to choose the k branches:
 Every kept model is built for real (`ParaFormer.select_branches`, no weights of dropped branches) and its test
 predictions made by it, image by image, so that kept and full models (and a ViT of the kept size) are compared
 on the same images and seeds by paired tests. Sizes are reported three ways: parameters (stem and head
-included), branch parameters alone, and forward FLOPs per image (`paraformer.flops`, attention included).
+included), branch parameters alone, and forward FLOPs per image (`paraformer.core.flops`, attention included).
 
 Every seed of the trained ParaFormers is compressed; the choice of how many branches to keep is made on the
 seed-mean validation accuracy, the test split only measures it.
@@ -16,21 +17,33 @@ seed-mean validation accuracy, the test split only measures it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import torch
 
-from ..config import ConfigError, Recipe
-from ..data import ImageData, load_data
-from ..flops import inference_flops_per_image
-from ..model import ParaFormer
-from ..train import RunResult, load_trained_model, predict, prepare_batch
-from .accuracy import AccuracyClaim, judge_claims
-from .stats import Verdict, accuracy_interval, judge
+from ..core.config import METHODS, ConfigError, ModelConfig, Recipe
+from ..core.data import ImageData
+from ..core.flops import inference_flops_per_image
+from ..core.model import ParaFormer, load_model, save_model
+from ..core.paths import results_dir
+from ..core.runcache import RunResult, load_trained_model
+from ..training.evaluation import predict, prepare_batch
+from .accuracy import AccuracyClaim, judge_claims, verdict_table
+from .estimate import Estimate, estimate as estimate_runs
+from .paper import BEST_COMPRESSION, PAPER_2025
+from .plan import PlannedRun, execute, sweep, sweep_rows
+from .profiles import get_profile
+from .report import write_claims
+from .stats import Verdict, accuracy_interval, judge, render
+from .tables import provenance, save_figure, write_table  # noqa: F401 (save_figure: the notebook's figure)
+
+NOTEBOOK = "04_compression"
 
 
 def forward_flops(model: ParaFormer) -> int:
-    """FLOPs of one image's forward pass through `model` (all its branches; see `paraformer.flops`)."""
+    """FLOPs of one image's forward pass through `model` (all its branches; see `paraformer.core.flops`)."""
     return inference_flops_per_image(model.config)
 
 
@@ -119,17 +132,55 @@ def vit_sizes(model_config) -> list[int]:
     return [k * model_config.branch_depth for k in range(1, model_config.num_branches // 2 + 1)]
 
 
-def compress_runs(settings, runs: pd.DataFrame, records: list[RunResult]) -> pd.DataFrame:
-    """`compression_table` of every trained ParaFormer in `runs` (one per dataset, method and seed)."""
-    tables, data = [], {}
-    for (_, run), record in zip(runs.iterrows(), records):
-        if run["dataset"] not in data:
-            data[run["dataset"]] = load_data(settings.data_config(run["dataset"]))
-        table = compression_table(load_trained_model(record), data[run["dataset"]], settings.recipe)
+def _plans(profile: str, datasets) -> tuple[list[PlannedRun], list[PlannedRun]]:
+    comparison = get_profile(profile).comparison
+    sizes = vit_sizes(ModelConfig.from_name(comparison.paraformer))
+    return (sweep(NOTEBOOK, comparison.scale, [comparison.paraformer], datasets, METHODS),
+            sweep(NOTEBOOK, comparison.scale, [f"{n}-{n}" for n in sizes], datasets))
+
+
+def plan(profile: str, datasets=None) -> list[PlannedRun]:
+    """Notebook 03's ParaFormers of every method and seed, then a ViT of every kept size that compresses at least
+    2x (`vit_sizes`), every seed."""
+    paraformers, vits = _plans(profile, datasets)
+    return paraformers + vits
+
+
+def estimate(profile: str, datasets=None, flops_per_second=None) -> Estimate:
+    return estimate_runs(NOTEBOOK, profile, plan(profile, datasets), flops_per_second)
+
+
+def describe(profile: str) -> str:
+    comparison = get_profile(profile).comparison
+    return (f"ParaFormer Para-F-{comparison.paraformer}, seeds {list(comparison.scale.seeds)}; this run: "
+            f"{comparison.scale.describe()}")
+
+
+@dataclass
+class Runs:
+    runs: pd.DataFrame  # the ParaFormers (`plan.sweep_rows`), one per dataset, method and seed
+    records: list[RunResult]  # of `runs`, row by row
+    table: pd.DataFrame  # `compression_table` of every one of them
+    vits: pd.DataFrame  # the ViTs of the kept sizes, from scratch
+    vit_layers: list[int]  # their sizes
+
+
+def run(profile: str, datasets=None, progress: bool = True) -> Runs:
+    """Train (or fetch: notebook 03 trains the ParaFormers) the plan, and compress every ParaFormer."""
+    folder, (planned_paraformers, planned_vits) = results_dir(profile), _plans(profile, datasets)
+    trained = execute(planned_paraformers + planned_vits, folder, progress)
+    paraformers, vits = trained[:len(planned_paraformers)], trained[len(planned_paraformers):]
+    tables = []
+    for t in paraformers:
+        table = compression_table(load_trained_model(t.result, folder), t.data, t.planned.recipe)
         # a kept model costs no training of its own: what trained it is its full model's run
-        tables.append(table.assign(dataset=run["dataset"], method=run["method"], seed=run["seed"],
-                                   train_tflop=run["train_tflop"]))
-    return pd.concat(tables, ignore_index=True)
+        tables.append(table.assign(dataset=t.planned.data.dataset, method=t.planned.recipe.method,
+                                   seed=t.planned.recipe.seed))
+    rows = sweep_rows(paraformers)
+    compressed = pd.concat([table.assign(train_tflop=tflop) for table, tflop in zip(tables, rows["train_tflop"])],
+                           ignore_index=True)
+    vit_layers = vit_sizes(paraformers[0].planned.model)
+    return Runs(rows, [t.result for t in paraformers], compressed, sweep_rows(vits), vit_layers)
 
 
 def compression_means(table: pd.DataFrame, vit_runs: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -226,19 +277,16 @@ def best_compression_verdict(picks: pd.DataFrame, means: pd.DataFrame, paper_rat
     return judge(claim, best, best, best, paper_ratio - 1e-9, paper=paper_ratio)
 
 
-def export_best(picks: pd.DataFrame, runs: pd.DataFrame, records: list[RunResult]) -> str:
+def export_best(picks: pd.DataFrame, runs: pd.DataFrame, records: list[RunResult], profile: str) -> str:
     """Save the full and the most compressed chosen model (first seed) as ParaFormer files under the profile's
     models/ folder, load the compressed one back, and say whether it gives the same logits."""
-    from ..config import results_dir
-    from ..model import load_model, save_model
-
     best = picks.loc[picks["param_ratio"].idxmax()]
     index = [i for i, (_, r) in enumerate(runs.iterrows())
              if (r["dataset"], r["method"]) == (best["dataset"], best["method"])][0]
     record = records[index]
-    full = load_trained_model(record).eval()
+    full = load_trained_model(record, results_dir(profile)).eval()
     kept = full.select_branches(list(range(int(best["branches_kept"])))).eval()
-    folder = results_dir() / "models"
+    folder = results_dir(profile) / "models"
     full_file = save_model(full, folder / f"{record.name}-full.pt")
     kept_file = save_model(kept, folder / f"{record.name}-first{int(best['branches_kept'])}.pt")
     loaded = load_model(kept_file).eval()
@@ -249,3 +297,55 @@ def export_best(picks: pd.DataFrame, runs: pd.DataFrame, records: list[RunResult
     return (f"{best['dataset']} {best['method']} (seed {runs.iloc[index]['seed']}): {full.num_branches} -> "
             f"{loaded.num_branches} branches; file {full_file.stat().st_size / 1e3:.0f} kB -> "
             f"{kept_file.stat().st_size / 1e3:.0f} kB; the loaded model gives the same logits: {same}")
+
+
+@dataclass
+class Findings:
+    means: pd.DataFrame  # every kept subset, mean over seeds (`compression_means`)
+    overview: pd.DataFrame  # the reader's view of it (`compression_overview`)
+    picks: pd.DataFrame  # per method and selection, the fewest branches within the tolerance on validation
+    claims: list[AccuracyClaim]
+    verdicts: list[Verdict]
+    headline: Verdict  # the paper's "up to x15.07": the report's
+
+
+def findings(result: Runs, profile: str, tolerance: float = 1.0) -> Findings:
+    """Every table, claim and verdict of notebook 04; writes tables/compression*.{csv,md} and the headline claim of
+    the report. `tolerance`: accuracy points (on validation) a compressed model may lose against the full model."""
+    scale = get_profile(profile).comparison.scale
+    means = compression_means(result.table, result.vits)
+    picks = pd.concat([smallest_within(rows, tolerance).assign(dataset=d, method=m)
+                       for (d, m), rows in means.groupby(["dataset", "method"], sort=False)], ignore_index=True)
+    found = compression_claims(means, picks, result.vit_layers, tolerance)
+    verdicts = judge_claims(arms(result.table, result.vits), found)
+    headline = best_compression_verdict(picks, means, BEST_COMPRESSION)
+    notes = [
+        "every kept model is a ParaFormer holding only the kept branches; val_acc (mean over seeds) chose the greedy "
+        "subsets (greedy_subsets: each seed's, 0-based); test_acc: mean over seeds on all test images, with its 95% "
+        "interval; vit_same_size_acc: a ViT with as many layers, trained from scratch with the same recipe and seeds "
+        "(for kept sizes of x2 or more)",
+        "param_ratio: full / kept parameters (stem and head included); branch_ratio: m / k; flops_ratio: forward "
+        "FLOPs per image (paraformer.core.flops)",
+        "train_tflop: counted training FLOPs of the full model's run (mean over seeds; a kept model needs no training "
+        "of its own); vit_same_size_tflop: those of the same-size ViT's run",
+        scale.describe() + "; the ParaFormers are notebook 03's runs",
+        *provenance(result.runs),
+    ]
+    write_table(means, "compression_all", "Compression: every kept branch subset, mean over seeds", notes,
+                profile=profile)
+    columns = ["dataset", "method", "selection", "branches_kept", "param_ratio", "branch_ratio", "flops_ratio",
+               "full_val_acc", "val_acc", "full_test_acc", "test_acc", "test_acc_low", "test_acc_high",
+               "vit_same_size_acc", "train_tflop", "vit_same_size_tflop", "seeds"]
+    write_table(picks[columns], "compression", f"Compression within {tolerance:g} point of the full model (chosen on "
+                "validation, mean over seeds)",
+                [f"paper: {PAPER_2025}, abstract: 'up to {BEST_COMPRESSION}x model compression through selective "
+                 f"branch usage' (how it is counted is not public); ours: {render(headline)}", *notes],
+                profile=profile)
+    write_table(verdict_table(verdicts, found), "compression_claims",
+                "Compression claims: each comparison, paired by seed and test image",
+                ["ours: accuracy difference in points; low/high: its interval at confidence interval_pct (%), set by "
+                 "Holm's correction over all comparisons of this table; minimum_detectable: the difference this "
+                 "design finds 80% of the time at the 5% level; a 'lose under' claim holds when the difference "
+                 "exceeds minus the tolerance", *notes[2:3]], profile=profile)
+    write_claims([headline], PAPER_2025, NOTEBOOK, profile, result.runs["device"].iloc[0])
+    return Findings(means, compression_overview(means), picks, found, verdicts, headline)

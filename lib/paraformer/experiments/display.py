@@ -1,5 +1,15 @@
-"""What a reader sees in a notebook: a short table, and one line per verdict.
+"""What a notebook is given and what a reader sees in it: its parameters checked, a short table, and one line per
+verdict.
 
+**Parameters.** Papermill only warns about a parameter that the notebook's `parameters` cell does not define, and
+then runs the notebook with its defaults. So every notebook ends its parameters cell with
+`declare_parameters(namespace=globals())`, which records the names defined so far, and starts the next code cell
+with `check_parameters(globals())`. Papermill puts its `injected-parameters` cell between the two, so every name
+that cell binds and the parameters cell did not is a misspelt or unknown parameter. (The keyword matters:
+papermill reads a line without "=" in the parameters cell as the continuation of the parameter above it, and would
+show `declare_parameters(globals())` as part of that parameter's default.) An unknown profile fails there too.
+
+**Tables and verdicts.**
 Every notebook writes its full tables (every column, full precision) to `results/tables/`, CSV and Markdown. On
 screen it shows a reader's table made from them (`reader_table`): only the columns that answer the question, the
 paper's figure beside ours, each number rounded to what the measurement supports (an accuracy whose interval is
@@ -12,11 +22,59 @@ A verdict reads as the claim, what we found (one number with its interval) and t
 from __future__ import annotations
 
 import html
+import inspect
 import math
 
 import pandas as pd
 
+from ..core.config import ConfigError
+from .profiles import get_profile
 from .stats import Verdict
+
+# IPython binds these in every kernel's namespace, and more of them (_, _i3, Out[3] as _3) as cells run.
+IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
+# Kept in the namespace itself, so that each kernel (and each test's namespace) has its own record.
+_RECORD = "_paraformer_parameters"
+
+
+class UnknownParameterError(ConfigError):
+    """Parameters given to a notebook that its parameters cell does not define."""
+
+    def __init__(self, unknown: list[str], known: list[str]):
+        self.unknown = tuple(unknown)
+        self.known = tuple(known)
+        super().__init__(f"unknown notebook parameter(s) {list(self.unknown)}; this notebook's parameters are "
+                         f"{list(self.known)}")
+
+
+def _values(namespace: dict) -> set[str]:
+    """The names that could be parameters: papermill passes only values, never functions or modules, so the
+    imports of declare_parameters and check_parameters themselves are left out."""
+    return {name for name, value in namespace.items() if not name.startswith("_") and name not in IPYTHON_NAMES
+            and not (inspect.ismodule(value) or callable(value))}
+
+
+def declare_parameters(namespace: dict) -> None:
+    """The last line of a notebook's parameters cell: every value bound so far is one of its parameters."""
+    namespace[_RECORD] = {"parameters": sorted(_values(namespace)), "checked": False}
+
+
+def check_parameters(namespace: dict) -> None:
+    """The first line of the code cell after the parameters cell: fail on names papermill injected that the
+    parameters cell does not define, and on an unknown profile."""
+    record = namespace.get(_RECORD)
+    if record is None:
+        raise ConfigError("the notebook's parameters cell must end with declare_parameters(namespace=globals()) "
+                          "(from paraformer.experiments.display)")
+    # Papermill injects only between the parameters cell and this one. Run again by hand without the parameters
+    # cell, this cell would see the names of the cells after it, which are no parameters of anyone's.
+    if not record["checked"]:
+        unknown = sorted(_values(namespace) - set(record["parameters"]))
+        if unknown:
+            raise UnknownParameterError(unknown, record["parameters"])
+        record["checked"] = True
+    if "profile" in namespace:
+        get_profile(namespace["profile"])
 
 MISSING = "–"  # an empty cell: the paper has no such figure, or the measurement does not apply
 

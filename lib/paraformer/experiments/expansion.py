@@ -1,4 +1,4 @@
-"""Model expansion: class-incremental learning and capacity growth (notebook 05).
+"""Notebook 05, model expansion: class-incremental learning and capacity growth.
 
 The 2025 paper says ParaFormer "facilitates model expansion for adaptive continuous learning" but publishes no
 protocol. Ours:
@@ -27,109 +27,150 @@ the same training time; both measured times are reported.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
-from ..config import ConfigError, DataConfig, ModelConfig, Recipe
-from ..data import DATASETS, load_data
-from ..flops import run_training_flops
-from .accuracy import AccuracyClaim
-from .profiles import Profile
-from .stats import accuracy_interval
-from ..model import count_parameters
-from ..train import RunResult, load_trained_model, predict, train
+from ..core.config import DataConfig, ModelConfig, Recipe
+from ..core.data import DATASETS, load_data
+from ..core.flops import run_training_flops
+from ..core.model import count_parameters
+from ..core.paths import results_dir
+from ..core.runcache import RunResult, load_trained_model
+from ..training.evaluation import predict, prepare_batch
+from .accuracy import AccuracyClaim, judge_claims, verdict_table
+from .estimate import Estimate, estimate as estimate_runs
+from .paper import PAPER_2025
+from .plan import PlannedRun, Trained, data_shape, execute, planned
+from .profiles import get_profile
+from .report import write_claims
+from .settings import ExpansionPlan, Scale
+from .stats import Verdict, accuracy_interval
+from .tables import code_warnings, record_provenance, save_figure, write_table  # noqa: F401 (the notebook's figures)
 
+NOTEBOOK = "05_expansion"
 STRATEGIES = ("expand", "finetune", "joint")
 # Relative cost of a layer per image: forward + backward for one that learns, forward alone for a frozen one.
 TRAINED_LAYER_COST, FROZEN_LAYER_COST = 3, 1
 
 
-@dataclass(frozen=True)
-class ExpansionPlan:
-    dataset: str  # the class-incremental and growth experiments' dataset
-    classes_per_task: int  # classes each task brings (the dataset's classes are split in label order)
-    branches_per_task: int  # depth-1 branches each task adds
-    seeds: tuple[int, ...]  # training seeds
-    growth_start: int  # branches of the first model of the growth experiment
-    growth_step: int  # branches added at each growth step
-    growth_steps: int  # number of growth steps
-    growth_epochs: int  # epochs each growth step trains its new branches
-
-    def tasks(self) -> list[tuple[int, ...]]:
-        total = DATASETS[self.dataset].num_classes
-        if total % self.classes_per_task:
-            raise ConfigError(f"ExpansionPlan.classes_per_task={self.classes_per_task} does not divide the "
-                              f"{total} classes of {self.dataset}")
-        return [tuple(range(start, start + self.classes_per_task)) for start in range(0, total, self.classes_per_task)]
-
-
-PLANS = {
-    "ci": ExpansionPlan("fashion_mnist", 2, 1, (0,), growth_start=1, growth_step=1, growth_steps=2, growth_epochs=2),
-    # CIFAR-10 in 5 tasks of 2 classes, two branches per task (10 branches at the end): the common small split,
-    # sized like the quick profile's other runs (250 training images per class).
-    "quick": ExpansionPlan("cifar10", 2, 2, (0, 1, 2), growth_start=2, growth_step=2, growth_steps=3,
-                           growth_epochs=5),
-    # The quick split at full CIFAR-10 scale (5,000 training images per class), one seed.
-    "gpu": ExpansionPlan("cifar10", 2, 2, (0,), growth_start=2, growth_step=2, growth_steps=3, growth_epochs=10),
-    # CIFAR-100 in 10 tasks of 10 classes: the usual class-incremental split; growth steps of 4 branches for 100
-    # epochs each (a fifth of the paper profile's recipe) are our choice, untested at that scale.
-    "paper": ExpansionPlan("cifar100", 10, 2, (0, 1, 2), growth_start=4, growth_step=4, growth_steps=3,
-                           growth_epochs=100),
-}
-
-
-def get_plan(profile: str) -> ExpansionPlan:
-    if profile not in PLANS:
-        raise ConfigError(f"unknown profile {profile!r}; choose one of {sorted(PLANS)}")
-    return PLANS[profile]
-
-
-def task_data_config(profile: Profile, dataset: str, classes: tuple[int, ...]) -> DataConfig:
+def task_data_config(scale: Scale, dataset: str, classes: tuple[int, ...]) -> DataConfig:
     """The profile's subset sizes, scaled to the share of the dataset's classes that `classes` are."""
     share = len(classes) / DATASETS[dataset].num_classes
     scaled = lambda n: None if n is None else max(len(classes), round(n * share))
-    return DataConfig(dataset=dataset, n_train=scaled(profile.n_train), n_test=scaled(profile.n_test), classes=classes,
-                      n_test_per_epoch=scaled(profile.n_test_per_epoch))
+    return DataConfig(dataset=dataset, n_train=scaled(scale.n_train), n_test=scaled(scale.n_test), classes=classes,
+                      n_test_per_epoch=scaled(scale.n_test_per_epoch))
+
+
+# --- the runs -----------------------------------------------------------------------------------------
+
+def class_incremental_plan(scale: Scale, plan: ExpansionPlan, seed: int) -> list[PlannedRun]:
+    """Task 1 (shared by every strategy), then for each later task the expanded model learning only its new
+    parameters (`expand`) or all (`finetune`), both from the previous task's run of their strategy, and the joint
+    model from scratch on every class seen so far."""
+    tasks, recipe = plan.tasks(), replace(scale.recipe, seed=seed)
+    first_data = task_data_config(scale, plan.dataset, tasks[0])
+    configs = [replace(scale.model_config(f"1-{plan.branches_per_task}", data_shape(first_data)),
+                       num_classes=len(tasks[0]))]
+    for task in tasks[1:]:
+        configs.append(configs[-1].expanded(plan.branches_per_task, len(task)))
+    first = planned(NOTEBOOK, configs[0], first_data, recipe, f"{plan.dataset}-task1")
+    runs, last = [first], {"expand": first, "finetune": first}
+    for t in range(1, len(tasks)):
+        data = task_data_config(scale, plan.dataset, tasks[t])
+        for strategy, freeze in (("expand", True), ("finetune", False)):
+            last[strategy] = planned(NOTEBOOK, configs[t], data, replace(recipe, freeze_inherited=freeze),
+                                     f"{plan.dataset}-task{t + 1}-{strategy}", parent=last[strategy])
+            runs.append(last[strategy])
+        seen = tuple(c for task in tasks[:t + 1] for c in task)
+        runs.append(planned(NOTEBOOK, configs[t], task_data_config(scale, plan.dataset, seen), recipe,
+                            f"{plan.dataset}-tasks1-{t + 1}-joint"))
+    return runs
+
+
+def growth_plan(scale: Scale, plan: ExpansionPlan, seed: int) -> list[PlannedRun]:
+    """The first model, each growth step (new branches only, from the step before), and each grown size from
+    scratch for the epochs that match the grown path's compute."""
+    data, recipe = scale.data_config(plan.dataset), replace(scale.recipe, seed=seed)
+    config = scale.model_config(f"1-{plan.growth_start}", data_shape(data))
+    run = planned(NOTEBOOK, config, data, recipe)
+    compute, grown, runs = TRAINED_LAYER_COST * config.num_layers * recipe.epochs, [], [run]
+    for _ in range(plan.growth_steps):
+        old_layers, config = config.num_layers, config.expanded(plan.growth_step)
+        run = planned(NOTEBOOK, config, data, replace(recipe, epochs=plan.growth_epochs, freeze_inherited=True),
+                      f"{plan.dataset}-{config.name}-grown", parent=run)
+        compute += (FROZEN_LAYER_COST * old_layers + TRAINED_LAYER_COST * (config.num_layers - old_layers)) \
+            * plan.growth_epochs
+        grown.append((config, compute))
+        runs.append(run)
+    for config, compute in grown:
+        runs.append(planned(NOTEBOOK, config, data, replace(recipe, epochs=max(1, round(
+            compute / (TRAINED_LAYER_COST * config.num_layers))))))
+    return runs
+
+
+def plan(profile: str) -> list[PlannedRun]:
+    """For every seed, the class-incremental runs; then, for every seed, the growth runs."""
+    p = get_profile(profile)
+    return ([run for seed in p.expansion.seeds for run in class_incremental_plan(p.scale, p.expansion, seed)]
+            + [run for seed in p.expansion.seeds for run in growth_plan(p.scale, p.expansion, seed)])
+
+
+def estimate(profile: str, flops_per_second=None) -> Estimate:
+    return estimate_runs(NOTEBOOK, profile, plan(profile), flops_per_second)
+
+
+def describe(profile: str) -> list[str]:
+    p = get_profile(profile)
+    return [f"This run: {p.scale.describe()}", f"Expansion plan: {p.expansion}",
+            f"Tasks (class indices): {p.expansion.tasks()}"]
+
+
+def _by_strategy(trained: list[Trained]) -> dict[str, list[RunResult]]:
+    """`class_incremental_plan`'s runs as each strategy's run after each task (task 1 is every strategy's)."""
+    results = [t.result for t in trained]
+    runs = {strategy: [results[0]] for strategy in STRATEGIES}
+    for k in range(1, len(results), len(STRATEGIES)):
+        for strategy, result in zip(STRATEGIES, results[k:k + len(STRATEGIES)]):
+            runs[strategy].append(result)
+    return runs
+
+
+@dataclass
+class Runs:
+    incremental: dict[int, dict[str, list[RunResult]]]  # seed -> strategy -> its run after each task
+    metrics: pd.DataFrame  # `incremental_metrics` of every seed (a `seed` column)
+    growth: pd.DataFrame  # `growth_rows` of every seed (a `seed` column)
+
+
+def run(profile: str, progress: bool = True) -> Runs:
+    """Train (or fetch) the plan: every seed's class-incremental runs, then every seed's growth."""
+    p, folder = get_profile(profile), results_dir(profile)
+    incremental, metrics = {}, []
+    for seed in p.expansion.seeds:
+        incremental[seed] = _by_strategy(execute(class_incremental_plan(p.scale, p.expansion, seed), folder,
+                                                 progress))
+        metrics.append(incremental_metrics(incremental[seed], p.scale, p.expansion, p.scale.recipe, folder)
+                       .assign(seed=seed))
+    growth = [growth_rows(execute(growth_plan(p.scale, p.expansion, seed), folder, progress), p.expansion)
+              .assign(seed=seed) for seed in p.expansion.seeds]
+    return Runs(incremental, pd.concat(metrics, ignore_index=True), pd.concat(growth, ignore_index=True))
 
 
 # --- class-incremental --------------------------------------------------------------------------------
 
-def run_class_incremental(profile: Profile, plan: ExpansionPlan, seed: int,
-                          progress: bool = True) -> dict[str, list[RunResult]]:
-    """For each strategy, its run after each task (cached like every run)."""
-    tasks = plan.tasks()
-    recipe = replace(profile.recipe, seed=seed)
-    first_config = task_data_config(profile, plan.dataset, tasks[0])
-    images = load_data(first_config)
-    configs = [replace(profile.model_config(f"1-{plan.branches_per_task}", images), num_classes=len(tasks[0]))]
-    for task in tasks[1:]:
-        configs.append(configs[-1].expanded(plan.branches_per_task, len(task)))
-    # Task 1 is the same run for every strategy.
-    first = train(configs[0], first_config, recipe, data=images, name=f"{plan.dataset}-task1", progress=progress)
-    runs = {strategy: [first] for strategy in STRATEGIES}
-    for t in range(1, len(tasks)):
-        data_config = task_data_config(profile, plan.dataset, tasks[t])
-        for strategy, freeze in (("expand", True), ("finetune", False)):
-            runs[strategy].append(train(configs[t], data_config, replace(recipe, freeze_inherited=freeze),
-                                        name=f"{plan.dataset}-task{t + 1}-{strategy}", parent=runs[strategy][-1],
-                                        progress=progress))
-        seen = tuple(c for task in tasks[:t + 1] for c in task)
-        runs["joint"].append(train(configs[t], task_data_config(profile, plan.dataset, seen), recipe,
-                                   name=f"{plan.dataset}-tasks1-{t + 1}-joint", progress=progress))
-    return runs
-
-
-def incremental_metrics(runs: dict[str, list[RunResult]], profile: Profile, plan: ExpansionPlan,
-                        recipe: Recipe) -> pd.DataFrame:
+def incremental_metrics(runs: dict[str, list[RunResult]], scale: Scale, plan: ExpansionPlan,
+                        recipe: Recipe, folder: Path) -> pd.DataFrame:
     """One row per (strategy, after task t, tested task j <= t): class- and task-incremental accuracy, and the
     number of parameters that learned in task t."""
     tasks = plan.tasks()
-    tests = [load_data(task_data_config(profile, plan.dataset, task)) for task in tasks]
+    tests = [load_data(task_data_config(scale, plan.dataset, task)) for task in tasks]
     rows = []
     for strategy, results in runs.items():
         for t, result in enumerate(results):
-            model = load_trained_model(result)
+            model = load_trained_model(result, folder)
             learned = count_parameters(result.model_config)
             if result.config["recipe"]["freeze_inherited"]:
                 learned -= count_parameters(results[t - 1].model_config)
@@ -198,33 +239,29 @@ def incremental_summary(metrics: pd.DataFrame) -> pd.DataFrame:
 
 # --- capacity growth ------------------------------------------------------------------------------------
 
-def run_growth(profile: Profile, plan: ExpansionPlan, seed: int, progress: bool = True) -> pd.DataFrame:
-    """The grown models and the same-size models from scratch at matched compute: one row per model."""
-    data_config = profile.data_config(plan.dataset)
-    data = load_data(data_config)
-    recipe = replace(profile.recipe, seed=seed)
-    config = profile.model_config(f"1-{plan.growth_start}", data)
-    n_train = len(data.train_labels)
-    result = train(config, data_config, recipe, data=data, progress=progress)
-    compute, seconds = TRAINED_LAYER_COST * config.num_layers * recipe.epochs, _train_seconds(result)
+def growth_rows(trained: list[Trained], plan: ExpansionPlan) -> pd.DataFrame:
+    """`growth_plan`'s runs as rows, the grown path's with its cumulative compute, seconds and FLOPs, then the
+    same sizes from scratch."""
+    first, steps, scratch = trained[0], trained[1:1 + plan.growth_steps], trained[1 + plan.growth_steps:]
+    n_train, epochs = len(first.data.train_labels), first.planned.recipe.epochs
+    config, result = first.planned.model, first.result
+    compute, seconds = TRAINED_LAYER_COST * config.num_layers * epochs, _train_seconds(result)
     tflop = run_training_flops(result, n_train=n_train) / 1e12
     grown = [(config, result, compute, seconds, tflop)]
-    for _ in range(plan.growth_steps):
-        old_layers, config, parent = config.num_layers, config.expanded(plan.growth_step), result
-        result = train(config, data_config, replace(recipe, epochs=plan.growth_epochs, freeze_inherited=True),
-                       data=data, parent=parent, name=f"{plan.dataset}-{config.name}-grown", progress=progress)
+    for step in steps:
+        old_layers, config, parent, result = config.num_layers, step.planned.model, result, step.result
         new_layers = config.num_layers - old_layers
         compute += (FROZEN_LAYER_COST * old_layers + TRAINED_LAYER_COST * new_layers) * plan.growth_epochs
         seconds += _train_seconds(result)
         tflop += run_training_flops(result, n_train=n_train, parent=parent) / 1e12
         grown.append((config, result, compute, seconds, tflop))
     rows = [_growth_row("grown", *entry) for entry in grown]
-    for config, _, compute, _, _ in grown[1:]:
-        epochs = max(1, round(compute / (TRAINED_LAYER_COST * config.num_layers)))
-        scratch = train(config, data_config, replace(recipe, epochs=epochs), data=data, progress=progress)
-        rows.append(_growth_row("scratch", config, scratch, TRAINED_LAYER_COST * config.num_layers * epochs,
-                                _train_seconds(scratch), run_training_flops(scratch, n_train=n_train) / 1e12))
-    return pd.DataFrame(rows).assign(test_images=len(data.test_labels))
+    for t in scratch:
+        config, result = t.planned.model, t.result
+        rows.append(_growth_row("scratch", config, result, TRAINED_LAYER_COST * config.num_layers
+                                * t.planned.recipe.epochs, _train_seconds(result),
+                                run_training_flops(result, n_train=n_train) / 1e12))
+    return pd.DataFrame(rows).assign(test_images=len(first.data.test_labels))
 
 
 def _train_seconds(result: RunResult) -> float:
@@ -238,7 +275,7 @@ def _growth_row(path: str, config: ModelConfig, result: RunResult, compute: floa
     return {"path": path, "branches": config.num_branches, "epochs": len(result.history),
             "test_acc": result.final_test_acc, "params": result.num_params, "compute": compute,
             "train_seconds": seconds, "train_tflop": tflop, "run_key": result.key, "code_digest": result.code_digest,
-            "correct": result.correct()}
+            "numerics": result.numerics, "correct": result.correct()}
 
 
 def final_arms(metrics: pd.DataFrame, dataset: str) -> pd.DataFrame:
@@ -286,18 +323,87 @@ def growth_means(growth: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def old_task_logits_unchanged(expand_runs: list[RunResult], profile: Profile, plan: ExpansionPlan) -> tuple[bool, str]:
+def old_task_logits_unchanged(expand_runs: list[RunResult], scale: Scale, plan: ExpansionPlan,
+                              folder: Path) -> tuple[bool, str]:
     """Whether the last expanded model gives task 1's test images bit-identical task-1 logits to the task-1 model
     (what "expansion never forgets" rests on), and the check in words."""
-    import torch
-
-    from ..train import prepare_batch
-
-    old, new = load_trained_model(expand_runs[0]).eval(), load_trained_model(expand_runs[-1]).eval()
-    data = load_data(task_data_config(profile, plan.dataset, plan.tasks()[0]))
+    old, new = load_trained_model(expand_runs[0], folder).eval(), load_trained_model(expand_runs[-1], folder).eval()
+    data = load_data(task_data_config(scale, plan.dataset, plan.tasks()[0]))
     x = prepare_batch(data.test_images, data, old.config, torch.device("cpu"))
     with torch.no_grad():
         same = torch.equal(new(x)[:, :old.config.num_classes], old(x))
     return same, (f"{old.num_branches} -> {new.num_branches} branches, {old.config.num_classes} -> "
                   f"{new.config.num_classes} classes; task 1 logits on its {len(data.test_labels)} test images "
                   f"bit-identical: {same}")
+
+
+def logits_check(result: Runs, profile: str) -> str:
+    """`old_task_logits_unchanged` for the first seed's expansion, in words."""
+    p = get_profile(profile)
+    _, words = old_task_logits_unchanged(result.incremental[p.expansion.seeds[0]]["expand"], p.scale, p.expansion,
+                                         results_dir(profile))
+    return words
+
+
+@dataclass
+class Findings:
+    summary: pd.DataFrame  # per strategy and task, over seeds (`class_incremental_table`)
+    claims: list[AccuracyClaim]  # expansion against fine-tuning after the last task
+    verdicts: list[Verdict]
+    growth: pd.DataFrame  # per path and size, over seeds (`growth_means`)
+    growth_claims: list[AccuracyClaim]  # grown against from scratch at the same compute, per size
+    growth_verdicts: list[Verdict]
+
+
+def findings(result: Runs, profile: str) -> Findings:
+    """Every table, claim and verdict of notebook 05; writes tables/expansion*.{csv,md} and the report's claim
+    (expansion against fine-tuning, the task given)."""
+    p = get_profile(profile)
+    plan, scale = p.expansion, p.scale
+    summary = class_incremental_table(result.metrics, result.incremental)
+    found = expansion_claims(plan.dataset)
+    verdicts = judge_claims(final_arms(result.metrics, plan.dataset), found)
+    records = [run for by_strategy in result.incremental.values() for runs in by_strategy.values() for run in runs]
+    notes = [
+        f"{PAPER_2025} claims that ParaFormer 'facilitates model expansion for adaptive continuous learning' and gives "
+        "no protocol or number: this table has no paper column",
+        "avg_*_acc: mean test accuracy over the tasks seen so far (each task has the same number of test images per "
+        "class); class_il: predicting among all seen classes; task_il: told the task; forgetting: best earlier "
+        "accuracy minus current, mean over earlier tasks (Chaudhry et al. 2018); trained_params: parameters that "
+        "learned in that task; train_tflop: counted training FLOPs behind the model (paraformer.core.flops): every "
+        "task's run so far, for joint its one run",
+        f"{plan.dataset} split into tasks {plan.tasks()}; {plan.branches_per_task} depth-1 branch(es) per task; "
+        f"seeds {list(plan.seeds)} (mean shown)",
+        scale.describe().replace(" per dataset", " per dataset (scaled to each task's share of the classes)"),
+        *record_provenance(records),
+    ]
+    write_table(summary, "expansion_class_incremental", "Class-incremental learning: expand vs fine-tune vs joint",
+                notes, profile=profile)
+    write_table(verdict_table(verdicts, found), "expansion_claims",
+                "Expansion against fine-tuning after the last task, paired by seed and test image",
+                ["ours: accuracy difference in points over every seen class's test images; low/high: its interval at "
+                 "confidence interval_pct (%), Holm's correction over both comparisons; minimum_detectable: the "
+                 "difference this design finds 80% of the time at the 5% level", *notes[2:4]], profile=profile)
+    growth = growth_means(result.growth)
+    grow_claims = growth_claims(result.growth, plan.dataset)
+    grow_verdicts = judge_claims(growth_arms(result.growth, plan.dataset), grow_claims)
+    first = records[0]
+    growth_notes = [f"{PAPER_2025} gives no growth protocol or number",
+                    f"grown: Para-F-1-{plan.growth_start} trained normally, then {plan.growth_steps} steps adding "
+                    f"{plan.growth_step} branch(es), each training only the new ones for {plan.growth_epochs} epochs; "
+                    "scratch: the same size trained from scratch for as many epochs as matches the grown path's "
+                    "compute",
+                    "compute: layer passes per training image (3 per learning layer, 1 per frozen layer), summed over "
+                    "the path; train_seconds: measured training time (no evaluation), summed likewise; train_tflop: "
+                    "counted training FLOPs (paraformer.core.flops), summed likewise; test_acc: mean over seeds on all "
+                    "test images, with its 95% interval",
+                    scale.describe(), f"data: {first.data_source}", f"runs on {first.device}",
+                    *code_warnings(result.growth)]
+    write_table(growth, "expansion_growth", "Capacity growth: grown (new branches only) vs from scratch at the same "
+                "compute", growth_notes, profile=profile)
+    write_table(verdict_table(grow_verdicts, grow_claims), "expansion_growth_claims",
+                "Capacity growth: grown against from scratch at the same compute, paired by seed and test image",
+                ["low/high: the interval at confidence interval_pct (%), Holm's correction over the sizes",
+                 *growth_notes[1:4]], profile=profile)
+    write_claims(verdicts[:1], PAPER_2025, NOTEBOOK, profile, first.device)
+    return Findings(summary, found, verdicts, growth, grow_claims, grow_verdicts)

@@ -1,4 +1,4 @@
-"""The layer-parallel experiment (notebook 08): Jiang et al., *Layer-Parallel Training for Transformers* (arXiv
+"""Notebook 08, the layer-parallel experiment: Jiang et al., *Layer-Parallel Training for Transformers* (arXiv
 2601.09026), tested on a ViT.
 
 The paper (only its abstract is public here) claims that
@@ -20,11 +20,11 @@ so that the arms differ in how the gradient is computed and nothing else; `Recip
 "Commensurate" and "unaffected" are judged as "layer-parallel minus serial exceeds -`margin` points", paired by
 seed and test image (`accuracy.judge_claims`, Holm over the three). The paper gives no margin; 1 point is ours.
 
-Speed comes from the multi-process benchmark (`make bench`, `paraformer.parallel.multibench`): the MGRIT step at
+Speed comes from the multi-process benchmark (`make bench`, `paraformer.bench.multi`): the MGRIT step at
 the most processes it ran, against the serial ViT's step on one process (DDP over one rank, which adds nothing to
 a plain step), judged like every speed ratio of notebook 06 (`speedup.judge_ratio`); benchmarks measured before
 those rows existed leave the claim not testable, saying which rows are missing. Which method the cost model
-(`paraformer.parallel.costmodel`) predicts fastest at more devices and deeper models is a prediction, in words.
+(`paraformer.bench.costmodel`) predicts fastest at more devices and deeper models is a prediction, in words.
 
 Why N = 8 with coarsening 2 at `quick` (and `ci`): it is the shallowest ViT in which two ranks each own whole
 coarse intervals (4 layers, two intervals each) while one two-level cycle is still inexact (the solve is exact after
@@ -37,220 +37,101 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pandas as pd
 
-from .. import bench, speedup
-from ..config import MGRIT_ADAPTATIONS, ConfigError, DataConfig, ModelConfig, Recipe
-from ..data import DATASETS, load_data
-from ..parallel import convergence, costmodel
-from ..parallel.mgrit import MGRITConfig, check_layout
-from ..parallel.multibench import MULTI_SETTINGS, vit_name
-from ..runcache import Initialization, RunResult, read_record, run_paths, step_log_path
-from ..runlog import read_step_log
-from ..train import load_trained_model, train
-from .accuracy import AccuracyClaim, accuracy_table
-from .profiles import PROFILES, Profile
+from ..bench import convergence, costmodel, speed
+from ..bench.multi import vit_name
+from ..core.paths import results_dir
+from ..core.runcache import RunResult, read_record, run_paths, step_log_path
+from ..core.runlog import read_step_log
+from . import speedup
+from .accuracy import AccuracyClaim, accuracy_table, judge_claims, verdict_table
+from .estimate import Estimate, estimate as estimate_runs
+from .paper import PAPER_2026
+from .plan import FromRun, PlannedRun, data_shape, execute, planned
+from .profiles import get_profile
+from .report import write_claims
+from .settings import ARMS, FINETUNE_ARMS, PHASES, LayerParallelSettings
+from .stats import Verdict
+from .tables import provenance, save_figure, write_table  # noqa: F401 (save_figure: the notebook's figure)
 
-ARMS = ("serial", "fixed", "adaptive")  # the pre-training arms, in table order
-FINETUNE_ARMS = ("serial", "fixed")  # fine-tuning the serial arm's weights: by backprop, by fixed-cycle MGRIT
-PHASES = ("pre-training", "fine-tuning")
-
-
-@dataclass(frozen=True)
-class LayerParallelSetting:
-    """One profile's layer-parallel experiment; the data subset sizes, width, recipe and seeds are the profile's."""
-
-    name: str  # the profile (`experiments.profiles.PROFILES`)
-    dataset: str  # pre-training, where the three arms are compared
-    # fine-tuned on from the serial arm's weights (a new head); must have the pre-training images' size and channels
-    finetune_dataset: str
-    depth: int  # N: the ViT's layers; every arm uses the ODE step h = 1/N
-    coarsening: int  # MGRIT fine steps per coarse step
-    levels: int = 2  # MGRIT grid levels
-    fixed_iterations: tuple[int, int] = (1, 1)  # (forward, adjoint) cycles of the fixed arm and the MGRIT fine-tune
-    adaptive_start: tuple[int, int] = (1, 1)  # (forward, adjoint) cycles the adaptive arm starts from
-    check_every: int = 20  # steps between the adaptive arm's checks against the exact gradient
-    tolerance: float = 0.01  # relative gradient error past which the adaptive arm adapts
-    adapt: str = "iterate"  # past the tolerance: "iterate" (one more cycle, backprop once exact) or "serial"
-    # points: layer-parallel minus serial accuracy must exceed -margin for "commensurate" and "unaffected" (the
-    # paper gives no margin: ours)
-    margin: float = 1.0
-    finetune_epochs: int = 2  # epochs of each fine-tune (the rest of the recipe is the profile's)
-
-    def __post_init__(self):
-        if self.name not in PROFILES:
-            raise ConfigError(f"LayerParallelSetting.name={self.name!r} is not a profile; choose one of "
-                              f"{sorted(PROFILES)}")
-        for field in ("dataset", "finetune_dataset"):
-            if getattr(self, field) not in DATASETS:
-                raise ConfigError(f"LayerParallelSetting.{field}={getattr(self, field)!r} is not a registry "
-                                  f"dataset; choose one of {sorted(DATASETS)}")
-        before, after = DATASETS[self.dataset], DATASETS[self.finetune_dataset]
-        if self.finetune_dataset == self.dataset:  # the claims pick runs by dataset: the phases would mix
-            raise ConfigError(f"LayerParallelSetting.finetune_dataset={self.finetune_dataset!r} is the pre-training "
-                              "dataset; fine-tune on another one of the same image shape (e.g. 'mnist')")
-        if (before.image_size, before.in_channels) != (after.image_size, after.in_channels):
-            raise ConfigError(f"LayerParallelSetting.finetune_dataset={self.finetune_dataset!r} has "
-                              f"{after.image_size}px images with {after.in_channels} channel(s), {self.dataset} "
-                              f"{before.image_size}px with {before.in_channels}: the pre-trained weights need the "
-                              "same shape; choose a dataset that has it")
-        if self.adapt not in MGRIT_ADAPTATIONS:
-            raise ConfigError(f"LayerParallelSetting.adapt={self.adapt!r}; choose one of {MGRIT_ADAPTATIONS}")
-        if self.margin <= 0 or self.tolerance <= 0 or self.check_every < 1 or self.finetune_epochs < 1:
-            raise ConfigError(f"LayerParallelSetting margin={self.margin}, tolerance={self.tolerance}, check_every="
-                              f"{self.check_every} and finetune_epochs={self.finetune_epochs} must all be positive")
-        check_layout(self.depth, 1, MGRITConfig(levels=self.levels, coarsening=self.coarsening))  # spacings divide N
-        exact = self.exact_after
-        for field in ("fixed_iterations", "adaptive_start"):
-            if max(getattr(self, field)) >= exact:
-                raise ConfigError(f"LayerParallelSetting.{field}={getattr(self, field)}: at depth {self.depth} and "
-                                  f"coarsening {self.coarsening} the solve is exact after {exact} cycles, so the "
-                                  f"arm would be serial training; use fewer than {exact}")
-
-    @property
-    def profile(self) -> Profile:
-        return PROFILES[self.name]
-
-    @property
-    def exact_after(self) -> int:
-        """Two-level cycles after which MGRIT computes what backpropagation does."""
-        return MGRITConfig(levels=self.levels, coarsening=self.coarsening).iterations_to_converge(self.depth)
-
-    def data_config(self, phase: str) -> DataConfig:
-        if phase not in PHASES:
-            raise ConfigError(f"phase={phase!r}; choose one of {PHASES}")
-        return self.profile.data_config(self.dataset if phase == "pre-training" else self.finetune_dataset)
-
-    def model_config(self, data) -> ModelConfig:
-        """The profile's ViT-N fitted to `data` (anything with image_size, in_channels and num_classes), at h = 1/N
-        and without dropout, which MGRIT refuses (it re-evaluates every layer several times per step)."""
-        config = self.profile.model_config(f"{self.depth}-{self.depth}", data)
-        return replace(config, step=1 / self.depth, dropout=0.0)
-
-    def recipe(self, arm: str, seed: int, phase: str = "pre-training") -> Recipe:
-        """The profile's recipe for one arm and seed. torch.compile is off in every arm: MGRIT cannot be compiled,
-        and the serial arm is to differ from the others in its gradients alone."""
-        arms = ARMS if phase == "pre-training" else FINETUNE_ARMS
-        if arm not in arms:
-            raise ConfigError(f"arm={arm!r} is not a {phase} arm; choose one of {arms}")
-        base = replace(self.profile.recipe, seed=seed, compile=False)
-        if phase == "fine-tuning":
-            base = replace(base, epochs=self.finetune_epochs)
-        if arm == "serial":
-            return base
-        mgrit = replace(base, solver="mgrit", mgrit_levels=self.levels, mgrit_coarsening=self.coarsening)
-        if arm == "fixed":
-            return replace(mgrit, mgrit_iterations=self.fixed_iterations)
-        return replace(mgrit, mgrit_iterations=self.adaptive_start, mgrit_check_every=self.check_every,
-                       mgrit_tolerance=self.tolerance, mgrit_adapt=self.adapt)
-
-    def run_name(self, arm: str, phase: str) -> str:
-        dataset = self.dataset if phase == "pre-training" else self.finetune_dataset
-        stage = "" if phase == "pre-training" else "-finetune"
-        return f"{dataset}-ViT-{self.depth}-layer-parallel{stage}-{arm}"
-
-    def describe(self) -> str:
-        f, b = self.fixed_iterations
-        return (f"ViT-{self.depth} at h = 1/{self.depth} on {self.dataset}, then fine-tuned on {self.finetune_dataset} "
-                f"({self.finetune_epochs} epochs); MGRIT: {self.levels} levels, coarsening {self.coarsening} (exact "
-                f"after {self.exact_after} cycles), fixed {f} forward / {b} adjoint cycles; adaptive from "
-                f"{self.adaptive_start}, checked every {self.check_every} steps, {self.adapt} past a relative "
-                f"gradient error of {self.tolerance:g}; 'commensurate' and 'unaffected': within {self.margin:g} "
-                f"point (our margin); {self.profile.describe()}")
-
-
-LAYER_PARALLEL_SETTINGS = {
-    "ci": LayerParallelSetting("ci", "fashion_mnist", "mnist", depth=8, coarsening=2, check_every=5),
-    # fine-tunes as long as the pre-training: at 2 epochs a ViT at h = 1/8 had not settled on MNIST (22-42%)
-    "quick": LayerParallelSetting("quick", "fashion_mnist", "mnist", depth=8, coarsening=2, finetune_epochs=5),
-    # The paper's regime: deeper, coarsening 4 (TorchBraid's default; exact after 7 cycles), the full datasets.
-    "gpu": LayerParallelSetting("gpu", "fashion_mnist", "mnist", depth=32, coarsening=4, finetune_epochs=10),
-    "paper": LayerParallelSetting("paper", "fashion_mnist", "mnist", depth=32, coarsening=4, finetune_epochs=10),
-}
-
-
-def get_layer_parallel_setting(profile: str) -> LayerParallelSetting:
-    if profile not in LAYER_PARALLEL_SETTINGS:
-        raise ConfigError(f"unknown profile {profile!r} for the layer-parallel experiment; choose one of "
-                          f"{sorted(LAYER_PARALLEL_SETTINGS)}")
-    return LAYER_PARALLEL_SETTINGS[profile]
+NOTEBOOK = "08_layer_parallel"
 
 
 # --- the runs ------------------------------------------------------------------------------------------------
 
-def _row(setting: LayerParallelSetting, phase: str, arm: str, data, result: RunResult, recipe: Recipe) -> dict:
-    return {"phase": phase, "dataset": setting.data_config(phase).dataset,
-            "arm": arm, "model": result.model_config.name, "solver": recipe.describe_solver(), "seed": recipe.seed,
-            "test_images": len(data.test_labels), "test_acc": result.final_test_acc, "correct": result.correct(),
-            "num_params": result.num_params, "epochs": len(result.history), "train_seconds": result.wall_seconds,
-            "cached": result.cached, "run_name": result.name, "run_key": result.key,
-            "data_source": result.data_source, "device": result.device, "code_version": result.code_version,
-            "code_digest": result.code_digest}
+def arms_plan(setting: LayerParallelSettingss) -> list[PlannedRun]:
+    """The three pre-training arms for every seed."""
+    data = setting.data_config("pre-training")
+    model = setting.model_config(data_shape(data))
+    return [planned(NOTEBOOK, model, data, setting.recipe(arm, seed), setting.run_name(arm, "pre-training"))
+            for seed in setting.scale.seeds for arm in ARMS]
 
 
-def run_arms(setting: LayerParallelSetting, seeds: tuple[int, ...] | None = None, progress: bool = True,
-             results_root=None, data=None) -> tuple[pd.DataFrame, list[RunResult]]:
-    """Train (or fetch from the run cache) the three pre-training arms for every seed (the profile's unless
-    given): one row per run, in the shape `accuracy.judge_claims` reads (`arm` names the side), and the records.
-    `data`: the pre-training images, if already loaded."""
-    data_config = setting.data_config("pre-training")
-    data = data if data is not None else load_data(data_config)
-    model_config = setting.model_config(data)
-    rows, records = [], []
-    for seed in seeds or setting.profile.seeds:
-        for arm in ARMS:
-            recipe = setting.recipe(arm, seed)
-            result = train(model_config, data_config, recipe, data=data, name=setting.run_name(arm, "pre-training"),
-                           progress=progress, results_root=results_root)
-            rows.append(_row(setting, "pre-training", arm, data, result, recipe))
-            records.append(result)
-    return pd.DataFrame(rows), records
+def finetune_plan(setting: LayerParallelSettingss, arms: list[PlannedRun]) -> list[PlannedRun]:
+    """For every seed of `arms`, the serial arm's final weights without its head fine-tuned on the fine-tuning
+    dataset by each of `FINETUNE_ARMS`."""
+    data = setting.data_config("fine-tuning")
+    model = setting.model_config(data_shape(data))
+    runs = []
+    for serial in [run for run in arms if run.recipe.solver == "backprop"]:
+        seed = serial.recipe.seed
+        init = FromRun(serial, f"run {serial.name} (seed {seed}), head dropped")
+        runs += [planned(NOTEBOOK, model, data, setting.recipe(arm, seed, "fine-tuning"),
+                         setting.run_name(arm, "fine-tuning"), init=init) for arm in FINETUNE_ARMS]
+    return runs
 
 
-def pretrained_weights(result: RunResult, results_root=None) -> Initialization:
-    """A finished run's final weights without its head, as the starting point of a fine-tune (which gets a new
-    head for its own classes)."""
-    state = load_trained_model(result, results_root).state_dict()
-    weights = {name: tensor for name, tensor in state.items() if not name.startswith("head.")}
-    seed = result.config["recipe"]["seed"]
-    return Initialization(f"run {result.name} (seed {seed}), head dropped", weights)
+def plan(profile: str) -> list[PlannedRun]:
+    """Every seed's three pre-training arms (`ARMS`), then every seed's fine-tunes of its serial arm's weights
+    (`FINETUNE_ARMS`). Its other parameters choose what it benchmarks, which no plan covers."""
+    setting = get_profile(profile).layer_parallel
+    arms = arms_plan(setting)
+    return arms + finetune_plan(setting, arms)
 
 
-def run_finetune(setting: LayerParallelSetting, arms: pd.DataFrame, records: list[RunResult],
-                 progress: bool = True, results_root=None, data=None) -> tuple[pd.DataFrame, list[RunResult]]:
-    """For every seed of `arms` (from `run_arms`), the serial arm's final weights fine-tuned on the fine-tuning
-    dataset by each of `FINETUNE_ARMS`: one row per run and the records."""
-    data_config = setting.data_config("fine-tuning")
-    data = data if data is not None else load_data(data_config)
-    model_config = setting.model_config(data)
-    serial = {row["seed"]: record for (_, row), record in zip(arms.iterrows(), records)
-              if row["phase"] == "pre-training" and row["arm"] == "serial"}
-    if not serial:
-        raise ConfigError("run_finetune needs the serial pre-training runs of run_arms; the table has none")
-    rows, out = [], []
-    for seed, pretrained in serial.items():
-        init = pretrained_weights(pretrained, results_root)
-        for arm in FINETUNE_ARMS:
-            recipe = setting.recipe(arm, seed, "fine-tuning")
-            result = train(model_config, data_config, recipe, data=data, init=init, progress=progress,
-                           name=setting.run_name(arm, "fine-tuning"), results_root=results_root)
-            rows.append(_row(setting, "fine-tuning", arm, data, result, recipe))
-            out.append(result)
-    return pd.DataFrame(rows), out
+def estimate(profile: str, flops_per_second=None) -> Estimate:
+    return estimate_runs(NOTEBOOK, profile, plan(profile), flops_per_second,
+                         "the adaptive arm at its starting cycles and checks: more cycles later cost more, a switch "
+                         "to backprop less")
 
 
-def run_experiment(setting: LayerParallelSetting, progress: bool = True,
-                   results_root=None) -> tuple[pd.DataFrame, list[RunResult]]:
-    """`run_arms`, then `run_finetune` from its serial runs: every run of the notebook, one table."""
-    arms, records = run_arms(setting, progress=progress, results_root=results_root)
-    tuned, tuned_records = run_finetune(setting, arms, records, progress=progress, results_root=results_root)
-    return pd.concat([arms, tuned], ignore_index=True), records + tuned_records
+def describe(profile: str) -> str:
+    return get_profile(profile).layer_parallel.describe()
+
+
+def _arm(run: PlannedRun) -> str:
+    recipe = run.recipe
+    if recipe.solver == "backprop":
+        return "serial"
+    return "adaptive" if recipe.mgrit_check_every else "fixed"
+
+
+def run(profile: str, progress: bool = True) -> tuple[pd.DataFrame, list[RunResult]]:
+    """Train (or fetch) the plan: one row per run, in the shape `accuracy.judge_claims` reads (`arm` names the
+    side; `phase` and `dataset` tell pre-training from fine-tuning), and the records."""
+    setting = get_profile(profile).layer_parallel
+    rows = []
+    trained = execute(plan(profile), results_dir(profile), progress)
+    for t in trained:
+        phase = "fine-tuning" if t.planned.init is not None else "pre-training"
+        result, recipe = t.result, t.planned.recipe
+        rows.append({"phase": phase, "dataset": setting.data_config(phase).dataset, "arm": _arm(t.planned),
+                     "model": result.model_config.name, "solver": recipe.describe_solver(), "seed": recipe.seed,
+                     "test_images": len(t.data.test_labels), "test_acc": result.final_test_acc,
+                     "correct": result.correct(), "num_params": result.num_params, "epochs": len(result.history),
+                     "train_seconds": result.wall_seconds, "cached": result.cached, "run_name": result.name,
+                     "run_key": result.key, "data_source": result.data_source, "device": result.device,
+                     "code_version": result.code_version, "code_digest": result.code_digest,
+                     "numerics": result.numerics})
+    return pd.DataFrame(rows), [t.result for t in trained]
 
 
 # --- accuracy -------------------------------------------------------------------------------------------------
 
-def accuracy_claims(setting: LayerParallelSetting) -> list[AccuracyClaim]:
+def accuracy_claims(setting: LayerParallelSettings) -> list[AccuracyClaim]:
     """The paper's "commensurate with serial pre-training" (the fixed and the adaptive arm) and "fine-tuning is
     unaffected" (fixed-cycle MGRIT against backprop, both from the serial weights), each as "minus serial exceeds
     -margin"."""
@@ -346,13 +227,13 @@ def readable(table: pd.DataFrame, scientific: tuple[str, ...] = ()) -> pd.DataFr
     return table.assign(**{c: [text(v, c) for v in table[c]] for c in table.columns})
 
 
-def step_losses(runs: pd.DataFrame, seed: int, results_root=None) -> pd.DataFrame:
+def step_losses(runs: pd.DataFrame, seed: int, profile: str) -> pd.DataFrame:
     """The per-step training loss of every run of one seed (its step log): phase, arm, step, loss. Step logs stay
     where a run was trained (only the records are committed): a run without one gives its epochs' mean losses at
     each epoch's last step instead, with a warning, so that a fresh checkout still draws the curves."""
     frames, coarse = [], []
     for _, run in runs[runs["seed"] == seed].iterrows():
-        record_path = run_paths(run["run_name"], run["run_key"], results_root)[0]
+        record_path = run_paths(run["run_name"], run["run_key"], results_dir(profile))[0]
         log_path = step_log_path(record_path)
         if log_path.is_file():
             log = read_step_log(log_path)[["step", "loss"]]
@@ -377,26 +258,26 @@ def _epoch_losses(record: RunResult) -> pd.DataFrame:
 
 # --- the MGRIT convergence table ----------------------------------------------------------------------------------
 
-def convergence_rows(setting: LayerParallelSetting) -> tuple[pd.DataFrame, str]:
-    """`paraformer.parallel.convergence`'s table for this profile and where it comes from: its CSV in the
-    profile's tables, else (profiles measured on the quick setting) the committed quick one, else, at ci, computed
-    here (seconds: the ci setting, with this experiment's coarsening added); an empty table, saying how to make it,
+def convergence_rows(profile: str) -> tuple[pd.DataFrame, str]:
+    """`paraformer.bench.convergence`'s table for this profile and where it comes from: its CSV in the profile's
+    tables, else (profiles measured on the quick settings) the committed quick one, else, at ci, computed here
+    (seconds: the ci settings, with this experiment's coarsening added); an empty table, saying how to make it,
     otherwise."""
-    own = convergence.get_setting(setting.name)
-    candidates = [(setting.name, convergence.output_paths(setting.name)[0])]
-    if setting.name != "quick" and own == convergence.get_setting("quick"):
+    own, setting = get_profile(profile).convergence, get_profile(profile).layer_parallel
+    candidates = [(profile, convergence.output_paths(profile)[0])]
+    if profile != "quick" and own == get_profile("quick").convergence:
         candidates.append(("quick", convergence.output_paths("quick")[0]))
-    for profile, path in candidates:
+    for name, path in candidates:
         if path.is_file():
-            return pd.read_csv(path), f"tables/mgrit_convergence.csv of the {profile} profile"
-    if setting.name == "ci":
+            return pd.read_csv(path), f"tables/mgrit_convergence.csv of the {name} profile"
+    if profile == "ci":
         coarsenings = tuple(sorted({*own.coarsenings, setting.coarsening}))
         table = convergence.convergence_table(replace(own, coarsenings=coarsenings), progress=False)
-        return table, f"computed here (the ci setting, coarsenings {list(coarsenings)})"
-    return (pd.DataFrame(), f"not made yet: python -m paraformer.parallel.convergence --profile {setting.name}")
+        return table, f"computed here (the ci settings, coarsenings {list(coarsenings)})"
+    return (pd.DataFrame(), f"not made yet: python -m paraformer.tools.bench --profile {profile} --only convergence")
 
 
-def convergence_view(table: pd.DataFrame, setting: LayerParallelSetting) -> pd.DataFrame:
+def convergence_view(table: pd.DataFrame, setting: LayerParallelSettings) -> pd.DataFrame:
     """The rows of the convergence table at the experiment's levels, coarsening, F-relaxation and h = 1/N: the
     relative gradient error per depth (rows) and cycle count (columns)."""
     if table.empty:
@@ -413,7 +294,7 @@ def convergence_view(table: pd.DataFrame, setting: LayerParallelSetting) -> pd.D
 SERIAL_METHOD = "ddp"  # at one process: the plain serial step of the ViT (DDP over one rank adds nothing)
 
 
-def mgrit_method(setting: LayerParallelSetting) -> str | None:
+def mgrit_method(setting: LayerParallelSettings) -> str | None:
     """The benchmark's method for the fixed arm's solver, or None where the benchmark does not time it (it times
     k forward cycles with one adjoint cycle)."""
     forward, adjoint = setting.fixed_iterations
@@ -422,16 +303,17 @@ def mgrit_method(setting: LayerParallelSetting) -> str | None:
 
 def speed_data(profile: str, processes: tuple[int, ...] = (1, 2),
                measure_other_device: bool = True) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """The profile's benchmark CSVs (`bench.load`), with the multi-process benchmark measured here first where its
+    """The profile's benchmark CSVs (`speed.load`), with the multi-process benchmark measured here first where its
     CSVs are missing or, unless `measure_other_device` is False, were measured on another kind of device (as
     notebook 06 does; `make bench` measures everything afresh); and what was measured."""
-    data = bench.load(profile)
-    todo = [name for name in bench.to_measure(data, processes) if name == "multi"]
+    data = speed.load(profile)
+    todo = [name for name in speed.to_measure(data, processes) if name == "multi"]
     if not measure_other_device:
         todo = speedup.only_missing(todo, data, processes)
     if todo:
-        bench.run(profile, only=tuple(todo), processes=processes)
-        data = bench.load(profile)
+        settings = get_profile(profile)
+        speed.run(settings.bench, settings.multi, only=tuple(todo), processes=processes)
+        data = speed.load(profile)
     return data, todo
 
 
@@ -449,9 +331,9 @@ def _top_processes(steps: pd.DataFrame) -> int:
     return max(counts) if counts and max(counts) > 1 else 2
 
 
-def _speed_claims(profile: str, setting: LayerParallelSetting, top: int) -> list[tuple]:
+def _speed_claims(profile: str, setting: LayerParallelSettings, top: int) -> list[tuple]:
     """(key, kind, claim, slower step, faster step) per speed claim, each step as (method, model, processes)."""
-    multi = MULTI_SETTINGS[profile]
+    multi = get_profile(profile).multi
     vit, para, method = vit_name(multi), f"Para-F-{multi.paraformer}", mgrit_method(setting)
     label = method or f"MGRIT with {setting.fixed_iterations[1]} adjoint cycles"
     return [("acceleration", "paper", f"layer-parallel training accelerates over serial: {label} of {vit} on {top} "
@@ -462,7 +344,7 @@ def _speed_claims(profile: str, setting: LayerParallelSetting, top: int) -> list
              f"layers, the same width) on {top} processes", ("branch", para, top), (method, vit, top))]
 
 
-def speed_row_words(row: tuple[str | None, str, int], setting: LayerParallelSetting) -> str:
+def speed_row_words(row: tuple[str | None, str, int], setting: LayerParallelSettings) -> str:
     """A benchmark row (method, model, processes) of `missing_speed_rows` in words, with the CSV it belongs in."""
     method, model, processes = row
     if method is None:
@@ -471,7 +353,7 @@ def speed_row_words(row: tuple[str | None, str, int], setting: LayerParallelSett
 
 
 def missing_speed_rows(data: dict[str, pd.DataFrame], profile: str,
-                       setting: LayerParallelSetting) -> list[tuple[str | None, str, int]]:
+                       setting: LayerParallelSettings) -> list[tuple[str | None, str, int]]:
     """The benchmark rows, as (method, model, processes), that the speed claims need and `data` lacks (empty when
     nothing is missing); method None: the fixed arm's solver, which the benchmark does not time."""
     steps = costmodel.multi_steps(data)
@@ -481,7 +363,7 @@ def missing_speed_rows(data: dict[str, pd.DataFrame], profile: str,
 
 
 def speed_verdicts(data: dict[str, pd.DataFrame], profile: str,
-                   setting: LayerParallelSetting) -> list[speedup.SpeedVerdict]:
+                   setting: LayerParallelSettings) -> list[speedup.SpeedVerdict]:
     """The paper's "parallel acceleration over the layer dimension": the serial ViT's step on one process over the
     fixed arm's MGRIT step on the most processes the benchmark ran (kind "paper"); and two comparisons the paper
     gives no figure for: MGRIT's own speed-up from one process, and branch parallelism of the ParaFormer with as
@@ -557,13 +439,14 @@ class CostModelWinners:
         return lines
 
 
-def cost_model_winners(data: dict[str, pd.DataFrame], profile: str, setting: LayerParallelSetting) -> CostModelWinners:
+def cost_model_winners(data: dict[str, pd.DataFrame], profile: str, setting: LayerParallelSettings) -> CostModelWinners:
     """From `costmodel.predictions` of the benchmark CSVs `data` (every depth; none without the 1- and 2-process
     costs): per depth, device count and all-reduce model, the fastest of the lines that train the ViT
     (`speedup.cost_model_lines`: the pipeline, DDP, MGRIT), and the fixed arm's MGRIT step over the branch-parallel
     ParaFormer's (another model, of as many layers and the same width)."""
     has_costs = {"multi_costs_1", "multi_costs_2"} <= set(data)
-    predicted = costmodel.predictions(data, profile) if has_costs else pd.DataFrame()
+    settings = get_profile(profile)
+    predicted = costmodel.predictions(data, settings.bench, settings.multi) if has_costs else pd.DataFrame()
     method = mgrit_method(setting)
     rows, compared = [], None
     for depth in sorted(set(predicted["depth"])) if not predicted.empty else []:
@@ -589,3 +472,77 @@ def cost_model_winners(data: dict[str, pd.DataFrame], profile: str, setting: Lay
 def claims_device(runs: pd.DataFrame, verdicts: list[speedup.SpeedVerdict]) -> str:
     """The devices behind the claims table: the training runs' and the benchmark's."""
     return "; ".join(dict.fromkeys([*runs["device"], *(v.device for v in verdicts)]))
+
+
+@dataclass
+class Findings:
+    table: pd.DataFrame  # per phase and arm (`arms_table`)
+    claims: list[AccuracyClaim]  # "commensurate" and "unaffected" (`accuracy_claims`)
+    verdicts: list[Verdict]
+    solver: pd.DataFrame  # what the MGRIT solver did, run by run (`solver_table`)
+    checks: pd.DataFrame  # the adaptive arm's checks (`solver_checks`)
+
+
+def findings(runs: pd.DataFrame, records: list[RunResult], profile: str) -> Findings:
+    """The accuracy claims and the solver's record; writes tables/layer_parallel*.{csv,md} (but the speed's)."""
+    setting = get_profile(profile).layer_parallel
+    table, found = arms_table(runs), accuracy_claims(setting)
+    verdicts = judge_claims(runs, found)
+    notes = [setting.describe(),
+             "phase: pre-training (the three arms from random weights) or fine-tuning (the serial arm's final weights, "
+             "a new head); solver: how the run's gradients were computed (Recipe.describe_solver)",
+             "our_acc: final test accuracy on all test images, mean over seeds, 95% interval (bootstrap over test "
+             "images and seeds); minus_serial: our_acc minus the serial arm's of the same phase",
+             *provenance(runs)]
+    write_table(table, "layer_parallel", "Layer-parallel (MGRIT) training against serial: accuracy", notes,
+                profile=profile)
+    write_table(verdict_table(verdicts, found), "layer_parallel_claims",
+                "Layer-parallel accuracy claims (Jiang et al. 2026), paired by seed and test image",
+                [f"Holm's correction over the claims, interval at confidence interval_pct (%); a claim holds when "
+                 f"layer-parallel minus serial exceeds -{setting.margin:g} (our margin: the paper gives none)"],
+                profile=profile)
+    solver, checks = solver_table(runs, records), solver_checks(runs, records)
+    errors = ("first_gradient_error", "worst_gradient_error", "last_gradient_error")
+    write_table(readable(solver, errors), "layer_parallel_solver", "What the MGRIT solver did, run by run",
+                [f"tolerance {setting.tolerance:g} (relative gradient error); adapted_from: the steps from which the "
+                 "adaptive arm used one more cycle, or backprop (switch_step)", setting.describe()], profile=profile)
+    write_table(readable(checks, ("output_error", "gradient_error")), "layer_parallel_checks",
+                "The adaptive arm's checks of the MGRIT gradient against the exact one",
+                ["output_error, gradient_error: relative errors of the chain's output and of its gradient (the "
+                 "tokens' cotangent and every layer's parameters) on the step's minibatch"], profile=profile)
+    return Findings(table, found, verdicts, solver, checks)
+
+
+@dataclass
+class Speed:
+    measured: list[str]  # the benchmarks measured here first (missing, or measured on another kind of device)
+    missing: list[str]  # the benchmark rows the speed claims need and the CSVs lack, in words
+    table: pd.DataFrame  # `speed_table`
+    verdicts: list[speedup.SpeedVerdict]  # `speed_verdicts`
+    winners: CostModelWinners  # `cost_model_winners`
+
+
+def speed_findings(profile: str, processes: tuple[int, ...] = (1, 2), measure_other_device: bool = True) -> Speed:
+    """The speed claims from the benchmark CSVs (`speed_data`); writes tables/layer_parallel_speed and
+    tables/layer_parallel_cost_model."""
+    setting = get_profile(profile).layer_parallel
+    data, measured = speed_data(profile, tuple(processes), measure_other_device)
+    missing = [speed_row_words(row, setting) for row in missing_speed_rows(data, profile, setting)]
+    table, verdicts = speed_table(data), speed_verdicts(data, profile, setting)
+    write_table(table, "layer_parallel_speed", "Training step of the ViT: serial, data-parallel and layer-parallel "
+                "(MGRIT)", [f"Measured on {', '.join(dict.fromkeys(v.device for v in verdicts))}; the benchmark's "
+                            "ViT has h = 1, which changes no time. serial_over_this: the serial ViT step (ddp, 1 "
+                            "process) over this step.", *(["Missing rows: " + "; ".join(missing)] if missing else [])],
+                profile=profile)
+    winners = cost_model_winners(data, profile, setting)
+    write_table(winners.table, "layer_parallel_cost_model", "Cost model: the fastest way to train the ViT per depth "
+                "and device count, and MGRIT's step over branch parallelism's", ["A prediction, not a measurement."],
+                profile=profile)
+    return Speed(measured, missing, table, verdicts, winners)
+
+
+def report(found: Findings, measured: Speed, runs: pd.DataFrame, profile: str) -> list[Verdict]:
+    """The report's claims: the accuracy verdicts and the paper's speed claim; returns them."""
+    verdicts = found.verdicts + [v.verdict for v in measured.verdicts if v.kind == "paper"]
+    write_claims(verdicts, PAPER_2026, NOTEBOOK, profile, claims_device(runs, measured.verdicts))
+    return verdicts

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import results_dir
-from ..results import atomic_write_text, write_table
+from ..core.files import atomic_write_text
+from ..core.paths import project_root, results_dir, results_root
+from .estimate import Estimate, estimate as estimate_runs
 from .stats import Verdict, judge
+from .tables import write_table
 
 CLAIM_COLUMNS = ["paper", "claim", "paper_figure", "ours", "low", "high", "interval_pct", "minimum_detectable",
                  "verdict", "reason", "notebook", "profile", "device"]
@@ -41,22 +43,22 @@ def claim_rows(verdicts: list[Verdict], paper: str | list[str], notebook: str, p
 
 def write_claims(verdicts: list[Verdict], paper: str | list[str], notebook: str, profile: str,
                  device: str) -> pd.DataFrame:
-    """`tables/claims_<notebook>.csv` (and .md) in the active profile's results folder; returns the rows."""
+    """`tables/claims_<notebook>.csv` (and .md) in `profile`'s results folder; returns the rows."""
     rows = claim_rows(verdicts, paper, notebook, profile, device)
     write_table(rows, f"claims_{notebook}", f"Claims tested by notebook {notebook} ({profile} profile)",
-                ["read by the report notebook (99_report), which gathers every notebook's claims"])
+                ["read by the report notebook (99_report), which gathers every notebook's claims"], profile=profile)
     return rows
 
 
-def collect_claims(root: Path | None = None, profiles: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """Every `claims_*.csv` of `profiles` under the results root (quick's tables at the top, every other profile's
-    in <root>/<profile>/tables), in notebook order; default: the committed profiles (`REPORTED`), or ci alone when
-    ci is the active profile. A claims file that is not a claims table is refused by name."""
-    from ..config import active_profile, results_root
+def reported_profiles(profile: str) -> tuple[str, ...]:
+    """The profiles the report of `profile` gathers: the committed ones (`REPORTED`), or ci's alone (a test's)."""
+    return ("ci",) if profile == "ci" else REPORTED
 
+
+def collect_claims(profiles: tuple[str, ...], root: Path | None = None) -> pd.DataFrame:
+    """Every `claims_*.csv` of `profiles` under the results root (quick's tables at the top, every other profile's
+    in <root>/<profile>/tables), in notebook order. A claims file that is not a claims table is refused by name."""
     root = Path(root) if root is not None else results_root()
-    if profiles is None:
-        profiles = ("ci",) if active_profile() == "ci" else REPORTED
     folders = [root / "tables" if name == "quick" else root / name / "tables" for name in profiles]
     frames = []
     for folder in folders:
@@ -115,10 +117,13 @@ def report_markdown(claims: pd.DataFrame, notes: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(claims: pd.DataFrame, notes: list[str], path: Path | None = None) -> Path:
-    """`REPORT.md` at the results root (for quick; `results/<profile>/REPORT.md` for another active profile)."""
-    path = Path(path) if path is not None else results_dir() / "REPORT.md"
-    return atomic_write_text(report_markdown(claims, notes), path)
+def write_report(claims: pd.DataFrame, notes: list[str], profile: str) -> Path:
+    """`REPORT.md` in `profile`'s results folder (the results root for quick), and, for quick, the README's
+    results table (`update_readme`)."""
+    path = atomic_write_text(report_markdown(claims, notes), results_dir(profile) / "REPORT.md")
+    if profile == "quick":  # the committed results: the README's results table follows them
+        update_readme(project_root() / "README.md", claims)
+    return path
 
 
 def readme_block(claims: pd.DataFrame) -> str:
@@ -201,3 +206,29 @@ def convergence_verdicts(epochs: pd.DataFrame, reference: str, labels: list[str]
                                  "reached the target: counted one epoch past their last)"})
         verdicts.append(verdict)
     return verdicts
+
+
+# --- notebook 99 ------------------------------------------------------------------------------------------------
+
+NOTEBOOK = "99_report"
+
+
+def plan(profile: str) -> list:
+    """Notebook 99 trains nothing: it gathers the other notebooks' claims tables."""
+    return []
+
+
+def estimate(profile: str, flops_per_second=None) -> Estimate:
+    return estimate_runs(NOTEBOOK, profile, [], flops_per_second, "trains nothing: it gathers the other notebooks' "
+                         "claims tables")
+
+
+def run(profile: str) -> pd.DataFrame:
+    """Gather the claims of the profiles `profile`'s report covers and write its REPORT.md (and, for quick, the
+    README's results table); returns the claims."""
+    claims = collect_claims(reported_profiles(profile))
+    notes = [f"profiles: {', '.join(sorted(set(claims['profile'])))}; each claim's device is in its row",
+             "ours: the measured effect (an accuracy difference in points, or a ratio) with its interval; its level is "
+             "in the notebook's claims table (95%, or higher after Holm's or Bonferroni's correction)"]
+    write_report(claims, notes, profile)
+    return claims

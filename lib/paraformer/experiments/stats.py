@@ -104,31 +104,6 @@ def mcnemar(correct_a, correct_b) -> float:
     return float(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)
 
 
-def holm(p_values: list[float]) -> list[float]:
-    """Holm's step-down adjusted p-values (family-wise error control), in the order given: compare each with the
-    level itself. NaN (no test) stays NaN and does not count towards the family."""
-    indexed = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
-    m, adjusted, running = len(indexed), [float("nan")] * len(p_values), 0.0
-    for rank, (p, i) in enumerate(indexed):
-        running = max(running, min(1.0, (m - rank) * p))  # adjusted values never decrease with rank
-        adjusted[i] = running
-    return adjusted
-
-
-def paired_minimum_detectable(discordant_fraction: float, test_images: int, alpha: float = 0.05,
-                              power: float = 0.8) -> float:
-    """The smallest accuracy difference (points) that a paired comparison on `test_images` images detects with
-    `power` at two-sided level `alpha`, when a fraction `discordant_fraction` of images is right for exactly one of
-    the two models (normal approximation to McNemar's test)."""
-    if not 0 < discordant_fraction <= 1 or test_images < 1:
-        raise ValueError(f"discordant_fraction={discordant_fraction} must be in (0, 1] and test_images="
-                         f"{test_images} at least 1")
-    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
-    return 100 * z * math.sqrt(discordant_fraction / test_images)
-
-
-
-
 # --- paired accuracy comparisons over seeds and test images -------------------------------------------------
 
 BOOTSTRAP_RESAMPLES = 4000  # enough for the 2.5% tails and for Holm levels down to about 0.5% (20 per tail)

@@ -27,8 +27,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..config import ConfigError
-from ..model import ParaFormer
+from ..core.config import ConfigError
+from ..core.model import ParaFormer
 
 
 class _SumAcrossRanks(torch.autograd.Function):

@@ -29,8 +29,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..config import ConfigError, Recipe
-from ..model import ParaFormer
+from ..core.config import ConfigError, Recipe
+from ..core.model import ParaFormer
 from .mgrit import LayerParallel, MGRITConfig, layer_step, relative_error
 
 

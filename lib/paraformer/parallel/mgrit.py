@@ -46,8 +46,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ConfigError
-from ..model import Layer, ParaFormer
+from ..core.config import ConfigError
+from ..core.model import Layer, ParaFormer
 
 RELAXATIONS = ("F", "FCF")
 

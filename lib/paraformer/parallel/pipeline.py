@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import ConfigError
-from ..model import ParaFormer
+from ..core.config import ConfigError
+from ..core.model import ParaFormer
 from .branch import branch_shares
 
 

@@ -1,5 +1,9 @@
-"""One training run across processes: `Recipe.parallel` and `Recipe.processes`, launched by torchrun
-(`torchrun --nproc_per_node P -m paraformer.train ... --parallel data`).
+"""Where one process stands in a training run, and what it computes of each step: `Recipe.solver`, and across
+processes `Recipe.parallel` and `Recipe.processes`, launched by torchrun (`torchrun --nproc_per_node P -m
+paraformer.tools.train ... --parallel data`).
+
+In one process a step computes everything, through the model itself, its torch.compile wrapper (`Recipe.compile`)
+or the MGRIT solver of its layers (`Recipe.solver="mgrit"`, `paraformer.parallel.layertrain`).
 
 Every rank holds the whole model, sees the same minibatches in the same order (shuffling and augmentation are
 seeded by (seed, epoch) as on one device) and ends every step with the same full gradient, so that the same
@@ -18,7 +22,7 @@ schemes differ in who computes what:
   the last rank's output is broadcast, so every rank computes the same head and loss.
 For "branch" and "layer", one all-reduce after backward sums every gradient: a branch's or layer's is non-zero on
 its owner alone, the stem's parts add up, and the head's (the same on every rank) is counted once. Training keeps
-full replicas with that one all-reduce per step, as DDP does; the benchmark (`multibench`) times each scheme's
+full replicas with that one all-reduce per step, as DDP does; the benchmark (`paraformer.bench.multi`) times each scheme's
 minimum communication.
 
 Only rank 0 writes: checkpoints, weights, the record, the step log and the progress bar. A failed or hung rank
@@ -35,10 +39,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..config import ConfigError, Recipe
-from ..model import ParaFormer
+from ..core.config import ConfigError, Recipe
+from ..core.model import ParaFormer
 from .branch import BranchParallel
 from .launch import init_process_group
+from .layertrain import MGRITTraining
 
 DEFAULT_TIMEOUT_SECONDS = 300
 
@@ -93,6 +98,48 @@ class Processes:
         dist.all_reduce(summed, op=dist.ReduceOp.SUM)
         return summed
 
+    def training_module(self, model: ParaFormer, recipe: Recipe) -> nn.Module:
+        """The module a training step calls: the MGRIT solver, a multi-process scheme's module ("data" and
+        "branch"), torch.compile's wrapper, or the model itself."""
+        if recipe.solver == "mgrit":  # across processes too: "layer" shares the solver's layers
+            return MGRITTraining(model, recipe, distributed=self.distributed)
+        if self.distributed and self.scheme == "data":
+            from torch.nn.parallel import DistributedDataParallel
+
+            device = next(model.parameters()).device
+            return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                           find_unused_parameters=False)
+        if self.distributed:
+            return BranchTraining(model, self, recipe.seed)
+        return torch.compile(model) if recipe.compile else model
+
+    @property
+    def shards_data(self) -> bool:
+        """Whether each rank computes a share of every minibatch ("data" parallelism)."""
+        return self.distributed and self.scheme == "data"
+
+    def share(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The part of a minibatch this rank computes: all of it, or under "data" its equal share."""
+        if not self.shards_data:
+            return images, labels
+        part = rank_share(len(labels), self.rank, self.world_size)
+        return images[part], labels[part]
+
+    def epoch_seed(self, seed: int) -> int:
+        """The global RNG's seed for an epoch (dropout, RandAugment): the same on every rank, but under "data" each
+        rank's share of a minibatch draws its own masks, as other images would."""
+        return seed * 1_009 + self.rank if self.shards_data else seed
+
+    def minibatch_total(self, loss_sum: torch.Tensor) -> torch.Tensor:
+        """An epoch's summed loss over whole minibatches: under "data" the sum of the ranks' shares."""
+        return self.total(loss_sum) if self.shards_data else loss_sum
+
+    def complete_gradients(self, model: ParaFormer) -> None:
+        """After backward: under "branch" and "layer" every rank's gradient becomes the full one (DDP's own
+        all-reduce does it under "data")."""
+        if self.distributed and self.scheme in ("branch", "layer"):
+            sum_gradients(model, self)
+
     def failure(self, error: BaseException) -> RankFailure:
         return RankFailure(f"rank {self.rank} of {self.world_size} stopped: {error} (a collective fails when "
                            f"another rank has failed or has not answered within PARAFORMER_DIST_TIMEOUT="
@@ -104,8 +151,8 @@ def join(recipe: Recipe) -> Processes:
     launch that does not match the recipe (a run on 2 processes is another run than on 1: its key differs)."""
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != recipe.processes:
-        how = (f"torchrun --nproc_per_node {recipe.processes} -m paraformer.train ..." if recipe.processes > 1
-               else "python -m paraformer.train ... (no torchrun)")
+        how = (f"torchrun --nproc_per_node {recipe.processes} -m paraformer.tools.train ..." if recipe.processes > 1
+               else "python -m paraformer.tools.train ... (no torchrun)")
         raise ConfigError(f"Recipe.processes={recipe.processes} but this process was launched as one of {launched}; "
                           f"launch with {how}, or set Recipe.processes={launched}")
     if recipe.processes == 1:
@@ -119,10 +166,15 @@ def join(recipe: Recipe) -> Processes:
     return Processes(dist.get_rank(), dist.get_world_size(), recipe.parallel, timeout)
 
 
-def data_share(batch: int, processes: Processes) -> slice:
-    """The images of a minibatch of `batch` that this rank computes under "data" parallelism."""
-    size = batch // processes.world_size
-    return slice(processes.rank * size, (processes.rank + 1) * size)
+def rank_share(batch: int, rank: int, world: int) -> slice:
+    """The images of a global batch that rank `rank` of `world` computes in data parallelism: an equal,
+    contiguous share (DDP averages the ranks' gradients with equal weight, which is the whole batch's mean
+    gradient only when every rank has as many images)."""
+    if batch % world:
+        raise ConfigError(f"data parallelism splits the batch of {batch} into equal shares, and {world} processes "
+                          f"do not divide it; use a process count that divides {batch}")
+    size = batch // world
+    return slice(rank * size, (rank + 1) * size)
 
 
 def check_layout(model: ParaFormer, recipe: Recipe, num_train: int) -> None:
@@ -179,17 +231,3 @@ def sum_gradients(model: ParaFormer, processes: Processes) -> None:
     for p in params:
         p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
         offset += p.numel()
-
-
-def training_forward(model: ParaFormer, recipe: Recipe, processes: Processes) -> nn.Module | None:
-    """The module training calls under a multi-process scheme ("data" and "branch"; "layer" is the MGRIT solver's,
-    built by `paraformer.parallel.layertrain`), or None for a single process."""
-    if not processes.distributed or recipe.parallel == "layer":
-        return None
-    if recipe.parallel == "data":
-        from torch.nn.parallel import DistributedDataParallel
-
-        device = next(model.parameters()).device
-        return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
-                                       find_unused_parameters=False)
-    return BranchTraining(model, processes, recipe.seed)

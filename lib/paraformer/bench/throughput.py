@@ -1,0 +1,244 @@
+"""Training throughput against a peer: our training step beside timm's VisionTransformer of the same shape.
+
+Why this exists: every speed claim of the suite (notebook 06, `make bench`) compares our own models with each
+other, so a slow implementation of the ViT baseline would flatter the ParaFormers and still leave the suite
+slow. This benchmark holds our training step to an outside reference: timm's `VisionTransformer`, built with the
+same input, width, heads, MLP ratio and number of layers, and therefore the same parameter count (checked: a
+mismatch means the comparison is not same-shape, and it is refused).
+
+What is timed: one full training step (zero grad, forward, label-smoothed cross-entropy 0.1, backward, AdamW
+step) of our ViT-6, ViT-12 and Para-F-1-12 and of timm's ViT with as many layers, at the same batch and
+precision: fp32 and the default AdamW on the CPU; bf16 autocast and fused AdamW on CUDA, for both. The two
+steps run in alternating rounds (ours, timm, ours, timm, ...) after warm-up rounds, waiting for the GPU around
+each one, and the median of each is kept, so that drift in the machine's speed hits both alike.
+
+Beside each time: the FLOPs of one step per image (torch's FlopCounterMode over one forward and backward at the
+measured batch, divided by it; the optimizer's elementwise work is left out, as usual for model FLOP
+utilisation), the FLOP rate reached, and the model FLOP utilisation (MFU) against the device's matrix-product
+peak, measured in the same run. Our models compute the last layer of each branch for the CLS row alone (all
+tokens still serve as keys and values), so even our ViT counts fewer FLOPs than timm's; Para-F-1-12, whose
+depth-1 branches are nearly all CLS-row work, counts far fewer than the ViT-12 with the same parameters, so its
+ratio to timm's ViT-12 is a speed-up, not a same-work comparison (`same_architecture` is False there).
+
+The target, as data: our step takes at most `TARGET_RATIO` (1.0) x timm's time on every shape measured:
+`target_met` per row, `speed_target` over the table.
+
+    python -m paraformer.tools.bench --profile quick --only throughput   # -> results/bench/quick/throughput.*
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ..core.config import ConfigError, ModelConfig
+from ..core.files import atomic_write_text, remove_orphan_temporaries
+from ..core.flops import count_flops
+from ..core.model import ParaFormer
+from ..core.provenance import code_version, device_name
+from ..core.steps import precision, training_step
+from ..core.timing import median_seconds, timed
+from .speed import bench_dir
+
+TARGET_RATIO = 1.0  # our step time / timm's, at most, on every shape
+TARGET = f"our step at most {TARGET_RATIO:g}x timm's time on every shape measured"
+LABEL_SMOOTHING = 0.1
+
+
+@dataclass(frozen=True)
+class ThroughputSettings:
+    name: str
+    width: int  # token dimension (timm's embed_dim)
+    num_heads: int
+    mlp_ratio: float
+    image_size: int  # square RGB input
+    patch_size: int
+    models: tuple[str, ...]  # Para-F-m-n names, each timed against timm's ViT with as many layers
+    batches: tuple[int, ...]
+    repeats: int  # timed rounds, each one step of ours and one of timm's; the median of each is kept
+    warmup: int  # untimed rounds first (allocations, kernel choice)
+    matmul_size: int  # side of the square matrix product that measures the device's peak
+    num_classes: int = 10
+
+    def config(self, name: str) -> ModelConfig:
+        return ModelConfig.from_name(name, image_size=self.image_size, patch_size=self.patch_size, width=self.width,
+                                     num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, num_classes=self.num_classes)
+
+
+# --- the two models ------------------------------------------------------------------------------------
+
+def require_timm():
+    """The timm module, or a one-line ConfigError saying how to install it."""
+    try:
+        import timm
+        from timm.models import vision_transformer  # noqa: F401  (the class the peer is built from)
+    except ImportError:
+        raise ConfigError("the throughput benchmark needs timm: pip install timm "
+                          "(or pip install -e \".[bench]\")") from None
+    return timm
+
+
+def timm_vit(config: ModelConfig) -> torch.nn.Module:
+    """timm's VisionTransformer with `config`'s input, width, heads, MLP and layers: a class token read by the
+    head (global_pool='token'), qkv bias, no dropout or drop-path, as ours."""
+    require_timm()
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(img_size=config.image_size, patch_size=config.patch_size, in_chans=config.in_channels,
+                             num_classes=config.num_classes, embed_dim=config.width, depth=config.num_layers,
+                             num_heads=config.num_heads, mlp_ratio=config.mlp_ratio, qkv_bias=True, class_token=True,
+                             global_pool="token", drop_rate=0.0, pos_drop_rate=0.0, proj_drop_rate=0.0,
+                             attn_drop_rate=0.0, drop_path_rate=0.0)
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def check_same_parameters(config: ModelConfig, ours: torch.nn.Module, peer: torch.nn.Module) -> int:
+    """The shared parameter count; a RuntimeError when the two differ (the peer would not be the same shape)."""
+    mine, theirs = parameter_count(ours), parameter_count(peer)
+    if mine != theirs:
+        raise RuntimeError(f"{config.name} has {mine} parameters but timm's ViT-{config.num_layers} has {theirs}: "
+                           "not the same shape, so the comparison is refused")
+    return mine
+
+
+# --- one training step, its FLOPs, and the device's peak ---------------------------------------------
+
+def benchmark_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor):
+    """One training step of `model` on this batch, as a call: what the trainer does per minibatch (AdamW, fused on
+    CUDA; label-smoothed cross-entropy under the device's precision)."""
+    model.train()
+    fused = {"fused": True} if images.device.type == "cuda" else {}  # the CPU keeps AdamW's default
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, **fused)
+    return training_step(model, images, labels, optimizer, label_smoothing=LABEL_SMOOTHING)
+
+
+def step_flops_per_image(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """FLOPs of one forward (with the loss) and backward of `model` on this batch, divided by the batch. The
+    images need no gradient, so the patch projection's backward is half that of the other layers."""
+    flops = count_flops(training_step(model, images, labels, label_smoothing=LABEL_SMOOTHING))
+    model.zero_grad(set_to_none=True)
+    return flops / images.shape[0]
+
+
+def matmul_peak(device: torch.device, size: int, repeats: int = 5) -> float:
+    """The device's measured matrix-product rate in FLOP/s: a size^3 product in fp32 on the CPU, in bf16 on CUDA
+    (ten in a row per timing there, so that the synchronisation does not count); the best of `repeats`."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    products = 10 if device.type == "cuda" else 1
+
+    def run() -> None:
+        for _ in range(products):
+            torch.mm(a, b)
+    run()  # warm-up
+    return products * 2 * size ** 3 / min(timed(run, device) for _ in range(repeats))
+
+
+# --- the target ------------------------------------------------------------------------------------------
+
+def meets_target(ratio: float) -> bool:
+    """Our step time / timm's at most TARGET_RATIO."""
+    return bool(ratio <= TARGET_RATIO)
+
+
+def speed_target(table: pd.DataFrame) -> dict:
+    """The target over a table of rows with `model`, `batch`, `ratio` and `target_met`: met on every row?
+    and which rows, and the worst one."""
+    worst = table.loc[table["ratio"].idxmax()]
+    return {"target": TARGET, "met": bool(table["target_met"].all()), "rows": len(table),
+            "rows_met": int(table["target_met"].sum()),
+            "per_row": {f"{r.model} batch {r.batch}": bool(r.target_met) for r in table.itertuples()},
+            "worst_ratio": float(worst["ratio"]), "worst_model": worst["model"], "worst_batch": int(worst["batch"])}
+
+
+# --- the benchmark ---------------------------------------------------------------------------------------
+
+def measure(profile: ThroughputSettings, device: torch.device | str = "cpu", batches: tuple[int, ...] | None = None,
+            repeats: int | None = None, progress: bool = True) -> pd.DataFrame:
+    """One row per model and batch: ours against timm's ViT with as many layers (see the module docstring)."""
+    timm = require_timm()
+    device = torch.device(device)
+    repeats = repeats or profile.repeats
+    peak = matmul_peak(device, profile.matmul_size)
+    rows = []
+    for name in profile.models:
+        config = profile.config(name)
+        torch.manual_seed(0)
+        ours, peer = ParaFormer(config).to(device), timm_vit(config).to(device)
+        parameters = check_same_parameters(config, ours, peer)
+        for batch in batches or profile.batches:
+            images = torch.randn(batch, config.in_channels, config.image_size, config.image_size, device=device)
+            labels = torch.randint(0, config.num_classes, (batch,), device=device)
+            flops = {"our": step_flops_per_image(ours, images, labels),
+                     "timm": step_flops_per_image(peer, images, labels)}
+            steps = {"our": benchmark_step(ours, images, labels), "timm": benchmark_step(peer, images, labels)}
+            seconds = median_seconds(steps, repeats, profile.warmup, device)
+            row = {"profile": profile.name, "model": config.name, "peer": f"timm ViT-{config.num_layers}",
+                   "same_architecture": config.branch_depth == config.num_layers, "parameters": parameters,
+                   "timm_parameters": parameter_count(peer), "batch": batch,
+                   "our_step_ms": 1e3 * seconds["our"], "timm_step_ms": 1e3 * seconds["timm"],
+                   "our_images_per_s": batch / seconds["our"], "timm_images_per_s": batch / seconds["timm"],
+                   "ratio": seconds["our"] / seconds["timm"], "target_ratio": TARGET_RATIO}
+            row["target_met"] = meets_target(row["ratio"])
+            for who in ("our", "timm"):
+                rate = flops[who] * batch / seconds[who]
+                row |= {f"{who}_gflops_per_image": flops[who] / 1e9, f"{who}_tflops_per_s": rate / 1e12,
+                        f"{who}_mfu": rate / peak}
+            rows.append(row)
+            if progress:
+                print(f"throughput {config.name} batch {batch}: ours {row['our_step_ms']:.1f} ms "
+                      f"({row['our_images_per_s']:.0f} images/s), {row['peer']} {row['timm_step_ms']:.1f} ms: "
+                      f"{row['ratio']:.2f}x ({'met' if row['target_met'] else 'NOT met'}), MFU ours "
+                      f"{row['our_mfu']:.0%}, timm {row['timm_mfu']:.0%}", file=sys.stderr, flush=True)
+            del steps  # the optimizers and their state
+        del ours, peer
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    table = pd.DataFrame(rows)
+    return table.assign(matmul_peak_tflops_per_s=peak / 1e12, precision=precision(device),
+                        device=device_name(device), threads=torch.get_num_threads(), torch_version=torch.__version__,
+                        timm_version=timm.__version__, code_version=code_version(), repeats=repeats,
+                        warmup=profile.warmup, measured_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+
+# --- output ----------------------------------------------------------------------------------------------
+
+def output_path(profile: str, root: Path | None = None) -> Path:
+    """`results_dir(profile)/bench/<profile>/throughput.csv` (results/bench/quick/ for quick)."""
+    return bench_dir(profile, root) / "throughput.csv"
+
+
+MARKDOWN_COLUMNS = ["model", "peer", "batch", "our_step_ms", "timm_step_ms", "ratio", "target_met",
+                    "our_images_per_s", "timm_images_per_s", "our_gflops_per_image", "timm_gflops_per_image",
+                    "our_tflops_per_s", "our_mfu", "timm_mfu"]
+
+
+def write(table: pd.DataFrame, path: Path) -> tuple[Path, Path]:
+    """The CSV, and beside it a Markdown table of its main columns with the provenance and the verdict."""
+    remove_orphan_temporaries(Path(path).parent)
+    csv_path = atomic_write_text(table.to_csv(index=False), path)
+    shown = table[MARKDOWN_COLUMNS].round(3).astype(str)
+    lines = ["| " + " | ".join(MARKDOWN_COLUMNS) + " |", "|" + "---|" * len(MARKDOWN_COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in shown.itertuples(index=False)]
+    first, target = table.iloc[0], speed_target(table)
+    notes = [f"{first['device']}, {first['precision']}, torch {first['torch_version']}, "
+             f"timm {first['timm_version']}, code {first['code_version']}; median of {first['repeats']} alternating "
+             f"rounds after {first['warmup']}; matmul peak {first['matmul_peak_tflops_per_s']:.3f} TFLOP/s, "
+             "measured in the same run",
+             f"target ({TARGET}): {'met' if target['met'] else 'NOT met'}, on {target['rows_met']} of "
+             f"{target['rows']} rows; worst {target['worst_ratio']:.2f}x ({target['worst_model']}, batch "
+             f"{target['worst_batch']})",
+             "FLOPs per image are those of one forward and backward (FlopCounterMode); our last layer of each branch "
+             "computes the CLS row alone, so ours are fewer than timm's even for the ViT; Para-F rows have the same "
+             "parameters as the timm ViT but far less work"]
+    md_path = atomic_write_text("# Training throughput: ours against timm's VisionTransformer\n\n" + "\n".join(lines)
+                                + "\n\n" + "\n".join(f"- {note}" for note in notes) + "\n", Path(path).with_suffix(".md"))
+    return csv_path, md_path

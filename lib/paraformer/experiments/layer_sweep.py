@@ -1,0 +1,102 @@
+"""Notebook 01, the 2024 paper's Table 2: Para-F-1-n, n parallel branches of one layer, for n = 1, 6, 12, 24.
+
+The claim: accuracy rises with the number of parallel layers. Tested per dataset as the largest model against the
+smallest (the headline), then each step of the sweep, each paired by seed and test image, with Holm's correction
+over the table's comparisons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ..core.paths import results_dir
+from .accuracy import AccuracyClaim, compare_with_paper, judge_claims, short, verdict_table
+from .estimate import Estimate, estimate as estimate_runs
+from .paper import PAPER_2024, TABLE2_LAYER_SWEEP
+from .plan import PlannedRun, execute, sweep, sweep_rows
+from .profiles import PROFILES, get_profile
+from .report import write_claims
+from .stats import Verdict
+from .tables import provenance, save_figure, write_table  # noqa: F401 (save_figure: the notebook's figure)
+
+NOTEBOOK = "01_layer_sweep"
+MODELS = ("1-1", "1-6", "1-12", "1-24")  # Para-F-m-n names
+
+
+def plan(profile: str, models=MODELS, datasets=None) -> list[PlannedRun]:
+    """Every model on every dataset (the profile's unless given) with every seed."""
+    return sweep(NOTEBOOK, get_profile(profile).scale, models, datasets)
+
+
+def run(profile: str, models=MODELS, datasets=None, progress: bool = True) -> pd.DataFrame:
+    """Train (or fetch from the run cache) the plan: one row per run (`plan.sweep_rows`)."""
+    return sweep_rows(execute(plan(profile, models, datasets), results_dir(profile), progress))
+
+
+def estimate(profile: str, models=MODELS, datasets=None, flops_per_second=None) -> Estimate:
+    return estimate_runs(NOTEBOOK, profile, plan(profile, models, datasets), flops_per_second)
+
+
+def describe(profile: str) -> str:
+    return get_profile(profile).scale.describe()
+
+
+def describe_profiles() -> list[str]:
+    """Every profile's scale in one line, with its datasets."""
+    return [f"{p.scale.describe()}; datasets {', '.join(p.scale.datasets)}" for p in PROFILES.values()]
+
+
+def claims(runs: pd.DataFrame, paper_table: dict = TABLE2_LAYER_SWEEP) -> list[AccuracyClaim]:
+    """Table 2's claim, accuracy rises with the number of parallel layers, per dataset: the largest sweep model
+    against the smallest (the headline), then each step of the sweep."""
+    found = []
+    for dataset in dict.fromkeys(runs["dataset"]):
+        rows = runs[runs["dataset"] == dataset].drop_duplicates("model").sort_values("num_layers")
+        models = rows["model"].tolist()
+        paper = paper_table.get(dataset, {})
+        pairs = [(models[-1], models[0])] + list(zip(models[1:], models)) if len(models) > 2 else \
+            list(zip(models[1:], models))
+        for better, worse in pairs:
+            gap = paper[better] - paper[worse] if better in paper and worse in paper else None
+            found.append(AccuracyClaim(dataset, better, worse, f"{short(better)} beats {short(worse)} on {dataset}",
+                                       gap))
+    return found
+
+
+@dataclass
+class Findings:
+    table: pd.DataFrame  # per dataset and model: ours with its interval beside the paper's
+    claims: list[AccuracyClaim]
+    verdicts: list[Verdict]  # one per claim
+    headline: list[Verdict]  # per dataset, the largest model against the smallest: the report's
+
+
+def findings(runs: pd.DataFrame, profile: str) -> Findings:
+    """The table, the claims and their verdicts; writes tables/table2_layer_sweep*.{csv,md} and the headline
+    claims of the report."""
+    scale = get_profile(profile).scale
+    table = compare_with_paper(runs, TABLE2_LAYER_SWEEP)
+    found = claims(runs)
+    verdicts = judge_claims(runs, found)
+    largest = {d: rows.sort_values("num_layers")["model"].tolist() for d, rows in table.groupby("dataset")}
+    headline = [v for c, v in zip(found, verdicts) if (c.better, c.worse) == (largest[c.dataset][-1],
+                                                                               largest[c.dataset][0])]
+    notes = [
+        f"paper_acc: {PAPER_2024}, Table 2 (500 epochs, full datasets); empty = the paper has no such cell. our_acc: "
+        f"final test accuracy on all {table['test_images'].min()} test images, mean over {table['seeds'].min()} "
+        "seed(s); our_acc_low/high: its 95% interval (bootstrap over test images and seeds); seed_std: std over seeds.",
+        scale.describe(),
+        *provenance(runs),
+    ]
+    write_table(table, "table2_layer_sweep", "Table 2: layer sweep (branch depth 1), paper vs ours", notes,
+                profile=profile)
+    write_table(verdict_table(verdicts, found), "table2_layer_sweep_claims",
+                "Table 2's claim, accuracy rises with parallel layers: each comparison, paired by seed and test image",
+                ["ours: accuracy difference in points (mean over seeds); low/high: its interval at confidence "
+                 "interval_pct (%), set by Holm's correction over all comparisons of this table; minimum_detectable: "
+                 "the difference this design finds 80% of the time at the 5% level; paper: the paper's difference "
+                 "(Table 2)", *notes[1:]], profile=profile)
+    write_claims(headline, PAPER_2024, NOTEBOOK, profile, runs["device"].iloc[0])
+    return Findings(table, found, verdicts, headline)

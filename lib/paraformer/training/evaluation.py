@@ -1,0 +1,75 @@
+"""Evaluation: a model's predicted label for every image of a split, in batches, and accuracies from them."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..core.config import ConfigError, ModelConfig, Recipe
+from ..core.data import ImageData, normalize
+from ..core.model import ParaFormer
+from ..core.steps import autocast
+
+
+def prepare_batch(images: torch.Tensor, data: ImageData, model_config: ModelConfig,
+                  device: torch.device) -> torch.Tensor:
+    """uint8 images -> normalized float on `device`. Their size must be the model's: resizing is chosen when
+    decoding (DataConfig.image_size), where it is part of the run key, never done here without a word."""
+    if tuple(images.shape[-2:]) != (model_config.image_size,) * 2:
+        raise ConfigError(f"{model_config.name} takes {model_config.image_size}px images but the data are "
+                          f"{images.shape[-2]}x{images.shape[-1]}; set DataConfig.image_size={model_config.image_size} "
+                          f"to resize them when decoding, or ModelConfig.image_size={images.shape[-1]}")
+    return normalize(images.to(device, non_blocking=True), data.mean, data.std)
+
+
+def evaluation_batch_size(device: torch.device) -> int:
+    """Images per evaluation batch: large on a GPU, where small batches leave it idle; 512 on the CPU, as the
+    committed runs were evaluated (a batch's size can change the last bit of its logits, hence a rare tie)."""
+    return 4096 if device.type == "cuda" else 512
+
+
+@torch.inference_mode()
+def predict(model: ParaFormer, images: torch.Tensor, data: ImageData, recipe: Recipe,
+            heads: Callable[[ParaFormer, torch.Tensor], list[torch.Tensor]], batch_size: int | None = None):
+    """`heads(model, x)` gives a list of logit tensors from one forward pass; for each, every image's predicted
+    label, on the CPU (batched, in evaluation mode, in the recipe's precision; `batch_size` defaults to
+    `evaluation_batch_size`)."""
+    device = next(model.parameters()).device
+    batch_size = batch_size or evaluation_batch_size(device)
+    was_training = model.training
+    model.eval()
+    predictions = []
+    for start in range(0, len(images), batch_size):
+        x = prepare_batch(images[start:start + batch_size], data, model.config, device)
+        with autocast(device, recipe.amp):
+            predictions.append([logits.argmax(1) for logits in heads(model, x)])
+    model.train(was_training)
+    return [torch.cat(per_head).cpu() for per_head in zip(*predictions)]  # one transfer per head
+
+
+def refuse_empty(labels: torch.Tensor) -> None:
+    if len(labels) == 0:
+        raise ConfigError("cannot evaluate on an empty split (check DataConfig.n_test / val_fraction)")
+
+
+def accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy in percent; an empty split is refused."""
+    refuse_empty(labels)
+    return 100.0 * (predicted == labels).sum().item() / len(labels)
+
+
+def evaluate(model: ParaFormer, images: torch.Tensor, labels: torch.Tensor, data: ImageData,
+             recipe: Recipe, num_branches: int | None = None, batch_size: int | None = None) -> float:
+    """Top-1 accuracy in percent of `model` (or of its first `num_branches` branches)."""
+    refuse_empty(labels)  # before any work
+    (predicted,) = predict(model, images, data, recipe, lambda m, x: [m(x, num_branches=num_branches)], batch_size)
+    return accuracy(predicted, labels)
+
+
+def evaluate_prefixes(model: ParaFormer, images: torch.Tensor, labels: torch.Tensor, data: ImageData,
+                      recipe: Recipe, batch_size: int | None = None) -> list[float]:
+    """Top-1 accuracy of every prefix model 1..num_branches, from one forward pass."""
+    refuse_empty(labels)
+    predicted = predict(model, images, data, recipe, lambda m, x: m.prefix_logits(x), batch_size)
+    return [accuracy(p, labels) for p in predicted]

@@ -1,0 +1,171 @@
+"""Whether a finished run is still this code's: the numbers code computes, not its text, decide.
+
+Two parts:
+- `code_digest`: a hash of the training code (the trainer and every package module it imports, directly or
+  through others) read as syntax trees without docstrings, so that comments and docstrings change nothing;
+- the numerics canary (`paraformer.training.canary`): tiny fixed runs of every method, solver and execution path,
+  whose losses, predictions and weights are hashed into one digest.
+
+`numerics.json` beside this module records, for each version of the training code it has seen, the canary digest
+that code computes; `python -m paraformer.tools.numerics --update` (`make numerics`) runs the canary and records
+the running code. Every record carries its code's digest and canary digest (`RunResult.numerics`). A record is
+current when it was made by code with the same canary digest as the running code: an edit that alters no number
+leaves every finished run current once `make numerics` has recorded it, while one that alters a number changes the
+canary digest and makes them stale. Code the file does not know (an edit not yet recorded) counts as computing
+numbers of its own: the runs it trains are current for it alone. The test suite holds the file to the code
+(`tests/test_numerics.py`).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from ..core.files import atomic_write_json
+from ..core.runcache import RunCacheError, RunResult, read_record
+
+PACKAGE = Path(__file__).resolve().parents[1]
+NUMERICS_FILE = Path(__file__).with_name("numerics.json")
+ENTRY = PACKAGE / "training" / "trainer.py"  # what training executes starts here
+
+
+def _imported_files(file: Path, package: Path) -> list[Path]:
+    """The package's modules that `file` imports, at module or function level, relative or absolute."""
+    here = file.relative_to(package).with_suffix("").parts[:-1]  # the subpackage the module is in
+    found = []
+    for node in ast.walk(ast.parse(file.read_text(), str(file))):
+        targets = []
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = here[:len(here) - node.level + 1]
+            module = (*base, *node.module.split(".")) if node.module else base
+            targets = [module] + [(*module, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == package.name:
+            module = tuple(node.module.split(".")[1:])
+            targets = [module] + [(*module, alias.name) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            targets = [tuple(a.name.split(".")[1:]) for a in node.names if a.name.split(".")[0] == package.name]
+        for parts in targets:
+            for candidate in (package.joinpath(*parts).with_suffix(".py") if parts else None,
+                              package.joinpath(*parts, "__init__.py")):
+                if candidate is not None and candidate.is_file():
+                    found.append(candidate)
+    return found
+
+
+def training_modules(package: Path = PACKAGE) -> list[Path]:
+    """The source files of `package` that training executes: the trainer and every module of the package it
+    imports, directly or through others (and the packages they sit in). Read from the import statements, so a new
+    dependency of training is never left out."""
+    entry = package / ENTRY.relative_to(PACKAGE)
+    found, todo = set(), [entry]
+    while todo:
+        file = todo.pop()
+        if file in found:
+            continue
+        found.add(file)
+        todo += _imported_files(file, package)
+        todo += [folder / "__init__.py" for folder in file.parents if folder == package or package in folder.parents]
+    return sorted(found)
+
+
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def package_digest(package: Path = PACKAGE) -> str:
+    """A hash of the `training_modules` of `package`: their paths and syntax trees without docstrings (comments
+    are not in a syntax tree)."""
+    h = hashlib.sha256()
+    for file in training_modules(package):
+        tree = _without_docstrings(ast.parse(file.read_text(), str(file)))
+        h.update(f"{file.relative_to(package).as_posix()}\0".encode())
+        h.update(ast.dump(tree, include_attributes=False).encode())
+    return h.hexdigest()[:12]
+
+
+_code_digest: str | None = None
+
+
+def code_digest() -> str:
+    """`package_digest` of the code loaded into this process (read once)."""
+    global _code_digest
+    if _code_digest is None:
+        _code_digest = package_digest()
+    return _code_digest
+
+
+_recorded: dict | None = None
+
+
+def recorded() -> dict:
+    """numerics.json: the code it was last made for (`code_digest`), that code's canary digest and per-run
+    digests, the machine that measured them, and `known`: code digest -> canary digest of every version seen."""
+    global _recorded
+    if _recorded is None:
+        _recorded = (json.loads(NUMERICS_FILE.read_text()) if NUMERICS_FILE.is_file() else
+                     {"code_digest": "", "canary": "", "runs": {}, "measured_on": "", "known": {}})
+    return _recorded
+
+
+def current_numerics() -> str:
+    """The canary digest of the running code, or "" where numerics.json does not know this code."""
+    return recorded()["known"].get(code_digest(), "")
+
+
+def numbers_of(code: str, numerics: str = "") -> str:
+    """What the numbers of a run made by code `code` (a `code_digest`) are the numbers of: its canary digest
+    (`numerics` where the record has one, else the one numerics.json knows for that code), else that code alone."""
+    return numerics or recorded()["known"].get(code, "") or f"code:{code}"
+
+
+def is_stale(record: RunResult) -> bool:
+    """Whether `record` was made by code that is not known to compute what the running code computes."""
+    return numbers_of(record.code_digest, record.numerics) != numbers_of(code_digest())
+
+
+def record(digests: dict[str, str], canary: str, measured_on: str) -> dict:
+    """Write numerics.json for the running code, its canary's per-run `digests` and overall `canary` digest,
+    keeping every earlier version's canary digest; returns what it wrote."""
+    known = {**recorded()["known"], code_digest(): canary}
+    values = {"code_digest": code_digest(), "canary": canary, "runs": digests, "measured_on": measured_on,
+              "known": known}
+    global _recorded
+    atomic_write_json(values, NUMERICS_FILE)
+    _recorded = values
+    return values
+
+
+def stale_records(root: Path) -> tuple[list[Path], int]:
+    """The finished runs under `root`/runs that are stale (`is_stale`, or unreadable), and how many there are."""
+    folder = Path(root) / "runs"
+    records = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    stale = []
+    for path in records:
+        try:
+            if is_stale(read_record(path)):
+                stale.append(path)
+        except RunCacheError:
+            stale.append(path)  # unreadable: certainly not this code's
+    return stale, len(records)
+
+
+def report_stale(root: Path) -> int:
+    """One loud line when the run cache under `root` holds stale runs (what `make reproduce` prints last)."""
+    stale, total = stale_records(root)
+    running = current_numerics() or f"code {code_digest()}, not in numerics.json (make numerics)"
+    if stale:
+        print(f"WARNING: {len(stale)} of {total} finished runs in {stale[0].parent} were trained by code not known to "
+              f"compute this code's numbers ({running}); the tables built from them say so. `make reproduce "
+              f"RETRAIN=stale` retrains them.", file=sys.stderr)
+    else:
+        print(f"run cache: all {total} finished runs compute this code's numbers ({running})")
+    return 0
