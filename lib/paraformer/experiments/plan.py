@@ -55,10 +55,10 @@ class FromRun:
 
     def initialization(self, folder: Path) -> Initialization | None:
         key = key_of(self.run, folder)
-        if key is None or not run_paths(self.run.name, key, folder)[0].is_file():
+        record, _, weights = run_paths(self.run.name, key, folder) if key is not None else (None, None, None)
+        if key is None or not record.is_file() or not weights.is_file():  # (weights stay where a run trained)
             return None
-        result = read_record(run_paths(self.run.name, key, folder)[0], key)
-        state = load_trained_model(result, folder).state_dict()
+        state = load_trained_model(read_record(record, key), folder).state_dict()
         return Initialization(self.description, {k: v for k, v in state.items() if not k.startswith("head.")})
 
 
@@ -117,8 +117,9 @@ def execute(runs: list[PlannedRun], folder: Path, progress: bool = True) -> list
             raise ConfigError(f"{run.name}: its parent run {run.parent.name} must be planned before it")
         init = run.init.initialization(folder) if run.init is not None else None
         if run.init is not None and init is None:
-            raise ConfigError(f"{run.name}: its starting weights ({run.init.description}) are not there yet; plan "
-                              "the run they come from before it")
+            raise ConfigError(f"{run.name}: its starting weights ({run.init.description}) cannot be made: the run "
+                              "they come from is not planned before it, or its weights file is missing (weights "
+                              "stay where a run trained; delete that run's record to train it here)")
         if run not in done:
             done[run] = train(run.model, run.data, run.recipe, name=run.name, data=data[run.data],
                               parent=done.get(run.parent), init=init, results_root=folder, progress=progress)
