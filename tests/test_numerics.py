@@ -3,6 +3,7 @@ the code as it is, the canary computes the numbers it records, a changed number 
 digest follows the code but not its comments or docstrings."""
 
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -46,8 +47,8 @@ def test_the_canary_covers_every_method_solver_and_execution_path(digests):
 
 
 def test_a_changed_number_in_training_changes_the_canary(digests, tmp_path, monkeypatch):
-    monkeypatch.setattr(progressive, "AUTHORS_PREFIX_CLIP", 0.5)  # the authors' method clips its prefix steps at 1.0
-    with torch.random.fork_rng():
+    monkeypatch.setattr(progressive, "AUTHORS_PREFIX_CLIP", 0.01)  # the authors' method clips its prefix steps at 1.0
+    with torch.random.fork_rng(), canary.one_thread():
         changed = canary.single_process_digests(tmp_path)
     assert [name for name in changed if changed[name] != digests[name]] == ["authors"]
 
@@ -88,3 +89,10 @@ def test_a_record_is_stale_only_where_its_numbers_are_not_known_to_be_the_runnin
     assert numerics.numbers_of("a") == numerics.numbers_of("b") == "N1"  # a refactor that changed no number
     assert numerics.numbers_of("c") == "N2" and numerics.numbers_of("x") == "code:x"  # unrecorded code: its own
     assert numerics.numbers_of("x", "N1") == "N1"  # a record that carries its numbers says so itself
+
+
+def test_a_record_of_the_running_code_stays_current_when_only_the_canary_changed(monkeypatch):
+    monkeypatch.setattr(numerics, "_recorded", {"known": {"b": "N2"}})  # the canary gained a run since
+    monkeypatch.setattr(numerics, "_code_digest", "b")
+    assert not numerics.is_stale(SimpleNamespace(code_digest="b", numerics="N1"))
+    assert numerics.is_stale(SimpleNamespace(code_digest="a", numerics="N1"))

@@ -39,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         if overall == before["canary"]:
             print("recorded: this code computes the recorded numbers; every finished run stays current")
         else:
-            print("recorded: this code computes other numbers than the code before it; the runs it trained are stale "
-                  "(make reproduce RETRAIN=stale retrains them)")
+            print("recorded: the canary computes other numbers than it did for the code before (the training code or "
+                  "the canary's own runs changed); the runs that code trained are stale (make reproduce "
+                  "RETRAIN=stale retrains them)")
         return 0
     if code != before["code_digest"] or overall != before["canary"]:
         print("not recorded: make numerics records this code", file=sys.stderr)

@@ -20,6 +20,7 @@ import os
 import socket
 import tempfile
 import warnings
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def _runs() -> list[tuple[str, ModelConfig, Recipe, dict]]:
     return [
         ("joint", para, BASE_RECIPE, {}),
         ("authors", replace(para, residual="authors"),
-         Recipe.authors(2, batch_size=16, randaugment_magnitude=9, seed=2), {}),
+         Recipe.authors(2, method="authors", batch_size=16, randaugment_magnitude=9, seed=2), {}),
         ("prefix", para, replace(BASE_RECIPE, method="prefix", prefix_weights=(1.0, 2.0, 3.0), optimizer="sgd",
                                  lr=0.05, schedule="constant", grad_clip=0.5, label_smoothing=0.0), {}),
         ("frozen", para.with_branches(2), replace(BASE_RECIPE, method="frozen", optimizer="adam",
@@ -203,17 +204,23 @@ def multi_process_digests(folder: Path) -> dict[str, str]:
     return {f"processes-{scheme}": (folder / f"{scheme}.digest").read_text() for scheme in _schemes()}
 
 
-def run_canary() -> dict[str, str]:
-    """Every run's digest (name -> digest), trained in a temporary folder on one thread (about 10 s on 2 cores)."""
+@contextmanager
+def one_thread():
+    """Torch on `THREADS` thread(s) inside, as it was after."""
     threads = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
-        with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            digests = single_process_digests(Path(folder))
-            digests.update(multi_process_digests(Path(folder)))
+        yield
     finally:
         torch.set_num_threads(threads)
+
+
+def run_canary() -> dict[str, str]:
+    """Every run's digest (name -> digest), trained in a temporary folder on one thread (about 10 s on 2 cores)."""
+    with one_thread(), tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        digests = single_process_digests(Path(folder))
+        digests.update(multi_process_digests(Path(folder)))
     return digests
 
 
