@@ -58,7 +58,7 @@ def test_timms_vit_of_as_many_layers_has_exactly_our_parameter_count(timm):
 
 def test_a_peer_of_another_shape_is_refused_before_anything_is_timed(timm, monkeypatch):
     monkeypatch.setattr(throughput, "timm_vit", lambda config: ParaFormer(CI.config("3-3")))
-    monkeypatch.setattr(throughput, "alternating_medians", lambda *a, **k: pytest.fail("timed a mismatched pair"))
+    monkeypatch.setattr(throughput, "median_seconds", lambda *a, **k: pytest.fail("timed a mismatched pair"))
     with pytest.raises(RuntimeError, match="not the same shape"):
         throughput.measure(CI, "cpu", progress=False)
 
