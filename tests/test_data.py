@@ -26,8 +26,9 @@ import paraformer.core.paths as config_module
 import paraformer.core.data as data
 import paraformer.core.datasources as datasources
 from paraformer.core.config import ConfigError, DataConfig
-from paraformer.core.data import (DATASETS, DataIntegrityError, DatasetSpec, ImageSizeError, augment_batch, crop_padding,
-                             data_fingerprint, load_data, normalize, read_idx, stratified_subset)
+from paraformer.core.data import (DATASETS, DataIntegrityError, DatasetSpec, augment_batch, crop_padding,
+                             data_fingerprint, load_data, normalize, stratified_subset)
+from paraformer.core.datasources import ImageSizeError, read_idx
 
 FOLDER_CODES = {"zebra": 10, "apple": 20, "mango": 30}
 OFFICIAL_ORDER = ["zebra", "apple", "mango"]  # as classes.txt numbers them: not alphabetical

@@ -28,9 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from .config import AUGMENTATIONS, ConfigError, DataConfig
-from .datasources import (IDX_FILES, IMAGE_EXTENSIONS, DataIntegrityError, ImageSizeError,  # noqa: F401 (public)
-                          check_classes_present, conversion_note, file_sha256, fit, listing_sha256, read_archive,
-                          read_folder, read_idx, read_idx_dir, to_tensor, verify_checksum)
+from .datasources import (IDX_FILES, DataIntegrityError, check_classes_present, conversion_note, file_sha256,
+                          listing_sha256, read_archive, read_folder, read_idx_dir, to_tensor, verify_checksum)
 from .files import atomic_save, remove_orphan_temporaries
 from .paths import data_dir, offline_dirs
 

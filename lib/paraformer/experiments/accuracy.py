@@ -105,6 +105,13 @@ def judge_claims(runs: pd.DataFrame, claims: list[AccuracyClaim], alpha: float =
     return judge_family(family, alpha)
 
 
+def claims_note(extra: str = "") -> str:
+    """The note under a table of `verdict_table` rows: what its columns mean, then `extra`."""
+    return ("ours: accuracy difference in points, paired by seed and test image; low/high: its interval at confidence "
+            "interval_pct (%), set by Holm's correction over the comparisons of the same table; minimum_detectable: "
+            "the difference this design finds 80% of the time at the 5% level" + (f"; {extra}" if extra else ""))
+
+
 def verdict_table(verdicts: list[Verdict], claims: list[AccuracyClaim] | None = None) -> pd.DataFrame:
     """One row per verdict: the claim, our difference with its interval (at the level the correction set), the
     minimum detectable difference, the uncorrected p-value, the paper's figure, the verdict and its reason."""

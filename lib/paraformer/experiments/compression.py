@@ -30,7 +30,7 @@ from ..core.model import ParaFormer, load_model, save_model
 from ..core.paths import results_dir
 from ..core.runcache import RunResult, load_trained_model
 from ..training.evaluation import predict, prepare_batch
-from .accuracy import AccuracyClaim, judge_claims, verdict_table
+from .accuracy import AccuracyClaim, judge_claims, claims_note, verdict_table
 from .estimate import Estimate, estimate as estimate_runs
 from .paper import BEST_COMPRESSION, PAPER_2025
 from .plan import PlannedRun, execute, sweep, sweep_rows
@@ -343,9 +343,7 @@ def findings(result: Runs, profile: str, tolerance: float = 1.0) -> Findings:
                 profile=profile)
     write_table(verdict_table(verdicts, found), "compression_claims",
                 "Compression claims: each comparison, paired by seed and test image",
-                ["ours: accuracy difference in points; low/high: its interval at confidence interval_pct (%), set by "
-                 "Holm's correction over all comparisons of this table; minimum_detectable: the difference this "
-                 "design finds 80% of the time at the 5% level; a 'lose under' claim holds when the difference "
-                 "exceeds minus the tolerance", *notes[2:3]], profile=profile)
+                [claims_note("a 'lose under' claim holds when the difference exceeds minus the tolerance"),
+                 *notes[2:3]], profile=profile)
     write_claims([headline], PAPER_2025, NOTEBOOK, profile, result.runs["device"].iloc[0])
     return Findings(means, compression_overview(means), picks, found, verdicts, headline)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..core.paths import results_dir
-from .accuracy import AccuracyClaim, compare_with_paper, judge_claims, short, verdict_table
+from .accuracy import AccuracyClaim, compare_with_paper, judge_claims, short, claims_note, verdict_table
 from .estimate import Estimate, estimate as estimate_runs
 from .layer_sweep import MODELS as LAYER_MODELS
 from .paper import PAPER_2024, TABLE2_LAYER_SWEEP, TABLE3_DEPTH_SWEEP, combine
@@ -126,10 +126,7 @@ def findings(depth_runs: pd.DataFrame, layer_runs: pd.DataFrame, profile: str) -
                 "paper vs ours", notes, profile=profile)
     write_table(verdict_table(verdicts, found), "table3_depth_sweep_claims",
                 "Table 3's two findings: each comparison, paired by seed and test image",
-                ["ours: accuracy difference in points (mean over seeds); low/high: its interval at confidence "
-                 "interval_pct (%), set by Holm's correction over all comparisons of this table; minimum_detectable: "
-                 "the difference this design finds 80% of the time at the 5% level; paper: the paper's difference "
-                 "(Tables 2 and 3)", *notes[2:]], profile=profile)
+                [claims_note("paper: the paper's difference (Tables 2 and 3)"), *notes[2:]], profile=profile)
     write_table(verdict_table(summary), "table3_depth_sweep_findings",
                 "Table 3's two findings, each made of its comparisons",
                 ["a finding holds when every comparison behind it does (table3_depth_sweep_claims); its figure and "

@@ -40,7 +40,7 @@ from ..core.model import count_parameters
 from ..core.paths import results_dir
 from ..core.runcache import RunResult, load_trained_model
 from ..training.evaluation import predict, prepare_batch
-from .accuracy import AccuracyClaim, judge_claims, verdict_table
+from .accuracy import AccuracyClaim, judge_claims, claims_note, verdict_table
 from .estimate import Estimate, estimate as estimate_runs
 from .paper import PAPER_2025
 from .plan import PlannedRun, Trained, data_shape, execute, planned
@@ -381,9 +381,7 @@ def findings(result: Runs, profile: str) -> Findings:
                 notes, profile=profile)
     write_table(verdict_table(verdicts, found), "expansion_claims",
                 "Expansion against fine-tuning after the last task, paired by seed and test image",
-                ["ours: accuracy difference in points over every seen class's test images; low/high: its interval at "
-                 "confidence interval_pct (%), Holm's correction over both comparisons; minimum_detectable: the "
-                 "difference this design finds 80% of the time at the 5% level", *notes[2:4]], profile=profile)
+                [claims_note("over every seen class's test images"), *notes[2:4]], profile=profile)
     growth = growth_means(result.growth)
     grow_claims = growth_claims(result.growth, plan.dataset)
     grow_verdicts = judge_claims(growth_arms(result.growth, plan.dataset), grow_claims)

@@ -37,7 +37,6 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import pandas as pd
 
@@ -53,7 +52,7 @@ from .paper import PAPER_2026
 from .plan import FromRun, PlannedRun, data_shape, execute, planned
 from .profiles import get_profile
 from .report import write_claims
-from .settings import ARMS, FINETUNE_ARMS, PHASES, LayerParallelSettings
+from .settings import ARMS, FINETUNE_ARMS, LayerParallelSettings
 from .stats import Verdict
 from .tables import provenance, save_figure, write_table  # noqa: F401 (save_figure: the notebook's figure)
 
@@ -62,7 +61,7 @@ NOTEBOOK = "08_layer_parallel"
 
 # --- the runs ------------------------------------------------------------------------------------------------
 
-def arms_plan(setting: LayerParallelSettingss) -> list[PlannedRun]:
+def arms_plan(setting: LayerParallelSettings) -> list[PlannedRun]:
     """The three pre-training arms for every seed."""
     data = setting.data_config("pre-training")
     model = setting.model_config(data_shape(data))
@@ -70,7 +69,7 @@ def arms_plan(setting: LayerParallelSettingss) -> list[PlannedRun]:
             for seed in setting.scale.seeds for arm in ARMS]
 
 
-def finetune_plan(setting: LayerParallelSettingss, arms: list[PlannedRun]) -> list[PlannedRun]:
+def finetune_plan(setting: LayerParallelSettings, arms: list[PlannedRun]) -> list[PlannedRun]:
     """For every seed of `arms`, the serial arm's final weights without its head fine-tuned on the fine-tuning
     dataset by each of `FINETUNE_ARMS`."""
     data = setting.data_config("fine-tuning")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..core.paths import results_dir
-from .accuracy import AccuracyClaim, compare_with_paper, judge_claims, short, verdict_table
+from .accuracy import AccuracyClaim, compare_with_paper, judge_claims, short, claims_note, verdict_table
 from .estimate import Estimate, estimate as estimate_runs
 from .paper import PAPER_2024, TABLE2_LAYER_SWEEP
 from .plan import PlannedRun, execute, sweep, sweep_rows
@@ -94,9 +94,6 @@ def findings(runs: pd.DataFrame, profile: str) -> Findings:
                 profile=profile)
     write_table(verdict_table(verdicts, found), "table2_layer_sweep_claims",
                 "Table 2's claim, accuracy rises with parallel layers: each comparison, paired by seed and test image",
-                ["ours: accuracy difference in points (mean over seeds); low/high: its interval at confidence "
-                 "interval_pct (%), set by Holm's correction over all comparisons of this table; minimum_detectable: "
-                 "the difference this design finds 80% of the time at the 5% level; paper: the paper's difference "
-                 "(Table 2)", *notes[1:]], profile=profile)
+                [claims_note("paper: the paper's difference (Table 2)"), *notes[1:]], profile=profile)
     write_claims(headline, PAPER_2024, NOTEBOOK, profile, runs["device"].iloc[0])
     return Findings(table, found, verdicts, headline)

@@ -27,7 +27,7 @@ from ..core.config import METHODS
 from ..core.flops import training_flops_per_image
 from ..core.paths import results_dir
 from ..core.runcache import RunResult
-from .accuracy import AccuracyClaim, accuracy_table, judge_claims, verdict_table
+from .accuracy import AccuracyClaim, accuracy_table, judge_claims, claims_note, verdict_table
 from .estimate import Estimate, estimate as estimate_runs
 from .paper import BEST_GAIN_OVER_VIT, PAPER_2025
 from .plan import PlannedRun, cached_record, data_shape, execute, sweep, sweep_rows
@@ -328,10 +328,7 @@ def findings(result: Runs, profile: str) -> Findings:
         "the authors' method clips its prefix steps to gradient norm 1.0, as their code does",
         *provenance(runs),
     ]
-    claim_notes = ["ours: accuracy difference in points, paired by seed and test image; low/high: its interval at "
-                   "confidence interval_pct (%), set by Holm's correction over the comparisons of the same table; "
-                   "minimum_detectable: the difference this design finds 80% of the time at the 5% level",
-                   *notes[1:3]]
+    claim_notes = [claims_note(), *notes[1:3]]
     write = dict(profile=profile)
     write_table(table, "paraformer_vs_vit", "ParaFormer vs ViT (same width, layers and recipe), paper vs ours", notes,
                 **write)

@@ -7,7 +7,6 @@ import os
 from datetime import timedelta
 
 import torch
-import torch
 import torch.distributed as dist
 
 

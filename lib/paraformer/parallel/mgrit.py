@@ -37,7 +37,6 @@ convergence tables run in one process, and the 2-process tests check the equalit
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
