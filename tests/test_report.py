@@ -4,6 +4,7 @@ researcher re-analysing the results rely on."""
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from paraformer.core.config import DataConfig, ModelConfig, Recipe
 from paraformer.experiments import versus_vit
@@ -13,7 +14,7 @@ from paraformer.experiments.report import (CLAIM_COLUMNS, claim_rows, collect_cl
                                            write_claims)
 from paraformer.experiments.stats import judge
 from paraformer.experiments.versus_vit import choose_rates
-from paraformer.core.runcache import load_runs
+from paraformer.core.runcache import load_runs, load_trained_model
 from paraformer.training import train
 from tests.test_train import MODEL, RECIPE, toy_data
 
@@ -161,9 +162,18 @@ def test_two_results_folders_are_compared_run_by_run_bit_for_bit(tmp_path, capsy
     values["history"][0]["train_seconds"] += 1.0  # times are no numbers of the run
     (tmp_path / "b" / "runs" / record).write_text(json.dumps(values))
     assert compare_runs([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    weights = {name: tensor.clone() for name, tensor in load_trained_model(first, tmp_path / "a").state_dict().items()}
+    (tmp_path / "b" / "models").mkdir()
+    torch.save(weights, tmp_path / "b" / "models" / f"{first.name}-{first.key}.pt")
+    assert compare_runs([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    weights["head.bias"][0] += 1e-6
+    torch.save(weights, tmp_path / "b" / "models" / f"{first.name}-{first.key}.pt")
+    assert compare_runs([str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+    assert capsys.readouterr().out.splitlines()[-2] == f"{record}: final weights differ"
     values["history"][1]["train_loss"] += 1e-9
     values["final_test_acc"] += 0.01
     (tmp_path / "b" / "runs" / record).write_text(json.dumps(values))
     assert compare_runs([str(tmp_path / "a"), str(tmp_path / "b")]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-3:-1] == [f"{record}: per-epoch history differs (epoch 2)", f"{record}: final_test_acc differs"]
+    assert lines[-4:-1] == [f"{record}: per-epoch history differs (epoch 2)", f"{record}: final_test_acc differs",
+                            f"{record}: final weights differ"]

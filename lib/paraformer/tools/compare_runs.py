@@ -1,6 +1,7 @@
 """Whether two results folders hold the same runs with the same numbers, bit for bit: every record of the first
 matched by name and key in the second, its per-epoch history (times aside), its final accuracies and its per-image
-test predictions compared exactly.
+test predictions compared exactly, and its final weights tensor by tensor where both folders have them (they are
+not committed).
 
     python -m paraformer.tools.compare_runs results/ /elsewhere/results/   # e.g. a rerun against the committed runs
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import torch
+
 from ..core.config import OneLineArgumentParser
 from ..core.runcache import read_record
 
@@ -24,12 +27,19 @@ def _history(record) -> list[dict]:
     return [{k: v for k, v in entry.items() if "seconds" not in k} for entry in record.history]
 
 
-def compare(first: Path, second: Path) -> tuple[int, list[str]]:
-    """(runs compared, differences in words) of the records under `first`/runs and `second`/runs."""
+def same_weights(first: Path, second: Path) -> bool:
+    a, b = (torch.load(path, map_location="cpu", weights_only=True) for path in (first, second))
+    return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+
+
+def compare(first: Path, second: Path) -> tuple[int, int, list[str]]:
+    """(runs compared, of them with weights in both folders, differences in words) of the records under
+    `first`/runs and `second`/runs."""
     records = [{path.name: read_record(path) for path in sorted((Path(folder) / "runs").glob("*.json"))}
                for folder in (first, second)]
     differences = [f"{name}: only in {folder}" for folder, mine, theirs in ((first, *records), (second, *records[::-1]))
                    for name in sorted(set(mine) - set(theirs))]
+    weighed = 0
     for name in sorted(set(records[0]) & set(records[1])):
         a, b = records[0][name], records[1][name]
         if _history(a) != _history(b):
@@ -37,7 +47,12 @@ def compare(first: Path, second: Path) -> tuple[int, list[str]]:
                 if len(a.history) == len(b.history) else "count"
             differences.append(f"{name}: per-epoch history differs (epoch {epoch})")
         differences += [f"{name}: {field} differs" for field in NUMBERS if getattr(a, field) != getattr(b, field)]
-    return len(set(records[0]) & set(records[1])), differences
+        weights = [Path(folder) / "models" / Path(name).with_suffix(".pt") for folder in (first, second)]
+        if all(path.is_file() for path in weights):
+            weighed += 1
+            if not same_weights(*weights):
+                differences.append(f"{name}: final weights differ")
+    return len(set(records[0]) & set(records[1])), weighed, differences
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,11 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     for folder in (args.first, args.second):
         if not (folder / "runs").is_dir():
             parser.error(f"{folder} has no runs/ folder: give a profile's results folder, e.g. results/")
-    compared, differences = compare(args.first, args.second)
+    compared, weighed, differences = compare(args.first, args.second)
     print("\n".join(differences))
     identical = compared - len({line.split(":")[0] for line in differences if "only in" not in line})
     print(f"{compared} runs in both folders: {identical} identical in history, final accuracies and every test "
-          f"image's prediction; {len(differences)} difference(s)")
+          f"image's prediction; final weights compared for {weighed}; {len(differences)} difference(s)")
     return 0 if not differences else 1
 
 
