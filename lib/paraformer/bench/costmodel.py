@@ -229,7 +229,8 @@ def mgrit_coarsening(depth: int, ranks: int, preferred: int) -> int | None:
     return None
 
 
-def predictions(bench: dict[str, pd.DataFrame], profile: BenchSettings, setting: MultiSettings, ranks: tuple[int, ...] = (1, 2, 4, 8, 24, 64),
+def predictions(bench: dict[str, pd.DataFrame], profile: BenchSettings, setting: MultiSettings,
+                ranks: tuple[int, ...] = (1, 2, 4, 8, 24, 64),
                 micro_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
                 depths: tuple[int, ...] | None = None) -> pd.DataFrame:
     """Predicted step milliseconds at each number of devices and each depth (default: the benchmark's own and 24,
@@ -269,10 +270,9 @@ def predictions(bench: dict[str, pd.DataFrame], profile: BenchSettings, setting:
                       for m in ALLREDUCE_MODELS}
             rows.append(row("branch", para_name, p, branch, "branch"))
             if p <= depth:
-                options = [m for m in micro_batches if setting.batch % m == 0 and m <= setting.batch]
-                best = min(options, key=lambda m: costs.pipeline_step(p, m, depth, setting.batch, tokens,
-                                                                      profile.width, v_sizes["total"]))
-                pipeline = costs.pipeline_step(p, best, depth, setting.batch, tokens, profile.width, v_sizes["total"])
+                pipeline, best = min((costs.pipeline_step(p, m, depth, setting.batch, tokens, profile.width,
+                                                          v_sizes["total"]), m)
+                                     for m in micro_batches if setting.batch % m == 0)  # the fastest micro-batches
                 rows.append(row("pipeline (GPipe)", vit_label, p, dict.fromkeys(ALLREDUCE_MODELS, pipeline),
                                 "torch-gpipe", micro_batches=best))
             if p <= setting.batch:

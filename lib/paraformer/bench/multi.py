@@ -89,9 +89,7 @@ def _inputs(setting: MultiSettings, shape: BenchSettings, device: torch.device):
 
 
 def time_branch_parallel(shape: BenchSettings, setting: MultiSettings, device: torch.device) -> list[dict]:
-    """The branch-parallel step on every rank; with several ranks, also the whole model's step in one process
-    (rank 0 alone, the others idle), taken in turn with the parallel step so that the speed-up is a ratio from
-    one run."""
+    """The branch-parallel step on every rank; with several ranks, in turn with the whole model's on rank 0 alone."""
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
     model = shape.model(setting.paraformer).to(device)
@@ -155,9 +153,8 @@ def ddp_training_step(model: torch.nn.Module, images: torch.Tensor, labels: torc
 
 
 def time_ddp(shape: BenchSettings, setting: MultiSettings, device: torch.device) -> list[dict]:
-    """DistributedDataParallel steps of the sequential ViT and of the ParaFormer, taken in turn, at the same
-    global batch as the other methods (each rank computes batch / P of it). At one process, the same code: DDP
-    over one rank, whose all-reduce has nothing to add."""
+    """DistributedDataParallel steps of the sequential ViT and of the ParaFormer, taken in turn. At one process, the
+    same code: DDP over one rank, whose all-reduce has nothing to add."""
     rank_share(setting.batch, 0, dist.get_world_size())  # refused here, before anything is built
     torch.manual_seed(0)
     models = {vit_name(setting): shape.model(setting.vit).to(device),
@@ -270,7 +267,7 @@ def measure_costs(shape: BenchSettings, setting: MultiSettings, device: torch.de
                              ("stem_head", lambda: stages[-1](stages[0](images)[:, 0]).sum().backward())):
                 seconds = _median_step(fn, setting.steps, setting.warmup, device)
                 rows.append({"kind": "compute", "what": what, "batch": batch, "bytes": 0, "seconds": seconds})
-        params = [p for p in vit.parameters()]
+        params = list(vit.parameters())
         optimizer = torch.optim.AdamW(params, lr=1e-4)
         for p in params:
             p.grad = torch.zeros_like(p)
@@ -336,16 +333,12 @@ def main(argv: list[str] | None = None) -> None:
             rows += time_fairscale(shape, setting, device)
         elif rank == 0:
             print(f"skipping FairScale: {missing}", file=sys.stderr)
-        try:
-            rows += time_layer_parallel(shape, setting, device)
-        except ConfigError as error:  # refused alike on every rank, before any collective
-            if rank == 0:
-                print(f"skipping layer-parallel MGRIT: {error}", file=sys.stderr)
-        try:
-            rows += time_ddp(shape, setting, device)
-        except ConfigError as error:  # refused alike on every rank, before any collective: no rank waits
-            if rank == 0:
-                print(f"skipping DDP: {error}", file=sys.stderr)
+        for name, timer in (("layer-parallel MGRIT", time_layer_parallel), ("DDP", time_ddp)):
+            try:
+                rows += timer(shape, setting, device)
+            except ConfigError as error:  # refused alike on every rank, before any collective: no rank waits
+                if rank == 0:
+                    print(f"skipping {name}: {error}", file=sys.stderr)
         costs = measure_costs(shape, setting, device)
         if rank == 0:
             for name, table in (("steps", rows), ("costs", costs)):

@@ -31,15 +31,15 @@ from ..core.files import atomic_write_text
 from ..core.model import ParaFormer
 from ..core.paths import results_dir
 from ..core.provenance import code_version, device_name
-from ..core.steps import training_step
+from ..core.steps import resolve_device, training_step
 from ..core.timing import median_seconds
 
 BENCHMARKS = ("strategies", "layers", "multi")
 
 
 @dataclass(frozen=True)
-class BenchSettings:
-    """What the one-device benchmarks time, and the model shape every benchmark builds."""
+class ModelShape:
+    """The shape of every model a benchmark builds (`BenchSettings`, `throughput.ThroughputSettings`)."""
 
     name: str  # the profile's
     width: int  # token dimension of every model
@@ -47,6 +47,16 @@ class BenchSettings:
     mlp_ratio: float
     image_size: int  # square RGB input
     patch_size: int
+
+    def config(self, name: str) -> ModelConfig:
+        return ModelConfig.from_name(name, image_size=self.image_size, patch_size=self.patch_size, width=self.width,
+                                     num_heads=self.num_heads, mlp_ratio=self.mlp_ratio)
+
+
+@dataclass(frozen=True)
+class BenchSettings(ModelShape):
+    """What the one-device benchmarks time; its shape is also the multi-process benchmark's (`multi`)."""
+
     strategy_models: tuple[str, ...]  # Para-F-m-n names timed under every strategy
     batches: tuple[int, ...]  # batch sizes of the strategy benchmark
     layer_counts: tuple[int, ...]  # n of Para-F-1-n and of the ViT-n in the layer benchmark
@@ -56,9 +66,7 @@ class BenchSettings:
     warmup: int  # untimed calls first (allocations, caches, auto's own measurement)
 
     def model(self, name: str, execution: str = "loop") -> ParaFormer:
-        config = ModelConfig.from_name(name, image_size=self.image_size, patch_size=self.patch_size,
-                                       width=self.width, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio)
-        return ParaFormer(config, execution=execution)
+        return ParaFormer(self.config(name), execution=execution)
 
 
 def shown(path: Path) -> str:
@@ -112,7 +120,7 @@ def bench_strategies(settings: BenchSettings, device: torch.device, progress: bo
             for mode in ("inference", "train"):
                 models["auto"].auto_choices.clear()  # auto measures afresh, during the warm-up calls
                 seconds = median_seconds({s: step(m, images, mode) for s, m in models.items()},
-                                              settings.repeats, settings.warmup, device)
+                                         settings.repeats, settings.warmup, device)
                 best = min(seconds["loop"], seconds["fused"])
                 (key, chosen), = models["auto"].auto_choices.items()
                 auto_loop, auto_fused = models["auto"]._auto.measured[key]
@@ -144,7 +152,7 @@ def bench_layers(settings: BenchSettings, device: torch.device, progress: bool =
         for mode, batch in (("inference", 1), ("train", settings.train_batch)):
             images = torch.randn(batch, 3, settings.image_size, settings.image_size, device=device)
             seconds = median_seconds({key: step(m, images, mode) for key, m in candidates.items()},
-                                          settings.repeats, settings.warmup, device)
+                                     settings.repeats, settings.warmup, device)
             for (family, depth, strategy), t in seconds.items():
                 rows.append({"model": f"ViT-{layers}" if family == "ViT" else f"Para-F-{depth}-{layers}",
                              "family": family, "branch_depth": depth, "strategy": strategy, "num_layers": layers,
@@ -205,7 +213,7 @@ def to_measure(data: dict[str, pd.DataFrame], processes: tuple[int, ...] = (1, 2
     """The benchmarks (of `BENCHMARKS`) that have no CSV in `data` (from `load`), or whose CSV was measured on
     another kind of device than this machine's: those must be run here before their tables mean anything for this
     machine."""
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or resolve_device("auto")
     here = device_name(device).split(",")[0]  # the device model, without the thread count
 
     def stale(names):
@@ -220,7 +228,7 @@ def to_measure(data: dict[str, pd.DataFrame], processes: tuple[int, ...] = (1, 2
 def run(settings: BenchSettings, multi, only: tuple[str, ...] = BENCHMARKS, processes: tuple[int, ...] = (1, 2),
         device: torch.device | None = None, root: Path | None = None) -> None:
     """Run the benchmarks `only` of a profile's settings and write their CSVs (what `make bench` does)."""
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or resolve_device("auto")
     unknown = set(only) - set(BENCHMARKS)
     if unknown:
         raise ConfigError(f"unknown benchmark(s) {sorted(unknown)}; choose from {', '.join(BENCHMARKS)}")

@@ -43,7 +43,7 @@ from ..core.model import ParaFormer
 from ..core.provenance import code_version, device_name
 from ..core.steps import precision, training_step
 from ..core.timing import median_seconds, timed
-from .speed import bench_dir
+from .speed import ModelShape, bench_dir
 
 TARGET_RATIO = 1.0  # our step time / timm's, at most, on every shape
 TARGET = f"our step at most {TARGET_RATIO:g}x timm's time on every shape measured"
@@ -51,23 +51,12 @@ LABEL_SMOOTHING = 0.1
 
 
 @dataclass(frozen=True)
-class ThroughputSettings:
-    name: str
-    width: int  # token dimension (timm's embed_dim)
-    num_heads: int
-    mlp_ratio: float
-    image_size: int  # square RGB input
-    patch_size: int
+class ThroughputSettings(ModelShape):
     models: tuple[str, ...]  # Para-F-m-n names, each timed against timm's ViT with as many layers
     batches: tuple[int, ...]
     repeats: int  # timed rounds, each one step of ours and one of timm's; the median of each is kept
     warmup: int  # untimed rounds first (allocations, kernel choice)
     matmul_size: int  # side of the square matrix product that measures the device's peak
-    num_classes: int = 10
-
-    def config(self, name: str) -> ModelConfig:
-        return ModelConfig.from_name(name, image_size=self.image_size, patch_size=self.patch_size, width=self.width,
-                                     num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, num_classes=self.num_classes)
 
 
 # --- the two models ------------------------------------------------------------------------------------
@@ -239,6 +228,7 @@ def write(table: pd.DataFrame, path: Path) -> tuple[Path, Path]:
              "FLOPs per image are those of one forward and backward (FlopCounterMode); our last layer of each branch "
              "computes the CLS row alone, so ours are fewer than timm's even for the ViT; Para-F rows have the same "
              "parameters as the timm ViT but far less work"]
-    md_path = atomic_write_text("# Training throughput: ours against timm's VisionTransformer\n\n" + "\n".join(lines)
-                                + "\n\n" + "\n".join(f"- {note}" for note in notes) + "\n", Path(path).with_suffix(".md"))
+    text = "\n".join(["# Training throughput: ours against timm's VisionTransformer", "", *lines, "",
+                      *(f"- {note}" for note in notes)])
+    md_path = atomic_write_text(text + "\n", Path(path).with_suffix(".md"))
     return csv_path, md_path

@@ -91,6 +91,14 @@ def short(model: str) -> str:
     return model.removeprefix("Para-F-")
 
 
+def beats(dataset: str, better: str, worse: str, paper_table: dict) -> AccuracyClaim:
+    """"`better` beats `worse` on `dataset`", with the paper's difference where its table (dataset -> model -> %)
+    has both models."""
+    paper = paper_table.get(dataset, {})
+    gap = paper[better] - paper[worse] if better in paper and worse in paper else None
+    return AccuracyClaim(dataset, better, worse, f"{short(better)} beats {short(worse)} on {dataset}", gap)
+
+
 def judge_claims(runs: pd.DataFrame, claims: list[AccuracyClaim], alpha: float = 0.05) -> list[Verdict]:
     """Each claim's paired difference (by seed and by image) and its verdict, Holm-corrected over all `claims`
     (the family a notebook tests)."""
@@ -115,11 +123,8 @@ def claims_note(extra: str = "") -> str:
 def verdict_table(verdicts: list[Verdict], claims: list[AccuracyClaim] | None = None) -> pd.DataFrame:
     """One row per verdict: the claim, our difference with its interval (at the level the correction set), the
     minimum detectable difference, the uncorrected p-value, the paper's figure, the verdict and its reason."""
-    rows = []
-    for k, v in enumerate(verdicts):
-        row = {"dataset": claims[k].dataset} if claims is not None else {}
-        row.update(claim=v.claim, ours=v.ours, low=v.low, high=v.high, interval_pct=100 * v.confidence,
-                   minimum_detectable=v.minimum_detectable, p_value=v.p_value, paper=v.paper, verdict=v.verdict,
-                   reason=v.reason)
-        rows.append(row)
-    return pd.DataFrame(rows)
+    datasets = [{"dataset": c.dataset} for c in claims] if claims is not None else [{}] * len(verdicts)
+    return pd.DataFrame([{**d, "claim": v.claim, "ours": v.ours, "low": v.low, "high": v.high,
+                          "interval_pct": 100 * v.confidence, "minimum_detectable": v.minimum_detectable,
+                          "p_value": v.p_value, "paper": v.paper, "verdict": v.verdict, "reason": v.reason}
+                         for d, v in zip(datasets, verdicts)])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..core.paths import results_dir
-from .accuracy import AccuracyClaim, compare_with_paper, judge_claims, short, claims_note, verdict_table
+from .accuracy import AccuracyClaim, beats, claims_note, compare_with_paper, judge_claims, verdict_table
 from .estimate import Estimate, estimate as estimate_runs
 from .layer_sweep import MODELS as LAYER_MODELS
 from .paper import PAPER_2024, TABLE2_LAYER_SWEEP, TABLE3_DEPTH_SWEEP, combine
@@ -71,13 +71,8 @@ def claims(runs: pd.DataFrame, paper_table: dict = PAPER_TABLES) -> list[Accurac
     found = []
     for dataset in dict.fromkeys(runs["dataset"]):
         have = set(runs[runs["dataset"] == dataset]["model"])
-        paper = paper_table.get(dataset, {})
-        for pairs in DEPTH_FINDINGS.values():
-            for better, worse in pairs:
-                if {better, worse} <= have:
-                    gap = paper[better] - paper[worse] if better in paper and worse in paper else None
-                    found.append(AccuracyClaim(dataset, better, worse,
-                                               f"{short(better)} beats {short(worse)} on {dataset}", gap))
+        found += [beats(dataset, better, worse, paper_table) for pairs in DEPTH_FINDINGS.values()
+                  for better, worse in pairs if {better, worse} <= have]
     return found
 
 
@@ -108,7 +103,6 @@ class Findings:
 def findings(depth_runs: pd.DataFrame, layer_runs: pd.DataFrame, profile: str) -> Findings:
     """The tables, the comparisons and the findings; writes tables/table3_depth_sweep*.{csv,md} and the findings
     as the report's claims."""
-    scale = get_profile(profile).scale
     both_runs = pd.concat([layer_runs, depth_runs], ignore_index=True)
     table = compare_with_paper(depth_runs, TABLE3_DEPTH_SWEEP)
     found = claims(both_runs)
@@ -119,7 +113,7 @@ def findings(depth_runs: pd.DataFrame, layer_runs: pd.DataFrame, profile: str) -
         f"final test accuracy on all {table['test_images'].min()} test images, mean over {table['seeds'].min()} "
         "seed(s); our_acc_low/high: its 95% interval (bootstrap over test images and seeds); seed_std: std over seeds.",
         "Para-F-6-6 is one branch of 6 layers: the depth-6 ViT the paper compares with.",
-        scale.describe(),
+        get_profile(profile).scale.describe(),
         *provenance(depth_runs),
     ]
     write_table(table, "table3_depth_sweep", "Table 3: depth sweep (24 layers in branches of depth 2, 3, 6; ViT-6), "

@@ -61,10 +61,10 @@ class RunCost:
 
 
 def _learns(stages, model: ModelConfig, method: str, parent: ModelConfig | None) -> str:
-    names = frozenset(n for n, _ in _meta(model).named_parameters())
-    inherited = frozenset(n for n, _ in _meta(parent).named_parameters()) if parent is not None else frozenset()
     if method == "frozen":
         return f"one branch per stage ({len(stages)} stages)"
+    names = frozenset(n for n, _ in _meta(model).named_parameters())
+    inherited = frozenset(n for n, _ in _meta(parent).named_parameters()) if parent is not None else frozenset()
     trainable = stages[0][0].trainable
     if trainable == names:
         return "all"
@@ -90,14 +90,6 @@ def run_cost(run: PlannedRun) -> RunCost:
              else sum(flops for _, flops in stages))
     return RunCost(epochs * len(stages), n_train, n_test, _learns(stages, run.model, run.recipe.method, parent),
                    train * n_train * epochs, evaluation_flops_per_image(run.model) * len(stages) * n_test * epochs)
-
-
-def _mgrit_solver_recipe(recipe: Recipe) -> Recipe:
-    """The fields of `recipe` that decide what an MGRIT step computes, on an otherwise default recipe: one count
-    serves every seed and learning rate."""
-    return Recipe(solver="mgrit", mgrit_levels=recipe.mgrit_levels, mgrit_coarsening=recipe.mgrit_coarsening,
-                  mgrit_relaxation=recipe.mgrit_relaxation, mgrit_iterations=recipe.mgrit_iterations,
-                  mgrit_check_every=recipe.mgrit_check_every)
 
 
 @functools.lru_cache(maxsize=None)
@@ -134,7 +126,11 @@ def mgrit_step_flops(model: ModelConfig, recipe: Recipe) -> float:
     """Counted FLOPs per training image of a step of `recipe`'s MGRIT (`Recipe.solver="mgrit"`) at its own cycles,
     with its checks (every `mgrit_check_every` steps one serial forward and backward of the layers) spread over the
     steps. The adaptive rule's later cycles are not known before the run: they are not counted."""
-    recipe = _mgrit_solver_recipe(recipe)
+    # only the fields that decide what an MGRIT step computes, on an otherwise default recipe: one count (cached)
+    # serves every seed and learning rate
+    recipe = Recipe(solver="mgrit", mgrit_levels=recipe.mgrit_levels, mgrit_coarsening=recipe.mgrit_coarsening,
+                    mgrit_relaxation=recipe.mgrit_relaxation, mgrit_iterations=recipe.mgrit_iterations,
+                    mgrit_check_every=recipe.mgrit_check_every)
     plain, checked = _mgrit_counts(model, recipe)
     every = recipe.mgrit_check_every
     return plain + ((checked - plain) / every if every else 0.0)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..core.paths import results_dir
-from .accuracy import AccuracyClaim, compare_with_paper, judge_claims, short, claims_note, verdict_table
+from .accuracy import AccuracyClaim, beats, claims_note, compare_with_paper, judge_claims, verdict_table
 from .estimate import Estimate, estimate as estimate_runs
 from .paper import PAPER_2024, TABLE2_LAYER_SWEEP
 from .plan import PlannedRun, execute, sweep, sweep_rows
@@ -53,15 +53,9 @@ def claims(runs: pd.DataFrame, paper_table: dict = TABLE2_LAYER_SWEEP) -> list[A
     against the smallest (the headline), then each step of the sweep."""
     found = []
     for dataset in dict.fromkeys(runs["dataset"]):
-        rows = runs[runs["dataset"] == dataset].drop_duplicates("model").sort_values("num_layers")
-        models = rows["model"].tolist()
-        paper = paper_table.get(dataset, {})
-        pairs = [(models[-1], models[0])] + list(zip(models[1:], models)) if len(models) > 2 else \
-            list(zip(models[1:], models))
-        for better, worse in pairs:
-            gap = paper[better] - paper[worse] if better in paper and worse in paper else None
-            found.append(AccuracyClaim(dataset, better, worse, f"{short(better)} beats {short(worse)} on {dataset}",
-                                       gap))
+        models = runs[runs["dataset"] == dataset].drop_duplicates("model").sort_values("num_layers")["model"].tolist()
+        pairs = ([(models[-1], models[0])] if len(models) > 2 else []) + list(zip(models[1:], models))
+        found += [beats(dataset, better, worse, paper_table) for better, worse in pairs]
     return found
 
 
@@ -76,7 +70,6 @@ class Findings:
 def findings(runs: pd.DataFrame, profile: str) -> Findings:
     """The table, the claims and their verdicts; writes tables/table2_layer_sweep*.{csv,md} and the headline
     claims of the report."""
-    scale = get_profile(profile).scale
     table = compare_with_paper(runs, TABLE2_LAYER_SWEEP)
     found = claims(runs)
     verdicts = judge_claims(runs, found)
@@ -87,7 +80,7 @@ def findings(runs: pd.DataFrame, profile: str) -> Findings:
         f"paper_acc: {PAPER_2024}, Table 2 (500 epochs, full datasets); empty = the paper has no such cell. our_acc: "
         f"final test accuracy on all {table['test_images'].min()} test images, mean over {table['seeds'].min()} "
         "seed(s); our_acc_low/high: its 95% interval (bootstrap over test images and seeds); seed_std: std over seeds.",
-        scale.describe(),
+        describe(profile),
         *provenance(runs),
     ]
     write_table(table, "table2_layer_sweep", "Table 2: layer sweep (branch depth 1), paper vs ours", notes,

@@ -8,30 +8,28 @@ Our dataset names are used as keys.
 
 PAPER_2024 = "Wang & Li 2024 (arXiv 2407.21670)"
 
-# dataset -> model name -> accuracy (%)
-TABLE2_LAYER_SWEEP = {
-    "cifar10": {"Para-F-1-1": 55.95, "Para-F-1-6": 64.90, "Para-F-1-12": 66.88, "Para-F-1-24": 71.53},
-    "cifar100": {"Para-F-1-1": 30.67, "Para-F-1-6": 38.84, "Para-F-1-12": 41.41, "Para-F-1-24": 46.96},
-    "stl10": {"Para-F-1-1": 44.41, "Para-F-1-6": 51.57, "Para-F-1-12": 55.96, "Para-F-1-24": 59.53},
-    "oxford_pets": {"Para-F-1-1": 19.62, "Para-F-1-6": 20.95, "Para-F-1-12": 22.07, "Para-F-1-24": 22.73},
-    "flowers102": {"Para-F-1-1": 27.33, "Para-F-1-6": 32.65, "Para-F-1-12": 37.42, "Para-F-1-24": 35.84},
-}
 
-TABLE3_DEPTH_SWEEP = {
-    "cifar10": {"Para-F-6-6": 79.39, "Para-F-2-24": 74.75, "Para-F-3-24": 77.21, "Para-F-6-24": 79.92},
-    "cifar100": {"Para-F-6-6": 55.18, "Para-F-2-24": 51.04, "Para-F-3-24": 52.65, "Para-F-6-24": 56.15},
-    "stl10": {"Para-F-6-6": 62.81, "Para-F-2-24": 61.60, "Para-F-3-24": 62.75, "Para-F-6-24": 64.30},
-    "oxford_pets": {"Para-F-6-6": 26.05, "Para-F-2-24": 23.65, "Para-F-3-24": 26.02, "Para-F-6-24": 25.92},
-    "flowers102": {"Para-F-6-6": 37.97, "Para-F-2-24": 39.17, "Para-F-3-24": 40.12, "Para-F-6-24": 40.51},
-}
+def _by_model(models: tuple[str, ...], rows: dict[str, tuple[float, ...]]) -> dict:
+    """dataset -> model name -> accuracy (%), from the paper's table as printed: one row of figures per dataset."""
+    return {dataset: dict(zip(models, row, strict=True)) for dataset, row in rows.items()}
 
-TABLE4_FINETUNE = {
-    "cifar10": {"Para-F-12-12": 98.62},
-    "cifar100": {"Para-F-12-12": 91.36},
-    "stl10": {"Para-F-12-12": 99.47},
-    "oxford_pets": {"Para-F-12-12": 91.87},
-    "flowers102": {"Para-F-12-12": 96.89},
-}
+
+TABLE2_LAYER_SWEEP = _by_model(("Para-F-1-1", "Para-F-1-6", "Para-F-1-12", "Para-F-1-24"), {
+    "cifar10": (55.95, 64.90, 66.88, 71.53),
+    "cifar100": (30.67, 38.84, 41.41, 46.96),
+    "stl10": (44.41, 51.57, 55.96, 59.53),
+    "oxford_pets": (19.62, 20.95, 22.07, 22.73),
+    "flowers102": (27.33, 32.65, 37.42, 35.84),
+})
+TABLE3_DEPTH_SWEEP = _by_model(("Para-F-6-6", "Para-F-2-24", "Para-F-3-24", "Para-F-6-24"), {
+    "cifar10": (79.39, 74.75, 77.21, 79.92),
+    "cifar100": (55.18, 51.04, 52.65, 56.15),
+    "stl10": (62.81, 61.60, 62.75, 64.30),
+    "oxford_pets": (26.05, 23.65, 26.02, 25.92),
+    "flowers102": (37.97, 39.17, 40.12, 40.51),
+})
+TABLE4_FINETUNE = _by_model(("Para-F-12-12",), {"cifar10": (98.62,), "cifar100": (91.36,), "stl10": (99.47,),
+                                                 "oxford_pets": (91.87,), "flowers102": (96.89,)})
 
 # Li, Wang & Wei, "ParaFormer: Shallow Parallel Transformers with Progressive Approximation" (arXiv 2510.15425).
 # Only the abstract's headline figures are public (the body, its tables and protocols could not be retrieved).

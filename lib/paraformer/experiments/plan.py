@@ -78,14 +78,14 @@ def key_of(run: PlannedRun, folder: Path, stand_in: bool = False) -> str | None:
     fingerprint = _fingerprint(run.data)
     parent = key_of(run.parent, folder, stand_in) if run.parent is not None else None
     init = run.init.initialization(Path(folder)) if run.init is not None else None
-    if fingerprint is None or (run.parent is not None and parent is None) or (run.init is not None and init is None):
-        if not stand_in:
-            return None
-        init = SimpleNamespace(digest=f"planned:{run.init.description}") if run.init is not None else None
-        return "planned-" + run_key(run.model, run.data, run.recipe, SimpleNamespace(key=parent) if parent else None,
-                                    init, fingerprint)
-    return run_key(run.model, run.data, run.recipe, SimpleNamespace(key=parent) if parent else None, init,
-                   fingerprint)
+    unknown = (fingerprint is None or (run.parent is not None and parent is None)
+               or (run.init is not None and init is None))
+    if unknown and not stand_in:
+        return None
+    if unknown and run.init is not None:
+        init = SimpleNamespace(digest=f"planned:{run.init.description}")
+    key = run_key(run.model, run.data, run.recipe, SimpleNamespace(key=parent) if parent else None, init, fingerprint)
+    return "planned-" + key if unknown else key
 
 
 def cached_record(run: PlannedRun, folder: Path) -> RunResult | None:

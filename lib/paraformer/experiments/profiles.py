@@ -67,18 +67,18 @@ _paper = Scale(
 # no weight decay, gradient clipping at norm 1, cosine decay) with a learning rate of 0.01 and batch 128.
 _finetune_recipe = Recipe(epochs=10, batch_size=128, optimizer="sgd", lr=0.01, weight_decay=0.0, warmup_epochs=0.5,
                           label_smoothing=0.0, grad_clip=1.0, augment=("flip", "crop"))
-# Benchmarks at the gpu and paper profiles' width (192, 3 heads, MLP ratio 4), at 32 px: GPU-sized.
-_gpu_bench = dict(width=192, num_heads=3, mlp_ratio=4.0, image_size=32, patch_size=4,
-                  strategy_models=("1-6", "1-24", "2-24", "3-24", "6-24"), batches=(1, 32, 128, 512),
+# The benchmarks' model shapes: tiny for ci; the authors' width (192, 3 heads, MLP ratio 4) at 32 px, patch 4, for
+# the GPU-sized benchmarks of the gpu and paper profiles and for throughput against timm.
+_ci_shape = dict(width=32, num_heads=2, mlp_ratio=2.0, image_size=16, patch_size=4)
+_authors_shape = dict(width=192, num_heads=3, mlp_ratio=4.0, image_size=32, patch_size=4)
+_gpu_bench = dict(**_authors_shape, strategy_models=("1-6", "1-24", "2-24", "3-24", "6-24"), batches=(1, 32, 128, 512),
                   layer_counts=(1, 2, 4, 6, 12, 24, 48, 96), branch_depths=(2, 3, 6, 12), train_batch=512,
                   repeats=15, warmup=3)
+_timm_peers = dict(**_authors_shape, models=("6-6", "12-12", "1-12"), batches=(128, 512))
 _gpu_multi = MultiSettings("1-24", "24-24", batch=256, micro_batches=(1, 2, 4, 8, 16), steps=20, warmup=5)
 # MGRIT's convergence table is computed in one process on the CPU: small enough for every profile but ci.
 _convergence = ConvergenceSettings(depths=(8, 16, 32, 64), iterations=(0, 1, 2, 3), levels=(2, 3),
                                    coarsenings=(2, 4), relaxations=("F", "FCF"), steps=("1", "1/N"))
-# Throughput against timm at the authors' width (192, 3 heads, MLP ratio 4), 32 px, patch 4.
-_authors_shape = dict(width=192, num_heads=3, mlp_ratio=4.0, image_size=32, patch_size=4,
-                      models=("6-6", "12-12", "1-12"), batches=(128, 512))
 
 PROFILES = {
     "ci": Profile(
@@ -87,9 +87,8 @@ PROFILES = {
                               authors_datasets=("fashion_mnist",)),
         expansion=ExpansionPlan("fashion_mnist", 2, 1, (0,), growth_start=1, growth_step=1, growth_steps=2,
                                 growth_epochs=2),
-        bench=BenchSettings("ci", width=32, num_heads=2, mlp_ratio=2.0, image_size=16, patch_size=4,
-                            strategy_models=("1-4", "2-4"), batches=(1, 8), layer_counts=(1, 4), branch_depths=(2,),
-                            train_batch=8, repeats=3, warmup=1),
+        bench=BenchSettings("ci", **_ci_shape, strategy_models=("1-4", "2-4"), batches=(1, 8), layer_counts=(1, 4),
+                            branch_depths=(2,), train_batch=8, repeats=3, warmup=1),
         multi=MultiSettings("1-4", "4-4", batch=8, micro_batches=(1, 2), steps=3, warmup=1, mgrit_coarsening=2),
         finetune=FinetuneSettings("ci", ("fashion_mnist",), n_train=256, n_test=100, pretrained="never",
                                   random_width=16, random_heads=2,
@@ -98,8 +97,8 @@ PROFILES = {
         convergence=ConvergenceSettings(depths=(8, 16), iterations=(0, 1, 2), levels=(2,), coarsenings=(4,),
                                         relaxations=("F",), steps=("1", "1/N")),
         # tiny, for the unit tests: seconds
-        throughput=ThroughputSettings("ci", width=32, num_heads=2, mlp_ratio=2.0, image_size=16, patch_size=4,
-                                      models=("2-2", "1-2"), batches=(8,), repeats=3, warmup=1, matmul_size=256),
+        throughput=ThroughputSettings("ci", **_ci_shape, models=("2-2", "1-2"), batches=(8,), repeats=3, warmup=1,
+                                      matmul_size=256),
     ),
     "quick": Profile(
         name="quick", scale=_quick,
@@ -129,7 +128,7 @@ PROFILES = {
                                              finetune_epochs=5),
         convergence=_convergence,
         # a 2-core CPU: about 5 minutes (batch 512 of a ViT-12 takes seconds per step there)
-        throughput=ThroughputSettings("quick", **_authors_shape, repeats=5, warmup=1, matmul_size=2048),
+        throughput=ThroughputSettings("quick", **_timm_peers, repeats=5, warmup=1, matmul_size=2048),
     ),
     "gpu": Profile(
         name="gpu", scale=_gpu,
@@ -149,7 +148,7 @@ PROFILES = {
         layer_parallel=LayerParallelSettings(_gpu, "fashion_mnist", "mnist", depth=32, coarsening=4,
                                              finetune_epochs=10),
         convergence=_convergence,
-        throughput=ThroughputSettings("gpu", **_authors_shape, repeats=30, warmup=10, matmul_size=8192),
+        throughput=ThroughputSettings("gpu", **_timm_peers, repeats=30, warmup=10, matmul_size=8192),
     ),
     "paper": Profile(
         name="paper", scale=_paper,

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 import pandas as pd
+from scipy import stats
 
 from ..core.files import atomic_write_text
 from ..core.paths import project_root, results_dir, results_root
@@ -109,7 +110,8 @@ def report_markdown(claims: pd.DataFrame, notes: list[str]) -> str:
     lines = ["# Claims report", "",
              "Written by `notebooks/99_report.ipynb` from the claims tables of the other notebooks "
              "(`results/tables/claims_*.csv`, and `results/<profile>/tables/` for other profiles); do not edit.", "",
-             table.to_markdown(index=False), "", "## Verdicts per profile", "", counts.reset_index().to_markdown(index=False),
+             table.to_markdown(index=False), "", "## Verdicts per profile", "",
+             counts.reset_index().to_markdown(index=False),
              "", "## Why", ""]
     for _, r in claims.iterrows():
         lines.append(f"- **{r['claim']}** ({r['profile']}, {r['device']}): {r['verdict']}; {r['reason']}")
@@ -178,8 +180,6 @@ def convergence_verdicts(epochs: pd.DataFrame, reference: str, labels: list[str]
     """ "<label> reaches the target in fewer epochs than <reference>", per dataset and label: the paired (by seed)
     difference reference minus label, with a t interval at the Bonferroni level over the family; not testable
     with fewer than 2 seeds."""
-    from scipy import stats
-
     family = [(d, label) for d in dict.fromkeys(epochs["dataset"]) for label in labels]
     level = alpha / max(1, len(family))
     verdicts = []

@@ -17,6 +17,13 @@ from ..core.data import DATASETS
 from ..parallel.mgrit import MGRITConfig, check_layout
 
 
+def _images(settings: "Scale | FinetuneSettings") -> str:
+    """The data subset, as `Scale.describe` and `FinetuneSettings.describe` say it."""
+    curves = f" ({settings.n_test_per_epoch} of them for the per-epoch curves)" if settings.n_test_per_epoch else ""
+    held_out = f" ({settings.val_fraction:.0%} of train held out for validation)" if settings.val_fraction else ""
+    return f"{settings.n_train or 'all'} train / {settings.n_test or 'all'} test images{curves}{held_out}"
+
+
 @dataclass(frozen=True)
 class Scale:
     """How big a profile's runs are: datasets and subsets, the models' width, the recipe and the seeds (notebooks
@@ -63,12 +70,7 @@ class Scale:
         )
 
     def describe(self) -> str:
-        subset = f"{self.n_train or 'all'} train / {self.n_test or 'all'} test images"
-        if self.n_test_per_epoch:
-            subset += f" ({self.n_test_per_epoch} of them for the per-epoch curves)"
-        if self.val_fraction:
-            subset += f" ({self.val_fraction:.0%} of train held out for validation)"
-        return (f"profile `{self.name}`: {subset} per dataset; width {self.width}, {self.num_heads} heads, "
+        return (f"profile `{self.name}`: {_images(self)} per dataset; width {self.width}, {self.num_heads} heads, "
                 f"MLP ratio {self.mlp_ratio:g}, dropout {self.dropout:g}; {self.recipe.describe()}; "
                 f"seeds {list(self.seeds)}")
 
@@ -162,14 +164,10 @@ class FinetuneSettings:
                           n_test_per_epoch=self.n_test_per_epoch)
 
     def describe(self) -> str:
-        subset = f"{self.n_train or 'all'} train / {self.n_test or 'all'} test images per dataset"
-        if self.val_fraction:
-            subset += f" ({self.val_fraction:.0%} of train held out)"
-        if self.n_test_per_epoch:
-            subset += f" ({self.n_test_per_epoch} test images for the per-epoch curves)"
-        return (f"fine-tuning profile `{self.name}`: {subset}; {self.recipe.describe()}; seeds {list(self.seeds)}; "
-                f"ImageNet weights: {self.pretrained}; without them, a random 12-layer torchvision ViT of width "
-                f"{self.random_width} ({self.random_heads} heads, MLP ratio 4) at each dataset's native size")
+        return (f"fine-tuning profile `{self.name}`: {_images(self)} per dataset; {self.recipe.describe()}; seeds "
+                f"{list(self.seeds)}; ImageNet weights: {self.pretrained}; without them, a random 12-layer "
+                f"torchvision ViT of width {self.random_width} ({self.random_heads} heads, MLP ratio 4) at each "
+                "dataset's native size")
 
 
 ARMS = ("serial", "fixed", "adaptive")  # the layer-parallel pre-training arms, in table order
@@ -260,8 +258,7 @@ class LayerParallelSettings:
                        mgrit_tolerance=self.tolerance, mgrit_adapt=self.adapt)
 
     def run_name(self, arm: str, phase: str) -> str:
-        dataset = self.dataset if phase == "pre-training" else self.finetune_dataset
-        stage = "" if phase == "pre-training" else "-finetune"
+        dataset, stage = (self.dataset, "") if phase == "pre-training" else (self.finetune_dataset, "-finetune")
         return f"{dataset}-ViT-{self.depth}-layer-parallel{stage}-{arm}"
 
     def describe(self) -> str:

@@ -18,6 +18,7 @@ import torch
 from ..bench import convergence, speed, throughput
 from ..core.config import ConfigError, OneLineArgumentParser
 from ..core.provenance import device_name
+from ..core.steps import resolve_device
 from ..experiments.profiles import PROFILES, get_profile
 
 CHOICES = (*speed.BENCHMARKS, "throughput", "convergence")
@@ -48,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available here")
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
+    device = resolve_device(args.device)
     profile = get_profile(args.profile)
     try:
         timed = [name for name in args.only if name in speed.BENCHMARKS]

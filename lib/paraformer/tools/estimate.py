@@ -17,7 +17,7 @@ from ..core.config import ConfigError, OneLineArgumentParser
 from ..experiments import (compression, depth_sweep, expansion, finetune, layer_parallel, layer_sweep, report,
                            speedup, versus_vit)
 from ..experiments.estimate import CAVEAT, Estimate, Throughput, minutes_text, rate
-from ..experiments.profiles import PROFILES
+from ..experiments.profiles import PROFILES, get_profile
 
 # notebook -> its module (each has `plan(profile)` and `estimate(profile, flops_per_second=...)`)
 NOTEBOOKS = {module.NOTEBOOK: module for module in (layer_sweep, depth_sweep, versus_vit, compression, expansion,
@@ -77,8 +77,7 @@ class SuiteEstimate:
 
 def estimate_suite(profile: str, flops_per_second=None, notebooks: list[str] | None = None) -> SuiteEstimate:
     """Every notebook (or those named) at `profile` with its default parameters."""
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
+    get_profile(profile)  # refuses an unknown one
     throughput = rate(flops_per_second, profile)
     chosen = [notebook_name(nb) for nb in notebooks] if notebooks else list(NOTEBOOKS)
     return SuiteEstimate(profile, {nb: NOTEBOOKS[nb].estimate(profile, flops_per_second=throughput) for nb in NOTEBOOKS
