@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
 from ..core.config import OneLineArgumentParser
-from ..core.provenance import device_name
 from ..training import canary, numerics
 
 
@@ -24,26 +21,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = OneLineArgumentParser(prog="python -m paraformer.tools.numerics", description=__doc__.splitlines()[0])
     parser.add_argument("--update", action="store_true", help="record this code and its canary digest")
     args = parser.parse_args(argv)
-    before = numerics.recorded()
-    print("running the canary ...", file=sys.stderr, flush=True)
+    kind, code = numerics.machine_kind(), numerics.code_digest()
+    before, expected = numerics.current_numerics(), numerics.expected_canary(kind)
+    print(f"running the canary on {kind} ...", file=sys.stderr, flush=True)
     digests = canary.run_canary()
     overall = canary.overall(digests)
-    changed = sorted(name for name, digest in digests.items() if before["runs"].get(name) != digest)
-    code = numerics.code_digest()
-    print(f"code {code} (recorded: {before['code_digest'] or 'none'}); canary {overall} (recorded: "
-          f"{before['canary'] or 'none'}{', measured on ' + before['measured_on'] if before['measured_on'] else ''})")
-    if changed:
-        print(f"numbers changed in: {', '.join(changed)}")
+    print(f"code {code} ({'numbers ' + before if before else 'not recorded'}); canary {overall} (expected here: "
+          f"{expected[0] if expected else 'nothing recorded on this kind for these numbers'})")
+    changed = sorted(name for name, digest in digests.items() if expected and expected[1].get(name) != digest)
+    if expected and overall != expected[0]:
+        print(f"numbers changed in: {', '.join(changed) or 'the canary as a whole'}")
     if args.update:
-        numerics.record(digests, overall, f"{device_name(torch.device('cpu'))}, torch {torch.__version__}")
-        if overall == before["canary"]:
-            print("recorded: this code computes the recorded numbers; every finished run stays current")
+        known = numerics.record(digests, overall, kind)["known"]
+        if any(other != code and label == known[code] for other, label in known.items()):
+            print(f"recorded: this code computes numbers {known[code]}, as code recorded before did; every finished "
+                  "run of those numbers stays current")
         else:
-            print("recorded: the canary computes other numbers than it did for the code before (the training code or "
-                  "the canary's own runs changed); the runs that code trained are stale (make reproduce "
-                  "RETRAIN=stale retrains them)")
+            print(f"recorded: this code computes numbers of its own ({known[code]}); the runs trained by other numbers "
+                  "are stale (make reproduce RETRAIN=stale retrains them)")
         return 0
-    if code != before["code_digest"] or overall != before["canary"]:
+    if not before or expected and overall != expected[0]:
         print("not recorded: make numerics records this code", file=sys.stderr)
         return 1
     return 0

@@ -6,14 +6,15 @@ Two parts:
 - the numerics canary (`paraformer.training.canary`): tiny fixed runs of every method, solver and execution path,
   whose losses, predictions and weights are hashed into one digest.
 
-`numerics.json` beside this module records, for each version of the training code it has seen, the canary digest
-that code computes; `python -m paraformer.tools.numerics --update` (`make numerics`) runs the canary and records
-the running code. Every record carries its code's digest and canary digest (`RunResult.numerics`). A record is
-current when it was made by code with the same canary digest as the running code: an edit that alters no number
-leaves every finished run current once `make numerics` has recorded it, while one that alters a number changes the
-canary digest and makes them stale. Code the file does not know (an edit not yet recorded) counts as computing
-numbers of its own: the runs it trains are current for it alone. The test suite holds the file to the code
-(`tests/test_numerics.py`).
+`numerics.json` beside this module records, for each version of the training code it has seen, a label of the
+numbers it computes, and per kind of machine (float rounding differs between kinds of CPU) the canary digest each
+code computed there; `python -m paraformer.tools.numerics --update` (`make numerics`) runs the canary and records
+the running code. Every record carries its code's digest and numbers label (`RunResult.numerics`). A record is
+current when it was made by code with the same numbers as the running code: an edit that alters no number leaves
+every finished run current once `make numerics` has recorded it, while one that alters a number changes the canary
+and makes them stale. Code the file does not know (an edit not yet recorded) counts as computing numbers of its
+own: the runs it trains are current for it alone. The test suite holds the file to the code on every kind of
+machine it has a canary for (`tests/test_numerics.py`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 from ..core.files import atomic_write_json
+from ..core.provenance import device_name
 from ..core.runcache import RunCacheError, RunResult, read_record
 
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -107,18 +111,45 @@ _recorded: dict | None = None
 
 
 def recorded() -> dict:
-    """numerics.json: the code it was last made for (`code_digest`), that code's canary digest and per-run
-    digests, the machine that measured them, and `known`: code digest -> canary digest of every version seen."""
+    """numerics.json: `code_digest`, the code it was last made for; `known`, code digest -> the label of the numbers
+    that code computes (the canary digest that first told them apart); `kinds`, per kind of machine (`machine_kind`)
+    the canary digest of every code measured there and the per-run digests of the last one."""
     global _recorded
     if _recorded is None:
         _recorded = (json.loads(NUMERICS_FILE.read_text()) if NUMERICS_FILE.is_file() else
-                     {"code_digest": "", "canary": "", "runs": {}, "measured_on": "", "known": {}})
+                     {"code_digest": "", "known": {}, "kinds": {}})
     return _recorded
 
 
+def machine_kind() -> str:
+    """The CPU model and torch version: float rounding, and so every canary digest, differs between kinds of CPU
+    and torch versions, so canary digests are compared only within one kind."""
+    return f"{device_name(torch.device('cpu')).split(',')[0]}, torch {torch.__version__}"
+
+
 def current_numerics() -> str:
-    """The canary digest of the running code, or "" where numerics.json does not know this code."""
+    """The numbers label of the running code, or "" where numerics.json does not know this code."""
     return recorded()["known"].get(code_digest(), "")
+
+
+def expected_canary(kind: str) -> tuple[str, dict[str, str]] | None:
+    """What the canary must compute for the running code on a machine of `kind`, as (canary digest, per-run digests
+    where recorded): what `kind` recorded for this code, else for a code known to compute the same numbers (so that
+    a claim made on one kind is checked on every other), else, for code not recorded yet, for the last code
+    recorded there (what an edit is compared with); None where `kind` has nothing to compare with."""
+    known, entry = recorded()["known"], recorded()["kinds"].get(kind)
+    if not entry:
+        return None
+    if code_digest() in entry["canaries"]:
+        code = code_digest()
+    elif code_digest() in known:
+        code = next((other for other in entry["canaries"] if known.get(other) == known[code_digest()]), None)
+    else:
+        code = entry["last"]
+    if code is None:
+        return None
+    canary = entry["canaries"][code]
+    return canary, entry["runs"] if entry["canaries"][entry["last"]] == canary else {}
 
 
 def numbers_of(code: str, numerics: str = "") -> str:
@@ -135,12 +166,21 @@ def is_stale(record: RunResult) -> bool:
     return numbers_of(record.code_digest, record.numerics) != numbers_of(code_digest())
 
 
-def record(digests: dict[str, str], canary: str, measured_on: str) -> dict:
-    """Write numerics.json for the running code, its canary's per-run `digests` and overall `canary` digest,
-    keeping every earlier version's canary digest; returns what it wrote."""
-    known = {**recorded()["known"], code_digest(): canary}
-    values = {"code_digest": code_digest(), "canary": canary, "runs": digests, "measured_on": measured_on,
-              "known": known}
+def record(digests: dict[str, str], canary: str, kind: str) -> dict:
+    """Record that the running code computes `canary` (its per-run `digests`) on a machine of `kind`, and so which
+    numbers it computes. New code computes those of a code whose canary on `kind` was the same, else numbers of
+    its own (labelled `canary`). Known code keeps its label unless `kind` contradicts it, by a different canary from
+    a code with that label: a change seen on any kind wins. Returns what it wrote to numerics.json."""
+    values = json.loads(json.dumps(recorded()))
+    known, code = values["known"], code_digest()
+    entry = values["kinds"].setdefault(kind, {"canaries": {}, "runs": {}, "last": ""})
+    others = {other: digest for other, digest in entry["canaries"].items() if other != code and other in known}
+    if code not in known:
+        known[code] = next((known[other] for other, digest in others.items() if digest == canary), canary)
+    elif any(known[other] == known[code] and digest != canary for other, digest in others.items()):
+        known[code] = canary
+    entry["canaries"][code], entry["runs"], entry["last"] = canary, digests, code
+    values["code_digest"] = code
     global _recorded
     atomic_write_json(values, NUMERICS_FILE)
     _recorded = values
