@@ -3,11 +3,10 @@ against ordinary backpropagation, per iteration count, level count, coarsening, 
 
     python -m paraformer.tools.bench --profile quick --only convergence   # results/tables/mgrit_convergence.*
 
-The MGRIT iterate does not depend on the number of ranks (see `paraformer.parallel.mgrit`), so the table is
-computed in one process. It measures ViTs at initialization (a fixed seed) on a batch of random images: the
-errors of trained weights are measured in notebook 08. Two step sizes: h = 1, the ViT that the rest of the suite
-trains, and h = 1 / depth, the paper's ODE reading with T = 1, in which a coarse step stays close to the fine
-steps it replaces.
+The MGRIT iterate does not depend on the number of ranks (see `paraformer.parallel.mgrit`), so the table is computed in
+one process. It measures ViTs at initialization (a fixed seed) on a batch of random images: the errors of trained
+weights are measured in notebook 08. Two step sizes: h = 1, the ViT that the rest of the suite trains, and
+h = 1 / depth, the paper's ODE reading with T = 1, in which a coarse step stays close to the fine steps it replaces.
 """
 
 from __future__ import annotations
@@ -43,21 +42,6 @@ class ConvergenceSettings:
     seed: int = 0
 
 
-def step_size(step: str, depth: int) -> float:
-    if step == "1":
-        return 1.0
-    if step == "1/N":
-        return 1.0 / depth
-    raise ConfigError(f"step {step!r} is not known; use '1' or '1/N'")
-
-
-def _model(setting: ConvergenceSettings, depth: int) -> ParaFormer:
-    torch.manual_seed(setting.seed)
-    config = ModelConfig(image_size=setting.image_size, patch_size=4, width=setting.width, num_heads=4,
-                         mlp_ratio=2.0, branch_depth=depth, num_layers=depth, num_classes=10)
-    return ParaFormer(config)
-
-
 def convergence_table(setting: ConvergenceSettings, progress: bool = True) -> pd.DataFrame:
     """One row per (depth, step, levels, coarsening, relaxation, iterations) that the layout allows (every
     level's spacing must divide the depth), with the output's and the gradient's relative error."""
@@ -72,8 +56,12 @@ def convergence_table(setting: ConvergenceSettings, progress: bool = True) -> pd
             check_layout(depth, 1, MGRITConfig(levels=levels, coarsening=coarsening))
         except ConfigError:
             continue  # e.g. 3 levels of coarsening 4 need a depth divisible by 16
-        model = _model(setting, depth)
-        h = step_size(step, depth)
+        torch.manual_seed(setting.seed)
+        model = ParaFormer(ModelConfig(image_size=setting.image_size, patch_size=4, width=setting.width, num_heads=4,
+                                       mlp_ratio=2.0, branch_depth=depth, num_layers=depth, num_classes=10))
+        if step not in ("1", "1/N"):
+            raise ConfigError(f"step {step!r} is not known; use '1' or '1/N'")
+        h = 1.0 if step == "1" else 1.0 / depth
         reference = copy.deepcopy(model)
         reference_output, _ = serial_reference(reference, images, labels, h)
         reference_gradient = flat_gradient(reference)

@@ -1,52 +1,51 @@
-"""A cost model of one training step on P devices, fed by measured times (`paraformer.bench.multi` writes
-them to multi_costs_1.csv and multi_costs_2.csv) and checked against the step times measured at 1 and 2 processes
-before it is trusted at 4, 8, 24 or 64.
+"""A cost model of one training step on P devices, fed by measured times (`paraformer.bench.multi` writes them to
+multi_costs_1.csv and multi_costs_2.csv) and checked against the step times measured at 1 and 2 processes before it is
+trusted at 4, 8, 24 or 64.
 
-Inputs, all measured on the device: `layer(b)` and `cls_layer(b)`, one layer's forward and backward at batch b
-over every token, or for the CLS token only (the last layer of a branch); `stem_head(b)`; `adamw`, seconds per
-parameter of an optimizer step; at 2 processes, an all-reduce and a send/receive round trip of each message
-size the methods use. Compute times are interpolated between the measured batch sizes (every power of two up to
-the full batch), communication times fitted as lines in bytes.
+Inputs, all measured on the device: `layer(b)` and `cls_layer(b)`, one layer's forward and backward at batch b over
+every token, or for the CLS token only (the last layer of a branch); `stem_head(b)`; `adamw`, seconds per parameter of
+an optimizer step; at 2 processes, an all-reduce and a send/receive round trip of each message size the methods use.
+Compute times are interpolated between the measured batch sizes (every power of two up to the full batch), communication
+times fitted as lines in bytes.
 
 Branch parallel (nb branches of depth d shared over P ranks, batch b, width w; every rank has ceil(nb / P)):
     T = stem_head(b) + ceil(nb / P) * ((d - 1) layer(b) + cls_layer(b))
         + allreduce_P(4 b w) + allreduce_P(4 stem parameters) + adamw (stem + head + ceil(nb / P) branch) parameters
-Pipeline (GPipe schedule; L layers in P stages, M micro-batches of b / M; 1F1B runs as many slots in another
-order):
+Pipeline (GPipe schedule; L layers in P stages, M micro-batches of b / M; 1F1B runs as many slots in another order):
     T = (M + P - 1) * (((L - 1) layer(b / M) + cls_layer(b / M)) / P + p2p(b / M)) + stem_head(b)
         + adamw parameters / P
-Data parallel (DDP; a model of nb branches of depth d, N parameters, the sequential ViT being nb = 1, d = L; every
-rank holds the whole model and computes s = ceil(b / P) images of the global batch b):
+Data parallel (DDP; a model of nb branches of depth d, N parameters, the sequential ViT being nb = 1, d = L; every rank
+holds the whole model and computes s = ceil(b / P) images of the global batch b):
     T = stem_head(s) + nb * ((d - 1) layer(s) + cls_layer(s)) + k allreduce_P(4 N / k) + adamw N
-DDP all-reduces the gradients in k buckets, one all-reduce (and one latency) each; with its defaults (a first
-bucket of 1 MiB, then 25 MiB each) k = 1 + ceil((4 N - 1 MiB) / 25 MiB). It starts a bucket's all-reduce as soon as
-backward has filled it, so communication can overlap the rest of backward; the model assumes no overlap (the
-conservative choice: an upper bound on the step; with one bucket, at the ci profile's sizes, nothing overlaps
-anyway). Where P does not divide b, s is the slowest rank's share (the benchmark itself runs equal shares only);
-there is no prediction where P > b, which would leave ranks without an image.
-Layer-parallel MGRIT (`paraformer.parallel.mgrit`; a ViT of L layers, two levels of coarsening c, P ranks of
-L / P layers each, k forward and k' backward iterations, F-relaxation): a solve takes, on its critical path,
+DDP all-reduces the gradients in k buckets, one all-reduce (and one latency) each; with its defaults (a first bucket of
+1 MiB, then 25 MiB each) k = 1 + ceil((4 N - 1 MiB) / 25 MiB). It starts a bucket's all-reduce as soon as backward has
+filled it, so communication can overlap the rest of backward; the model assumes no overlap (the conservative choice: an
+upper bound on the step; with one bucket, at the ci profile's sizes, nothing overlaps anyway). Where P does not divide
+b, s is the slowest rank's share (the benchmark itself runs equal shares only); there is no prediction where P > b,
+which would leave ranks without an image.
+Layer-parallel MGRIT (`paraformer.parallel.mgrit`; a ViT of L layers, two levels of coarsening c, P ranks of L / P
+layers each, k forward and k' backward iterations, F-relaxation): a solve takes, on its critical path,
     S(step, k) = step * (L / c + k (relax + 2 L / (P c) + L / c) + relax) + p2p_1(b) * ((P - 1)(1 + k) + k [P > 1])
 with relax = (L / P)(c - 1) / c (FCF: twice that plus L / (P c)): the coarse prediction and every iteration's coarse
-solve are chains of L / c steps through the ranks in order, the relaxations and the coarse right-hand side run on
-every rank at once, and p2p_1 is a one-way message of the activations, half the measured round trip. Then
+solve are chains of L / c steps through the ranks in order, the relaxations and the coarse right-hand side run on every
+rank at once, and p2p_1 is a one-way message of the activations, half the measured round trip. Then
     T = stem_head(b) + S(forward(b), k) + forward(b) + S(vjp(b), k') + (L / P) layer(b)
         + allreduce_P(4 N) + adamw N
 with forward(b) a layer's forward alone and vjp(b) its recomputation with the input's vector-Jacobian product (both
-measured), the final sweep taking the parameter gradients with a whole layer(b) each, and every rank updating the
-whole replicated model after one all-reduce of the N-parameter gradient.
-Two all-reduce models, which two processes cannot tell apart (both are 2 alpha + n beta at P = 2, where the
-latency alpha and the inverse bandwidth beta are fitted):
+measured), the final sweep taking the parameter gradients with a whole layer(b) each, and every rank updating the whole
+replicated model after one all-reduce of the N-parameter gradient.
+Two all-reduce models, which two processes cannot tell apart (both are 2 alpha + n beta at P = 2, where the latency
+alpha and the inverse bandwidth beta are fitted):
 - ring: 2 (P - 1) steps, each moving 1 / P of the message: allreduce_P(n) = 2 (P - 1) alpha + 2 (P - 1) / P n beta;
 - tree: latency logarithmic in P, as in recursive halving then doubling (Rabenseifner's algorithm in MPI
   libraries; NCCL's trees also pay log2 P hops), with the ring's bytes per rank:
   allreduce_P(n) = 2 ceil(log2 P) alpha + 2 (P - 1) / P n beta.
-The latency term decides the prediction at 24 devices, and alpha rests on erratic gloo timings (a few tenths of a
-ms to several ms for kilobytes); the ring's latency grows linearly in P, the tree's does not, so the two bracket
-what the communication library might do.
+The latency term decides the prediction at 24 devices, and alpha rests on erratic gloo timings (a few tenths of a ms to
+several ms for kilobytes); the ring's latency grows linearly in P, the tree's does not, so the two bracket what the
+communication library might do.
 
-What it leaves out: imbalance and jitter between ranks, contention for memory bandwidth or a shared network, and
-the idle time of a rank waiting for the slowest. The check at 1 and 2 processes shows how much that costs here.
+What it leaves out: imbalance and jitter between ranks, contention for memory bandwidth or a shared network, and the
+idle time of a rank waiting for the slowest. The check at 1 and 2 processes shows how much that costs here.
 """
 
 from __future__ import annotations
@@ -233,16 +232,13 @@ def predictions(bench: dict[str, pd.DataFrame], profile: BenchSettings, setting:
                 ranks: tuple[int, ...] = (1, 2, 4, 8, 24, 64),
                 micro_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
                 depths: tuple[int, ...] | None = None) -> pd.DataFrame:
-    """Predicted step milliseconds at each number of devices and each depth (default: the benchmark's own and 24,
-    48, 96, 192 layers, at the benchmark's width and batch) of: branch parallelism (the ParaFormer of that many
-    layers, branches of the setting's depth), the GPipe pipeline (the sequential ViT; the best micro-batch count at
-    each P), data parallelism ("ddp", of both models; none where P exceeds the batch) and layer-parallel MGRIT
-    ("mgrit-<k>it", the ViT, at each iteration count of the setting; none where the layers cannot be shared out in
-    whole coarse intervals, `coarsening` saying which was used). Each under each all-reduce model
-    (`predicted_ring_ms`, `predicted_tree_ms`; a pipeline all-reduces nothing, so its two are equal), with the
-    measured step time beside them where there is one (the benchmark's depth at 1 and 2 processes, where the two
-    models agree). `bench` is `paraformer.bench.speed.load(profile)`; `profile` and `setting` the benchmark's
-    model shape and multi-process settings."""
+    """Predicted step milliseconds, from the CSVs `bench` (`paraformer.bench.speed.load`), at each number of devices
+    and each depth (at the benchmark's width and batch) of: branch parallelism (the ParaFormer, branches of the
+    setting's depth), the GPipe pipeline (the sequential ViT; the best micro-batch count at each P), data parallelism
+    ("ddp", of both models; none where P exceeds the batch) and layer-parallel MGRIT ("mgrit-<k>it", the ViT; none
+    where the layers cannot be shared out in whole coarse intervals, `coarsening` saying which was used). Each under
+    each all-reduce model (`predicted_ring_ms`, `predicted_tree_ms`; a pipeline's two are equal), with the measured
+    step time beside them where there is one (the benchmark's depth at 1 and 2 processes, where the two agree)."""
     missing = {"multi_costs_1", "multi_costs_2"} - set(bench)
     if missing:
         raise ValueError(f"cost model inputs {sorted(missing)} are missing; run the 1- and 2-process benchmarks")
@@ -259,7 +255,7 @@ def predictions(bench: dict[str, pd.DataFrame], profile: BenchSettings, setting:
         p_sizes, v_sizes = _sizes(para), _sizes(vit)
 
         def row(method: str, model: str, p: int, predicted: dict, measured_method: str, **extra) -> dict:
-            seen = (_measured(measured, measured_method, p, model if method == "ddp" else None)
+            seen = (best_step(measured, measured_method, model if method == "ddp" else None, p)
                     if depth == base_depth else float("nan"))
             return {"depth": depth, "method": method, "model": model, "devices": p, "micro_batches": 1, **extra,
                     **{f"predicted_{m}_ms": 1e3 * t for m, t in predicted.items()}, "measured_ms": 1e3 * seen}
@@ -292,9 +288,9 @@ def predictions(bench: dict[str, pd.DataFrame], profile: BenchSettings, setting:
     return table
 
 
-def _measured(steps: pd.DataFrame, method: str, processes: int, model: str | None = None) -> float:
-    """The best measured step of `method` at `processes` (over micro-batch counts), or NaN if not measured; of
-    `model` only, where given (ddp times two models under one method)."""
+def best_step(steps: pd.DataFrame, method: str | None, model: str | None, processes: int) -> float:
+    """The best measured step (`multi_steps`) of `method` at `processes` (over micro-batch counts), or NaN if not
+    measured; of `model` only, where given (ddp times two models under one method)."""
     if steps.empty:
         return float("nan")
     rows = steps[(steps["method"] == method) & (steps["processes"] == processes)]

@@ -89,7 +89,6 @@ def _inputs(setting: MultiSettings, shape: BenchSettings, device: torch.device):
 
 
 def time_branch_parallel(shape: BenchSettings, setting: MultiSettings, device: torch.device) -> list[dict]:
-    """The branch-parallel step on every rank; with several ranks, in turn with the whole model's on rank 0 alone."""
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
     model = shape.model(setting.paraformer).to(device)
@@ -113,6 +112,8 @@ def time_torch_pipelines(shape: BenchSettings, setting: MultiSettings, device: t
     stage_module = torch.nn.Sequential(*[stages[i] for i in bounds]).to(device)
     optimizer = torch.optim.AdamW(stage_module.parameters(), lr=1e-4)
     images, labels = _inputs(setting, shape, device)
+    # the first stage is fed the images, the last the labels (one stage: both)
+    inputs, targets = ((images,) if rank == 0 else ()), ({"target": labels} if rank == world - 1 else {})
     rows = []
     for name, schedule_class in (("torch-gpipe", ScheduleGPipe), ("torch-1f1b", Schedule1F1B)):
         for micro in setting.micro_batches:
@@ -123,27 +124,18 @@ def time_torch_pipelines(shape: BenchSettings, setting: MultiSettings, device: t
 
             def step():
                 optimizer.zero_grad(set_to_none=True)
-                if world == 1:
-                    schedule.step(images, target=labels)
-                elif rank == 0:
-                    schedule.step(images)
-                elif rank == world - 1:
-                    schedule.step(target=labels)
-                else:
-                    schedule.step()
+                schedule.step(*inputs, **targets)
                 optimizer.step()
 
-            seconds = _median_step(step, setting.steps, setting.warmup, device)
             rows.append({"method": name, "model": vit_name(setting), "micro_batches": micro,
-                         "seconds": seconds})
+                         "seconds": _median_step(step, setting.steps, setting.warmup, device)})
     return rows
 
 
 def ddp_training_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device):
-    """`_training_step` of `model` under DistributedDataParallel on this rank's share of the global batch
-    (`images`, `labels`: the same on every rank). Every parameter of a plain ParaFormer (a ViT included) gets a
-    gradient, the CLS-only last layer's too (its query rows and its key and value rows of qkv are slices of one
-    weight), so DDP can skip its search for unused parameters."""
+    """`_training_step` under DistributedDataParallel on this rank's share of the global batch (`images`, `labels`:
+    the same on every rank). Every parameter of a plain ParaFormer (a ViT included) gets a gradient, the CLS-only last
+    layer's too (its query, key and value rows of qkv are slices of one weight), so DDP need not seek unused ones."""
     from torch.nn.parallel import DistributedDataParallel
 
     share = rank_share(len(images), dist.get_rank(), dist.get_world_size())
@@ -153,8 +145,7 @@ def ddp_training_step(model: torch.nn.Module, images: torch.Tensor, labels: torc
 
 
 def time_ddp(shape: BenchSettings, setting: MultiSettings, device: torch.device) -> list[dict]:
-    """DistributedDataParallel steps of the sequential ViT and of the ParaFormer, taken in turn. At one process, the
-    same code: DDP over one rank, whose all-reduce has nothing to add."""
+    """DDP steps of the ViT and of the ParaFormer, in turn; at one process, DDP over one rank (which adds nothing)."""
     rank_share(setting.batch, 0, dist.get_world_size())  # refused here, before anything is built
     torch.manual_seed(0)
     models = {vit_name(setting): shape.model(setting.vit).to(device),
@@ -170,8 +161,7 @@ def mgrit_config(setting: MultiSettings, iterations: int) -> MGRITConfig:
 
 
 def time_layer_parallel(shape: BenchSettings, setting: MultiSettings, device: torch.device) -> list[dict]:
-    """MGRIT steps of the sequential ViT at each iteration count of the setting, taken in turn: the solver's
-    forward and adjoint, the gradients' all-reduce and an AdamW step of the whole (replicated) model."""
+    """MGRIT steps of the ViT at each iteration count, in turn; AdamW updates the whole (replicated) model."""
     torch.manual_seed(0)
     model = shape.model(setting.vit).to(device)
     check_layout(model.config.num_layers, dist.get_world_size(), mgrit_config(setting, 1))  # refused alike everywhere
@@ -192,19 +182,15 @@ def time_layer_parallel(shape: BenchSettings, setting: MultiSettings, device: to
             for method, t in seconds.items()]
 
 
-def fairscale_missing() -> str | None:
-    """Why FairScale cannot be timed here (one line), or None when it can."""
-    try:
-        import fairscale.nn  # noqa: F401
-    except ImportError as error:
-        return f"FairScale is not installed ({error}); install the bench extra: pip install -e '.[bench]'"
-    return None
-
-
 def time_fairscale(shape: BenchSettings, setting: MultiSettings, device: torch.device) -> list[dict]:
     """FairScale's Pipe with one partition per process of this run, all in rank 0's process (FairScale runs its
     partitions in threads, on the devices it is given: every GPU, or 'cpu' once per partition), while the other
     ranks idle. Torn down explicitly after each micro-batch count: a Pipe left to the interpreter's exit hangs it."""
+    try:
+        import fairscale.nn  # noqa: F401
+    except ImportError as error:
+        raise ConfigError(f"FairScale is not installed ({error}); install the bench extra: "
+                          "pip install -e '.[bench]'") from None
     rank, partitions = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
     stages = sequential_vit(shape.model(setting.vit))
@@ -227,19 +213,17 @@ def time_fairscale(shape: BenchSettings, setting: MultiSettings, device: torch.d
         finally:
             del pipe, step
             gc.collect()
-        rows.append({"method": "fairscale", "model": vit_name(setting), "micro_batches": micro,
-                     "seconds": seconds})
+        rows.append({"method": "fairscale", "model": vit_name(setting), "micro_batches": micro, "seconds": seconds})
     return rows
 
 
 def measure_costs(shape: BenchSettings, setting: MultiSettings, device: torch.device) -> list[dict]:
-    """What the cost model is fed (`kind`, `what`, `batch`, `bytes`, `seconds`): on one process, the compute time of
-    one layer (every token, or the CLS token only; forward alone and the input VJP alone, the steps of MGRIT) and of
-    the stem and head at every power-of-two batch up to the full one (every micro-batch size a pipeline could use,
-    and the batch / P of data parallelism where P is a power of two), and of an AdamW step per parameter; on
-    several, an all-reduce and a send/receive round trip over a wide range of message sizes, those the methods use
-    included (DDP's: a whole model's gradients).
-    Communication is cheap to time and noisy, so it gets three times the repeats."""
+    """What the cost model is fed (`kind`, `what`, `batch`, `bytes`, `seconds`): on one process, the compute time of one
+    layer (every token, or the CLS token only; forward alone and the input VJP alone, the steps of MGRIT) and of the
+    stem and head at every power-of-two batch up to the full one (every micro-batch size a pipeline could use, and the
+    batch / P of data parallelism where P is a power of two), and of an AdamW step per parameter; on several, an
+    all-reduce and a send/receive round trip over a wide range of message sizes, those the methods use included (DDP's:
+    a whole model's gradients). Communication is cheap to time and noisy, so it gets three times the repeats."""
     world = dist.get_world_size()
     tokens = (shape.image_size // shape.patch_size) ** 2 + 1
     width = shape.width
@@ -320,20 +304,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="write into ROOT/bench/<profile>/ instead of the profile's results folder")
     args = parser.parse_args(argv)
     given = json.loads(args.settings)
-    shape = BenchSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in given["bench"].items()})
-    setting = MultiSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in given["multi"].items()})
+    shape, setting = (kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in given[key].items()})
+                      for kind, key in ((BenchSettings, "bench"), (MultiSettings, "multi")))
     if not torch.cuda.is_available():
         torch.set_num_threads(1)  # one core per process (FairScale: one per partition thread)
     steady_allocator()
     rank, world, device = init_process_group(timeout_seconds=1800)
     try:
         rows = time_branch_parallel(shape, setting, device) + time_torch_pipelines(shape, setting, device)
-        missing = fairscale_missing()
-        if missing is None:
-            rows += time_fairscale(shape, setting, device)
-        elif rank == 0:
-            print(f"skipping FairScale: {missing}", file=sys.stderr)
-        for name, timer in (("layer-parallel MGRIT", time_layer_parallel), ("DDP", time_ddp)):
+        for name, timer in (("FairScale", time_fairscale), ("layer-parallel MGRIT", time_layer_parallel),
+                            ("DDP", time_ddp)):
             try:
                 rows += timer(shape, setting, device)
             except ConfigError as error:  # refused alike on every rank, before any collective: no rank waits

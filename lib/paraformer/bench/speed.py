@@ -1,6 +1,5 @@
-"""Speed benchmarks: `make bench` (python -m paraformer.tools.bench) writes CSVs under results/bench/, and
-notebook 06 reads them. Every figure is a ratio of times measured in the same run on the same device, never a timed
-test.
+"""Speed benchmarks: `make bench` (python -m paraformer.tools.bench) writes CSVs under results/bench/, and notebook 06
+reads them. Every figure is a ratio of times measured in the same run on the same device, never a timed test.
 
 - strategies: the branch execution strategies of `paraformer.core.execution` (loop, fused, auto) per model, batch
   size and mode (inference, or a training step: forward and backward);
@@ -76,11 +75,10 @@ def shown(path: Path) -> str:
 
 
 def steady_allocator() -> bool:
-    """Keep freed memory in the process instead of handing it back to the system (glibc's allocator; elsewhere
-    nothing happens and False is returned). By default glibc unmaps large freed blocks, and the next call
-    page-faults them in again: that cost up to a third of a training step here, varied from run to run, and fell
-    unevenly on whichever model ran after a memory-hungry one. Every benchmark process calls this first, so it
-    applies to every method alike."""
+    """Keep freed memory in the process instead of handing it back to the system (glibc's allocator; elsewhere nothing
+    happens and False is returned). By default glibc unmaps large freed blocks, and the next call page-faults them in
+    again: that cost up to a third of a training step here, varied from run to run, and fell unevenly on whichever model
+    ran after a memory-hungry one. Every benchmark process calls this first, so it applies to every method alike."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
@@ -138,9 +136,8 @@ def bench_strategies(settings: BenchSettings, device: torch.device, progress: bo
 
 
 def bench_layers(settings: BenchSettings, device: torch.device, progress: bool = True) -> pd.DataFrame:
-    """Batch-1 inference latency and training throughput against layers n: Para-F-1-n under each strategy, the
-    ViT with n layers (one branch: the strategies coincide, so it runs `loop`), and Para-F-M-n for the profile's
-    deeper branch depths M (auto), all interleaved."""
+    """Batch-1 inference latency and training throughput against layers n, all interleaved: Para-F-1-n under each
+    strategy, ViT-n (one branch: the strategies coincide, so it runs `loop`), Para-F-M-n (auto) for deeper M."""
     rows = []
     for layers in settings.layer_counts:
         torch.manual_seed(0)
@@ -165,8 +162,8 @@ def bench_layers(settings: BenchSettings, device: torch.device, progress: bool =
 
 
 def bench_dir(profile_name: str, root: Path | None = None) -> Path:
-    """`<root>/bench/<profile>`, where `root` is by default the profile's results folder: results/bench/quick for
-    the committed benchmarks, results/<profile>/bench/<profile> for the others."""
+    """`<root>/bench/<profile>`, `root` by default the profile's results folder: results/bench/quick for the
+    committed benchmarks, results/<profile>/bench/<profile> for the others."""
     return (Path(root) if root is not None else results_dir(profile_name)) / "bench" / profile_name
 
 
@@ -178,9 +175,8 @@ def write_bench(df: pd.DataFrame, name: str, settings: BenchSettings, device: to
     return atomic_write_text(df.to_csv(index=False), bench_dir(settings.name, root) / f"{name}.csv")
 
 
-def bench_multi(settings: BenchSettings, multi, processes: tuple[int, ...], root: Path | None = None) -> list[Path]:
-    """`paraformer.bench.multi` (`multi`: its `MultiSettings`) through torchrun at each process count, on this
-    machine. Returns the CSVs written."""
+def bench_multi(settings: BenchSettings, multi, processes: tuple[int, ...], root: Path | None = None) -> None:
+    """`paraformer.bench.multi` (`multi`: its `MultiSettings`) through torchrun at each process count, here."""
     env = dict(os.environ)  # with PARAFORMER_RESULTS as it is here, the ranks find the same folder as this process
     if not torch.cuda.is_available():
         env["OMP_NUM_THREADS"] = "1"  # what the benchmark sets anyway; saying it silences torchrun's warning
@@ -188,7 +184,6 @@ def bench_multi(settings: BenchSettings, multi, processes: tuple[int, ...], root
         raise ConfigError(f"processes={max(processes)} needs as many GPUs, and this machine has "
                           f"{torch.cuda.device_count()}; pass --processes up to that")
     given = json.dumps({"bench": asdict(settings), "multi": asdict(multi)})
-    written = []
     for count in processes:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={count}",
                    "-m", "paraformer.bench.multi", "--settings", given]
@@ -199,8 +194,6 @@ def bench_multi(settings: BenchSettings, multi, processes: tuple[int, ...], root
         if done.returncode:
             raise RuntimeError(f"the {count}-process benchmark failed with exit code {done.returncode} "
                                f"(its output is above); run it by hand: {' '.join(command[2:])}")
-        written += [bench_dir(settings.name, root) / f"multi_{kind}_{count}.csv" for kind in ("steps", "costs")]
-    return written
 
 
 def load(profile_name: str, root: Path | None = None) -> dict[str, pd.DataFrame]:
@@ -210,9 +203,8 @@ def load(profile_name: str, root: Path | None = None) -> dict[str, pd.DataFrame]
 
 def to_measure(data: dict[str, pd.DataFrame], processes: tuple[int, ...] = (1, 2),
                device: torch.device | None = None) -> list[str]:
-    """The benchmarks (of `BENCHMARKS`) that have no CSV in `data` (from `load`), or whose CSV was measured on
-    another kind of device than this machine's: those must be run here before their tables mean anything for this
-    machine."""
+    """The benchmarks with no CSV in `data` (from `load`) or one measured on another kind of device: those must be
+    run here before their tables mean anything for this machine."""
     device = device or resolve_device("auto")
     here = device_name(device).split(",")[0]  # the device model, without the thread count
 

@@ -59,8 +59,6 @@ class ThroughputSettings(ModelShape):
     matmul_size: int  # side of the square matrix product that measures the device's peak
 
 
-# --- the two models ------------------------------------------------------------------------------------
-
 def require_timm():
     """The timm module, or a one-line ConfigError saying how to install it."""
     try:
@@ -98,11 +96,8 @@ def check_same_parameters(config: ModelConfig, ours: torch.nn.Module, peer: torc
     return mine
 
 
-# --- one training step, its FLOPs, and the device's peak ---------------------------------------------
-
 def benchmark_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor):
-    """One training step of `model` on this batch, as a call: what the trainer does per minibatch (AdamW, fused on
-    CUDA; label-smoothed cross-entropy under the device's precision)."""
+    """One training step as a call: what the trainer does per minibatch (see the module docstring)."""
     model.train()
     fused = {"fused": True} if images.device.type == "cuda" else {}  # the CPU keeps AdamW's default
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, **fused)
@@ -131,24 +126,18 @@ def matmul_peak(device: torch.device, size: int, repeats: int = 5) -> float:
     return products * 2 * size ** 3 / min(timed(run, device) for _ in range(repeats))
 
 
-# --- the target ------------------------------------------------------------------------------------------
-
 def meets_target(ratio: float) -> bool:
-    """Our step time / timm's at most TARGET_RATIO."""
     return bool(ratio <= TARGET_RATIO)
 
 
 def speed_target(table: pd.DataFrame) -> dict:
-    """The target over a table of rows with `model`, `batch`, `ratio` and `target_met`: met on every row?
-    and which rows, and the worst one."""
+    """Whether the target is met on every row (of `model`, `batch`, `ratio`, `target_met`), on which, the worst."""
     worst = table.loc[table["ratio"].idxmax()]
     return {"target": TARGET, "met": bool(table["target_met"].all()), "rows": len(table),
             "rows_met": int(table["target_met"].sum()),
             "per_row": {f"{r.model} batch {r.batch}": bool(r.target_met) for r in table.itertuples()},
             "worst_ratio": float(worst["ratio"]), "worst_model": worst["model"], "worst_batch": int(worst["batch"])}
 
-
-# --- the benchmark ---------------------------------------------------------------------------------------
 
 def measure(profile: ThroughputSettings, device: torch.device | str = "cpu", batches: tuple[int, ...] | None = None,
             repeats: int | None = None, progress: bool = True) -> pd.DataFrame:
@@ -197,8 +186,6 @@ def measure(profile: ThroughputSettings, device: torch.device | str = "cpu", bat
                         timm_version=timm.__version__, code_version=code_version(), repeats=repeats,
                         warmup=profile.warmup, measured_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
-
-# --- output ----------------------------------------------------------------------------------------------
 
 def output_path(profile: str, root: Path | None = None) -> Path:
     """`results_dir(profile)/bench/<profile>/throughput.csv` (results/bench/quick/ for quick)."""

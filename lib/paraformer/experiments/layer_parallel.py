@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from ..bench import convergence, costmodel, speed
+from ..bench import convergence, costmodel
 from ..bench.multi import vit_name
 from ..core.paths import results_dir
 from ..core.runcache import RunResult, read_record, run_paths, step_log_path
@@ -59,19 +59,14 @@ from .tables import provenance, save_figure, write_table  # noqa: F401 (save_fig
 NOTEBOOK = "08_layer_parallel"
 
 
-# --- the runs ------------------------------------------------------------------------------------------------
-
-def arms_plan(setting: LayerParallelSettings) -> list[PlannedRun]:
-    """The three pre-training arms for every seed."""
+def plan(profile: str) -> list[PlannedRun]:
+    """Every seed's three pre-training arms (`ARMS`), then its fine-tunes (`FINETUNE_ARMS`) of its serial arm's final
+    weights, head dropped. The notebook's other parameters choose what it benchmarks, which no plan covers."""
+    setting = get_profile(profile).layer_parallel
     data = setting.data_config("pre-training")
     model = setting.model_config(data_shape(data))
-    return [planned(NOTEBOOK, model, data, setting.recipe(arm, seed), setting.run_name(arm, "pre-training"))
+    arms = [planned(NOTEBOOK, model, data, setting.recipe(arm, seed), setting.run_name(arm, "pre-training"))
             for seed in setting.scale.seeds for arm in ARMS]
-
-
-def finetune_plan(setting: LayerParallelSettings, arms: list[PlannedRun]) -> list[PlannedRun]:
-    """For every seed of `arms`, the serial arm's final weights without its head fine-tuned on the fine-tuning
-    dataset by each of `FINETUNE_ARMS`."""
     data = setting.data_config("fine-tuning")
     model = setting.model_config(data_shape(data))
     runs = []
@@ -80,32 +75,13 @@ def finetune_plan(setting: LayerParallelSettings, arms: list[PlannedRun]) -> lis
         init = FromRun(serial, f"run {serial.name} (seed {seed}), head dropped")
         runs += [planned(NOTEBOOK, model, data, setting.recipe(arm, seed, "fine-tuning"),
                          setting.run_name(arm, "fine-tuning"), init=init) for arm in FINETUNE_ARMS]
-    return runs
-
-
-def plan(profile: str) -> list[PlannedRun]:
-    """Every seed's three pre-training arms (`ARMS`), then every seed's fine-tunes of its serial arm's weights
-    (`FINETUNE_ARMS`). Its other parameters choose what it benchmarks, which no plan covers."""
-    setting = get_profile(profile).layer_parallel
-    arms = arms_plan(setting)
-    return arms + finetune_plan(setting, arms)
+    return arms + runs
 
 
 def estimate(profile: str, flops_per_second=None) -> Estimate:
     return estimate_runs(NOTEBOOK, profile, plan(profile), flops_per_second,
                          "the adaptive arm at its starting cycles and checks: more cycles later cost more, a switch "
                          "to backprop less")
-
-
-def describe(profile: str) -> str:
-    return get_profile(profile).layer_parallel.describe()
-
-
-def _arm(run: PlannedRun) -> str:
-    recipe = run.recipe
-    if recipe.solver == "backprop":
-        return "serial"
-    return "adaptive" if recipe.mgrit_check_every else "fixed"
 
 
 def run(profile: str, progress: bool = True) -> tuple[pd.DataFrame, list[RunResult]]:
@@ -117,7 +93,8 @@ def run(profile: str, progress: bool = True) -> tuple[pd.DataFrame, list[RunResu
     for t in trained:
         phase = "fine-tuning" if t.planned.init is not None else "pre-training"
         result, recipe = t.result, t.planned.recipe
-        rows.append({"phase": phase, "dataset": setting.data_config(phase).dataset, "arm": _arm(t.planned),
+        arm = "serial" if recipe.solver == "backprop" else "adaptive" if recipe.mgrit_check_every else "fixed"
+        rows.append({"phase": phase, "dataset": setting.data_config(phase).dataset, "arm": arm,
                      "model": result.model_config.name, "solver": recipe.describe_solver(), "seed": recipe.seed,
                      "test_images": len(t.data.test_labels), "test_acc": result.final_test_acc,
                      "correct": result.correct(), "num_params": result.num_params, "epochs": len(result.history),
@@ -128,25 +105,17 @@ def run(profile: str, progress: bool = True) -> tuple[pd.DataFrame, list[RunResu
     return pd.DataFrame(rows), [t.result for t in trained]
 
 
-# --- accuracy -------------------------------------------------------------------------------------------------
-
 def accuracy_claims(setting: LayerParallelSettings) -> list[AccuracyClaim]:
-    """The paper's "commensurate with serial pre-training" (the fixed and the adaptive arm) and "fine-tuning is
-    unaffected" (fixed-cycle MGRIT against backprop, both from the serial weights), each as "minus serial exceeds
-    -margin"."""
+    """The paper's "commensurate" (the fixed and the adaptive arm) and "unaffected" (see the module docstring)."""
     f, b = setting.fixed_iterations
-    fixed = f"MGRIT, fixed {f} forward / {b} adjoint cycles"
-    within = f"within {setting.margin:g} point"
-    return [
-        AccuracyClaim(setting.dataset, "fixed", "serial", f"layer-parallel pre-training ({fixed}) is commensurate "
-                      f"with serial: {within} on {setting.dataset}", column="arm", threshold=-setting.margin),
-        AccuracyClaim(setting.dataset, "adaptive", "serial", f"layer-parallel pre-training (MGRIT, adaptive) is "
-                      f"commensurate with serial: {within} on {setting.dataset}", column="arm",
-                      threshold=-setting.margin),
-        AccuracyClaim(setting.finetune_dataset, "fixed", "serial", f"fine-tuning layer-parallel ({fixed}) is "
-                      f"unaffected: {within} of serial fine-tuning on {setting.finetune_dataset}", column="arm",
-                      threshold=-setting.margin),
-    ]
+    fixed, within = f"MGRIT, fixed {f} forward / {b} adjoint cycles", f"within {setting.margin:g} point"
+    pre = f"commensurate with serial: {within} on {setting.dataset}"
+    claims = [(setting.dataset, "fixed", f"layer-parallel pre-training ({fixed}) is {pre}"),
+              (setting.dataset, "adaptive", f"layer-parallel pre-training (MGRIT, adaptive) is {pre}"),
+              (setting.finetune_dataset, "fixed", f"fine-tuning layer-parallel ({fixed}) is unaffected: {within} of "
+               f"serial fine-tuning on {setting.finetune_dataset}")]
+    return [AccuracyClaim(dataset, arm, "serial", claim, column="arm", threshold=-setting.margin)
+            for dataset, arm, claim in claims]
 
 
 def arms_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -154,16 +123,14 @@ def arms_table(runs: pd.DataFrame) -> pd.DataFrame:
     the same phase."""
     table = accuracy_table(runs, ("phase", "dataset", "arm"))
     first = runs.drop_duplicates(["phase", "arm"]).set_index(["phase", "arm"])
-    table["solver"] = [first.loc[(p, a), "solver"] for p, a in zip(table["phase"], table["arm"])]
-    table["model"] = [first.loc[(p, a), "model"] for p, a in zip(table["phase"], table["arm"])]
+    for column in ("solver", "model"):
+        table[column] = [first.loc[(p, a), column] for p, a in zip(table["phase"], table["arm"])]
     serial = table[table["arm"] == "serial"].set_index("phase")["our_acc"]
     table["minus_serial"] = table["our_acc"] - table["phase"].map(serial)
     columns = ["phase", "dataset", "arm", "model", "solver", "params", "our_acc", "our_acc_low", "our_acc_high",
                "minus_serial", "seed_std", "seeds", "test_images", "seconds_per_run"]
     return table[columns]
 
-
-# --- the solver's record ----------------------------------------------------------------------------------------
 
 def _checks(record: RunResult) -> list[list]:
     return [check for entry in record.history for check in entry.get("mgrit_checks") or []]
@@ -172,19 +139,16 @@ def _checks(record: RunResult) -> list[list]:
 def solver_checks(runs: pd.DataFrame, records: list[RunResult]) -> pd.DataFrame:
     """Every check of the exact gradient that a run made (the adaptive arm's): phase, arm, seed, step, the relative
     errors of the chain's output and of its gradient, and the (forward, adjoint) cycles it was made at."""
-    rows = []
-    for (_, run), record in zip(runs.iterrows(), records):
-        for step, output_error, gradient_error, cycles in _checks(record):
-            rows.append({"phase": run["phase"], "arm": run["arm"], "seed": run["seed"], "step": step,
-                         "output_error": output_error, "gradient_error": gradient_error,
-                         "cycles": tuple(cycles) if cycles is not None else None})
+    rows = [(run["phase"], run["arm"], run["seed"], step, output_error, gradient_error,
+             tuple(cycles) if cycles is not None else None)
+            for (_, run), record in zip(runs.iterrows(), records)
+            for step, output_error, gradient_error, cycles in _checks(record)]
     return pd.DataFrame(rows, columns=["phase", "arm", "seed", "step", "output_error", "gradient_error", "cycles"])
 
 
 def solver_table(runs: pd.DataFrame, records: list[RunResult]) -> pd.DataFrame:
-    """One row per MGRIT run: the cycles it started and ended with ("backprop" once switched), the step it switched
-    at, the steps from which it adapted (one more cycle, or backprop), how many checks it made and how many found
-    the gradient error past its recipe's tolerance, and the errors of the first, worst and last check."""
+    """One row per MGRIT run: end_cycles "backprop" once switched; adapted_from, the steps from which it used one more
+    cycle (or backprop); past_tolerance, the checks that found the gradient error past its recipe's tolerance."""
     rows = []
     for (_, run), record in zip(runs.iterrows(), records):
         recipe = record.config["recipe"]
@@ -195,20 +159,16 @@ def solver_table(runs: pd.DataFrame, records: list[RunResult]) -> pd.DataFrame:
         final = record.history[-1].get("mgrit_iterations")
         switches = [entry.get("solver_switch_step") for entry in record.history
                     if entry.get("solver_switch_step") is not None]
-        rows.append({"phase": run["phase"], "arm": run["arm"], "seed": run["seed"],
-                     "start_cycles": tuple(recipe["mgrit_iterations"]),
-                     "end_cycles": tuple(final) if final is not None else "backprop",
-                     "switch_step": switches[0] if switches else None,
-                     "adapted_from": tuple(check[0] + 1 for check in checks if check[2] > tolerance),
-                     "checks": len(checks), "past_tolerance": sum(error > tolerance for error in errors),
-                     "first_gradient_error": errors[0] if errors else math.nan,
-                     "worst_gradient_error": max(errors) if errors else math.nan,
-                     "last_gradient_error": errors[-1] if errors else math.nan})
+        rows.append((run["phase"], run["arm"], run["seed"], tuple(recipe["mgrit_iterations"]),
+                     tuple(final) if final is not None else "backprop", switches[0] if switches else None,
+                     tuple(check[0] + 1 for check in checks if check[2] > tolerance), len(checks),
+                     sum(error > tolerance for error in errors),
+                     *((errors[0], max(errors), errors[-1]) if errors else (math.nan,) * 3)))
     table = pd.DataFrame(rows, columns=["phase", "arm", "seed", "start_cycles", "end_cycles", "switch_step",
                                         "adapted_from", "checks", "past_tolerance", "first_gradient_error",
                                         "worst_gradient_error", "last_gradient_error"])
     # a step or None, as the history records it (pandas would turn a column of steps and Nones into floats)
-    table["switch_step"] = pd.Series([row["switch_step"] for row in rows], dtype=object)
+    table["switch_step"] = pd.Series([row[5] for row in rows], dtype=object)
     return table
 
 
@@ -236,8 +196,12 @@ def step_losses(runs: pd.DataFrame, seed: int, profile: str) -> pd.DataFrame:
         log_path = step_log_path(record_path)
         if log_path.is_file():
             log = read_step_log(log_path)[["step", "loss"]]
-        else:
-            log = _epoch_losses(read_record(record_path, run["run_key"]))
+        else:  # a one-stage run with one step per minibatch: each epoch's mean loss at its last step
+            record = read_record(record_path, run["run_key"])
+            data, recipe = record.config["data"], record.config["recipe"]
+            per_epoch = math.ceil(round(data["n_train"] * (1 - data["val_fraction"])) / recipe["batch_size"])
+            log = pd.DataFrame({"step": [entry["epoch"] * per_epoch - 1 for entry in record.history],
+                                "loss": [entry["train_loss"] for entry in record.history]})
             coarse.append(run["run_name"])
         frames.append(log.assign(phase=run["phase"], arm=run["arm"]))
     if coarse:
@@ -246,22 +210,10 @@ def step_losses(runs: pd.DataFrame, seed: int, profile: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[["phase", "arm", "step", "loss"]]
 
 
-def _epoch_losses(record: RunResult) -> pd.DataFrame:
-    """(step, loss) of each epoch of a one-stage run with one step per minibatch: its last step, its mean loss."""
-    data, recipe = record.config["data"], record.config["recipe"]
-    train_images = round(data["n_train"] * (1 - data["val_fraction"]))
-    per_epoch = math.ceil(train_images / recipe["batch_size"])
-    return pd.DataFrame({"step": [entry["epoch"] * per_epoch - 1 for entry in record.history],
-                         "loss": [entry["train_loss"] for entry in record.history]})
-
-
-# --- the MGRIT convergence table ----------------------------------------------------------------------------------
-
 def convergence_rows(profile: str) -> tuple[pd.DataFrame, str]:
-    """`paraformer.bench.convergence`'s table for this profile and where it comes from: its CSV in the profile's
-    tables, else (profiles measured on the quick settings) the committed quick one, else, at ci, computed here
-    (seconds: the ci settings, with this experiment's coarsening added); an empty table, saying how to make it,
-    otherwise."""
+    """`paraformer.bench.convergence`'s table for this profile and where it comes from: its CSV in the profile's tables,
+    else (profiles measured on the quick settings) the committed quick one, else, at ci, computed here (seconds: the ci
+    settings, with this experiment's coarsening added); an empty table, saying how to make it, otherwise."""
     own, setting = get_profile(profile).convergence, get_profile(profile).layer_parallel
     candidates = [(profile, convergence.output_paths(profile)[0])]
     if profile != "quick" and own == get_profile("quick").convergence:
@@ -288,8 +240,6 @@ def convergence_view(table: pd.DataFrame, setting: LayerParallelSettings) -> pd.
     return wide.reset_index()
 
 
-# --- speed ------------------------------------------------------------------------------------------------------
-
 SERIAL_METHOD = "ddp"  # at one process: the plain serial step of the ViT (DDP over one rank adds nothing)
 
 
@@ -300,34 +250,9 @@ def mgrit_method(setting: LayerParallelSettings) -> str | None:
     return f"mgrit-{forward}it" if adjoint == 1 else None
 
 
-def speed_data(profile: str, processes: tuple[int, ...] = (1, 2),
-               measure_other_device: bool = True) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """The profile's benchmark CSVs (`speed.load`), with the multi-process benchmark measured here first where its
-    CSVs are missing or, unless `measure_other_device` is False, were measured on another kind of device (as
-    notebook 06 does; `make bench` measures everything afresh); and what was measured."""
-    data = speed.load(profile)
-    todo = [name for name in speed.to_measure(data, processes) if name == "multi"]
-    if not measure_other_device:
-        todo = speedup.only_missing(todo, data, processes)
-    if todo:
-        settings = get_profile(profile)
-        speed.run(settings.bench, settings.multi, only=tuple(todo), processes=processes)
-        data = speed.load(profile)
-    return data, todo
-
-
-def _step(steps: pd.DataFrame, method: str | None, model: str, processes: int) -> float | None:
-    """The best measured step (over micro-batch counts) of `method` on `model` at `processes`, or None."""
-    if steps.empty or method is None:
-        return None
-    rows = steps[(steps["method"] == method) & (steps["model"] == model) & (steps["processes"] == processes)]
-    return float(rows["seconds"].min()) if len(rows) else None
-
-
 def _top_processes(steps: pd.DataFrame) -> int:
     """The most processes the benchmark ran (2 where it ran none, the count the claims are made for)."""
-    counts = sorted(set(steps["processes"])) if len(steps) else []
-    return max(counts) if counts and max(counts) > 1 else 2
+    return max(2, steps["processes"].max()) if len(steps) else 2
 
 
 def _speed_claims(profile: str, setting: LayerParallelSettings, top: int) -> list[tuple]:
@@ -358,22 +283,21 @@ def missing_speed_rows(data: dict[str, pd.DataFrame], profile: str,
     steps = costmodel.multi_steps(data)
     needed = {step: None for *_, slow, fast in _speed_claims(profile, setting, _top_processes(steps))
               for step in (slow, fast)}
-    return [step for step in needed if _step(steps, *step) is None]
+    return [step for step in needed if math.isnan(costmodel.best_step(steps, *step))]
 
 
 def speed_verdicts(data: dict[str, pd.DataFrame], profile: str,
                    setting: LayerParallelSettings) -> list[speedup.SpeedVerdict]:
-    """The paper's "parallel acceleration over the layer dimension": the serial ViT's step on one process over the
-    fixed arm's MGRIT step on the most processes the benchmark ran (kind "paper"); and two comparisons the paper
-    gives no figure for: MGRIT's own speed-up from one process, and branch parallelism of the ParaFormer with as
-    many layers and the same width against it. A claim whose rows the CSVs lack is not testable, saying which."""
+    """The paper's "parallel acceleration over the layer dimension" (see the module docstring) and two comparisons it
+    gives no figure for: MGRIT's own speed-up from one process, and branch parallelism of the ParaFormer with as many
+    layers and the same width against it. A claim whose rows the CSVs lack is not testable, saying which."""
     steps = costmodel.multi_steps(data)
     spread, _ = speedup.ratio_spread(data)
     device = speedup.device_of(steps) if len(steps) else "no benchmark"
     out = []
     for key, kind, claim, slow, fast in _speed_claims(profile, setting, _top_processes(steps)):
-        times = [_step(steps, *slow), _step(steps, *fast)]
-        missing = [speed_row_words(step, setting) for step, t in zip((slow, fast), times) if t is None]
+        times = [costmodel.best_step(steps, *slow), costmodel.best_step(steps, *fast)]
+        missing = [speed_row_words(step, setting) for step, t in zip((slow, fast), times) if math.isnan(t)]
         if missing:
             why = (f"the benchmark CSVs lack {'; '.join(missing)} (measured before those rows were timed, or "
                    "skipped there); make bench measures them")
@@ -388,18 +312,16 @@ def speed_verdicts(data: dict[str, pd.DataFrame], profile: str,
 
 
 def speed_table(data: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """The multi-process table (`speedup.multi_table`) cut to what this notebook compares: the serial ViT (DDP at
-    one process) and its DDP, every MGRIT row and branch parallelism, with each step's speed-up over the serial ViT
-    step on one process."""
+    """`speedup.multi_table` cut to the serial ViT (DDP at one process) and its DDP, MGRIT and branch parallelism,
+    with each step's speed-up over the serial ViT step on one process."""
+    columns = ["processes", "method", "model", "step_ms", "speedup_over_1_process", "serial_over_this"]
     if costmodel.multi_steps(data).empty:
-        return pd.DataFrame(columns=["processes", "method", "model", "step_ms", "speedup_over_1_process",
-                                     "serial_over_this"])
+        return pd.DataFrame(columns=columns)
     table = speedup.multi_table(data)
     keep = table["method"].isin([SERIAL_METHOD, "branch"]) | table["method"].str.startswith("mgrit-")
     table = table[keep & ~((table["method"] == SERIAL_METHOD) & table["model"].str.startswith("Para-F"))].copy()
     serial = table[(table["method"] == SERIAL_METHOD) & (table["processes"] == 1)]["step_ms"]
     table["serial_over_this"] = float(serial.iloc[0]) / table["step_ms"] if len(serial) else math.nan
-    columns = ["processes", "method", "model", "step_ms", "speedup_over_1_process", "serial_over_this"]
     return table[columns].reset_index(drop=True)
 
 
@@ -426,10 +348,8 @@ class CostModelWinners:
                      "width (above 1: branch parallelism is faster)")
         lines = [head + "."]
         for depth, rows in self.table[self.table["allreduce"] == "ring"].groupby("depth", sort=True):
-            wins: dict[str, list[str]] = {}
-            for _, row in rows.sort_values("devices").iterrows():
-                wins.setdefault(row["fastest"], []).append(str(row["devices"]))
-            where = "; ".join(f"{method} at {', '.join(devices)}" for method, devices in wins.items())
+            where = "; ".join(f"{method} at {', '.join(str(p) for p in wins['devices'])}"
+                              for method, wins in rows.sort_values("devices").groupby("fastest", sort=False))
             ratios = rows.dropna(subset=["mgrit_over_branch"])
             against = ("; over branch parallelism " + ", ".join(
                 f"{r['mgrit_over_branch']:.2f}x at {r['devices']}" for _, r in ratios.iterrows()) if len(ratios)
@@ -439,13 +359,10 @@ class CostModelWinners:
 
 
 def cost_model_winners(data: dict[str, pd.DataFrame], profile: str, setting: LayerParallelSettings) -> CostModelWinners:
-    """From `costmodel.predictions` of the benchmark CSVs `data` (every depth; none without the 1- and 2-process
-    costs): per depth, device count and all-reduce model, the fastest of the lines that train the ViT
-    (`speedup.cost_model_lines`: the pipeline, DDP, MGRIT), and the fixed arm's MGRIT step over the branch-parallel
-    ParaFormer's (another model, of as many layers and the same width)."""
+    """`CostModelWinners` from `costmodel.predictions` at every depth (none without the 1- and 2-process costs):
+    the fastest of the lines that train the ViT (`speedup.cost_model_lines`: the pipeline, DDP, MGRIT)."""
     has_costs = {"multi_costs_1", "multi_costs_2"} <= set(data)
-    settings = get_profile(profile)
-    predicted = costmodel.predictions(data, settings.bench, settings.multi) if has_costs else pd.DataFrame()
+    predicted = speedup.predictions(data, profile) if has_costs else pd.DataFrame()
     method = mgrit_method(setting)
     rows, compared = [], None
     for depth in sorted(set(predicted["depth"])) if not predicted.empty else []:
@@ -466,11 +383,6 @@ def cost_model_winners(data: dict[str, pd.DataFrame], profile: str, setting: Lay
                              "fastest_ms": times[fastest], "mgrit_over_branch": ratio})
     columns = ["depth", "devices", "allreduce", "fastest", "fastest_ms", "mgrit_over_branch"]
     return CostModelWinners(pd.DataFrame(rows, columns=columns), compared)
-
-
-def claims_device(runs: pd.DataFrame, verdicts: list[speedup.SpeedVerdict]) -> str:
-    """The devices behind the claims table: the training runs' and the benchmark's."""
-    return "; ".join(dict.fromkeys([*runs["device"], *(v.device for v in verdicts)]))
 
 
 @dataclass
@@ -522,10 +434,11 @@ class Speed:
 
 
 def speed_findings(profile: str, processes: tuple[int, ...] = (1, 2), measure_other_device: bool = True) -> Speed:
-    """The speed claims from the benchmark CSVs (`speed_data`); writes tables/layer_parallel_speed and
-    tables/layer_parallel_cost_model."""
+    """The speed claims from the benchmark CSVs, the multi-process benchmark measured here first as notebook 06 does
+    (`speedup.run`); writes tables/layer_parallel_speed and tables/layer_parallel_cost_model."""
     setting = get_profile(profile).layer_parallel
-    data, measured = speed_data(profile, tuple(processes), measure_other_device)
+    data, measured = speedup.run(profile, processes=tuple(processes), measure_other_device=measure_other_device,
+                                 only=("multi",))
     missing = [speed_row_words(row, setting) for row in missing_speed_rows(data, profile, setting)]
     table, verdicts = speed_table(data), speed_verdicts(data, profile, setting)
     write_table(table, "layer_parallel_speed", "Training step of the ViT: serial, data-parallel and layer-parallel "
@@ -543,5 +456,7 @@ def speed_findings(profile: str, processes: tuple[int, ...] = (1, 2), measure_ot
 def report(found: Findings, measured: Speed, runs: pd.DataFrame, profile: str) -> list[Verdict]:
     """The report's claims: the accuracy verdicts and the paper's speed claim; returns them."""
     verdicts = found.verdicts + [v.verdict for v in measured.verdicts if v.kind == "paper"]
-    write_claims(verdicts, PAPER_2026, NOTEBOOK, profile, claims_device(runs, measured.verdicts))
+    # the devices behind the claims: the training runs' and the benchmark's
+    devices = "; ".join(dict.fromkeys([*runs["device"], *(v.device for v in measured.verdicts)]))
+    write_claims(verdicts, PAPER_2026, NOTEBOOK, profile, devices)
     return verdicts

@@ -1,7 +1,7 @@
 """Notebook 06: the speed tables, and the verdicts on the project's speed targets and the papers' speed claims,
 from the benchmark CSVs (`paraformer.bench.speed.load`; `make bench` measures them, and `run` measures what is
-missing). Every ratio divides two times measured in the same run on the
-same device, and every verdict comes from `paraformer.experiments.stats.judge`; `summary` only puts them in words.
+missing). Every ratio divides two times measured in the same run on the same device, and every verdict comes from
+`paraformer.experiments.stats.judge`; `summary` only puts them in words.
 
 The CSVs keep one median per configuration, not the repeats behind it, so a ratio's interval cannot come from
 its own repeats. It comes from the data instead: wherever the CSVs time one computation twice (`auto` and the
@@ -49,13 +49,13 @@ def estimate(profile: str, flops_per_second=None) -> Estimate:
                          "measures missing ones, which this estimate does not cover)")
 
 
-def run(profile: str, rerun: bool = False, processes=(1, 2), measure_other_device: bool = True
-        ) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """The profile's benchmark CSVs (`speed.load`), with the benchmarks measured here first where they are missing
-    or (unless `measure_other_device` is False) were measured on another kind of device; every one with `rerun`.
-    Returns the CSVs and what was measured."""
+def run(profile: str, rerun: bool = False, processes=(1, 2), measure_other_device: bool = True,
+        only: tuple[str, ...] = speed.BENCHMARKS) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """The profile's benchmark CSVs (`speed.load`) and what was measured here first (of `only`): every benchmark with
+    `rerun`, else those missing or (unless `measure_other_device` is False) measured on another kind of device."""
     data = speed.load(profile)
-    todo = list(speed.BENCHMARKS) if rerun else speed.to_measure(data, tuple(processes))
+    todo = [name for name in (speed.BENCHMARKS if rerun else speed.to_measure(data, tuple(processes)))
+            if name in only]
     if not (rerun or measure_other_device):
         todo = only_missing(todo, data, tuple(processes))
     if todo:
@@ -72,7 +72,6 @@ NOT_GROWING = 1.25  # latency growth from the fewest to the most layers that we 
 N_OVER_M_REACHED = 0.9  # a measured speed-up this close to N/M counts as "N/M times faster"
 MIN_SPREAD = 0.02  # the narrowest interval around a ratio (+-2%), however well two repeated medians agree
 UNKNOWN_SPREAD = 0.05  # the interval where the CSVs time no computation twice (+-5%)
-KINDS = ("target", "paper", "comparison")  # this project's targets; the papers' claims; comparisons without one
 
 
 def device_of(df: pd.DataFrame) -> str:
@@ -80,8 +79,8 @@ def device_of(df: pd.DataFrame) -> str:
 
 
 def only_missing(todo: list[str], data: dict[str, pd.DataFrame], processes: tuple[int, ...]) -> list[str]:
-    """Of the benchmarks `todo` (from `paraformer.bench.speed.to_measure`), those that have no CSV in `data` at all: what
-    must be measured before notebook 06 can tabulate CSVs measured on another kind of device as they are."""
+    """Of the benchmarks `todo` (`speed.to_measure`), those with no CSV in `data` at all: what must be measured
+    before notebook 06 can tabulate CSVs measured on another kind of device as they are."""
     unknown = set(todo) - {"strategies", "layers", "multi"}
     if unknown:
         raise ValueError(f"unknown benchmark(s) {sorted(unknown)}; expected strategies, layers or multi")
@@ -109,22 +108,19 @@ def layers_table(layers: pd.DataFrame) -> pd.DataFrame:
         para = rows[(rows["family"] == "ParaFormer") & (rows["strategy"] == "auto")]
         return para.assign(vit_seconds=para["num_layers"].map(vit))
 
-    inference, train = times("inference"), times("train")
-    table = inference[["model", "num_layers", "branch_depth"]].copy()
-    table["vs"] = "ViT-" + table["num_layers"].astype(str)
-    table["paper_N_over_M"] = table["num_layers"] / table["branch_depth"]
-    table["inference_ms"] = inference["seconds"] * 1e3
-    table["vit_inference_ms"] = inference["vit_seconds"] * 1e3
-    table["inference_speedup"] = inference["vit_seconds"] / inference["seconds"]
-    speedup = train.set_index("model")["vit_seconds"] / train.set_index("model")["seconds"]
-    table["train_speedup"] = table["model"].map(speedup)
+    inference, train = times("inference"), times("train").set_index("model")
+    table = inference[["model", "num_layers", "branch_depth"]].assign(
+        vs="ViT-" + inference["num_layers"].astype(str),
+        paper_N_over_M=inference["num_layers"] / inference["branch_depth"],
+        inference_ms=inference["seconds"] * 1e3, vit_inference_ms=inference["vit_seconds"] * 1e3,
+        inference_speedup=inference["vit_seconds"] / inference["seconds"],
+        train_speedup=inference["model"].map(train["vit_seconds"] / train["seconds"]))
     return table.sort_values(["branch_depth", "num_layers"]).reset_index(drop=True)
 
 
 def multi_table(data: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Per number of processes, method and model (ddp times both the ViT and the ParaFormer), the best step over
-    micro-batch counts, and the ratio of that time to the branch-parallel step of the same run (the paper's 3.30x
-    is such a ratio, against FairScale)."""
+    micro-batch counts and its ratio to the same run's branch-parallel step (the paper's 3.30x: one, FairScale's)."""
     steps = costmodel.multi_steps(data)
     best = steps.loc[steps.groupby(["processes", "method", "model"], sort=False)["seconds"].idxmin()]
     branch = best[best["method"] == "branch"].set_index("processes")["seconds"]
@@ -138,16 +134,6 @@ def multi_table(data: dict[str, pd.DataFrame]) -> pd.DataFrame:
     table["paper_vs_fairscale"] = [f"{FAIRSCALE_SPEEDUP[0]:.2f} +- {FAIRSCALE_SPEEDUP[1]:.2f}" if m == "fairscale"
                                    else "" for m in table["method"]]
     return table.reset_index(drop=True)
-
-
-def branch_scaling(data: dict[str, pd.DataFrame], processes: int) -> float | None:
-    """How many times faster the branch-parallel step is on `processes` processes than the whole model on one,
-    both from the same run; None where that run is missing."""
-    steps = data.get(f"multi_steps_{processes}")
-    if steps is None:
-        return None
-    seconds = steps.set_index("method")["seconds"]
-    return float(seconds["branch, 1 process"] / seconds["branch"])
 
 
 def ratio_spread(data: dict[str, pd.DataFrame]) -> tuple[float, str]:
@@ -181,7 +167,7 @@ def ratio_spread(data: dict[str, pd.DataFrame]) -> tuple[float, str]:
 @dataclass(frozen=True)
 class SpeedVerdict:
     key: str  # stable name: "auto", "latency", "scaling", "growth", "n_over_m", or a pipeline's method name
-    kind: str  # one of KINDS
+    kind: str  # "target" (this project's), "paper" (the papers' claims) or "comparison" (without one)
     verdict: Verdict  # from `judge`, the only place a verdict is decided
     detail: str  # the figures behind it, for the reader
     device: str  # what it was measured on
@@ -263,8 +249,9 @@ def _multi_verdicts(data: dict[str, pd.DataFrame], steps: pd.DataFrame, spread: 
     top = int(multi["processes"].max())
     device = device_of(steps)
     out = []
-    scaling = branch_scaling(data, top)
-    if scaling is not None:
+    if f"multi_steps_{top}" in data:  # the branch-parallel step on `top` processes against the whole model on one
+        seconds = data[f"multi_steps_{top}"].set_index("method")["seconds"]
+        scaling = float(seconds["branch, 1 process"] / seconds["branch"])
         out.append(judge_ratio(
             "scaling", "target", f"branch-parallel step on {top} processes at least {SCALING_TARGET:g}x faster than "
             "on one", scaling, SCALING_TARGET, spread,
@@ -279,10 +266,9 @@ def _multi_verdicts(data: dict[str, pd.DataFrame], steps: pd.DataFrame, spread: 
                  else f"branch parallel faster than {method}'s best pipeline at {top} processes")
         threshold = paper - paper_spread if fairscale else 1.0
         if method not in at_top.index:
-            out.append(judge_ratio(method, kind, claim, math.nan, threshold, spread, "", device,
-                                   paper=paper_figure,
-                                   not_testable=f"{method} was not measured at {top} processes (see the benchmark "
-                                                "log)"))
+            out.append(judge_ratio(method, kind, claim, math.nan, threshold, spread, "", device, paper=paper_figure,
+                                   not_testable=f"{method} was not measured at {top} processes (see the "
+                                                "benchmark log)"))
             continue
         row = at_top.loc[method]
         ratio, own = float(row["vs_branch"]), float(row["speedup_over_1_process"])
@@ -293,12 +279,10 @@ def _multi_verdicts(data: dict[str, pd.DataFrame], steps: pd.DataFrame, spread: 
                   f"pipeline ({row['micro_batches']} micro-batches) of {row['model']}; each method's own speed-up "
                   f"from 1 to {top} processes: {method} {own:.2f}x, branch parallel "
                   f"{at_top.loc['branch', 'speedup_over_1_process']:.2f}x (most of the ratio is the model)")
-        not_testable = None
         on_cpu = set(top_steps.loc[top_steps["method"] == method, "device_type"]) == {"cpu"}
-        if fairscale and on_cpu:
-            not_testable = (f"on a CPU FairScale's Pipe cannot overlap its partitions (one worker thread per device, "
-                            f"and every partition's device is 'cpu': its own speed-up from 1 to {top} processes is "
-                            f"{own:.2f}x); the paper measured GPUs")
+        not_testable = (f"on a CPU FairScale's Pipe cannot overlap its partitions (one worker thread per device, "
+                        f"and every partition's device is 'cpu': its own speed-up from 1 to {top} processes is "
+                        f"{own:.2f}x); the paper measured GPUs") if fairscale and on_cpu else None
         out.append(judge_ratio(method, kind, claim, ratio, threshold, spread, detail, device, paper=paper_figure,
                                not_testable=not_testable))
     return out
@@ -319,7 +303,6 @@ def speed_verdicts(data: dict[str, pd.DataFrame]) -> list[SpeedVerdict]:
 
 
 def verdict_table(verdicts: list[SpeedVerdict]) -> pd.DataFrame:
-    """One row per verdict: key, kind, the `Verdict` fields, detail and device."""
     return pd.DataFrame([v.to_dict() for v in verdicts])
 
 
@@ -433,11 +416,8 @@ def cost_model_summary(predicted: pd.DataFrame, depth: int | None = None) -> Cos
     for line in lines:
         if line.method not in NOTE_METHODS or (line.method == "ddp" and line.model != branch.model):
             continue
-        by_model = {}
-        for model in costmodel.ALLREDUCE_MODELS:
-            mine, theirs = line.predicted_ms(model), branch.predicted_ms(model)
-            by_model[model] = {p: mine[p] / theirs[p] for p in mine if p in theirs}
-        ratios[line.label] = by_model
+        ratios[line.label] = {model: {p: t / branch.predicted_ms(model)[p] for p, t in line.predicted_ms(model).items()
+                                      if p in branch.devices} for model in costmodel.ALLREDUCE_MODELS}
     return CostModelNote(
         depth if "depth" in rows.columns else None, tuple(sorted(int(p) for p in set(checked["devices"]))),
         (float(checked["ring_over_measured"].min()), float(checked["ring_over_measured"].max()))
@@ -447,11 +427,10 @@ def cost_model_summary(predicted: pd.DataFrame, depth: int | None = None) -> Cos
 
 
 def cost_model_note(data: dict[str, pd.DataFrame]) -> str | None:
-    """What the cost model predicts, under each all-reduce model, at the benchmark's depth (`CostModelNote` in
-    words: a prediction, not a verdict); None without its inputs."""
+    """`CostModelNote` at the benchmark's depth, in words (a prediction, not a verdict); None without its inputs."""
     if not {"multi_costs_1", "multi_costs_2"} <= set(data):
         return None
-    profile = _profile(data)
+    (profile,) = set(data["multi_costs_1"]["profile"])
     return cost_model_summary(predictions(data, profile), benchmark_depth(profile)).words()
 
 
@@ -479,8 +458,3 @@ def summary(data: dict[str, pd.DataFrame]) -> list[str]:
     lines += [verdict_line(v.verdict, "x") for v in verdicts]
     note = cost_model_note(data)
     return lines + ([note] if note else [])
-
-
-def _profile(data: dict[str, pd.DataFrame]) -> str:
-    (profile,) = set(data["multi_costs_1"]["profile"])
-    return profile

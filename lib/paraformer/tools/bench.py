@@ -25,10 +25,7 @@ CHOICES = (*speed.BENCHMARKS, "throughput", "convergence")
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
+    value = int(text)  # argparse reports its ValueError, and the one below, as an invalid value
     if value < 1:
         raise ValueError(f"{text!r} is not a positive integer")
     return value
