@@ -1,12 +1,9 @@
 """Accuracy tables with intervals, and accuracy claims judged by paired tests.
 
 Every run records which test images its final model got right (`RunResult.correct`), so two models are compared
-on the same images and, seed by seed, with the same training seed: `paired_difference` in `stats` resamples
-both. A table of runs (`run_sweep`'s rows, one per run, with a `correct` column) becomes:
-- `accuracy_table`: per dataset and model, the mean accuracy over seeds with its 95% interval (test images and
-  seeds resampled: the test-set noise does not shrink with seeds, since every seed scores the same images);
-- `judge_claims`: each "A is more accurate than B" claim a notebook makes, with Holm's correction over the
-  notebook's claims, as `Verdict`s; `verdict_table` lays them out.
+on the same images and, seed by seed, with the same training seed (`stats.paired_difference` resamples both). The
+intervals of `accuracy_table` resample test images and seeds: the test-set noise does not shrink with seeds, since
+every seed scores the same images. `judge_claims` judges a notebook's claims with Holm's correction over them.
 """
 
 from __future__ import annotations
@@ -86,22 +83,16 @@ def compare_with_paper(runs: pd.DataFrame, paper_table: dict) -> pd.DataFrame:
     return table[columns + [c for c in ("train_tflop",) if c in table]]
 
 
-def short(model: str) -> str:
-    """"1-24" for "Para-F-1-24", as claims name models."""
-    return model.removeprefix("Para-F-")
-
-
 def beats(dataset: str, better: str, worse: str, paper_table: dict) -> AccuracyClaim:
-    """"`better` beats `worse` on `dataset`", with the paper's difference where its table (dataset -> model -> %)
-    has both models."""
+    """"`better` beats `worse` on `dataset`", with the paper's difference where `paper_table` has both."""
     paper = paper_table.get(dataset, {})
     gap = paper[better] - paper[worse] if better in paper and worse in paper else None
-    return AccuracyClaim(dataset, better, worse, f"{short(better)} beats {short(worse)} on {dataset}", gap)
+    claim = f"{better.removeprefix('Para-F-')} beats {worse.removeprefix('Para-F-')} on {dataset}"
+    return AccuracyClaim(dataset, better, worse, claim, gap)
 
 
 def judge_claims(runs: pd.DataFrame, claims: list[AccuracyClaim], alpha: float = 0.05) -> list[Verdict]:
-    """Each claim's paired difference (by seed and by image) and its verdict, Holm-corrected over all `claims`
-    (the family a notebook tests)."""
+    """Each claim's paired difference (by seed and image) and verdict, Holm-corrected over all `claims`."""
     family = []
     for claim in claims:
         better, better_seeds = correctness(runs, dataset=claim.dataset, **{claim.column: claim.better})
@@ -121,8 +112,7 @@ def claims_note(extra: str = "") -> str:
 
 
 def verdict_table(verdicts: list[Verdict], claims: list[AccuracyClaim] | None = None) -> pd.DataFrame:
-    """One row per verdict: the claim, our difference with its interval (at the level the correction set), the
-    minimum detectable difference, the uncorrected p-value, the paper's figure, the verdict and its reason."""
+    """One row per verdict (its columns: `claims_note`), after the claim's dataset where `claims` are given."""
     datasets = [{"dataset": c.dataset} for c in claims] if claims is not None else [{}] * len(verdicts)
     return pd.DataFrame([{**d, "claim": v.claim, "ours": v.ours, "low": v.low, "high": v.high,
                           "interval_pct": 100 * v.confidence, "minimum_detectable": v.minimum_detectable,

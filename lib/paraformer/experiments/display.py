@@ -9,14 +9,12 @@ that cell binds and the parameters cell did not is a misspelt or unknown paramet
 papermill reads a line without "=" in the parameters cell as the continuation of the parameter above it, and would
 show `declare_parameters(globals())` as part of that parameter's default.) An unknown profile fails there too.
 
-**Tables and verdicts.**
-Every notebook writes its full tables (every column, full precision) to `results/tables/`, CSV and Markdown. On
+**Tables and verdicts.** Every notebook writes its full tables to `results/tables/` (`tables.write_table`). On
 screen it shows a reader's table made from them (`reader_table`): only the columns that answer the question, the
 paper's figure beside ours, each number rounded to what the measurement supports (an accuracy whose interval is
-points wide gets one decimal), no index, so that it fits a laptop's window beside JupyterLab's file browser.
-
-A verdict reads as the claim, what we found (one number with its interval) and the verdict word
-(`verdict_lines`); its reason, its level and the comparisons behind it are in the details table below it.
+points wide gets one decimal), no index, so that it fits a laptop's window beside JupyterLab's file browser. A
+verdict reads as the claim, ours with its interval and the verdict word (`verdict_lines`); its reason and level
+are in the details table below it (`verdict_details`).
 """
 
 from __future__ import annotations
@@ -38,11 +36,8 @@ _RECORD = "_paraformer_parameters"
 
 
 class UnknownParameterError(ConfigError):
-    """Parameters given to a notebook that its parameters cell does not define."""
-
     def __init__(self, unknown: list[str], known: list[str]):
-        self.unknown = tuple(unknown)
-        self.known = tuple(known)
+        self.unknown, self.known = tuple(unknown), tuple(known)
         super().__init__(f"unknown notebook parameter(s) {list(self.unknown)}; this notebook's parameters are "
                          f"{list(self.known)}")
 
@@ -55,7 +50,7 @@ def _values(namespace: dict) -> set[str]:
 
 
 def declare_parameters(namespace: dict) -> None:
-    """The last line of a notebook's parameters cell: every value bound so far is one of its parameters."""
+    """The last line of a notebook's parameters cell."""
     namespace[_RECORD] = {"parameters": sorted(_values(namespace)), "checked": False}
 
 
@@ -75,6 +70,7 @@ def check_parameters(namespace: dict) -> None:
         record["checked"] = True
     if "profile" in namespace:
         get_profile(namespace["profile"])
+
 
 MISSING = "–"  # an empty cell: the paper has no such figure, or the measurement does not apply
 
@@ -113,9 +109,8 @@ class ReaderTable:
         self.frame, self.caption = frame, caption
 
     def _repr_html_(self) -> str:
-        table = self.frame.to_html(index=False, border=0, escape=True)
         caption = f"<p style='margin:0.2em 0'><i>{html.escape(self.caption)}</i></p>" if self.caption else ""
-        return caption + table
+        return caption + self.frame.to_html(index=False, border=0, escape=True)
 
     def __repr__(self) -> str:
         text = self.frame.to_string(index=False)
@@ -132,8 +127,7 @@ def reader_table(table: pd.DataFrame, columns: list[tuple[str, object]], digits:
     for label, source, *own_digits in columns:
         digits_here = own_digits[0] if own_digits else digits
         if isinstance(source, tuple):
-            mean, low, high = (table[name] for name in source)
-            values = [interval_text(m, lo, hi, digits_here, label in signed) for m, lo, hi in zip(mean, low, high)]
+            values = [interval_text(*row, digits_here, label in signed) for row in zip(*(table[c] for c in source))]
         else:
             values = [number_text(_plain(value), digits_here, label in signed) for value in table[source]]
         if any(value != MISSING for value in values):
@@ -157,7 +151,7 @@ def paper_text(value, signed: bool = False) -> str:
     return f"{value:+g}" if signed else f"{value:g}"
 
 
-UNITS = {"points": ("points", 1, True), "x": ("x", 2, False), "epochs": ("epochs", 1, True)}
+UNITS = {"points": (1, True), "x": (2, False), "epochs": (1, True)}  # unit -> (decimals, signed)
 
 
 def verdict_line(verdict: Verdict, unit: str = "points") -> str:
@@ -165,8 +159,8 @@ def verdict_line(verdict: Verdict, unit: str = "points") -> str:
     inconclusive verdict the smallest effect the design would detect, for an untestable one why."""
     if unit not in UNITS:
         raise ValueError(f"unit={unit!r} is not one of {sorted(UNITS)}")
-    words, digits, signed = UNITS[unit]
-    suffix = "x" if unit == "x" else f" {words}"
+    digits, signed = UNITS[unit]
+    suffix = "x" if unit == "x" else f" {unit}"
     paper = f"; paper {paper_text(verdict.paper, signed)}{suffix}" if not _missing(verdict.paper) else ""
     if verdict.verdict == "not testable here":
         return f"**{verdict.claim}**: *not testable here*: {verdict.reason}{paper}"
@@ -184,17 +178,13 @@ def verdict_lines(verdicts: list[Verdict], unit: str = "points") -> str:
 
 
 def verdict_details(verdicts: list[Verdict], unit: str = "points", caption: str = "") -> ReaderTable:
-    """The table below the verdict lines: each comparison with its interval, the interval's level (above 95%
-    where a correction over the table's comparisons set it), the smallest effect the design detects, the paper's
-    figure and the verdict."""
-    _, digits, signed = UNITS[unit]
-    rows = pd.DataFrame({"claim": [v.claim for v in verdicts],
-                         "ours": [interval_text(v.ours, v.low, v.high, digits, signed)
-                                  if v.verdict != "not testable here" else MISSING for v in verdicts],
-                         "level (%)": [number_text(100 * v.confidence, 1) for v in verdicts],
-                         "detects": [number_text(v.minimum_detectable, digits) for v in verdicts],
-                         "paper": [paper_text(v.paper, signed) for v in verdicts],
-                         "verdict": [v.verdict for v in verdicts]})
+    """The table below the verdict lines: each comparison's interval, its level (above 95% where a correction set
+    it), the smallest effect the design detects, the paper's figure and the verdict."""
+    digits, signed = UNITS[unit]
+    rows = pd.DataFrame([(v.claim, MISSING if v.verdict == "not testable here" else
+                          interval_text(v.ours, v.low, v.high, digits, signed), number_text(100 * v.confidence, 1),
+                          number_text(v.minimum_detectable, digits), paper_text(v.paper, signed), v.verdict)
+                         for v in verdicts], columns=["claim", "ours", "level (%)", "detects", "paper", "verdict"])
     rows = rows[[c for c in rows if c == "claim" or (rows[c] != MISSING).any()]]
     return ReaderTable(rows, caption)
 

@@ -11,10 +11,8 @@ operations on the real model, and divides by a measured throughput:
    instead, one step of `MGRITTraining`, which evaluates each layer several times. Only matrix products and
    convolutions count: optimizer updates, normalization, augmentation and data loading do not.
 2. **Time.** `measure_flops_per_second` times a few training steps of the profile's ViT-6 on this machine (CUDA
-   with bfloat16 autocast where there is one, else the CPU) and divides the counted FLOPs by the seconds: a model
-   FLOP throughput, not the device's peak. Real runs differ by model shape (narrow, shallow and depth-1 models use
-   a device less well) and compilation, evaluation bookkeeping and checkpoints come on top, so read the minutes as
-   an order of magnitude.
+   with bfloat16 autocast where there is one, else the CPU): a model FLOP throughput, not the device's peak. Read
+   the minutes as an order of magnitude (`CAVEAT` says why).
 
 `python -m paraformer.tools.estimate --profile gpu` estimates every notebook, each shared run counted once.
 """
@@ -32,7 +30,7 @@ import torch.nn.functional as F
 
 from ..core.config import ConfigError, ModelConfig, Recipe
 from ..core.data import image_counts
-from ..core.flops import count_flops, evaluation_flops_per_image, stage_flops
+from ..core.flops import _meta_model, count_flops, evaluation_flops_per_image, stage_flops
 from ..core.model import ParaFormer
 from ..core.paths import results_dir
 from ..core.provenance import device_name
@@ -55,16 +53,12 @@ class RunCost:
     train_flops: float
     eval_flops: float
 
-    @property
-    def flops(self) -> float:
-        return self.train_flops + self.eval_flops
-
 
 def _learns(stages, model: ModelConfig, method: str, parent: ModelConfig | None) -> str:
     if method == "frozen":
         return f"one branch per stage ({len(stages)} stages)"
-    names = frozenset(n for n, _ in _meta(model).named_parameters())
-    inherited = frozenset(n for n, _ in _meta(parent).named_parameters()) if parent is not None else frozenset()
+    names = frozenset(n for n, _ in _meta_model(model).named_parameters())
+    inherited = frozenset(n for n, _ in _meta_model(parent).named_parameters()) if parent is not None else frozenset()
     trainable = stages[0][0].trainable
     if trainable == names:
         return "all"
@@ -73,14 +67,8 @@ def _learns(stages, model: ModelConfig, method: str, parent: ModelConfig | None)
     return f"{len(trainable)} of {len(names)} tensors"
 
 
-def _meta(config: ModelConfig) -> ParaFormer:
-    with torch.device("meta"):
-        return ParaFormer(config)
-
-
 def run_cost(run: PlannedRun) -> RunCost:
-    """A run's FLOPs: each stage's per-image count x training images x its epochs, plus the evaluation forward
-    pass over the test split after every epoch."""
+    """A run's FLOPs: per-image counts x images x epochs, of its training and of the evaluation after each epoch."""
     n_train, _, n_test = image_counts(run.data)
     parent = run.parent.model if run.parent is not None else None
     stages = stage_flops(run.model, run.recipe.method, parent, run.recipe.freeze_inherited, run.recipe.prefix_weights)
@@ -100,26 +88,22 @@ def _mgrit_counts(model: ModelConfig, recipe: Recipe) -> tuple[float, float]:
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode, _FlopCounterMode
 
-    def counted(work) -> int:
-        # FlopCounterMode's module tracker hooks every module's gradients, and those hooks refuse the
-        # torch.autograd.grad calls that MGRIT's backward makes; its dispatch mode alone counts the same operators
-        counter = FlopCounterMode(display=False)
-        with sdpa_kernel(SDPBackend.MATH), _FlopCounterMode(counter):
-            work()
-        return counter.get_total_flops()
-
     x = torch.zeros(1, model.in_channels, model.image_size, model.image_size)
     y = torch.zeros(1, dtype=torch.long)
     counts = []
     for every in (0, 1):  # a check is due at step 0 whenever checks are on
-        net = _meta(model).to_empty(device="cpu")
-        with torch.no_grad():
-            for tensor in net.parameters():
-                tensor.zero_()
+        net = _meta_model(model).to_empty(device="cpu")
+        for tensor in net.parameters():
+            torch.nn.init.zeros_(tensor)
         solver = MGRITTraining(net, replace(recipe, mgrit_check_every=every))
         solver.start_epoch(0, [])
-        counts.append(counted(lambda: F.cross_entropy(solver(x), y).backward()))
-    return float(counts[0]), float(counts[1])
+        # FlopCounterMode's module tracker hooks every module's gradients, and those hooks refuse the
+        # torch.autograd.grad calls that MGRIT's backward makes; its dispatch mode alone counts the same operators
+        counter = FlopCounterMode(display=False)
+        with sdpa_kernel(SDPBackend.MATH), _FlopCounterMode(counter):
+            F.cross_entropy(solver(x), y).backward()
+        counts.append(float(counter.get_total_flops()))
+    return counts[0], counts[1]
 
 
 def mgrit_step_flops(model: ModelConfig, recipe: Recipe) -> float:
@@ -163,10 +147,9 @@ _MEASURED: dict[tuple, Throughput] = {}
 
 def measure_flops_per_second(profile: str = "quick", device: str | torch.device | None = None,
                              batch_size: int | None = None, repeats: int = 5) -> Throughput:
-    """Counted FLOPs / measured seconds of a joint training step (the recipe's optimizer) of `profile`'s ViT-6 at
-    its width and batch on its first dataset's image size, on `device` (None: CUDA with bfloat16 autocast if
-    available, else the CPU, at most `CPU_BATCH_LIMIT` images per step), uncompiled: the median of `repeats` steps
-    after one warm-up step. Remembered per device, profile and batch for the rest of the process."""
+    """Counted FLOPs / the median seconds of `repeats` joint training steps (after one warm-up) of `profile`'s ViT-6
+    at its width, batch and first dataset's image size, uncompiled, on `device` (None: CUDA with bfloat16 autocast
+    if available, else the CPU at most `CPU_BATCH_LIMIT` images a step); remembered per device, profile and batch."""
     scale = get_profile(profile).scale
     device = resolve_device("auto") if device is None else torch.device(device)
     batch = batch_size or scale.recipe.batch_size
@@ -212,20 +195,20 @@ COLUMNS = ["notebook", "run", "model", "dataset", "method", "seed", "learns", "p
 
 
 def run_rows(runs: list[PlannedRun], folder: Path, flops_per_second: float) -> pd.DataFrame:
-    """One row per planned run: its identity, what learns, its images, FLOPs and minutes at the rate, and whether
-    the run cache under `folder` holds it (None where its key cannot be known yet: its starting weights not made)."""
+    """One row per planned run (`COLUMNS`); `cached`: whether the run cache under `folder` holds it, None where its
+    key cannot be known yet (its starting weights not made)."""
     rows = []
     for run in runs:
         key = key_of(run, folder, stand_in=True)  # "planned-...": not known yet (see `plan.key_of`)
         cost = run_cost(run)
+        flops = cost.train_flops + cost.eval_flops
         rows.append({
             "notebook": run.notebook, "run": run.name, "model": run.model.name, "dataset": run.data.dataset,
             "method": run.recipe.method, "seed": run.recipe.seed, "learns": cost.learns,
             "parent": run.parent.name if run.parent else "", "init": run.init.description if run.init else "",
             "epochs": cost.epochs, "batch": run.recipe.batch_size, "train_images": cost.train_images,
             "test_images": cost.test_images, "train_pflop": cost.train_flops / 1e15,
-            "eval_pflop": cost.eval_flops / 1e15, "pflop": cost.flops / 1e15,
-            "minutes": cost.flops / flops_per_second / 60,
+            "eval_pflop": cost.eval_flops / 1e15, "pflop": flops / 1e15, "minutes": flops / flops_per_second / 60,
             "cached": None if key.startswith("planned-") else run_paths(run.name, key, folder)[0].is_file(),
             "key": key, "note": run.note,
         })

@@ -128,8 +128,7 @@ def execute(runs: list[PlannedRun], folder: Path, progress: bool = True) -> list
 
 
 def sweep_rows(trained: list[Trained]) -> pd.DataFrame:
-    """One row per run of a sweep (dataset, model, method, seed, accuracy, size, time, provenance), as the sweep
-    tables read them (`accuracy.accuracy_table`, `accuracy.judge_claims`)."""
+    """One row per run, as the sweep tables read them (`accuracy.accuracy_table`, `accuracy.judge_claims`)."""
     rows = []
     for t in trained:
         model, recipe, result = t.planned.model, t.planned.recipe, t.result
@@ -148,17 +147,14 @@ def sweep_rows(trained: list[Trained]) -> pd.DataFrame:
 
 def sweep(notebook: str, scale, model_names, datasets=None, methods: tuple[str, ...] = ("joint",),
           seeds: tuple[int, ...] | None = None) -> list[PlannedRun]:
-    """Every model of `model_names` with every method and seed (the scale's unless given), on every dataset (the
-    scale's unless given), in that order: datasets, then models x methods x seeds."""
+    """Datasets x `model_names` x `methods` x seeds, in that order (datasets and seeds: the scale's unless given)."""
     runs = []
     for dataset in datasets or scale.datasets:
         data = scale.data_config(dataset)
-        shape = data_shape(data)
         for name in model_names:
-            for method in methods:
-                for seed in seeds or scale.seeds:
-                    model = scale.model_config(name, shape)
-                    runs.append(planned(notebook, model, data, replace(scale.recipe, seed=seed, method=method)))
+            model = scale.model_config(name, data_shape(data))
+            runs += [planned(notebook, model, data, replace(scale.recipe, seed=seed, method=method))
+                     for method in methods for seed in seeds or scale.seeds]
     return runs
 
 

@@ -30,24 +30,21 @@ _ci = Scale(
 # Small batches give more optimizer steps for the same CPU time, and in 10 epochs augmentation only slows
 # learning: on Para-F-1-1, batch 32 without augmentation reached 73.7% (Fashion-MNIST) and 36.0% (CIFAR-10)
 # against 65.9% and 32.2% at batch 64 with flips (measured 2026-11-23).
-# Final accuracies are scored on every test image (10,000 per dataset), the per-epoch curves on 1,000 of them;
-# three seeds everywhere. To keep `make reproduce` within an hour on a 2-core CPU with three seeds, the
-# learning-rate grid and full test sets, what was cut (never seeds or test images): 5 epochs instead of 10 (at
-# 6, a whole run from an empty cache took 58.7 minutes of notebooks on an Intel Xeon, too close to the hour);
-# Table 3's sweep (notebook 02, whose 24-layer models cost the most) on CIFAR-10 alone, the dataset of the
-# paper's table; notebooks 03-04 on CIFAR-10 alone; notebook 01 keeps both datasets.
+# To keep `make reproduce` within an hour on a 2-core CPU with three seeds, the learning-rate grid and full test
+# sets, what was cut (never seeds or test images): 5 epochs instead of 10 (at 6, a whole run from an empty cache
+# took 58.7 minutes of notebooks on an Intel Xeon, too close to the hour); Table 3's sweep (notebook 02, whose
+# 24-layer models cost the most) on CIFAR-10 alone, the dataset of the paper's table; notebooks 03-04 on CIFAR-10
+# alone; notebook 01 keeps both datasets.
 _quick = Scale(
     name="quick", datasets=("cifar10", "fashion_mnist"), n_train=2500, n_test=None, width=64, num_heads=4,
     mlp_ratio=2.0, dropout=0.0, recipe=Recipe(epochs=5, batch_size=32, lr=2e-3, weight_decay=0.05,
                                               warmup_epochs=1.0, augment=()),
     seeds=(0, 1, 2), n_test_per_epoch=1000, depth_datasets=("cifar10",), lr_grid=(1e-3, 2e-3, 4e-3))
-# Between quick and paper: every image of the offline CIFAR-10 (50,000 / 10,000) and Fashion-MNIST (60,000 /
-# 10,000) at native size with patch 4, the authors' width (192, 3 heads, MLP ratio 4), one seed. The recipe is
-# a short from-scratch ViT recipe: batch 512 with AdamW at lr 1e-3 (the usual 5e-4 per 256 images, halved for
-# stability without a long warmup), 3 warmup epochs and cosine decay, label smoothing 0.1, and random crop
-# (4 px zero padding) + flip, which are batched on the device. RandAugment, mixup and dropout are left out:
-# they pay off over hundreds of epochs, not 40, and RandAugment runs image by image. torch.compile is on.
-# Epochs are set by the time budget (the estimate above).
+# Between quick and paper: every image of the offline datasets at native size, the authors' width, one seed. A
+# short from-scratch ViT recipe: AdamW at lr 1e-3 for batch 512 (the usual 5e-4 per 256 images, halved for
+# stability without a long warmup), cosine decay, label smoothing 0.1, random crop (4 px zero padding) + flip,
+# batched on the device. RandAugment, mixup and dropout are left out: they pay off over hundreds of epochs, not
+# 40, and RandAugment runs image by image. Epochs are set by the time budget (the estimate above).
 _gpu = Scale(
     name="gpu", datasets=("cifar10", "fashion_mnist"), n_train=None, n_test=None, width=192, num_heads=3,
     mlp_ratio=4.0, dropout=0.0, recipe=Recipe(epochs=40, batch_size=512, lr=1e-3, weight_decay=0.05,
@@ -67,8 +64,7 @@ _paper = Scale(
 # no weight decay, gradient clipping at norm 1, cosine decay) with a learning rate of 0.01 and batch 128.
 _finetune_recipe = Recipe(epochs=10, batch_size=128, optimizer="sgd", lr=0.01, weight_decay=0.0, warmup_epochs=0.5,
                           label_smoothing=0.0, grad_clip=1.0, augment=("flip", "crop"))
-# The benchmarks' model shapes: tiny for ci; the authors' width (192, 3 heads, MLP ratio 4) at 32 px, patch 4, for
-# the GPU-sized benchmarks of the gpu and paper profiles and for throughput against timm.
+# The benchmarks' model shapes: tiny for ci; the authors' for the gpu and paper benchmarks and throughput vs timm.
 _ci_shape = dict(width=32, num_heads=2, mlp_ratio=2.0, image_size=16, patch_size=4)
 _authors_shape = dict(width=192, num_heads=3, mlp_ratio=4.0, image_size=32, patch_size=4)
 _gpu_bench = dict(**_authors_shape, strategy_models=("1-6", "1-24", "2-24", "3-24", "6-24"), batches=(1, 32, 128, 512),
@@ -83,8 +79,7 @@ _convergence = ConvergenceSettings(depths=(8, 16, 32, 64), iterations=(0, 1, 2, 
 PROFILES = {
     "ci": Profile(
         name="ci", scale=_ci,
-        comparison=Comparison(replace(_ci, seeds=(0, 1), val_fraction=0.1), "1-4",
-                              authors_datasets=("fashion_mnist",)),
+        comparison=Comparison(replace(_ci, seeds=(0, 1), val_fraction=0.1), "1-4", authors_datasets=("fashion_mnist",)),
         expansion=ExpansionPlan("fashion_mnist", 2, 1, (0,), growth_start=1, growth_step=1, growth_steps=2,
                                 growth_epochs=2),
         bench=BenchSettings("ci", **_ci_shape, strategy_models=("1-4", "2-4"), batches=(1, 8), layer_counts=(1, 4),
@@ -111,7 +106,6 @@ PROFILES = {
         # sized like the other runs (250 training images per class).
         expansion=ExpansionPlan("cifar10", 2, 2, (0, 1, 2), growth_start=2, growth_step=2, growth_steps=3,
                                 growth_epochs=5),
-        # the models' shape (width 64, 4 heads, MLP ratio 2, 32 px, patch 4)
         bench=BenchSettings("quick", width=64, num_heads=4, mlp_ratio=2.0, image_size=32, patch_size=4,
                             strategy_models=("1-6", "1-24", "2-24", "3-24", "6-24"), batches=(1, 32, 128),
                             layer_counts=(1, 2, 4, 6, 12, 24, 48), branch_depths=(2, 3, 6), train_batch=128,
@@ -136,8 +130,7 @@ PROFILES = {
         comparison=Comparison(replace(_gpu, val_fraction=0.1), "1-6", authors_datasets=("cifar10",),
                               authors_image_size=224),
         # the quick split at full CIFAR-10 scale (5,000 training images per class), one seed
-        expansion=ExpansionPlan("cifar10", 2, 2, (0,), growth_start=2, growth_step=2, growth_steps=3,
-                                growth_epochs=10),
+        expansion=ExpansionPlan("cifar10", 2, 2, (0,), growth_start=2, growth_step=2, growth_steps=3, growth_epochs=10),
         bench=BenchSettings("gpu", **_gpu_bench),
         multi=_gpu_multi,
         # Whole offline datasets on one GPU. The GPU machines have no internet: unless torchvision's ViT-B/16

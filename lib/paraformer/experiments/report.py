@@ -35,10 +35,8 @@ def claim_rows(verdicts: list[Verdict], paper: str | list[str], notebook: str, p
     papers = [paper] * len(verdicts) if isinstance(paper, str) else list(paper)
     if len(papers) != len(verdicts):
         raise ValueError(f"claim_rows got {len(verdicts)} verdicts but {len(papers)} papers")
-    rows = [{"paper": paper, "claim": v.claim, "paper_figure": v.paper, "ours": v.ours, "low": v.low,
-             "high": v.high, "interval_pct": 100 * v.confidence, "minimum_detectable": v.minimum_detectable,
-             "verdict": v.verdict, "reason": v.reason, "notebook": notebook, "profile": profile, "device": device}
-            for paper, v in zip(papers, verdicts)]
+    rows = [(paper, v.claim, v.paper, v.ours, v.low, v.high, 100 * v.confidence, v.minimum_detectable, v.verdict,
+             v.reason, notebook, profile, device) for paper, v in zip(papers, verdicts)]  # in CLAIM_COLUMNS order
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
@@ -60,24 +58,15 @@ def collect_claims(profiles: tuple[str, ...], root: Path | None = None) -> pd.Da
     """Every `claims_*.csv` of `profiles` under the results root (quick's tables at the top, every other profile's
     in <root>/<profile>/tables), in notebook order. A claims file that is not a claims table is refused by name."""
     root = Path(root) if root is not None else results_root()
-    folders = [root / "tables" if name == "quick" else root / name / "tables" for name in profiles]
     frames = []
-    for folder in folders:
-        for path in sorted(folder.glob("claims_*.csv")):
+    for name in profiles:
+        for path in sorted((root if name == "quick" else root / name).glob("tables/claims_*.csv")):
             table = pd.read_csv(path)
             if list(table.columns) != CLAIM_COLUMNS:
                 raise ValueError(f"{path} is not a claims table (columns {list(table.columns)}); delete it or rerun "
                                  "its notebook")
             frames.append(table)
-    if not frames:
-        return pd.DataFrame(columns=CLAIM_COLUMNS)
-    return pd.concat(frames, ignore_index=True)
-
-
-def _ours(row) -> str:
-    if row["verdict"] == "not testable here" or not math.isfinite(row["ours"]):
-        return "-"
-    return f"{row['ours']:.3g} [{row['low']:.3g}, {row['high']:.3g}]"
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CLAIM_COLUMNS)
 
 
 def report_table(claims: pd.DataFrame) -> pd.DataFrame:
@@ -90,29 +79,27 @@ def report_table(claims: pd.DataFrame) -> pd.DataFrame:
         row = {"paper": paper, "claim": claim, "paper's figure": f"{figure.iloc[0]:g}" if len(figure) else "-"}
         for profile in profiles:
             found = group[group["profile"] == profile]
-            if found.empty:
-                row.update({f"{profile}: ours": "", f"{profile}: verdict": "", f"{profile}: device": ""})
-                continue
-            r = found.iloc[-1]
-            verdict = r["verdict"]
-            if verdict == "inconclusive" and pd.notna(r["minimum_detectable"]):
-                verdict += f" (detects {r['minimum_detectable']:.2g})"
-            row.update({f"{profile}: ours": _ours(r), f"{profile}: verdict": verdict,
-                        f"{profile}: device": r["device"]})
+            ours = verdict = device = ""
+            if not found.empty:
+                r = found.iloc[-1]
+                verdict, device = r["verdict"], r["device"]
+                ours = ("-" if verdict == "not testable here" or not math.isfinite(r["ours"])
+                        else f"{r['ours']:.3g} [{r['low']:.3g}, {r['high']:.3g}]")
+                if verdict == "inconclusive" and pd.notna(r["minimum_detectable"]):
+                    verdict += f" (detects {r['minimum_detectable']:.2g})"
+            row.update({f"{profile}: ours": ours, f"{profile}: verdict": verdict, f"{profile}: device": device})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def report_markdown(claims: pd.DataFrame, notes: list[str]) -> str:
     """The report as Markdown: the verdict table, counts per verdict, then each claim's reason."""
-    table = report_table(claims)
     counts = claims.groupby(["profile", "verdict"]).size().unstack(fill_value=0)
     lines = ["# Claims report", "",
              "Written by `notebooks/99_report.ipynb` from the claims tables of the other notebooks "
              "(`results/tables/claims_*.csv`, and `results/<profile>/tables/` for other profiles); do not edit.", "",
-             table.to_markdown(index=False), "", "## Verdicts per profile", "",
-             counts.reset_index().to_markdown(index=False),
-             "", "## Why", ""]
+             report_table(claims).to_markdown(index=False), "", "## Verdicts per profile", "",
+             counts.reset_index().to_markdown(index=False), "", "## Why", ""]
     for _, r in claims.iterrows():
         lines.append(f"- **{r['claim']}** ({r['profile']}, {r['device']}): {r['verdict']}; {r['reason']}")
     lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
@@ -120,8 +107,7 @@ def report_markdown(claims: pd.DataFrame, notes: list[str]) -> str:
 
 
 def write_report(claims: pd.DataFrame, notes: list[str], profile: str) -> Path:
-    """`REPORT.md` in `profile`'s results folder (the results root for quick), and, for quick, the README's
-    results table (`update_readme`)."""
+    """`REPORT.md` in `profile`'s results folder and, for quick, the README's results table."""
     path = atomic_write_text(report_markdown(claims, notes), results_dir(profile) / "REPORT.md")
     if profile == "quick":  # the committed results: the README's results table follows them
         update_readme(project_root() / "README.md", claims)
@@ -129,8 +115,7 @@ def write_report(claims: pd.DataFrame, notes: list[str], profile: str) -> Path:
 
 
 def readme_block(claims: pd.DataFrame) -> str:
-    """The README's results table: per claim, the paper's figure and each committed profile's figure and verdict,
-    between the markers `update_readme` looks for."""
+    """The README's results table (the committed profiles' figures and verdicts), between its markers."""
     shown = claims[claims["profile"].isin(REPORTED)]
     if shown.empty:
         body = "No claims tables yet: `make reproduce` writes them (and this table)."
@@ -142,8 +127,7 @@ def readme_block(claims: pd.DataFrame) -> str:
 
 
 def update_readme(path: Path, claims: pd.DataFrame) -> bool:
-    """Replace the README's block between the markers by `readme_block(claims)`; True if it changed. Refuses a
-    README without exactly one pair of markers."""
+    """Put `readme_block(claims)` between the README's markers (exactly one pair); True if it changed."""
     path = Path(path)
     text = path.read_text()
     if text.count(README_START) != 1 or text.count(README_END) != 1:
@@ -166,8 +150,7 @@ def epochs_to_target(curves: pd.DataFrame, reference: str, fraction: float = 0.9
     rows = []
     for dataset, per_dataset in curves.groupby("dataset", sort=False):
         ref = per_dataset[per_dataset["label"] == reference]
-        final = ref[ref["epoch"] == ref["epoch"].max()]["test_acc"].mean()
-        target = fraction * final
+        target = fraction * ref[ref["epoch"] == ref["epoch"].max()]["test_acc"].mean()
         for (label, seed), curve in per_dataset.groupby(["label", "seed"], sort=False):
             hit = curve[curve["test_acc"] >= target]
             last = int(curve["epoch"].max())
@@ -224,8 +207,7 @@ def estimate(profile: str, flops_per_second=None) -> Estimate:
 
 
 def run(profile: str) -> pd.DataFrame:
-    """Gather the claims of the profiles `profile`'s report covers and write its REPORT.md (and, for quick, the
-    README's results table); returns the claims."""
+    """Write `profile`'s REPORT.md (for quick, the README's table too) from its profiles' claims; returns them."""
     claims = collect_claims(reported_profiles(profile))
     notes = [f"profiles: {', '.join(sorted(set(claims['profile'])))}; each claim's device is in its row",
              "ours: the measured effect (an accuracy difference in points, or a ratio) with its interval; its level is "

@@ -26,8 +26,7 @@ def _images(settings: "Scale | FinetuneSettings") -> str:
 
 @dataclass(frozen=True)
 class Scale:
-    """How big a profile's runs are: datasets and subsets, the models' width, the recipe and the seeds (notebooks
-    01-02, and the base of every other experiment)."""
+    """How big a profile's runs are (notebooks 01-02, and the base of every other experiment)."""
 
     name: str  # the profile's
     datasets: tuple[str, ...]  # datasets the sweep tables run on
@@ -104,8 +103,7 @@ class Comparison:
 
 @dataclass(frozen=True)
 class ExpansionPlan:
-    """Class-incremental learning and capacity growth (notebook 05; the protocol is ours, see
-    `paraformer.experiments.expansion`)."""
+    """Class-incremental learning and capacity growth (notebook 05; the protocol is ours: `expansion`)."""
 
     dataset: str  # the class-incremental and growth experiments' dataset
     classes_per_task: int  # classes each task brings (the dataset's classes are split in label order)
@@ -129,8 +127,7 @@ PRETRAINED_MODES = ("auto", "required", "never")
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    """Fine-tuning one 12-layer ViT's weights, as the sequential ViT and regrouped into parallel branches
-    (notebook 07)."""
+    """Fine-tuning one 12-layer ViT's weights, as the sequential ViT and regrouped into branches (notebook 07)."""
 
     name: str  # the profile's
     datasets: tuple[str, ...]  # datasets fine-tuned on
@@ -177,8 +174,7 @@ PHASES = ("pre-training", "fine-tuning")
 
 @dataclass(frozen=True)
 class LayerParallelSettings:
-    """One profile's layer-parallel experiment (notebook 08); the data subset sizes, width, recipe and seeds are
-    its `scale`'s."""
+    """One profile's layer-parallel experiment (notebook 08); data subsets, width, recipe and seeds: its `scale`'s."""
 
     scale: Scale
     dataset: str  # pre-training, where the three arms are compared
@@ -237,8 +233,7 @@ class LayerParallelSettings:
     def model_config(self, data) -> ModelConfig:
         """The profile's ViT-N fitted to `data` (anything with image_size, in_channels and num_classes), at h = 1/N
         and without dropout, which MGRIT refuses (it re-evaluates every layer several times per step)."""
-        config = self.scale.model_config(f"{self.depth}-{self.depth}", data)
-        return replace(config, step=1 / self.depth, dropout=0.0)
+        return replace(self.scale.model_config(f"{self.depth}-{self.depth}", data), step=1 / self.depth, dropout=0.0)
 
     def recipe(self, arm: str, seed: int, phase: str = "pre-training") -> Recipe:
         """The profile's recipe for one arm and seed. torch.compile is off in every arm: MGRIT cannot be compiled,
@@ -246,9 +241,8 @@ class LayerParallelSettings:
         arms = ARMS if phase == "pre-training" else FINETUNE_ARMS
         if arm not in arms:
             raise ConfigError(f"arm={arm!r} is not a {phase} arm; choose one of {arms}")
-        base = replace(self.scale.recipe, seed=seed, compile=False)
-        if phase == "fine-tuning":
-            base = replace(base, epochs=self.finetune_epochs)
+        epochs = self.finetune_epochs if phase == "fine-tuning" else self.scale.recipe.epochs
+        base = replace(self.scale.recipe, seed=seed, compile=False, epochs=epochs)
         if arm == "serial":
             return base
         mgrit = replace(base, solver="mgrit", mgrit_levels=self.levels, mgrit_coarsening=self.coarsening)

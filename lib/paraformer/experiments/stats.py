@@ -12,10 +12,9 @@ its 95% interval, the paper's figure where it gives one, and one of four verdict
 
 The intervals behind accuracy verdicts come from paired designs, since every model is scored on the same test
 images, and every seed of one model is paired with the same seed of the other: a two-level bootstrap that
-resamples the test images (the same draw for both models and every seed) and the seeds (`paired_difference`),
-McNemar's exact test on per-image correctness beside it for one seed, and Holm's step-down correction where a
-table makes several comparisons (`judge_family`: each comparison's interval is taken at the level Holm's
-procedure tests it at, so a verdict and its interval never disagree).
+resamples the test images (the same draw for both models and every seed) and the seeds (`paired_difference`), and
+Holm's step-down correction where a table makes several comparisons (`judge_family`: each comparison's interval is
+taken at the level Holm's procedure tests it at, so a verdict and its interval never disagree).
 """
 
 from __future__ import annotations
@@ -26,8 +25,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import stats
 
-VERDICTS = ("supported", "contradicted", "inconclusive", "not testable here")
-
 
 @dataclass(frozen=True)
 class Verdict:
@@ -36,7 +33,7 @@ class Verdict:
     low: float  # our 95% interval
     high: float
     threshold: float  # the claim holds when the effect exceeds this (0 for "beats", 1 for "is faster")
-    verdict: str  # one of VERDICTS
+    verdict: str  # one of the four in the module docstring
     reason: str  # why, in words (the interval's side, or why it cannot be tested)
     paper: float | None = None  # the paper's figure for the same effect, where it gives one
     minimum_detectable: float | None = None  # of the design (see module docstring), where it has one
@@ -53,15 +50,14 @@ def judge(claim: str, ours: float, low: float, high: float, threshold: float = 0
     """The verdict on "the effect exceeds `threshold`" from our estimate `ours` and its `confidence` interval
     [low, high]. `not_testable` (a reason) overrides the interval: the measurement says nothing about the claim.
     `correction` names a multiple-comparison correction the interval's level comes from, for the reason."""
-    values = (ours, low, high, threshold)
-    if not_testable is None and not all(math.isfinite(v) for v in values):
+    if not_testable is None and not all(math.isfinite(v) for v in (ours, low, high, threshold)):
         raise ValueError(f"judge({claim!r}) needs finite numbers, got ours={ours}, interval [{low}, {high}], "
                          f"threshold={threshold}; pass not_testable='why' when there is no measurement")
     if not_testable is None and not low <= ours <= high:
         raise ValueError(f"judge({claim!r}): the estimate {ours} lies outside its interval [{low}, {high}]")
     if not 0.5 < confidence < 1:
         raise ValueError(f"judge({claim!r}): confidence={confidence} must be in (0.5, 1), e.g. 0.95")
-    interval = f"{_percent(confidence)} interval [{low:.3g}, {high:.3g}]" + (f" ({correction})" if correction else "")
+    interval = f"{100 * confidence:.3g}% interval [{low:.3g}, {high:.3g}]" + (f" ({correction})" if correction else "")
     if not_testable is not None:
         verdict, reason = "not testable here", not_testable
     elif low > threshold:
@@ -69,16 +65,10 @@ def judge(claim: str, ours: float, low: float, high: float, threshold: float = 0
     elif high < threshold:
         verdict, reason = "contradicted", f"the whole {interval} lies below {threshold:g}"
     else:
-        verdict = "inconclusive"
-        reason = f"the {interval} contains {threshold:g}"
+        verdict, reason = "inconclusive", f"the {interval} contains {threshold:g}"
         if minimum_detectable is not None:
             reason += f"; this design detects effects of {minimum_detectable:.3g} or more"
-    return Verdict(claim, ours, low, high, threshold, verdict, reason, paper, minimum_detectable, confidence,
-                   p_value)
-
-
-def _percent(confidence: float) -> str:
-    return f"{100 * confidence:.3g}%"
+    return Verdict(claim, ours, low, high, threshold, verdict, reason, paper, minimum_detectable, confidence, p_value)
 
 
 def render(verdict: Verdict) -> str:
@@ -86,22 +76,8 @@ def render(verdict: Verdict) -> str:
     paper = f"; paper {verdict.paper:g}" if verdict.paper is not None else ""
     if verdict.verdict == "not testable here":
         return f"{verdict.claim}: not testable here ({verdict.reason}){paper}."
-    return (f"{verdict.claim}: {verdict.verdict} (ours {verdict.ours:.3g}, {_percent(verdict.confidence)} interval "
+    return (f"{verdict.claim}: {verdict.verdict} (ours {verdict.ours:.3g}, {100 * verdict.confidence:.3g}% interval "
             f"[{verdict.low:.3g}, {verdict.high:.3g}]; {verdict.reason}){paper}.")
-
-
-def mcnemar(correct_a, correct_b) -> float:
-    """Two-sided exact McNemar p-value that models A and B are equally accurate, from their per-image correctness
-    (booleans, the same images in the same order): a binomial test on the images where exactly one is right."""
-    a, b = list(map(bool, correct_a)), list(map(bool, correct_b))
-    if len(a) != len(b) or not a:
-        raise ValueError(f"mcnemar needs two equally long, non-empty lists of per-image correctness, got {len(a)} "
-                         f"and {len(b)}")
-    only_a = sum(x and not y for x, y in zip(a, b))
-    only_b = sum(y and not x for x, y in zip(a, b))
-    if only_a + only_b == 0:
-        return 1.0
-    return float(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)
 
 
 # --- paired accuracy comparisons over seeds and test images -------------------------------------------------
@@ -112,8 +88,7 @@ BOOTSTRAP_RESAMPLES = 4000  # enough for the 2.5% tails and for Holm levels down
 def _correctness(correct, name: str) -> np.ndarray:
     """`correct` as a (seeds, images) boolean array: one row per seed, the same images in the same order."""
     array = np.asarray(correct, dtype=bool)
-    if array.ndim == 1:
-        array = array[None, :]
+    array = array[None, :] if array.ndim == 1 else array
     if array.ndim != 2 or array.shape[0] < 1 or array.shape[1] < 1:
         raise ValueError(f"{name} must be per-image correctness of shape (seeds, images), got shape {array.shape}")
     return array
@@ -138,10 +113,7 @@ class PairedDifference:
     """Accuracy of A minus accuracy of B in points, averaged over seeds, both scored on the same test images."""
 
     mean: float
-    seeds: int
-    images: int
     replicates: np.ndarray = field(repr=False)  # bootstrap replicates of `mean` (see `_bootstrap`)
-    mcnemar_p: float | None = None  # McNemar's exact test, for one seed
 
     def interval(self, confidence: float = 0.95) -> tuple[float, float]:
         """Percentile interval of the bootstrap, widened to contain the estimate (it always does in practice)."""
@@ -152,11 +124,6 @@ class PairedDifference:
     @property
     def standard_error(self) -> float:
         return float(self.replicates.std(ddof=1))
-
-    @property
-    def p_value(self) -> float:
-        """Two-sided bootstrap p-value of "no difference" (`p_value_against(0)`)."""
-        return self.p_value_against(0.0)
 
     def p_value_against(self, threshold: float) -> float:
         """Two-sided bootstrap p-value of "the difference equals `threshold`": twice the smaller share of replicates
@@ -171,27 +138,21 @@ class PairedDifference:
 
 
 def paired_difference(correct_a, correct_b, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> PairedDifference:
-    """A against B from per-image correctness, arrays of shape (seeds, images) paired row by row (the same seed)
-    and column by column (the same image)."""
+    """A minus B from per-image correctness of shape (seeds, images), paired by row (seed) and column (image)."""
     a, b = _correctness(correct_a, "correct_a"), _correctness(correct_b, "correct_b")
     if a.shape != b.shape:
         raise ValueError(f"paired_difference needs the same seeds and images for both models, got shapes {a.shape} "
                          f"and {b.shape}")
     per_image = 100.0 * (a.astype(np.float64) - b.astype(np.float64))
-    replicates = _bootstrap(per_image, resamples, seed)
-    mcnemar_p = mcnemar(a[0], b[0]) if a.shape[0] == 1 else None
-    return PairedDifference(float(per_image.mean()), a.shape[0], a.shape[1], replicates, mcnemar_p)
+    return PairedDifference(float(per_image.mean()), _bootstrap(per_image, resamples, seed))
 
 
 def accuracy_interval(correct, confidence: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
                       seed: int = 0) -> tuple[float, float, float]:
     """Mean accuracy (points) over seeds and its bootstrap interval (test images and seeds resampled)."""
     per_image = 100.0 * _correctness(correct, "correct").astype(np.float64)
-    replicates = _bootstrap(per_image, resamples, seed)
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(replicates, [tail, 100 - tail])
-    mean = float(per_image.mean())
-    return mean, float(min(low, mean)), float(max(high, mean))
+    accuracy = PairedDifference(float(per_image.mean()), _bootstrap(per_image, resamples, seed))
+    return (accuracy.mean, *accuracy.interval(confidence))
 
 
 def holm_levels(p_values: list[float], alpha: float = 0.05) -> list[float]:
@@ -224,33 +185,22 @@ def judge_family(comparisons: list[PairedClaim], alpha: float = 0.05) -> list[Ve
     against its own threshold ("loses under 1 point" against -1, not 0), so Holm orders the claims by the evidence
     on what they claim."""
     p_values = [c.difference.p_value_against(c.threshold) for c in comparisons]
-    levels = holm_levels(p_values, alpha) if len(comparisons) > 1 else [alpha] * len(comparisons)
+    levels = holm_levels(p_values, alpha)  # alpha itself for a single claim
     correction = f"Holm over {len(comparisons)} comparisons" if len(comparisons) > 1 else ""
-    verdicts = []
-    for comparison, p, level in zip(comparisons, p_values, levels):
-        d = comparison.difference
-        low, high = d.interval(1 - level)
-        verdicts.append(judge(comparison.claim, d.mean, low, high, comparison.threshold, comparison.paper,
-                              d.minimum_detectable(alpha), confidence=1 - level, p_value=p, correction=correction))
-    return verdicts
+    return [judge(c.claim, c.difference.mean, *c.difference.interval(1 - level), c.threshold, c.paper,
+                  c.difference.minimum_detectable(alpha), confidence=1 - level, p_value=p, correction=correction)
+            for c, p, level in zip(comparisons, p_values, levels)]
 
 
 def all_of(claim: str, verdicts: list[Verdict], paper: float | None = None) -> Verdict:
     """A claim that holds when every one of its parts does (e.g. "deeper branches beat Para-F-1-24" over 2-24,
-    3-24 and 6-24): contradicted when any part is, supported when all are, else inconclusive. Its figure and
-    interval are those of the weakest part (the lowest interval)."""
+    3-24 and 6-24): contradicted when any part is, else the parts' verdict where they all agree, else inconclusive.
+    Its figure and interval are those of the weakest part (the lowest interval)."""
     if not verdicts:
         raise ValueError(f"all_of({claim!r}) needs at least one verdict")
     weakest = min(verdicts, key=lambda v: (v.verdict == "not testable here", v.low))
     kinds = {v.verdict for v in verdicts}
-    if "contradicted" in kinds:
-        word = "contradicted"
-    elif kinds == {"supported"}:
-        word = "supported"
-    elif kinds == {"not testable here"}:
-        word = "not testable here"
-    else:
-        word = "inconclusive"
+    word = "contradicted" if "contradicted" in kinds else kinds.pop() if len(kinds) == 1 else "inconclusive"
     parts = "; ".join(f"{v.claim}: {v.verdict}" for v in verdicts)
     return Verdict(claim, weakest.ours, weakest.low, weakest.high, weakest.threshold, word,
                    f"{sum(v.verdict == 'supported' for v in verdicts)} of {len(verdicts)} parts supported ({parts})",

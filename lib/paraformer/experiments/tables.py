@@ -21,8 +21,7 @@ def write_table(df: pd.DataFrame, name: str, title: str, notes: list[str] = (), 
     csv_path = atomic_write_text(df.to_csv(index=False, float_format="%.2f"), folder / f"{name}.csv")
     shown = df.astype(object).where(df.notna(), None)  # tabulate leaves None cells empty, but prints NaN as "nan"
     lines = [f"# {title}", "", shown.to_markdown(index=False, floatfmt=".2f", missingval="-"), ""]
-    lines += [f"- {note}" for note in notes]
-    md_path = atomic_write_text("\n".join(lines) + "\n", folder / f"{name}.md")
+    md_path = atomic_write_text("\n".join(lines + [f"- {note}" for note in notes]) + "\n", folder / f"{name}.md")
     return csv_path, md_path
 
 
@@ -36,9 +35,8 @@ def save_figure(fig, name: str, *, profile: str) -> Path:
 
 
 def provenance(runs: pd.DataFrame) -> list[str]:
-    """Table notes saying where a table's runs came from: the data sources, devices and code versions of the rows
-    of `runs` (a DataFrame with data_source, device and code_version columns, and code_digest and numerics where
-    known), and `code_warnings(runs)`."""
+    """Table notes saying where the rows of `runs` came from (its data_source, device and code_version columns),
+    and `code_warnings(runs)`."""
     return [*[f"data: {source}" for source in sorted(set(runs["data_source"]))],
             f"runs on {sorted(set(runs['device']))}, code {sorted(set(runs['code_version']))}", *code_warnings(runs)]
 
@@ -50,16 +48,14 @@ def record_provenance(records) -> list[str]:
 
 
 def code_warnings(runs: pd.DataFrame) -> list[str]:
-    """One loud note when some of the runs behind a table (rows with `code_digest` and `numerics` columns; without
-    them, every row counts as unknown code) were trained by code not known to compute this code's numbers
-    (`paraformer.training.numerics`); else none."""
-    codes = list(runs["code_digest"]) if "code_digest" in runs else [""] * len(runs)
-    numerics = list(runs["numerics"]) if "numerics" in runs else [""] * len(runs)
+    """One loud note when some runs of a table were trained by code not known to compute this code's numbers
+    (`paraformer.training.numerics`; without code_digest and numerics columns, every row counts as unknown)."""
+    unknown = [""] * len(runs)
     running = numbers_of(code_digest())
-    others = sorted({numbers_of(c, n) for c, n in zip(codes, numerics)} - {running})
-    stale = sum(numbers_of(c, n) != running for c, n in zip(codes, numerics))
+    stale = [numbers for numbers in map(numbers_of, runs.get("code_digest", unknown), runs.get("numerics", unknown))
+             if numbers != running]
     if not stale:
         return []
-    return [f"WARNING: {stale} of {len(codes)} runs were trained by code not known to compute this code's numbers "
-            f"({others}; now {current_numerics() or 'code ' + code_digest()}); `make reproduce RETRAIN=stale` "
-            f"retrains them"]
+    return [f"WARNING: {len(stale)} of {len(runs)} runs were trained by code not known to compute this code's "
+            f"numbers ({sorted(set(stale))}; now {current_numerics() or 'code ' + code_digest()}); "
+            "`make reproduce RETRAIN=stale` retrains them"]

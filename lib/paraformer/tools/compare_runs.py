@@ -27,11 +27,6 @@ def _history(record) -> list[dict]:
     return [{k: v for k, v in entry.items() if "seconds" not in k} for entry in record.history]
 
 
-def same_weights(first: Path, second: Path) -> bool:
-    a, b = (torch.load(path, map_location="cpu", weights_only=True) for path in (first, second))
-    return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
-
-
 def compare(first: Path, second: Path) -> tuple[int, int, list[str]]:
     """(runs compared, of them with weights in both folders, differences in words) of the records under
     `first`/runs and `second`/runs."""
@@ -50,7 +45,8 @@ def compare(first: Path, second: Path) -> tuple[int, int, list[str]]:
         weights = [Path(folder) / "models" / Path(name).with_suffix(".pt") for folder in (first, second)]
         if all(path.is_file() for path in weights):
             weighed += 1
-            if not same_weights(*weights):
+            w, v = (torch.load(path, map_location="cpu", weights_only=True) for path in weights)
+            if w.keys() != v.keys() or not all(torch.equal(w[tensor], v[tensor]) for tensor in w):
                 differences.append(f"{name}: final weights differ")
     return len(set(records[0]) & set(records[1])), weighed, differences
 

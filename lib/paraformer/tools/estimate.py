@@ -57,16 +57,11 @@ class SuiteEstimate:
                          "cached": int((own["cached"] == True).sum()),  # noqa: E712
                          "pflop": float(own["pflop"].sum()), "minutes": float(own["minutes"].sum()),
                          "minutes_alone": float(mine["minutes"].sum()), "note": estimate.note})
-        table = pd.DataFrame(rows, columns=["notebook", "runs", "shared", "cached", "pflop", "minutes",
-                                            "minutes_alone", "note"])
+        table = pd.DataFrame(rows)  # never empty: a suite has at least one notebook
         total = {"notebook": "total", "runs": int(table["runs"].sum() - table["shared"].sum()), "shared": 0,
                  "cached": int(table["cached"].sum()), "pflop": table["pflop"].sum(),
                  "minutes": table["minutes"].sum(), "minutes_alone": float("nan"), "note": ""}
         return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
-
-    @property
-    def minutes(self) -> float:
-        return float(self.table["minutes"].iloc[-1])
 
     def summary(self) -> str:
         total = self.table.iloc[-1]
@@ -89,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
                                    description="Estimate how long each notebook trains at a profile (FLOPs counted "
                                                "on the real models / a model FLOP rate), before starting any of them.")
     parser.add_argument("--profile", required=True, choices=sorted(PROFILES), help="the profile to estimate")
-    parser.add_argument("--flops-per-second", type=float, default=None, metavar="RATE",
+    parser.add_argument("--flops-per-second", type=float, metavar="RATE",
                         help="model FLOP rate to assume, e.g. 2e14; default: measure this machine's")
-    parser.add_argument("--notebooks", nargs="+", default=None, metavar="NB",
+    parser.add_argument("--notebooks", nargs="+", metavar="NB",
                         help="notebooks by number or name (default: all), e.g. 01 03")
     parser.add_argument("--runs", action="store_true", help="print every run, not only the per-notebook table")
     args = parser.parse_args(argv)
@@ -100,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
-    table = suite.table.assign(pflop=lambda t: t["pflop"].round(3), minutes=lambda t: t["minutes"].round(1),
-                               minutes_alone=lambda t: t["minutes_alone"].round(1))
+    table = suite.table.round({"pflop": 3, "minutes": 1, "minutes_alone": 1})
     print(suite.summary())
     print(table.drop(columns="note").to_string(index=False, na_rep=""))
     notes = [f"{row.notebook}: {row.note}" for row in table.itertuples() if row.note]

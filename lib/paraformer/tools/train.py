@@ -23,7 +23,7 @@ from ..training import train
 from ..training.numerics import report_stale
 
 
-def _parser() -> argparse.ArgumentParser:
+def main(argv: list[str] | None = None) -> int:
     parser = OneLineArgumentParser(
         prog="python -m paraformer.tools.train",
         description="Train one model with a profile's data, width and recipe, through the same train() as the "
@@ -35,58 +35,42 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", help="registry name (cifar10, fashion_mnist, ...) or an ImageFolder path")
     parser.add_argument("--profile", choices=sorted(PROFILES), help="data subset, width and recipe to use")
     parser.add_argument("--method", choices=METHODS, default="joint", help="how the branches learn (default joint)")
-    parser.add_argument("--seed", type=int, default=None, help="training seed (default: the profile's first)")
-    parser.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
-    parser.add_argument("--batch-size", type=int, default=None, help="override the profile's batch size")
-    parser.add_argument("--lr", type=float, default=None, help="override the profile's peak learning rate")
-    parser.add_argument("--n-train", type=int, default=None, help="training images (default: the profile's)")
-    parser.add_argument("--n-test", type=int, default=None, help="test images (default: the profile's)")
-    parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default: the profile's, auto)")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+    parser.add_argument("--seed", type=int, help="training seed (default: the profile's first)")
+    parser.add_argument("--epochs", type=int, help="override the profile's epochs")
+    parser.add_argument("--batch-size", type=int, help="override the profile's batch size")
+    parser.add_argument("--lr", type=float, help="override the profile's peak learning rate")
+    parser.add_argument("--n-train", type=int, help="training images (default: the profile's)")
+    parser.add_argument("--n-test", type=int, help="test images (default: the profile's)")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the profile's, auto)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction,
                         help="torch.compile the model (default: the profile's)")
-    parser.add_argument("--step", default=None, help="the layers' step h (ModelConfig.step): a number, or 1/depth "
-                                                     "(default 1, the ordinary layer)")
-    parser.add_argument("--solver", choices=SOLVERS, default=None,
+    parser.add_argument("--step", help="the layers' step h (ModelConfig.step): a number, or 1/depth (default 1, "
+                                       "the ordinary layer)")
+    parser.add_argument("--solver", choices=SOLVERS,
                         help="gradients by backprop (default) or by MGRIT across the layers of a ViT")
-    parser.add_argument("--mgrit-iterations", type=int, nargs=2, metavar=("FORWARD", "ADJOINT"), default=None,
+    parser.add_argument("--mgrit-iterations", type=int, nargs=2, metavar=("FORWARD", "ADJOINT"),
                         help="MGRIT cycles of the forward and adjoint solves (default 1 1)")
-    parser.add_argument("--mgrit-coarsening", type=int, default=None, help="MGRIT coarsening factor (default 4)")
-    parser.add_argument("--mgrit-check-every", type=int, default=None,
+    parser.add_argument("--mgrit-coarsening", type=int, help="MGRIT coarsening factor (default 4)")
+    parser.add_argument("--mgrit-check-every", type=int,
                         help="steps between checks of the MGRIT gradient against backprop (default 0: never)")
-    parser.add_argument("--parallel", choices=PARALLELISMS[1:], default=None,
+    parser.add_argument("--parallel", choices=PARALLELISMS[1:],
                         help="under torchrun: share the run across its processes by data, branch or layer "
                              "parallelism (layer: with --solver mgrit)")
-    parser.add_argument("--name", default=None, help="run name (default: <dataset>-<model>[-<method>])")
+    parser.add_argument("--name", help="run name (default: <dataset>-<model>[-<method>])")
     parser.add_argument("--log-every", type=int, default=50, help="steps between reads of the step log (default 50)")
     parser.add_argument("--report-stale", action="store_true",
                         help="only say how many cached runs of --profile are not this code's numbers")
-    return parser
-
-
-def _step_value(text: str, depth: int) -> float:
-    if text == "1/depth":
-        return 1.0 / depth
-    try:
-        return float(text)
-    except ValueError:
-        raise ConfigError(f"--step {text!r} must be a number or 1/depth") from None
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
     args = parser.parse_args(argv)
     if args.report_stale:
         return report_stale(results_dir(args.profile))
-    missing = [flag for flag, value in (("--model", args.model), ("--dataset", args.dataset),
-                                        ("--profile", args.profile)) if value is None]
+    missing = [f"--{name}" for name in ("model", "dataset", "profile") if getattr(args, name) is None]
     if missing:
         parser.error(f"a run needs {', '.join(missing)}")
     rank = int(os.environ.get("RANK", "0"))  # rank 0 speaks for a run across processes
     try:
         scale = get_profile(args.profile).scale
         sizes = {k: v for k, v in (("n_train", args.n_train), ("n_test", args.n_test)) if v is not None}
-        per_epoch = scale.n_test_per_epoch
-        if args.n_test is not None and per_epoch is not None and per_epoch >= args.n_test:
+        if args.n_test is not None and scale.n_test_per_epoch is not None and scale.n_test_per_epoch >= args.n_test:
             sizes["n_test_per_epoch"] = None  # fewer test images than the profile's curves use: curves on all
         data_config = replace(scale.data_config(args.dataset), **sizes)
         world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's
@@ -99,17 +83,18 @@ def main(argv: list[str] | None = None) -> int:
         data = load_data(data_config)
         model_config = scale.model_config(args.model, data)
         if args.step is not None:
-            model_config = replace(model_config, step=_step_value(args.step, model_config.num_layers))
+            try:
+                step = 1.0 / model_config.num_layers if args.step == "1/depth" else float(args.step)
+            except ValueError:
+                raise ConfigError(f"--step {args.step!r} must be a number or 1/depth") from None
+            model_config = replace(model_config, step=step)
         if rank == 0:
             print(f"{model_config.name} ({args.method}) on {data!r}\n{recipe.describe()}", flush=True)
         result = train(model_config, data_config, recipe, name=args.name, data=data, log_every=args.log_every,
                        results_root=results_dir(args.profile))
-    except (ConfigError, DatasetNotFoundError, RunCacheError, FloatingPointError) as error:
+    except (ConfigError, DatasetNotFoundError, RunCacheError, FloatingPointError, RankFailure) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    except RankFailure as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 3
+        return 3 if isinstance(error, RankFailure) else 2
     if rank != 0:
         return 0
     record = run_paths(result.name, result.key, results_dir(args.profile))[0]
