@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 import paraformer.training.trainer as training
 from paraformer.core.config import ConfigError, DataConfig, ModelConfig, Recipe
 from paraformer.core.model import ParaFormer
-from paraformer.parallel.processes import BranchTraining, Processes, check_layout, join
+from paraformer.parallel.processes import BranchTraining, check_layout, join
 from tests.test_parallel import free_port
 from tests.test_train import toy_data
 
@@ -150,7 +150,7 @@ def _stem_worker(rank: int, port: int) -> None:
         torch.manual_seed(0)
         model = ParaFormer(ModelConfig(branch_depth=1, num_layers=3, dropout=0.5, **BASE))
         torch.manual_seed(100 + rank)  # each rank's own random stream differs, as in a real run
-        forward = BranchTraining(model, Processes(rank, WORLD, "branch"), seed=1)
+        forward = BranchTraining(model, seed=1)
         stems = []
         model.embed_dropout.register_forward_hook(lambda module, args, out: stems.append(out.detach()))
         for _ in range(2):

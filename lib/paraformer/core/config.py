@@ -35,24 +35,20 @@ def _check_types(obj) -> None:
         if isinstance(value, float) and not math.isfinite(value):  # NaN passes every `<= 0` check below
             raise ConfigError(f"{type(obj).__name__}.{f.name}={value!r} must be a finite number")
         allowed = _allowed_types(hints[f.name])
-        if bool in allowed and isinstance(value, bool):
-            continue
-        if isinstance(value, bool) or not isinstance(value, allowed):
-            if float in allowed and isinstance(value, int) and not isinstance(value, bool):
-                continue
-            names = " or ".join(t.__name__ for t in allowed)
-            raise ConfigError(
-                f"{type(obj).__name__}.{f.name}={value!r} has type {type(value).__name__}; expected {names}"
-            )
+        if isinstance(value, bool):  # an int to isinstance, but never where an int or a float belongs
+            fits = bool in allowed
+        else:
+            fits = isinstance(value, allowed) or (float in allowed and isinstance(value, int))
+        if not fits:
+            raise ConfigError(f"{type(obj).__name__}.{f.name}={value!r} has type {type(value).__name__}; expected "
+                              + " or ".join(t.__name__ for t in allowed))
 
 
 def _allowed_types(hint) -> tuple[type, ...]:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         return tuple(t for arg in typing.get_args(hint) for t in _allowed_types(arg))
-    if hint is type(None):
-        return (type(None),)
-    return (origin or hint,)
+    return (origin or hint,)  # NoneType has no origin
 
 
 def from_dict(cls, values: dict):
@@ -63,12 +59,7 @@ def from_dict(cls, values: dict):
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown {cls.__name__} key(s) {unknown}; known keys are {sorted(known)}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return cls(**values)
-
-
-def to_dict(config) -> dict:
-    return dataclasses.asdict(config)
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def _lists_to_tuples(obj, *names: str) -> None:
@@ -85,15 +76,18 @@ def _positive(obj, *names: str) -> None:
             raise ConfigError(f"{type(obj).__name__}.{name}={value!r} must be positive")
 
 
+def _one_of(obj, name: str, choices: tuple) -> None:
+    if getattr(obj, name) not in choices:
+        raise ConfigError(f"{type(obj).__name__}.{name}={getattr(obj, name)!r} is unknown; choose from {choices}")
+
+
 RESIDUALS = ("pre-norm", "authors")  # ModelConfig.residual
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A ParaFormer Para-F-m-n: `num_layers` (n) Transformer layers in n/m parallel branches of depth m.
-
-    Give `num_layers` or `num_branches` (the other is derived). A ViT of depth d is `branch_depth=d, num_layers=d`.
-    """
+    """A ParaFormer Para-F-m-n: `num_layers` (n) Transformer layers in n/m parallel branches of depth m. Give
+    `num_layers` or `num_branches` (the other is derived). A ViT of depth d is `branch_depth=d, num_layers=d`."""
 
     image_size: int = 32  # input height = width, in pixels
     in_channels: int = 3  # 3 for RGB, 1 for greyscale
@@ -129,28 +123,21 @@ class ModelConfig:
         if self.num_layers is None and self.num_branches is None:
             raise ConfigError("ModelConfig needs num_layers (n) or num_branches; got neither")
         if self.num_layers is not None and self.num_layers % self.branch_depth:
-            raise ConfigError(
-                f"ModelConfig.num_layers={self.num_layers} is not a multiple of branch_depth={self.branch_depth}; "
-                "Para-F-m-n needs m to divide n"
-            )
+            raise ConfigError(f"ModelConfig.num_layers={self.num_layers} is not a multiple of branch_depth="
+                              f"{self.branch_depth}; Para-F-m-n needs m to divide n")
         branches = self.num_branches if self.num_branches is not None else self.num_layers // self.branch_depth
         if self.num_layers is not None and branches * self.branch_depth != self.num_layers:
-            raise ConfigError(
-                f"ModelConfig.num_branches={self.num_branches} disagrees with num_layers={self.num_layers} / "
-                f"branch_depth={self.branch_depth}; give only one of them"
-            )
+            raise ConfigError(f"ModelConfig.num_branches={self.num_branches} disagrees with num_layers="
+                              f"{self.num_layers} / branch_depth={self.branch_depth}; give only one of them")
         object.__setattr__(self, "num_branches", branches)
         object.__setattr__(self, "num_layers", branches * self.branch_depth)
         if self.image_size % self.patch_size:
-            raise ConfigError(
-                f"ModelConfig.patch_size={self.patch_size} does not divide image_size={self.image_size}"
-            )
+            raise ConfigError(f"ModelConfig.patch_size={self.patch_size} does not divide image_size={self.image_size}")
         if self.width % self.num_heads:
             raise ConfigError(f"ModelConfig.num_heads={self.num_heads} does not divide width={self.width}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"ModelConfig.dropout={self.dropout} must be in [0, 1)")
-        if self.residual not in RESIDUALS:
-            raise ConfigError(f"ModelConfig.residual={self.residual!r} is unknown; choose one of {RESIDUALS}")
+        _one_of(self, "residual", RESIDUALS)
         if int(self.mlp_ratio * self.width) < 1:
             raise ConfigError(f"ModelConfig.mlp_ratio={self.mlp_ratio} gives an empty MLP at width={self.width}")
         if self.task_classes or self.task_branches:
@@ -204,9 +191,7 @@ class ModelConfig:
         """True when this model is `smaller` with branches (and possibly tasks) appended."""
         same = [f.name for f in dataclasses.fields(self)
                 if f.name not in ("num_layers", "num_branches", "num_classes", "task_classes", "task_branches")]
-        if any(getattr(self, name) != getattr(smaller, name) for name in same):
-            return False
-        if self.num_branches < smaller.num_branches:
+        if self.num_branches < smaller.num_branches or any(getattr(self, n) != getattr(smaller, n) for n in same):
             return False
         if not (self.is_incremental or smaller.is_incremental):
             return self.num_classes == smaller.num_classes  # more branches in the shared sum
@@ -319,18 +304,16 @@ class Recipe:
         _lists_to_tuples(self, "augment", "prefix_weights", "mgrit_iterations")
         _check_types(self)
         _positive(self, "epochs", "batch_size", "lr", "grad_clip", "mgrit_tolerance")
-        if self.solver not in SOLVERS:
-            raise ConfigError(f"Recipe.solver={self.solver!r} is unknown; choose from {SOLVERS}")
-        if self.mgrit_adapt not in MGRIT_ADAPTATIONS:
-            raise ConfigError(f"Recipe.mgrit_adapt={self.mgrit_adapt!r} is unknown; choose from {MGRIT_ADAPTATIONS}")
+        for name, choices in (("solver", SOLVERS), ("mgrit_adapt", MGRIT_ADAPTATIONS), ("parallel", PARALLELISMS),
+                              ("optimizer", ("adamw", "adam", "sgd")), ("schedule", ("cosine", "constant")),
+                              ("method", METHODS)):
+            _one_of(self, name, choices)
         if (len(self.mgrit_iterations) != 2 or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
                                                        for i in self.mgrit_iterations)):
             raise ConfigError(f"Recipe.mgrit_iterations={self.mgrit_iterations} must be two counts >= 0 (forward "
                               "cycles, adjoint cycles), e.g. (1, 1)")
         if self.mgrit_check_every < 0:
             raise ConfigError(f"Recipe.mgrit_check_every={self.mgrit_check_every} must be >= 0 (0: never check)")
-        if self.parallel not in PARALLELISMS:
-            raise ConfigError(f"Recipe.parallel={self.parallel!r} is unknown; choose from {PARALLELISMS}")
         if isinstance(self.processes, bool) or self.processes < 1:
             raise ConfigError(f"Recipe.processes={self.processes!r} must be an int >= 1")
         if (self.parallel == "none") != (self.processes == 1):
@@ -349,10 +332,6 @@ class Recipe:
             if self.compile:
                 raise ConfigError("Recipe.solver='mgrit' runs its own solver, which torch.compile cannot trace; "
                                   "set compile=False")
-        if self.optimizer not in ("adamw", "adam", "sgd"):
-            raise ConfigError(f"Recipe.optimizer={self.optimizer!r} is unknown; use 'adamw', 'adam' or 'sgd'")
-        if self.schedule not in ("cosine", "constant"):
-            raise ConfigError(f"Recipe.schedule={self.schedule!r} is unknown; use 'cosine' or 'constant'")
         if self.weight_decay < 0 or self.warmup_epochs < 0:
             raise ConfigError("Recipe.weight_decay and Recipe.warmup_epochs must be >= 0")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -363,8 +342,6 @@ class Recipe:
         unknown = [name for name in self.augment if name not in AUGMENTATIONS]
         if unknown:
             raise ConfigError(f"Recipe.augment has unknown augmentation(s) {unknown}; choose from {AUGMENTATIONS}")
-        if self.method not in METHODS:
-            raise ConfigError(f"Recipe.method={self.method!r} is unknown; choose from {METHODS}")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise ConfigError(f"Recipe.device={self.device!r} is unknown; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
         if self.freeze_inherited and self.method == "authors":

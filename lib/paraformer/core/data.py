@@ -4,14 +4,10 @@
 constants, a line saying where the pixels came from and a fingerprint of that source). A dataset is a registry
 name (see `DATASETS`) or the path of an ImageFolder root (`<root>/train/<class>/<file>`, `<root>/test/<class>/<file>`).
 
-A registry dataset is read from the first source found of:
-  1. offline copies, without any configuration: `<name>.tar.gz` or an unpacked `<name>/train` + `<name>/test`
-     in each of `offline_dirs()` (an archive is checked against a `checksums.sha256` beside it, if any);
-  2. (Fashion-MNIST only) Debian's official idx files;
-  3. torchvision's `download=True` into `data_dir()`.
-That source is fingerprinted (`data_fingerprint`), and its decoded tensors are cached under that fingerprint in
-`data_dir()/cache/`, so a replaced or repaired copy is decoded again and an unchanged one never is; torchvision's
-cache serves without the network. Subsets are drawn from the cached tensors, so a sweep over subset sizes never
+A registry dataset is read from the first source `_locate` finds (offline copies, Debian's Fashion-MNIST idx
+files, torchvision's download; docs/data.md). That source is fingerprinted (`data_fingerprint`), and its decoded
+tensors are cached under that fingerprint in `data_dir()/cache/`, so a replaced or repaired copy is decoded again
+and an unchanged one never is. Subsets are drawn from the cached tensors, so a sweep over subset sizes never
 decodes twice. Decoding itself, and the checks that refuse damaged or inconsistent sources, are in
 `datasources`; the image counts and classes of registry datasets are checked here.
 """
@@ -128,10 +124,9 @@ def load_data(config: DataConfig) -> ImageData:
     # outputs of a model that has seen all earlier classes too.
     pools = {split: torch.arange(len(full[f"{split}_labels"])) for split in ("train", "test")}
     if config.classes is not None:
-        num_classes = len(full["classes"])
-        if max(config.classes) >= num_classes:
+        if max(config.classes) >= len(full["classes"]):
             raise ConfigError(f"DataConfig.classes={config.classes} names a class that {name} lacks; "
-                              f"it has classes 0..{num_classes - 1}")
+                              f"it has classes 0..{len(full['classes']) - 1}")
         wanted = torch.tensor(config.classes)
         pools = {split: torch.nonzero(torch.isin(full[f"{split}_labels"], wanted)).flatten() for split in pools}
     for field, n, split in (("n_train", config.n_train, "train"), ("n_test", config.n_test, "test")):
@@ -146,7 +141,8 @@ def load_data(config: DataConfig) -> ImageData:
         raise ConfigError(f"DataConfig.val_fraction={config.val_fraction} leaves no training images out of "
                           f"{len(train_idx)}; lower it or raise DataConfig.n_train")
     # The validation draw has its own seed, so that it does not repeat the pattern of the subset draw.
-    val_pos = stratified_subset(full["train_labels"][train_idx], n_val, _derived_seed(config.subset_seed, "val"))
+    val_seed = int.from_bytes(hashlib.sha256(f"{config.subset_seed}/val".encode()).digest()[:8], "big") >> 1
+    val_pos = stratified_subset(full["train_labels"][train_idx], n_val, val_seed)
     is_val = torch.zeros(len(train_idx), dtype=torch.bool)
     is_val[val_pos] = True
     val_idx, train_idx = train_idx[is_val], train_idx[~is_val]
@@ -176,18 +172,12 @@ def image_counts(config: DataConfig) -> tuple[int, int, int]:
     return n_train - n_val, n_val, n_test
 
 
-def _derived_seed(seed: int, purpose: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}/{purpose}".encode()).digest()[:8], "big") >> 1
-
-
 # --- subsets ----------------------------------------------------------------------------------------
 
 def stratified_subset(labels: torch.Tensor, n: int | None, seed: int) -> torch.Tensor:
-    """Sorted indices of `n` items, each class getting its share of `n` in proportion to its frequency.
-
-    Shares are rounded by largest remainder (ties broken at random), so they sum to exactly `n`; the items
-    inside each class are drawn with a generator seeded by `seed` alone.
-    """
+    """Sorted indices of `n` items, each class getting its share of `n` in proportion to its frequency. Shares
+    are rounded by largest remainder (ties broken at random), so they sum to exactly `n`; the items inside each
+    class are drawn with a generator seeded by `seed` alone."""
     total = len(labels)
     if n is None:
         return torch.arange(total)
@@ -225,10 +215,8 @@ class _Source:
 
 
 def data_fingerprint(config: DataConfig) -> str:
-    """`<kind>:<id>` of the exact source whose pixels `load_data(config)` returns: an archive's sha256, an
-    unpacked folder's listing (names, sizes, timestamps) with its root, the idx files' bytes; torchvision's
-    downloads are named by their class (torchvision verifies their md5s itself). Cheap on repeated calls: file
-    hashes are memoized on the file's size and timestamps."""
+    """`<kind>:<id>` of the exact source whose pixels `load_data(config)` returns; torchvision's downloads are named
+    by their class (torchvision verifies their md5s itself). Cheap on repeated calls: file hashes are memoized."""
     if config.dataset in DATASETS:
         spec = DATASETS[config.dataset]
         return _fingerprint(_locate(spec), spec)
@@ -279,31 +267,32 @@ def _load_full(config: DataConfig) -> tuple[str, dict]:
             raise ConfigError(f"DataConfig.channels={config.channels} does not fit {spec.name}, whose images have "
                               f"{spec.in_channels} channel(s); use None or {spec.in_channels} (the model's "
                               f"in_channels must match too)")
-        return spec.name, _load_registry(spec, config.image_size or spec.image_size)
+        return spec.name, _load_source(_locate(spec), spec, config.image_size or spec.image_size)
     root = _image_folder_root(config)
-    return root.name, _load_image_folder(root, config.image_size, config.channels)
+    return root.name, _load_source(_Source("image-folder", root), None, config.image_size, config.channels)
 
 
-def _load_registry(spec: DatasetSpec, size: int) -> dict:
-    source = _locate(spec)
+def _load_source(source: _Source, spec: DatasetSpec | None, size: int | None, channels: int | None = None) -> dict:
+    """The full splits of `source` (of a registry dataset where `spec` is given), from its cache or decoded."""
     if source.kind == "offline-archive":
         verify_checksum(source.path)
     fingerprint = _fingerprint(source, spec)
-    cache = _cache_path(spec.name, fingerprint, size)
+    cache = _cache_path(spec.name if spec else source.path.name, fingerprint, size, channels)
     full = _read_cache(cache, fingerprint)
     fresh = full is None
     if fresh:
         if source.kind == "offline-archive":
             full = read_archive(source.path, spec.in_channels, size)
-        elif source.kind == "offline-folder":
-            full = read_folder(source.path, spec.in_channels, size)
+        elif source.kind in ("offline-folder", "image-folder"):
+            full = read_folder(source.path, spec.in_channels if spec else channels, size)
         elif source.kind == "idx":
             full = read_idx_dir(source.path, list(spec.classes), size)
         else:
             full = _download(spec, size)
-        full["fingerprint"], full["mean"], full["std"] = fingerprint, spec.mean, spec.std
-    # Checked on cached tensors as well (it costs a bincount), so that a corrected spec is never bypassed.
-    _check_registry(spec, full, source)
+        full["fingerprint"] = fingerprint
+        full["mean"], full["std"] = (spec.mean, spec.std) if spec else _channel_stats(full["train_images"])
+    if spec is not None:  # checked on cached tensors as well (it costs a bincount): a corrected spec is never bypassed
+        _check_registry(spec, full, source)
     if fresh:
         _write_cache(cache, full)
     full["source"] = _source_line(source, spec, full)
@@ -317,7 +306,6 @@ _FIXES = {"offline-archive": "copy it again", "offline-folder": "copy or unpack 
 
 
 def _check_registry(spec: DatasetSpec, full: dict, source: _Source) -> None:
-    fix = _FIXES[source.kind]
     if len(full["classes"]) != spec.num_classes:
         raise DataIntegrityError(f"{source.path} has {len(full['classes'])} classes but {spec.name} has "
                                  f"{spec.num_classes}; is it the right dataset? If not, replace it",
@@ -327,7 +315,7 @@ def _check_registry(spec: DatasetSpec, full: dict, source: _Source) -> None:
         if expected is not None and found != expected:
             path = source.path / _IDX_IMAGES[split] if source.kind == "idx" else source.path
             raise DataIntegrityError(f"{path} holds {found} {split} images of {spec.name}, which has {expected}; "
-                                     f"the copy is incomplete or not {spec.name}: {fix}", path, "count",
+                                     f"the copy is incomplete or not {spec.name}: {_FIXES[source.kind]}", path, "count",
                                      split=split, expected=expected, found=found)
     check_classes_present(full["classes"], {split: full[f"{split}_labels"] for split in ("train", "test")},
                           source.path)
@@ -341,28 +329,13 @@ def _source_line(source: _Source, spec: DatasetSpec | None, full: dict) -> str:
     notes = [note for note in (full.get("formats"), full.get("conversion")) if note]
     detail = f" ({'; '.join(notes)})" if notes else ""
     name = Path(source.path).name
-    if source.kind == "offline-archive":
-        return f"offline archive {name}{detail}"
-    if source.kind == "offline-folder":
-        return f"offline folder {name}{detail}"
+    if source.kind in ("offline-archive", "offline-folder"):
+        return f"{source.kind.replace('-', ' ')} {name}{detail}"
     if source.kind == "idx":
         return f"official idx files ({name})"
     if source.kind == "torchvision":
         return f"torchvision {spec.torchvision_class} (official){detail}"
     return f"ImageFolder {name}" + (f" ({full['conversion']})" if full.get("conversion") else "")
-
-
-def _load_image_folder(root: Path, size: int | None, channels: int | None) -> dict:
-    source = _Source("image-folder", root)
-    fingerprint = _fingerprint(source)
-    cache = _cache_path(root.name, fingerprint, size, channels)
-    if (full := _read_cache(cache, fingerprint)) is None:
-        full = read_folder(root, channels, size)
-        full["fingerprint"] = fingerprint
-        full["mean"], full["std"] = _channel_stats(full["train_images"])
-        _write_cache(cache, full)
-    full["source"] = _source_line(source, None, full)
-    return full
 
 
 def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -34,8 +34,7 @@ class DataIntegrityError(RuntimeError):
 
     `path` is the file or folder at fault (an archive, a folder, an image file), `member` the file inside an
     archive when there is one, `problem` a short code (checksum, unreadable, undecodable, unsupported-mode,
-    transparent, mixed-kinds, classes, empty-class, count) and `details` the facts behind it, as data.
-    """
+    transparent, mixed-kinds, classes, empty-class, count) and `details` the facts behind it, as data."""
 
     def __init__(self, message: str, path, problem: str, member: str | None = None, **details):
         super().__init__(message)
@@ -187,9 +186,7 @@ def fit(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def conversion_note(converted: int, total: int, channels: int | None) -> str:
-    if not converted:
-        return ""
-    return f"{converted} of {total} images converted to {'greyscale' if channels == 1 else 'RGB'}"
+    return f"{converted} of {total} images converted to {'greyscale' if channels == 1 else 'RGB'}" if converted else ""
 
 
 # --- checks on a whole dataset ----------------------------------------------------------------------
@@ -217,10 +214,8 @@ def check_classes_present(classes: list[str], labels: dict[str, torch.Tensor], p
 
 class ImageFolderDecoder:
     """Collects decoded images of an ImageFolder tree in any order; numbers the classes at the end, because
-    classes.txt (official index -> folder name) may come after the images in an archive.
-
-    `in_archive`: file names are members of the archive `path`, rather than paths under the folder `path`.
-    """
+    classes.txt (official index -> folder name) may come after the images in an archive. `in_archive`: file names
+    are members of the archive `path`, rather than paths under the folder `path`."""
 
     def __init__(self, path: Path, channels: int | None, size: int | None, in_archive: bool):
         self.path, self.channels, self.size, self.in_archive = Path(path), channels, size, in_archive
@@ -230,12 +225,9 @@ class ImageFolderDecoder:
         self.jpeg_quality: int | None = None
         self.scaled_16_bit = 0  # not lossless, although PNG is
 
-    def _locate(self, split: str, folder: str, filename: str) -> tuple[Path, str | None]:
-        relative = f"{split}/{folder}/{filename}"
-        return (self.path, relative) if self.in_archive else (self.path / relative, None)
-
     def add(self, split: str, folder: str, filename: str, raw: bytes) -> None:
-        path, member = self._locate(split, folder, filename)
+        relative = f"{split}/{folder}/{filename}"
+        path, member = (self.path, relative) if self.in_archive else (self.path / relative, None)
         try:
             with Image.open(io.BytesIO(raw)) as image:
                 if image.format == "JPEG" and "JPEG" not in self.formats:
@@ -262,8 +254,8 @@ class ImageFolderDecoder:
             self.class_order = [" ".join(e) for e in entries]
 
     def finish(self, allow_empty: bool = False) -> dict:
-        """The decoded splits. `allow_empty` (for a quick look at the first images) skips the checks that need
-        every image: that each class has images in both splits."""
+        """The decoded splits, with notes on their formats and conversions. `allow_empty` (for a quick look at the
+        first images) skips the checks that need every image: that each class has images in both splits."""
         folders = sorted({folder for items in self.items.values() for folder, *_ in items})
         classes = self.class_order if self.class_order is not None else folders  # ImageFolder sorts by name
         unknown = sorted(set(folders) - set(classes))
@@ -283,6 +275,7 @@ class ImageFolderDecoder:
             raise ImageSizeError(f"{self.path}: the train images are {_size(sizes['train'])} but the test images are "
                                  f"{_size(sizes['test'])}; set DataConfig.image_size to fit both to one square size",
                                  self.path, sizes)
+        full["formats"], full["conversion"] = self.describe(), self.conversion()
         return full
 
     def _check_one_kind(self) -> None:
@@ -367,12 +360,6 @@ def _split_and_class(parts: list[str]) -> tuple[str, str] | None:
     return None
 
 
-def _decoded(decoder: ImageFolderDecoder, allow_empty: bool = False) -> dict:
-    full = decoder.finish(allow_empty)
-    full["formats"], full["conversion"] = decoder.describe(), decoder.conversion()
-    return full
-
-
 def read_archive(path: Path, channels: int | None, size: int | None, limit: int | None = None) -> dict:
     """Decode an ImageFolder .tar.gz by streaming it: nothing is unpacked to disk. `limit` stops after that
     many images (for quick looks; a split may then be empty)."""
@@ -400,7 +387,7 @@ def read_archive(path: Path, channels: int | None, size: int | None, limit: int 
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as error:
         raise DataIntegrityError(f"offline archive {path} is unreadable or incomplete ({type(error).__name__}: "
                                  f"{error}); copy it again or remove it", path, "unreadable") from error
-    return _decoded(decoder, allow_empty=limit is not None)
+    return decoder.finish(allow_empty=limit is not None)
 
 
 def read_folder(root: Path, channels: int | None, size: int | None) -> dict:
@@ -413,7 +400,7 @@ def read_folder(root: Path, channels: int | None, size: int | None) -> dict:
             where = _split_and_class(list(file.relative_to(root).parts))
             if where is not None and file.is_file():
                 decoder.add(*where, str(file.relative_to(root / split / where[1])), file.read_bytes())
-    return _decoded(decoder)
+    return decoder.finish()
 
 
 # --- idx files ------------------------------------------------------------------------------------------

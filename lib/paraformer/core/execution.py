@@ -116,13 +116,11 @@ class FusedBranches:
 
     def __call__(self, branches: Sequence[nn.Module], tokens: torch.Tensor) -> torch.Tensor:
         """(batch, tokens, width) stem tokens -> (B, batch, width) CLS outputs of the B branches."""
-        first = branches[0][0]
-        depth = len(branches[0])
+        first, x = branches[0][0], tokens
         levels = self._weights(branches)
-        x = tokens
-        for level in range(depth):
-            x = _fused_level(x, levels[level], first.attn.num_heads, first.norm1.eps, first.attn.dropout.p,
-                             first.training, shared=level == 0, cls_only=level == depth - 1)
+        for level, weights in enumerate(levels):
+            x = _fused_level(x, weights, first.attn.num_heads, first.norm1.eps, first.attn.dropout.p,
+                             first.training, shared=level == 0, cls_only=level == len(levels) - 1)
         return x[:, :, 0]
 
     def _weights(self, branches: Sequence[nn.Module]) -> list[dict]:
@@ -152,8 +150,7 @@ class AutoChoice:
     that close, either choice is within a few percent of the best, and `loop` is the reference."""
 
     def __init__(self, repeats: int = 5, margin: float = 0.03):
-        self.repeats = repeats
-        self.margin = margin
+        self.repeats, self.margin = repeats, margin
         self.choices: dict[tuple, str] = {}
         self.measured: dict[tuple, tuple[float, float]] = {}  # key -> (loop, fused) median seconds
 
@@ -170,8 +167,6 @@ class AutoChoice:
 
     def measure(self, run: dict, branches: Sequence[nn.Module], tokens: torch.Tensor) -> tuple[float, float]:
         """Median seconds of `loop` and of `fused` on these inputs (forward, and backward when autograd is on)."""
-        cuda = tokens.device.type == "cuda"
-        states = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if cuda else None)
         params = [p for branch in branches for p in branch.parameters() if p.requires_grad]
         grad = torch.is_grad_enabled() and (tokens.requires_grad or bool(params))
         inputs = params + ([tokens] if tokens.requires_grad else [])
@@ -184,10 +179,8 @@ class AutoChoice:
                     torch.autograd.grad(out.sum(), inputs, allow_unused=True)
             return call
 
-        # two rounds warm up (allocations, caches); the order alternates
-        seconds = median_seconds({"loop": once(run["loop"]), "fused": once(run["fused"])}, self.repeats, 2,
-                                 tokens.device)
-        torch.set_rng_state(states[0])
-        if cuda:
-            torch.cuda.set_rng_state_all(states[1])
+        gpus = range(torch.cuda.device_count()) if tokens.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=gpus):  # two rounds warm up (allocations, caches); the order alternates
+            seconds = median_seconds({"loop": once(run["loop"]), "fused": once(run["fused"])}, self.repeats, 2,
+                                     tokens.device)
         return seconds["loop"], seconds["fused"]

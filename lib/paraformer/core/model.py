@@ -22,13 +22,14 @@ logits of earlier classes.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ConfigError, ModelConfig, from_dict, to_dict
+from .config import ConfigError, ModelConfig, from_dict
 from .execution import AutoChoice, FusedBranches, check_strategy, loop_cls
 from .files import atomic_save
 
@@ -191,11 +192,7 @@ class ParaFormer(nn.Module):
 
     def task_ends(self) -> list[int]:
         """For each task, the number of branches its head reads (a plain model has one task: all branches)."""
-        ends, total = [], 0
-        for count in self.config.task_branches or (self.num_branches,):
-            total += count
-            ends.append(total)
-        return ends
+        return list(itertools.accumulate(self.config.task_branches or (self.num_branches,)))
 
     def _check_prefix(self, num_branches: int | None) -> int:
         if num_branches is None:
@@ -224,11 +221,7 @@ class ParaFormer(nn.Module):
     def prefix_sums(self, images: torch.Tensor, num_branches: int | None = None) -> list[torch.Tensor]:
         """CLS tokens of the sums of branches 1..k, for k = 1..num_branches: one stem pass, one pass per branch."""
         tokens = self.embed(images)
-        sums, total = [], None
-        for cls in self.branch_outputs(tokens, self._check_prefix(num_branches)):
-            total = cls if total is None else total + cls
-            sums.append(total)
-        return sums
+        return list(itertools.accumulate(self.branch_outputs(tokens, self._check_prefix(num_branches))))
 
     def classify(self, summed_cls: torch.Tensor, task: int = 0) -> torch.Tensor:
         """A head (the shared one, or task `task`'s) on a (sum of) branch CLS output(s)."""
@@ -255,20 +248,17 @@ class ParaFormer(nn.Module):
 
     def num_parameters(self, num_branches: int | None = None) -> int:
         """Parameters of the model restricted to its first `num_branches` branches (stem and heads included)."""
-        kept = self._check_prefix(num_branches)
-        dropped = self.branches[kept:]
+        dropped = self.branches[self._check_prefix(num_branches):]
         return sum(p.numel() for p in self.parameters()) - sum(p.numel() for p in dropped.parameters())
 
     # --- growing and shrinking ------------------------------------------------------------------------
 
     def expand(self, num_new_branches: int, num_new_classes: int = 0) -> "ParaFormer":
         """A larger copy: `num_new_branches` new branches (freshly initialized from the global RNG) and, for
-        class-incremental learning, a new head for `num_new_classes` new classes that reads all branches.
-
-        The copy's first `self.num_branches` branches compute exactly what this model computes: without new
-        classes, `bigger(x, num_branches=old)` equals `self(x)` bit for bit; with new classes, the first
-        `old_classes` logits of `bigger(x)` equal `self(x)` bit for bit, however the new branches are trained.
-        """
+        class-incremental learning, a new head for `num_new_classes` new classes that reads all branches. The
+        copy's first `self.num_branches` branches compute exactly what this model computes: without new classes,
+        `bigger(x, num_branches=old)` equals `self(x)` bit for bit; with new classes, the first `old_classes`
+        logits of `bigger(x)` equal `self(x)` bit for bit, however the new branches are trained."""
         bigger = ParaFormer(self.config.expanded(num_new_branches, num_new_classes))
         bigger.to(next(self.parameters()).device)
         bigger.inherit(self)
@@ -329,7 +319,7 @@ class ParaFormer(nn.Module):
 
 def save_model(model: ParaFormer, path: str | Path) -> Path:
     """One file with the config and the weights, written atomically; `load_model` reads it back."""
-    return atomic_save({"config": to_dict(model.config), "state_dict": model.state_dict()}, Path(path))
+    return atomic_save({"config": dataclasses.asdict(model.config), "state_dict": model.state_dict()}, Path(path))
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> ParaFormer:

@@ -51,10 +51,8 @@ class Stage:
 
 
 def plan(model: ParaFormer, recipe: Recipe, inherited: frozenset[str] = frozenset()) -> list[Stage]:
-    """The stages of a run: one for every method but `frozen`, which has one per branch it trains.
-
-    `inherited` names the parameters copied from a parent run.
-    """
+    """The stages of a run: one for every method but `frozen`, which has one per branch it trains. `inherited`
+    names the parameters copied from a parent run."""
     names = frozenset(name for name, _ in model.named_parameters())
     if recipe.method != "joint" and model.config.is_incremental:
         raise ConfigError(f"Recipe.method={recipe.method!r} is not defined for a class-incremental model "
@@ -66,7 +64,7 @@ def plan(model: ParaFormer, recipe: Recipe, inherited: frozenset[str] = frozense
         trainable = names - inherited if recipe.freeze_inherited else names
         return [Stage(0, 0, recipe.epochs, model.num_branches, trainable)]
 
-    first = _inherited_branches(model, inherited)
+    first = sum(any(name.startswith(f"branches.{b}.") for name in inherited) for b in range(model.num_branches))
     if first == model.num_branches:
         raise ConfigError("method='frozen' has no branch left to train: the parent run already has all "
                           f"{model.num_branches}; expand the model first")
@@ -77,10 +75,6 @@ def plan(model: ParaFormer, recipe: Recipe, inherited: frozenset[str] = frozense
             own |= {name for name in names if not name.startswith("branches.")}
         stages.append(Stage(index, index * recipe.epochs, recipe.epochs, branch + 1, frozenset(own)))
     return stages
-
-
-def _inherited_branches(model: ParaFormer, inherited: frozenset[str]) -> int:
-    return sum(any(name.startswith(f"branches.{b}.") for name in inherited) for b in range(model.num_branches))
 
 
 def stage_of(stages: list[Stage], epoch: int) -> Stage:

@@ -38,12 +38,9 @@ def device_name(device: torch.device) -> str:
     thread count (float rounding, and so the last digits of an accuracy, differ between kinds of CPU)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = "CPU"
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "CPU")
     except OSError:
-        pass
+        model = "CPU"
     return f"{model}, {torch.get_num_threads()} thread(s)"

@@ -1,15 +1,7 @@
-"""The run cache: a finished run's record, its key and files, and the checkpoint an unfinished run resumes from.
-
-Every run is keyed by a hash of its full configuration (model, data, recipe) and of its data's fingerprint. A
-finished run is a small JSON record under `results/runs/` (with its step log beside it, `<record>.steps.csv`);
-asking for it again returns the record without training. An unfinished run leaves a checkpoint after every epoch
-under `results/checkpoints/` and resumes from it; its final weights go to `results/models/`.
-
-The key covers the configs and the data, not the code. A record says which numbers the code that made it computes
-(`numerics`, see `paraformer.training.numerics`): one made by code that computes other numbers is stale, still
-returned with a `StaleRunWarning`, and retrained instead when PARAFORMER_RETRAIN=stale (`make reproduce
-RETRAIN=stale`). Every file is written atomically; the checkpoint keeps its previous version, so a damaged one is
-moved aside and the run goes on from the one before.
+"""The run cache: a finished run's record, its key and files, and the checkpoint an unfinished run resumes from
+(docs/run-cache.md). The key covers the configs and the data, not the code: a record made by code that computes
+other numbers (`numerics`, see `paraformer.training.numerics`) is stale, still returned with a `StaleRunWarning`,
+and retrained instead when PARAFORMER_RETRAIN=stale (`make reproduce RETRAIN=stale`).
 """
 
 from __future__ import annotations
@@ -102,7 +94,6 @@ def encode_labels(labels) -> str:
 
 
 def decode_labels(text: str) -> np.ndarray:
-    """The class indices `encode_labels` wrote."""
     return np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype=np.uint8).astype(np.int64)
 
 
@@ -178,18 +169,12 @@ def run_key(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe,
             data_fingerprint: str | None = None) -> str:
     """A stable hash of everything that decides a run's numbers: the configs, the data source's fingerprint
     (`data_fingerprint_of`), and the parent run's key or the initial weights."""
-    recipe_fields = {name: value for name, value in asdict(recipe).items()
-                     if not (name in _LATER_FIELDS and value == _LATER_FIELDS[name])}
-    model_fields = {name: value for name, value in asdict(model_config).items()
-                    if not (name in _LATER_MODEL_FIELDS and value == _LATER_MODEL_FIELDS[name])}
-    payload = {"format": RUN_FORMAT, "model": model_fields, "data": asdict(data_config),
-               "recipe": recipe_fields}
-    if data_fingerprint is not None:
-        payload["data_fingerprint"] = data_fingerprint
-    if parent is not None:
-        payload["parent"] = parent.key
-    if init is not None:
-        payload["init"] = init.digest
+    recipe_fields = {k: v for k, v in asdict(recipe).items() if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
+    model_fields = {k: v for k, v in asdict(model_config).items()
+                    if k not in _LATER_MODEL_FIELDS or v != _LATER_MODEL_FIELDS[k]}
+    payload = {"format": RUN_FORMAT, "model": model_fields, "data": asdict(data_config), "recipe": recipe_fields}
+    optional = {"data_fingerprint": data_fingerprint, "parent": parent and parent.key, "init": init and init.digest}
+    payload.update({name: value for name, value in optional.items() if value is not None})
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -233,7 +218,6 @@ def run_paths(name: str, key: str, root: Path | None = None) -> tuple[Path, Path
 
 
 def step_log_path(record_path: Path) -> Path:
-    """The per-step log (CSV) of a run, beside its record."""
     return record_path.with_name(record_path.stem + ".steps.csv")
 
 
@@ -276,26 +260,23 @@ def load_checkpoint(path: Path, model: ParaFormer, device: torch.device) -> dict
 def load_trained_model(result: RunResult, results_root: Path | None = None,
                        device: str | torch.device = "cpu") -> ParaFormer:
     """The weights a finished run saved (kept locally; they are not committed)."""
-    _, _, weights_path = run_paths(result.name, result.key, results_root)
+    record_path, _, weights_path = run_paths(result.name, result.key, results_root)
     if not weights_path.exists():
         raise FileNotFoundError(f"no saved weights for run {result.name} at {weights_path}; delete its record "
-                                f"{run_paths(result.name, result.key, results_root)[0]} to train it again")
+                                f"{record_path} to train it again")
     model = ParaFormer(result.model_config)
     try:
         model.load_state_dict(torch.load(weights_path, map_location=device, weights_only=True))
     except Exception as error:  # truncated or foreign file: any reader error
         raise RunCacheError(weights_path, f"holds no usable weights of {result.name} ({type(error).__name__})",
-                            f"delete it and its record {run_paths(result.name, result.key, results_root)[0]} to "
-                            "train the run again") from error
+                            f"delete it and its record {record_path} to train the run again") from error
     return model.to(device)
 
 
 def load_runs(folder: Path | str | None = None) -> "pd.DataFrame":
     """Every run record of a results folder (the profile's folder, e.g. `results/` for quick or `results/gpu/`;
-    default: quick's) as one DataFrame row: name, key, seed, method, the model, data and recipe
-    configs flattened into `model.*`, `data.*` and `recipe.*` columns, the final accuracies, `correct` (per test
-    image, a boolean array; None in records made before per-image predictions), the per-epoch `history` (a list of
-    dicts), and provenance (device, code, torch, finished). A damaged record is refused by name."""
+    default: quick's) as one DataFrame row, the configs flattened into `model.*`, `data.*` and `recipe.*` columns;
+    `correct` is None in records made before per-image predictions. A damaged record is refused by name."""
     import pandas as pd
 
     folder = Path(folder) if folder is not None else results_dir()

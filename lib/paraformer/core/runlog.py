@@ -32,11 +32,7 @@ class SilentStepLog:
     def record(self, *args, **kwargs) -> None:
         pass
 
-    def end_epoch(self, entry: dict | None = None) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+    end_epoch = close = record
 
 
 class StepLog:
@@ -69,9 +65,8 @@ class StepLog:
                    "clipped": int(clip is not None and norm > clip)}
             self._rows.append(row)
             if self._writer is not None:
-                self._writer.add_scalar("train/loss", loss, step)
-                self._writer.add_scalar("train/lr", lr, step)
-                self._writer.add_scalar("train/grad_norm", norm, step)
+                for tag, value in (("train/loss", loss), ("train/lr", lr), ("train/grad_norm", norm)):
+                    self._writer.add_scalar(tag, value, step)
         self._pending.clear()
 
     def end_epoch(self, entry: dict | None = None) -> None:

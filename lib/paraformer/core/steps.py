@@ -31,13 +31,11 @@ def precision(device: torch.device, amp: bool = True) -> str:
 
 
 def autocast(device: torch.device, amp: bool = True):
-    """The autocast context of `precision(device, amp)`."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision(device, amp) != "fp32")
 
 
 def build_optimizer(model: torch.nn.Module, recipe: Recipe,
                     device: torch.device | None = None) -> torch.optim.Optimizer:
-    """The recipe's optimizer over the parameters that require a gradient."""
     # Weight decay on weight matrices only: decaying norms, biases, the CLS token and the position
     # embedding hurts ViTs.
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -48,10 +46,8 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe,
     # One fused kernel for all parameters on CUDA. Not on the CPU, where it would change the rounding of the
     # committed runs' updates for no measured gain.
     fused = {"fused": True} if device is not None and device.type == "cuda" else {}
-    if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=recipe.lr, **fused)
-    if recipe.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=recipe.lr, **fused)
+    if recipe.optimizer in ("adamw", "adam"):
+        return {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[recipe.optimizer](groups, lr=recipe.lr, **fused)
     return torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9, nesterov=True)
 
 

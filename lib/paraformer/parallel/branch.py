@@ -13,9 +13,7 @@ Gradients are exact with one all-reduce in the forward pass and one for the stem
 - the stem feeds every branch, so each rank holds the part of its gradient that flows through its own branches:
   `sync_gradients` sums those parts (the only backward communication).
 With the stem and head frozen (the `frozen` progressive method after its first stage), there is nothing to
-sync: training needs the forward all-reduce only.
-
-Launch with torchrun (`torchrun --nproc_per_node N script.py`), or on several machines the way torchrun does.
+sync: training needs the forward all-reduce only. Launch with torchrun (`paraformer.parallel.launch`).
 """
 
 from __future__ import annotations
@@ -29,10 +27,12 @@ from torch import nn
 
 from ..core.config import ConfigError
 from ..core.model import ParaFormer
+from .launch import grad_or_zero, sum_into_gradients
 
 
 class _SumAcrossRanks(torch.autograd.Function):
-    """all_reduce(sum) forward; identity backward (see the module docstring for why that is exact)."""
+    """all_reduce(sum) forward; identity backward: an exact gradient when every rank computes the same loss from
+    the sum (see the module docstring)."""
 
     @staticmethod
     def forward(ctx, tensor: torch.Tensor, group) -> torch.Tensor:
@@ -43,12 +43,6 @@ class _SumAcrossRanks(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return grad, None
-
-
-def sum_across_ranks(tensor: torch.Tensor, group=None) -> torch.Tensor:
-    """The sum of `tensor` over the ranks of `group`, with an exact gradient when every rank computes the same
-    loss from the sum."""
-    return _SumAcrossRanks.apply(tensor, group)
 
 
 def branch_shares(num_branches: int, world_size: int) -> list[range]:
@@ -97,7 +91,6 @@ class BranchParallel(nn.Module):
         self.rank, self.world_size = dist.get_rank(group), dist.get_world_size(group)
         self.num_branches = model.num_branches
         self.share = branch_shares(model.num_branches, self.world_size)[self.rank]
-        # stem + head + this rank's branches
         self.local = shared_view(model, self.share) if share_weights else model.select_branches(list(self.share))
         self.local.execution = model.execution
         self.seed, self.calls = seed, 0
@@ -123,14 +116,12 @@ class BranchParallel(nn.Module):
         if local:
             with self._dropout_stream(1 + self.rank, stochastic):
                 outputs = self.local.branch_outputs(tokens, local)
-            partial = outputs[0]
-            for cls in outputs[1:]:  # in branch order, as the single-process model adds them
-                partial = partial + cls
+            partial = sum(outputs[1:], outputs[0])  # in branch order, as the single-process model adds them
         else:  # no branch inside the prefix here, but the all-reduce needs every rank
             partial = torch.zeros_like(tokens[:, 0])
         if stochastic:
             self.calls += 1
-        return self.local.classify(sum_across_ranks(partial, self.group))
+        return self.local.classify(_SumAcrossRanks.apply(partial, self.group))
 
     @contextlib.contextmanager
     def _dropout_stream(self, stream: int, stochastic: bool):
@@ -157,12 +148,7 @@ class BranchParallel(nn.Module):
         # without branches in the prefix has none, and every rank must join the same collectives.
         params = [p for p in self.stem_parameters() if p.requires_grad]
         if params:  # one flat buffer, one collective
-            flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
-            dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group)
-            offset = 0
-            for p in params:
-                p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
-                offset += p.numel()
+            sum_into_gradients(params, [grad_or_zero(p) for p in params], self.group)
         return len(params)
 
     def stem_parameters(self) -> list[nn.Parameter]:

@@ -1,5 +1,5 @@
 """Joining the process group that torchrun describes, one rank per device: NCCL with one GPU per rank where CUDA is
-present, else gloo."""
+present, else gloo; and the one gradient sum over the ranks that the parallel schemes share."""
 
 from __future__ import annotations
 
@@ -15,11 +15,26 @@ def init_process_group(backend: str | None = None, timeout_seconds: float = 300)
     where CUDA is present, else gloo. Returns (rank, world size, this rank's device)."""
     if "RANK" not in os.environ:
         raise RuntimeError("no torch.distributed environment: launch with torchrun --nproc_per_node N ...")
-    cuda = torch.cuda.is_available()
-    backend = backend or ("nccl" if cuda else "gloo")
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     device = torch.device("cpu")
     if backend == "nccl":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds))
     return dist.get_rank(), dist.get_world_size(), device
+
+
+def grad_or_zero(p: torch.Tensor) -> torch.Tensor:
+    return p.grad if p.grad is not None else torch.zeros_like(p)
+
+
+def sum_into_gradients(params: list, parts: list[torch.Tensor], group=None) -> torch.Tensor:
+    """One all-reduce (sum) of `parts` flattened into one buffer; the first parts, one per parameter of `params`,
+    become those parameters' .grad. Returns the summed buffer (any parts after the gradients are at its end)."""
+    flat = torch.cat([part.reshape(-1) for part in parts])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+    offset = 0
+    for p in params:
+        p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
+        offset += p.numel()
+    return flat

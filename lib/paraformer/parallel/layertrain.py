@@ -11,13 +11,11 @@ serial network the solver approximates, which is also what would be deployed.
 The adaptive rule (`Recipe.mgrit_check_every`, `mgrit_tolerance`, `mgrit_adapt`). The solver's error does not
 shrink with the gradient, so as training nears a minimum the MGRIT gradient is more and more bias: the paper
 detects that transition and then trains serially or solves more accurately. Every `check_every` steps the
-backward pass also computes the chain's exact gradient on the same minibatch and the same output cotangent (one
-serial forward and backward of the layers), and records the relative errors of the output and of the gradient
-(the tokens' cotangent and every layer parameter's gradient, as one vector). Past the tolerance, "iterate" adds one
-cycle to both solves, and switches to backpropagation once that many cycles would make the two-level solve exact
-(`MGRITConfig.iterations_to_converge`: MGRIT would then cost more than the serial chain); "serial" switches at
-once. The decision applies from the next step. Every check, and the step of the switch, goes into the run
-history (`epoch_summary`), from which a resumed run restores the solver's state.
+backward pass also computes the chain's exact gradient on the same minibatch and output cotangent, and records
+the relative errors of the output and of the gradient (tokens' cotangent and layer gradients, as one vector).
+"iterate" switches to backpropagation once its cycles would make the two-level solve exact (MGRIT would then cost
+more than the serial chain). Every check, and the step of the switch, goes into the run history
+(`epoch_summary`), from which a resumed run restores the solver's state.
 
 In one process the solver computes what P processes compute (see `paraformer.parallel.mgrit`): the accuracy of
 layer-parallel training is measured here; its speed by the multi-process benchmark.
@@ -42,24 +40,13 @@ def mgrit_config(recipe: Recipe, iterations: tuple[int, int] | None = None) -> M
                        backward_iterations=backward)
 
 
-def check_trainable(model: ParaFormer, recipe: Recipe) -> None:
-    """Refuse, before any work, a model the recipe's MGRIT cannot train (one line, with the fix)."""
-    config = model.config
-    if model.num_branches != 1 or config.is_incremental:
-        raise ConfigError(f"Recipe.solver='mgrit' trains a ViT (one branch of depth n, 'n-n'), not {config.name}")
-    if config.dropout:
-        raise ConfigError(f"Recipe.solver='mgrit' re-evaluates every layer several times per step and would draw new "
-                          f"dropout masks each time; set ModelConfig.dropout=0 (got {config.dropout})")
-    LayerParallel(model, mgrit_config(recipe))  # checks the residual and that the layers split into coarse intervals
-
-
 class _MGRITChain(torch.autograd.Function):
     """tokens -> the last layer's (batch, tokens, width) output, by MGRIT forward and adjoint solves.
 
     Across P ranks each solves its own layers; the output is broadcast from the last rank, so that every rank
     computes the same head and loss. Backward gives the tokens' cotangent on the first rank (zero elsewhere) and
-    each layer's gradient on its owner (None elsewhere): `paraformer.parallel.processes.sum_gradients` completes
-    them after backward."""
+    each layer's gradient on its owner (None elsewhere): `Processes.complete_gradients` (paraformer.parallel.processes)
+    completes them after backward."""
 
     @staticmethod
     def forward(ctx, training: "MGRITTraining", tokens: torch.Tensor, *parameters: torch.Tensor) -> torch.Tensor:
@@ -99,7 +86,14 @@ class MGRITTraining(nn.Module):
 
     def __init__(self, model: ParaFormer, recipe: Recipe, distributed: bool = False):
         super().__init__()
-        check_trainable(model, recipe)
+        # refuse, before any work, a model the recipe's MGRIT cannot train (one line, with the fix)
+        if model.num_branches != 1 or model.config.is_incremental:
+            raise ConfigError(f"Recipe.solver='mgrit' trains a ViT (one branch of depth n, 'n-n'), not "
+                              f"{model.config.name}")
+        if model.config.dropout:
+            raise ConfigError(f"Recipe.solver='mgrit' re-evaluates every layer several times per step and would draw "
+                              f"new dropout masks each time; set ModelConfig.dropout=0 (got {model.config.dropout})")
+        LayerParallel(model, mgrit_config(recipe))  # checks the residual and that layers split into coarse intervals
         self.model, self.recipe = model, recipe
         self.group = dist.group.WORLD if distributed else None  # the ranks that share the layers (None: one process)
         self.iterations: tuple[int, int] | None = tuple(recipe.mgrit_iterations)  # None: backpropagation
@@ -107,11 +101,6 @@ class MGRITTraining(nn.Module):
         self.step_number = 0
         self.checks: list[list] = []  # this epoch's [step, output error, gradient error, iterations or None]
         self._solver_cache: dict[tuple[int, int], LayerParallel] = {}
-
-    @property
-    def exact_after(self) -> int:
-        """Cycles after which the two-level solve is exact at this depth."""
-        return mgrit_config(self.recipe).iterations_to_converge(self.model.config.num_layers)
 
     def solver(self) -> LayerParallel:
         if self.iterations not in self._solver_cache:
@@ -139,8 +128,7 @@ class MGRITTraining(nn.Module):
         """The adaptive rule's check: the exact chain on the same tokens and cotangent against MGRIT's."""
         layers, params = list(self.model.branches[0]), self.chain_parameters()
         with torch.enable_grad():
-            x0 = tokens.detach().requires_grad_(True)
-            x = x0
+            x = x0 = tokens.detach().requires_grad_(True)
             for layer in layers:
                 x = layer_step(layer, x, self.model.config.step)
             exact = torch.autograd.grad(x, [x0, *params], output_cotangent)
@@ -156,9 +144,9 @@ class MGRITTraining(nn.Module):
             self.adapt(step)
 
     def adapt(self, step: int) -> None:
-        forward, backward = self.iterations
-        more = (forward + 1, backward + 1)
-        if self.recipe.mgrit_adapt == "serial" or max(more) >= self.exact_after:
+        more = (self.iterations[0] + 1, self.iterations[1] + 1)
+        exact_after = mgrit_config(self.recipe).iterations_to_converge(self.model.config.num_layers)  # two-level
+        if self.recipe.mgrit_adapt == "serial" or max(more) >= exact_after:
             self.iterations, self.switch_step = None, step + 1
         else:
             self.iterations = more
@@ -168,10 +156,8 @@ class MGRITTraining(nn.Module):
         resumed run continues as an uninterrupted one)."""
         self.step_number, self.checks = first_step, []
         if history:
-            last = history[-1]
-            iterations = last["mgrit_iterations"]
+            iterations, self.switch_step = history[-1]["mgrit_iterations"], history[-1]["solver_switch_step"]
             self.iterations = tuple(iterations) if iterations is not None else None
-            self.switch_step = last["solver_switch_step"]
 
     def epoch_summary(self) -> dict:
         """What the run history keeps of this epoch's solver: its state at the end, and every check."""

@@ -47,6 +47,7 @@ from torch import nn
 
 from ..core.config import ConfigError
 from ..core.model import Layer, ParaFormer
+from .launch import grad_or_zero, sum_into_gradients
 
 RELAXATIONS = ("F", "FCF")
 
@@ -61,17 +62,11 @@ class MGRITConfig:
     backward_iterations: int = 1  # MGRIT cycles of the adjoint solve
 
     def __post_init__(self):
-        for name in ("levels", "coarsening", "forward_iterations", "backward_iterations"):
+        for name, least in (("levels", 2), ("coarsening", 2), ("forward_iterations", 0), ("backward_iterations", 0)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"MGRITConfig.{name}={value!r} must be an int")
-        if self.levels < 2:
-            raise ConfigError(f"MGRITConfig.levels={self.levels} must be at least 2 (one level is serial training)")
-        if self.coarsening < 2:
-            raise ConfigError(f"MGRITConfig.coarsening={self.coarsening} must be at least 2")
-        for name in ("forward_iterations", "backward_iterations"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"MGRITConfig.{name}={getattr(self, name)} must be 0 or more")
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(f"MGRITConfig.{name}={value!r} must be an int >= {least}"
+                                  + (" (one level is serial training)" if name == "levels" else ""))
         for name in ("fine_relaxation", "coarse_relaxation"):
             if getattr(self, name) not in RELAXATIONS:
                 raise ConfigError(f"MGRITConfig.{name}={getattr(self, name)!r} must be one of {RELAXATIONS}")
@@ -115,17 +110,19 @@ class _Link:
     def __init__(self, previous: int | None, next_: int | None, group):
         self.previous, self.next, self.group = previous, next_, group
 
-    def pass_on(self, outgoing: Callable[[], torch.Tensor] | None, like: torch.Tensor) -> torch.Tensor | None:
+    def pass_on(self, outgoing: Callable[[], torch.Tensor], like: torch.Tensor) -> torch.Tensor | None:
         """Send outgoing() to the next rank (if any) and return what the previous rank sent (if any)."""
-        work = None
-        if self.next is not None:
-            work = dist.isend(outgoing().contiguous(), self.next, group=self.group)
-        received = None
-        if self.previous is not None:
-            received = torch.empty_like(like)
-            dist.recv(received, self.previous, group=self.group)
+        work = dist.isend(outgoing().contiguous(), self.next, group=self.group) if self.next is not None else None
+        received = self.receive(like)
         if work is not None:
             work.wait()
+        return received
+
+    def receive(self, like: torch.Tensor) -> torch.Tensor | None:
+        if self.previous is None:
+            return None
+        received = torch.empty_like(like)
+        dist.recv(received, self.previous, group=self.group)
         return received
 
 
@@ -137,11 +134,6 @@ class ChainSolver:
 
     def __init__(self, step, start: int, stop: int, config: MGRITConfig, link: _Link):
         self.step, self.start, self.stop, self.config, self.link = step, start, stop, config, link
-        self.steps_taken = 0  # step evaluations on this rank, for the cost model and the tests
-
-    def _step(self, level: int, j: int, x: torch.Tensor) -> torch.Tensor:
-        self.steps_taken += 1
-        return self.step(level, j, x)
 
     def spacing(self, level: int) -> int:
         return self.config.coarsening ** level
@@ -156,20 +148,21 @@ class ChainSolver:
     def _plus(value: torch.Tensor, rhs: dict, j: int) -> torch.Tensor:
         return value + rhs[j] if j in rhs else value  # a zero right-hand side is not added, to keep exactness
 
-    def f_relax(self, level: int, u: dict, rhs: dict) -> None:
+    def _sweep(self, level: int, u: dict, rhs: dict, kind: str, entering: torch.Tensor | None = None) -> None:
+        """Each of this rank's `kind` points ("F", "C" or "all") but u_0 from the point before it, in order;
+        `entering` (what the previous rank sent) for this rank's first point, a C-point."""
         s = self.spacing(level)
         for j in self.points(level):
-            if not self.is_c_point(level, j):
-                u[j] = self._plus(self._step(level, j - s, u[j - s]), rhs, j)
+            if j and kind in ("all", "C" if self.is_c_point(level, j) else "F"):
+                u[j] = self._plus(entering if j == self.start else self.step(level, j - s, u[j - s]), rhs, j)
+
+    def f_relax(self, level: int, u: dict, rhs: dict) -> None:
+        self._sweep(level, u, rhs, "F")
 
     def c_relax(self, level: int, u: dict, rhs: dict) -> None:
         s = self.spacing(level)
-        entering = self.link.pass_on(lambda: self._step(level, self.stop - s, u[self.stop - s]), u[self.start])
-        for j in self.points(level):
-            if j == 0 or not self.is_c_point(level, j):
-                continue
-            before = entering if j == self.start else self._step(level, j - s, u[j - s])
-            u[j] = self._plus(before, rhs, j)
+        entering = self.link.pass_on(lambda: self.step(level, self.stop - s, u[self.stop - s]), u[self.start])
+        self._sweep(level, u, rhs, "C", entering)
 
     def relax(self, level: int, u: dict, rhs: dict) -> None:
         kind = self.config.fine_relaxation if level == 0 else self.config.coarse_relaxation
@@ -183,31 +176,17 @@ class ChainSolver:
         s, cs = self.spacing(level), self.spacing(level + 1)
 
         def defect(j: int) -> torch.Tensor:  # the fine step into C-point j minus the coarse step into it
-            return self._step(level, j - s, u[j - s]) - self._step(level + 1, j - cs, u[j - cs])
+            return self.step(level, j - s, u[j - s]) - self.step(level + 1, j - cs, u[j - cs])
 
         entering = self.link.pass_on(lambda: defect(self.stop), u[self.start])
-        coarse = {}
-        for j in self.points(level + 1):
-            if j == 0:
-                continue
-            d = entering if j == self.start else defect(j)
-            coarse[j] = rhs[j] + d if j in rhs else d
-        return coarse
+        return {j: self._plus(entering if j == self.start else defect(j), rhs, j) for j in self.points(level + 1) if j}
 
     def serial_sweep(self, level: int, u: dict, rhs: dict) -> None:
         """Solve level `level` exactly: a chain through the ranks in order (the only serial part of MGRIT)."""
         s = self.spacing(level)
-        entering = None
-        if self.link.previous is not None:
-            entering = torch.empty_like(u[self.start])
-            dist.recv(entering, self.link.previous, group=self.link.group)
-        for j in self.points(level):
-            if j == 0:
-                continue
-            before = entering if j == self.start else self._step(level, j - s, u[j - s])
-            u[j] = self._plus(before, rhs, j)
+        self._sweep(level, u, rhs, "all", self.link.receive(u[self.start]))
         if self.link.next is not None:
-            dist.send(self._step(level, self.stop - s, u[self.stop - s]).contiguous(), self.link.next,
+            dist.send(self.step(level, self.stop - s, u[self.stop - s]).contiguous(), self.link.next,
                       group=self.link.group)
 
     def cycle(self, level: int, u: dict, rhs: dict) -> None:
@@ -273,8 +252,7 @@ class LayerParallel:
         self.layers = list(model.branches[0])
         self.depth = len(self.layers)
         distributed = dist.is_available() and dist.is_initialized()
-        self.group = group
-        self.rank = dist.get_rank(group) if distributed else 0
+        self.group, self.rank = group, dist.get_rank(group) if distributed else 0
         self.world_size = dist.get_world_size(group) if distributed else 1
         self.share = check_layout(self.depth, self.world_size, config)
         self.start, self.stop = self.rank * self.share, (self.rank + 1) * self.share
@@ -347,30 +325,20 @@ class LayerParallel:
             with torch.enable_grad():
                 output.requires_grad_(True)
                 loss = loss_fn(self.model.classify(output[:, 0]), labels)
-                output_cotangent, *head_grads = torch.autograd.grad(
-                    loss, [output, *self._trainable(self._head_parameters())])
-            self._accumulate(self._trainable(self._head_parameters()), head_grads)
+                head = [p for p in (*self.model.norm.parameters(), *self.model.head.parameters()) if p.requires_grad]
+                output_cotangent, *head_grads = torch.autograd.grad(loss, [output, *head])
+            self._accumulate(head, head_grads)
         entering_first, per_layer = self.solve_adjoint(output_cotangent, like)
         for params, grads in per_layer:
             self._accumulate(params, grads)
         if self.is_first:
             with torch.enable_grad():
                 tokens = self.model.embed(images)
-                stem = self._trainable(self._stem_parameters())
+                stem = [p for p in (*self.model.patch_embed.parameters(), self.model.cls_token, self.model.pos_embed)
+                        if p.requires_grad]
                 if stem:
                     self._accumulate(stem, torch.autograd.grad(tokens, stem, entering_first))
         return self._share_gradients(loss.detach())
-
-    def _stem_parameters(self) -> list[nn.Parameter]:
-        m = self.model
-        return [m.patch_embed.weight, m.patch_embed.bias, m.cls_token, m.pos_embed]
-
-    def _head_parameters(self) -> list[nn.Parameter]:
-        return list(self.model.norm.parameters()) + list(self.model.head.parameters())
-
-    @staticmethod
-    def _trainable(params: list[nn.Parameter]) -> list[nn.Parameter]:
-        return [p for p in params if p.requires_grad]
 
     @staticmethod
     def _accumulate(params, grads) -> None:
@@ -385,14 +353,7 @@ class LayerParallel:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
             return loss
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
-                         + [loss.reshape(1)])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group)
-        offset = 0
-        for p in params:
-            p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
-            offset += p.numel()
-        return flat[-1]
+        return sum_into_gradients(params, [grad_or_zero(p) for p in params] + [loss], self.group)[-1]
 
 
 def serial_reference(model: ParaFormer, images: torch.Tensor, labels: torch.Tensor, step: float | None = None,

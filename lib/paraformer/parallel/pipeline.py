@@ -14,16 +14,13 @@ from .branch import branch_shares
 class Stem(nn.Module):
     """A ParaFormer's stem as a module of its own, sharing its parameters."""
 
-    embed = ParaFormer.embed  # reads config, patch_embed, cls_token, pos_embed and embed_dropout
+    forward = ParaFormer.embed  # reads config, patch_embed, cls_token, pos_embed and embed_dropout
 
     def __init__(self, model: ParaFormer):
         super().__init__()
         self.config = model.config
         self.patch_embed, self.cls_token, self.pos_embed = model.patch_embed, model.cls_token, model.pos_embed
         self.embed_dropout = model.embed_dropout
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.embed(images)
 
 
 class LastLayer(nn.Module):
@@ -37,24 +34,13 @@ class LastLayer(nn.Module):
         return self.layer(tokens, cls_only=True)[:, 0]
 
 
-class Head(nn.Module):
-    """A ParaFormer's shared head on a CLS vector, sharing its parameters."""
-
-    def __init__(self, model: ParaFormer):
-        super().__init__()
-        self.norm, self.head = model.norm, model.head
-
-    def forward(self, cls: torch.Tensor) -> torch.Tensor:
-        return self.head(self.norm(cls))
-
-
 def sequential_vit(model: ParaFormer) -> nn.Sequential:
     """A one-branch ParaFormer (a ViT) as nn.Sequential(stem, layer 1, ..., last layer, head), sharing its
     parameters and computing the same logits: the form pipeline-parallel tools split into stages."""
     if model.num_branches != 1 or model.config.is_incremental:
         raise ConfigError(f"sequential_vit needs a one-branch ParaFormer (a ViT), got {model.config.name}")
     *layers, last = model.branches[0]
-    return nn.Sequential(Stem(model), *layers, LastLayer(last), Head(model))
+    return nn.Sequential(Stem(model), *layers, LastLayer(last), nn.Sequential(model.norm, model.head))  # head on CLS
 
 
 def stage_bounds(num_modules: int, num_stages: int) -> list[range]:

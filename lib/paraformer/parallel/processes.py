@@ -1,9 +1,6 @@
-"""Where one process stands in a training run, and what it computes of each step: `Recipe.solver`, and across
-processes `Recipe.parallel` and `Recipe.processes`, launched by torchrun (`torchrun --nproc_per_node P -m
-paraformer.tools.train ... --parallel data`).
-
-In one process a step computes everything, through the model itself, its torch.compile wrapper (`Recipe.compile`)
-or the MGRIT solver of its layers (`Recipe.solver="mgrit"`, `paraformer.parallel.layertrain`).
+"""Where one process stands in a training run, and what it computes of each step: `Recipe.solver` (in one process
+the model itself, its torch.compile wrapper or the MGRIT solver of `paraformer.parallel.layertrain`), and across
+processes `Recipe.parallel` and `Recipe.processes`, launched by torchrun.
 
 Every rank holds the whole model, sees the same minibatches in the same order (shuffling and augmentation are
 seeded by (seed, epoch) as on one device) and ends every step with the same full gradient, so that the same
@@ -22,8 +19,8 @@ schemes differ in who computes what:
   the last rank's output is broadcast, so every rank computes the same head and loss.
 For "branch" and "layer", one all-reduce after backward sums every gradient: a branch's or layer's is non-zero on
 its owner alone, the stem's parts add up, and the head's (the same on every rank) is counted once. Training keeps
-full replicas with that one all-reduce per step, as DDP does; the benchmark (`paraformer.bench.multi`) times each scheme's
-minimum communication.
+full replicas with that one all-reduce per step, as DDP does; the benchmark (`paraformer.bench.multi`) times each
+scheme's minimum communication.
 
 Only rank 0 writes: checkpoints, weights, the record, the step log and the progress bar. A failed or hung rank
 ends the job: every collective waits at most PARAFORMER_DIST_TIMEOUT seconds (default 300), after which the
@@ -42,7 +39,7 @@ from torch import nn
 from ..core.config import ConfigError, Recipe
 from ..core.model import ParaFormer
 from .branch import BranchParallel
-from .launch import init_process_group
+from .launch import grad_or_zero, init_process_group, sum_into_gradients
 from .layertrain import MGRITTraining
 
 DEFAULT_TIMEOUT_SECONDS = 300
@@ -75,7 +72,6 @@ class Processes:
 
     @property
     def writes(self) -> bool:
-        """Whether this rank writes the run's files (rank 0 alone)."""
         return self.rank == 0
 
     @property
@@ -90,36 +86,25 @@ class Processes:
         dist.broadcast(value, src=0)
         return bool(value.item())
 
-    def total(self, value: torch.Tensor) -> torch.Tensor:
-        """The sum of `value` over the ranks (the value itself in one process)."""
-        if not self.distributed:
-            return value
-        summed = value.detach().clone()
-        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
-        return summed
-
     def training_module(self, model: ParaFormer, recipe: Recipe) -> nn.Module:
-        """The module a training step calls: the MGRIT solver, a multi-process scheme's module ("data" and
-        "branch"), torch.compile's wrapper, or the model itself."""
+        """The module a training step calls (the model itself unless the recipe asks for another)."""
         if recipe.solver == "mgrit":  # across processes too: "layer" shares the solver's layers
             return MGRITTraining(model, recipe, distributed=self.distributed)
-        if self.distributed and self.scheme == "data":
+        if self.shards_data:
             from torch.nn.parallel import DistributedDataParallel
 
             device = next(model.parameters()).device
             return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
                                            find_unused_parameters=False)
         if self.distributed:
-            return BranchTraining(model, self, recipe.seed)
+            return BranchTraining(model, recipe.seed)
         return torch.compile(model) if recipe.compile else model
 
     @property
     def shards_data(self) -> bool:
-        """Whether each rank computes a share of every minibatch ("data" parallelism)."""
         return self.distributed and self.scheme == "data"
 
     def share(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The part of a minibatch this rank computes: all of it, or under "data" its equal share."""
         if not self.shards_data:
             return images, labels
         part = rank_share(len(labels), self.rank, self.world_size)
@@ -132,13 +117,22 @@ class Processes:
 
     def minibatch_total(self, loss_sum: torch.Tensor) -> torch.Tensor:
         """An epoch's summed loss over whole minibatches: under "data" the sum of the ranks' shares."""
-        return self.total(loss_sum) if self.shards_data else loss_sum
+        if not self.shards_data:
+            return loss_sum
+        summed = loss_sum.detach().clone()
+        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+        return summed
 
     def complete_gradients(self, model: ParaFormer) -> None:
-        """After backward: under "branch" and "layer" every rank's gradient becomes the full one (DDP's own
-        all-reduce does it under "data")."""
-        if self.distributed and self.scheme in ("branch", "layer"):
-            sum_gradients(model, self)
+        """After backward: under "branch" and "layer" every rank's gradient becomes the full one (see the module
+        docstring; DDP's own all-reduce does it under "data"). The head's gradient, the same on every rank, is kept
+        on rank 0 alone before the sum."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not (self.distributed and self.scheme in ("branch", "layer")) or not params:
+            return
+        head = {id(p) for p in (*model.norm.parameters(), *model.head.parameters())}
+        sum_into_gradients(params, [torch.zeros_like(p) if id(p) in head and not self.writes else grad_or_zero(p)
+                                    for p in params])
 
     def failure(self, error: BaseException) -> RankFailure:
         return RankFailure(f"rank {self.rank} of {self.world_size} stopped: {error} (a collective fails when "
@@ -192,42 +186,16 @@ def check_layout(model: ParaFormer, recipe: Recipe, num_train: int) -> None:
 
 
 class BranchTraining(nn.Module):
-    """`BranchParallel` over the model's own modules (the optimizer's parameters), with the gradient sum that
-    keeps every replica equal."""
+    """`BranchParallel` over the model's own modules (the optimizer's parameters); `complete_gradients` sums the
+    gradients that keep every replica equal."""
 
-    def __init__(self, model: ParaFormer, processes: Processes, seed: int):
+    def __init__(self, model: ParaFormer, seed: int):
         super().__init__()
         self.model = model
         self.parallel = BranchParallel(model, seed=seed, share_weights=True)
-        self.processes = processes
 
     def forward(self, images: torch.Tensor, num_branches: int | None = None) -> torch.Tensor:
         return self.parallel(images, num_branches)
 
     def start_epoch(self, first_step: int, history: list[dict] | None = None) -> None:
         self.parallel.calls = first_step  # one stochastic forward call per step: the dropout streams resume
-
-
-def head_parameters(model: ParaFormer) -> list[nn.Parameter]:
-    return [*model.norm.parameters(), *model.head.parameters()]
-
-
-def sum_gradients(model: ParaFormer, processes: Processes) -> None:
-    """After backward under "branch" or "layer": every rank's gradient becomes the full one (see the module
-    docstring). The head's gradient, the same on every rank, is kept on rank 0 alone before the sum."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not processes.distributed or not params:
-        return
-    head = {id(p) for p in head_parameters(model)}
-    parts = []
-    for p in params:
-        grad = p.grad if p.grad is not None else torch.zeros_like(p)
-        if id(p) in head and not processes.writes:
-            grad = torch.zeros_like(grad)
-        parts.append(grad.reshape(-1))
-    flat = torch.cat(parts)
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    offset = 0
-    for p in params:
-        p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
-        offset += p.numel()

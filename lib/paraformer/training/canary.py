@@ -1,11 +1,8 @@
 """The numerics canary: tiny fixed runs of every training method, solver and execution path, hashed.
 
-Each run trains a few steps on synthetic 16 px images through `train()`, into a temporary folder: joint training,
-the authors' progressive method (their residual, RandAugment), the prefix method (SGD, a clipped gradient), the
-frozen method, a ViT at h = 1/4, MGRIT at fixed cycles and under the adaptive rule, a model grown from another
-(class-incremental), a fine-tune from given weights, and data, branch and layer parallelism on two gloo
-processes; plus an ImageFolder of PNG files read back through `load_data`. Each run's digest hashes its per-epoch
-numbers, its final accuracies and predictions and the exact bytes of its final weights (never a time).
+Each run (`_runs`, `single_process_digests`, `_schemes`) trains a few steps on synthetic 16 px images through
+`train()`, into a temporary folder; an ImageFolder of PNG files is read back through `load_data` too. Each run's
+digest hashes its per-epoch numbers, its final accuracies and predictions and the exact bytes of its final weights.
 
 One thread, so that the digests do not depend on how many cores a machine splits its sums over; torch.compile
 is left out (it needs a compiler, and its kernels are torch's, not this code's). `paraformer.training.numerics`
@@ -33,11 +30,11 @@ from ..core.data import ImageData, load_data
 from ..core.runcache import Initialization, load_trained_model
 from .trainer import train
 
-# One thread: what a digest of float results must not depend on is how many cores the machine splits its sums over.
-THREADS = 1
+THREADS = 1  # see the module docstring
 IMAGE_SIZE, CLASSES = 16, 4
 SMALL = dict(image_size=IMAGE_SIZE, patch_size=4, width=16, num_heads=2, mlp_ratio=2.0, num_classes=CLASSES)
 BASE_RECIPE = Recipe(epochs=2, batch_size=16, lr=3e-3, warmup_epochs=0.5, augment=("flip", "crop"), seed=1)
+VIT = ModelConfig(branch_depth=4, num_layers=4, step=1 / 4, **SMALL)
 
 
 def toy_images(n: int, seed: int, classes: tuple[int, ...] = tuple(range(CLASSES))):
@@ -54,7 +51,6 @@ def toy_images(n: int, seed: int, classes: tuple[int, ...] = tuple(range(CLASSES
 
 
 def toy_data(classes: tuple[int, ...] = tuple(range(CLASSES)), seed: int = 0) -> ImageData:
-    """64 training, 16 validation and 32 test images of `classes`."""
     train_images, train_labels = toy_images(64, seed, classes)
     val_images, val_labels = toy_images(16, seed + 1, classes)
     test_images, test_labels = toy_images(32, seed + 2, classes)
@@ -68,9 +64,7 @@ DATA = DataConfig(dataset="canary", n_test_per_epoch=16)
 
 
 def _runs() -> list[tuple[str, ModelConfig, Recipe, dict]]:
-    """(name, model, recipe, train() keywords) of the single-process runs, in order."""
-    para = ModelConfig(branch_depth=1, num_layers=3, dropout=0.1, **SMALL)
-    vit = ModelConfig(branch_depth=4, num_layers=4, step=1 / 4, **SMALL)
+    para, vit = ModelConfig(branch_depth=1, num_layers=3, dropout=0.1, **SMALL), VIT
     mgrit = replace(BASE_RECIPE, solver="mgrit", mgrit_coarsening=2, augment=())
     return [
         ("joint", para, BASE_RECIPE, {}),
@@ -82,14 +76,15 @@ def _runs() -> list[tuple[str, ModelConfig, Recipe, dict]]:
                                                           epochs=1), {}),
         ("vit-step", vit, replace(BASE_RECIPE, augment=()), {}),
         ("mgrit-fixed", vit, replace(mgrit, mgrit_iterations=(1, 1)), {}),
-        ("mgrit-adaptive", replace(vit, branch_depth=8, num_layers=8, step=1 / 8), replace(mgrit, mgrit_iterations=(0, 0), mgrit_check_every=2,
-                                        mgrit_tolerance=1e-3), {}),
+        ("mgrit-adaptive", replace(vit, branch_depth=8, num_layers=8, step=1 / 8),
+         replace(mgrit, mgrit_iterations=(0, 0), mgrit_check_every=2, mgrit_tolerance=1e-3), {}),
     ]
 
 
-def _digest(record, weights: dict) -> str:
-    """A hash of what a run computed: its per-epoch numbers (not its times), its final accuracies and
-    predictions, and the exact bytes of its final weights."""
+def _digest(record, runs: Path) -> str:
+    """A hash of what a run trained into `runs` computed: its per-epoch numbers (not its times), its final
+    accuracies and predictions, and the exact bytes of its final weights."""
+    weights = load_trained_model(record, runs).state_dict()
     h = hashlib.sha256()
     history = [{k: v for k, v in entry.items() if "seconds" not in k} for entry in record.history]
     numbers = {"history": history, "final_test_acc": record.final_test_acc,
@@ -99,15 +94,6 @@ def _digest(record, weights: dict) -> str:
     for name in sorted(weights):
         h.update(name.encode())
         h.update(weights[name].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def _tensors_digest(*tensors: torch.Tensor, extra=()) -> str:
-    h = hashlib.sha256()
-    for tensor in tensors:
-        h.update(f"{tensor.dtype}{tuple(tensor.shape)};".encode())
-        h.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    h.update(json.dumps(list(extra)).encode())
     return h.hexdigest()[:16]
 
 
@@ -124,36 +110,36 @@ def _data_digest(folder: Path) -> str:
             Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(path)
     data = load_data(DataConfig(dataset=str(folder / "images"), n_train=30, n_test=8, val_fraction=0.2,
                                 subset_seed=3))
-    return _tensors_digest(data.train_images, data.train_labels, data.val_images, data.val_labels, data.test_images,
-                           data.test_labels, extra=[data.mean, data.std, data.classes])
+    h = hashlib.sha256()
+    for tensor in (data.train_images, data.train_labels, data.val_images, data.val_labels, data.test_images,
+                   data.test_labels):
+        h.update(f"{tensor.dtype}{tuple(tensor.shape)};".encode())
+        h.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(json.dumps([data.mean, data.std, data.classes]).encode())
+    return h.hexdigest()[:16]
 
 
 def single_process_digests(folder: Path) -> dict[str, str]:
     """The digests of the data and of every run in one process, trained into `folder`."""
-    digests = {"data": _data_digest(folder)}
-    data = toy_data()
-    results = {}
+    digests, runs, results, data = {"data": _data_digest(folder)}, folder / "runs", {}, toy_data()
     for name, model, recipe, keywords in _runs():
-        result = train(model, DATA, recipe, name=name, data=data, results_root=folder / "runs", progress=False,
-                       **keywords)
-        results[name] = result
-        digests[name] = _digest(result, load_trained_model(result, folder / "runs").state_dict())
+        results[name] = train(model, DATA, recipe, name=name, data=data, results_root=runs, progress=False, **keywords)
+        digests[name] = _digest(results[name], runs)
     # a model grown from a two-class one (class-incremental: two new classes, only the new branch learns), and a
     # fine-tune that starts from the joint run's weights with a new head
-    two = toy_data(classes=(0, 1))
     parent_model = ModelConfig(branch_depth=1, num_layers=2, **{**SMALL, "num_classes": 2})
-    parent = train(parent_model, replace(DATA, classes=(0, 1)), BASE_RECIPE, name="task1", data=two,
-                   results_root=folder / "runs", progress=False)
-    grown = parent_model.expanded(1, 2)
-    child = train(grown, replace(DATA, classes=(2, 3)), replace(BASE_RECIPE, freeze_inherited=True), name="task2",
-                  data=toy_data(classes=(2, 3)), parent=parent, results_root=folder / "runs", progress=False)
-    digests["expand"] = _digest(child, load_trained_model(child, folder / "runs").state_dict())
-    weights = {k: v for k, v in load_trained_model(results["joint"], folder / "runs").state_dict().items()
+    parent = train(parent_model, replace(DATA, classes=(0, 1)), BASE_RECIPE, name="task1",
+                   data=toy_data(classes=(0, 1)), results_root=runs, progress=False)
+    child = train(parent_model.expanded(1, 2), replace(DATA, classes=(2, 3)),
+                  replace(BASE_RECIPE, freeze_inherited=True), name="task2", data=toy_data(classes=(2, 3)),
+                  parent=parent, results_root=runs, progress=False)
+    digests["expand"] = _digest(child, runs)
+    weights = {k: v for k, v in load_trained_model(results["joint"], runs).state_dict().items()
                if not k.startswith("head.")}
     tuned = train(_runs()[0][1], DATA, replace(BASE_RECIPE, optimizer="sgd", lr=0.01, grad_clip=1.0),
                   name="finetune", data=toy_data(seed=7), init=Initialization("the joint run", weights),
-                  results_root=folder / "runs", progress=False)
-    digests["finetune"] = _digest(tuned, load_trained_model(tuned, folder / "runs").state_dict())
+                  results_root=runs, progress=False)
+    digests["finetune"] = _digest(tuned, runs)
     return digests
 
 
@@ -163,13 +149,12 @@ WORLD = 2
 
 
 def _schemes() -> dict[str, tuple[ModelConfig, Recipe]]:
-    vit = ModelConfig(branch_depth=4, num_layers=4, step=1 / 4, **SMALL)
     return {
         "data": (ModelConfig(branch_depth=2, num_layers=2, **SMALL), replace(BASE_RECIPE, parallel="data",
                                                                              processes=WORLD)),
         "branch": (ModelConfig(branch_depth=1, num_layers=2, dropout=0.1, **SMALL),
                    replace(BASE_RECIPE, parallel="branch", processes=WORLD)),
-        "layer": (vit, replace(BASE_RECIPE, parallel="layer", processes=WORLD, solver="mgrit", mgrit_coarsening=2,
+        "layer": (VIT, replace(BASE_RECIPE, parallel="layer", processes=WORLD, solver="mgrit", mgrit_coarsening=2,
                                augment=(), mgrit_iterations=(0, 0), mgrit_check_every=2, mgrit_tolerance=1e-3)),
     }
 
@@ -185,22 +170,18 @@ def _worker(rank: int, port: int, folder: str) -> None:
             result = train(model, DATA, recipe, name=f"processes-{scheme}", data=data,
                            results_root=Path(folder) / "runs", progress=False)
             if rank == 0:
-                digest = _digest(result, load_trained_model(result, Path(folder) / "runs").state_dict())
-                (Path(folder) / f"{scheme}.digest").write_text(digest)
+                (Path(folder) / f"{scheme}.digest").write_text(_digest(result, Path(folder) / "runs"))
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def multi_process_digests(folder: Path) -> dict[str, str]:
     """The digests of data, branch and layer parallelism on two gloo processes, trained into `folder`."""
-    mp.spawn(_worker, args=(_free_port(), str(folder)), nprocs=WORLD, join=True)
+    with socket.socket() as s:  # a free port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_worker, args=(port, str(folder)), nprocs=WORLD, join=True)
     return {f"processes-{scheme}": (folder / f"{scheme}.digest").read_text() for scheme in _schemes()}
 
 
@@ -225,6 +206,5 @@ def run_canary() -> dict[str, str]:
 
 
 def overall(digests: dict[str, str]) -> str:
-    """One digest of all the runs'."""
     return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()[:16]
 

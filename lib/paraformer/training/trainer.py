@@ -1,11 +1,8 @@
 """The trainer: `train(model_config, data_config, recipe) -> RunResult`, with a run cache and exact resume.
 
-A reader's map, in the order things happen. `train` checks its arguments and returns a finished run from the
-run cache (`paraformer.core.runcache`) when there is one. Otherwise `start_run` builds the model (from a parent
-run's or given weights where asked), plans its stages, puts the data on the device and resumes from the last
-checkpoint. Each epoch is then `train_one_epoch` (the method's passes over the data; each minibatch goes to the
-method's update in `paraformer.core.progressive`, which calls `StageTraining.step` for every optimizer step),
-`evaluate_epoch` and `save_checkpoint`. `finish_run` saves the weights and writes the record.
+In order: `train` returns a finished run from the run cache (`paraformer.core.runcache`), or `start_run` sets one
+up; each epoch is `train_one_epoch` (each minibatch goes to the method's update in `paraformer.core.progressive`,
+which calls `StageTraining.step` per optimizer step), `evaluate_epoch` and `save_checkpoint`; `finish_run` writes.
 
 The same path runs on every device, so the CPU tests cover the GPU's: the decoded uint8 images are held as one
 tensor on the device; each minibatch is gathered, flipped and cropped there (`data.augment_batch`) and
@@ -17,11 +14,8 @@ Resumed runs give the same numbers as uninterrupted ones because nothing random 
 the shuffling generator and the global RNG (dropout, RandAugment) are re-seeded from (seed, epoch) at the start
 of every epoch, and the learning rate is a function of the step number.
 
-How a step computes its gradient, and who computes which part of it, is this process's `Processes`
-(`paraformer.parallel.processes`): the module training calls (the model, its torch.compile wrapper, the MGRIT
-solver of `Recipe.solver="mgrit"`, or a multi-process scheme of `Recipe.parallel`), this rank's share of a
-minibatch, and the gradient sum that ends every step with the same gradient on every rank. Rank 0 alone writes;
-a failed or hung rank raises `RankFailure`.
+How a step computes its gradient, and which rank computes which part, is this process's `Processes`
+(`paraformer.parallel.processes`). Rank 0 alone writes; a failed or hung rank raises `RankFailure`.
 
 `python -m paraformer.tools.train --help`: one run from the command line, with the same run cache and records;
 `torchrun --nproc_per_node P -m paraformer.tools.train ... --parallel data` the same run on P processes.
@@ -44,7 +38,6 @@ from ..core.config import ConfigError, DataConfig, ModelConfig, Recipe
 from ..core.data import ImageData, augment_batch, load_data, normalize, stratified_subset
 from ..core.files import atomic_save, atomic_write_json, check_writable
 from ..core.model import ParaFormer
-from ..core.paths import results_dir
 from ..core.provenance import code_version, device_name
 from ..core.runcache import (Initialization, RunResult, StaleRunWarning, data_fingerprint_of, encode_labels,
                              load_checkpoint, load_trained_model, read_record, remove_leftovers, retrain_policy,
@@ -143,18 +136,16 @@ def start_run(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe
         history, wall_seconds = state["history"], state["wall_seconds"]
     as_float = dict(dtype=torch.float32, device=device)
     check_layout(model, recipe, len(data.train_labels))
-    forward = processes.training_module(model, recipe)
     run = TrainingRun(
         name=name, key=key, model_config=model_config, data_config=data_config, recipe=recipe,
         fingerprint=fingerprint, paths=paths, device=device, model=model,
-        forward=forward, data=data,
+        forward=processes.training_module(model, recipe), data=data,
         train_images=data.train_images.to(device), train_labels=data.train_labels.to(device),
         test_images=data.test_images.to(device), mean=torch.tensor(data.mean, **as_float),
         std=torch.tensor(data.std, **as_float), stages=stages, history=history, wall_seconds=wall_seconds,
         resume=state, step_log=SilentStepLog(), curve_index=curve_subset(data, data_config), processes=processes)
-    if processes.writes:
-        root = Path(results_root) if results_root is not None else results_dir()
-        tensorboard = root / "tensorboard" / f"{name}-{key}"
+    if processes.writes:  # TensorBoard's events under the results folder that holds runs/
+        tensorboard = paths[0].parent.parent / "tensorboard" / f"{name}-{key}"
         run.step_log = StepLog(step_log_path(paths[0]), len(history), log_every, tensorboard,
                                run.first_step(len(history)))
     return run
@@ -291,12 +282,10 @@ def finish_run(run: TrainingRun, parent: RunResult | None, init: Initialization 
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), code_digest=code_digest(), data_fingerprint=run.fingerprint,
         precision=precision(run.device, run.recipe.amp), numerics=current_numerics(),
     )
-    record_path, checkpoint_path, weights_path = run.paths
-    if not run.processes.writes:
-        return result
-    atomic_save(run.model.state_dict(), weights_path)
-    atomic_write_json(result.to_json(), record_path)
-    remove_leftovers(record_path, checkpoint_path, weights_path)
+    if run.processes.writes:
+        atomic_save(run.model.state_dict(), run.paths[2])
+        atomic_write_json(result.to_json(), run.paths[0])
+        remove_leftovers(*run.paths)
     return result
 
 
@@ -318,11 +307,9 @@ def _check_arguments(model_config, data_config, recipe, parent, init) -> None:
 def _check_data_fits(model_config: ModelConfig, data_config: DataConfig, data: ImageData) -> None:
     labels = data.num_classes if data_config.classes is None else max(data_config.classes) + 1
     if (labels, data.in_channels) != (model_config.num_classes, model_config.in_channels):
-        raise ConfigError(
-            f"{model_config.name} has num_classes={model_config.num_classes}, in_channels={model_config.in_channels} "
-            f"but {data.name} (classes {data_config.classes or 'all'}) needs {labels} outputs and has "
-            f"{data.in_channels} channel(s); set them to match"
-        )
+        raise ConfigError(f"{model_config.name} has num_classes={model_config.num_classes}, in_channels="
+                          f"{model_config.in_channels} but {data.name} (classes {data_config.classes or 'all'}) needs "
+                          f"{labels} outputs and has {data.in_channels} channel(s); set them to match")
     if data.image_size != model_config.image_size:
         raise ConfigError(f"{model_config.name} takes {model_config.image_size}px images but {data.name} has "
                           f"{data.image_size}px ones; set DataConfig.image_size={model_config.image_size} to resize "
@@ -336,8 +323,7 @@ def _cached_run(name: str, key: str, results_root: Path | None) -> RunResult | N
     remove_leftovers(record_path, checkpoint_path, weights_path)
     if not record_path.exists():
         return None
-    result = read_record(record_path, key)
-    result.cached = True
+    result = _read_cached(name, key, results_root)
     if not is_stale(result):
         return result
     if policy != "stale":
@@ -354,7 +340,7 @@ def _cached_run(name: str, key: str, results_root: Path | None) -> RunResult | N
 
 
 def _read_cached(name: str, key: str, results_root: Path | None) -> RunResult:
-    """The record rank 0 found (as `_cached_run` returned it there)."""
+    """The finished run's record, marked as read from the cache (on ranks other than 0: the record rank 0 found)."""
     result = read_record(run_paths(name, key, results_root)[0], key)
     result.cached = True
     return result
@@ -372,8 +358,7 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
     before training, and its key becomes part of this run's. `init` gives starting weights instead (fine-tuning);
     their digest becomes part of the key. `on_epoch_end` is called with each epoch's log entry after its
     checkpoint is safely written (so interrupting it loses nothing). `log_every`: steps between reads of the
-    step log's values from the device (the log itself has every step).
-    """
+    step log's values from the device (the log itself has every step)."""
     _check_arguments(model_config, data_config, recipe, parent, init)
     processes = join(recipe)
     name = run_name(name, model_config, data_config, recipe)
@@ -401,8 +386,7 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
             if hasattr(run.forward, "epoch_summary"):  # a solver's state: the MGRIT cycles and checks
                 entry.update(run.forward.epoch_summary())
             train_seconds = time.perf_counter() - started
-            entry.update(evaluate_epoch(run, training.stage))
-            entry["train_seconds"] = train_seconds
+            entry.update(evaluate_epoch(run, training.stage), train_seconds=train_seconds)
             entry["seconds"] = time.perf_counter() - started
             run.wall_seconds += entry["seconds"]
             run.history.append(entry)
