@@ -101,8 +101,8 @@ def compression_table(model: ParaFormer, data: ImageData, recipe: Recipe) -> pd.
         (predicted,) = predict(kept, data.test_images, data, recipe, lambda m, x: [m(x)])
         correct = (predicted == data.test_labels).numpy()
         rows.append({
-            "selection": selection, "branches_kept": len(subset), "layers_kept": len(subset) * model.config.branch_depth,
-            "branches": " ".join(map(str, subset)),
+            "selection": selection, "branches_kept": len(subset),
+            "layers_kept": len(subset) * model.config.branch_depth, "branches": " ".join(map(str, subset)),
             "val_acc": _subset_accuracy(model, val_outputs, data.val_labels, subset),
             "test_acc": 100.0 * correct.mean(), "correct": correct,
             "params": params, "param_ratio": full_params / params, "branch_ratio": m / len(subset),
@@ -140,10 +140,8 @@ def _plans(profile: str, datasets) -> tuple[list[PlannedRun], list[PlannedRun]]:
 
 
 def plan(profile: str, datasets=None) -> list[PlannedRun]:
-    """Notebook 03's ParaFormers of every method and seed, then a ViT of every kept size that compresses at least
-    2x (`vit_sizes`), every seed."""
-    paraformers, vits = _plans(profile, datasets)
-    return paraformers + vits
+    """Notebook 03's ParaFormers of every method and seed, then the ViTs of `vit_sizes`, every seed."""
+    return sum(_plans(profile, datasets), [])
 
 
 def estimate(profile: str, datasets=None, flops_per_second=None) -> Estimate:
@@ -170,24 +168,18 @@ def run(profile: str, datasets=None, progress: bool = True) -> Runs:
     folder, (planned_paraformers, planned_vits) = results_dir(profile), _plans(profile, datasets)
     trained = execute(planned_paraformers + planned_vits, folder, progress)
     paraformers, vits = trained[:len(planned_paraformers)], trained[len(planned_paraformers):]
-    tables = []
-    for t in paraformers:
-        table = compression_table(load_trained_model(t.result, folder), t.data, t.planned.recipe)
-        # a kept model costs no training of its own: what trained it is its full model's run
-        tables.append(table.assign(dataset=t.planned.data.dataset, method=t.planned.recipe.method,
-                                   seed=t.planned.recipe.seed))
     rows = sweep_rows(paraformers)
-    compressed = pd.concat([table.assign(train_tflop=tflop) for table, tflop in zip(tables, rows["train_tflop"])],
-                           ignore_index=True)
-    vit_layers = vit_sizes(paraformers[0].planned.model)
-    return Runs(rows, [t.result for t in paraformers], compressed, sweep_rows(vits), vit_layers)
+    # a kept model costs no training of its own: what trained it is its full model's run
+    compressed = pd.concat([compression_table(load_trained_model(t.result, folder), t.data, t.planned.recipe).assign(
+        dataset=t.planned.data.dataset, method=t.planned.recipe.method, seed=t.planned.recipe.seed, train_tflop=tflop)
+        for t, tflop in zip(paraformers, rows["train_tflop"])], ignore_index=True)
+    return Runs(rows, [t.result for t in paraformers], compressed, sweep_rows(vits),
+                vit_sizes(paraformers[0].planned.model))
 
 
 def compression_means(table: pd.DataFrame, vit_runs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per dataset, method, selection and number of kept branches: validation and test accuracy over seeds (the
-    test one with its 95% interval), the size ratios and the full model's training TFLOPs per run; with `vit_runs`
-    (`run_sweep` rows), beside each the ViT of as many layers trained from scratch: its mean test accuracy and
-    training TFLOPs (NaN for sizes not trained)."""
+    """Per dataset, method, selection and kept branches, over seeds: test accuracy with its 95% interval; with
+    `vit_runs` (`plan.sweep_rows`), the ViT of as many layers from scratch beside it (NaN for sizes not trained)."""
     rows = []
     for (dataset, method, selection, k), group in table.groupby(["dataset", "method", "selection", "branches_kept"],
                                                                 sort=False):
@@ -226,8 +218,7 @@ def arms(table: pd.DataFrame, vit_runs: pd.DataFrame) -> pd.DataFrame:
     kept = table.assign(label=[f"{method} {selection} {k}/{m}" for method, selection, k in
                                zip(table["method"], table["selection"], table["branches_kept"])])
     vits = vit_runs.assign(label=[f"ViT-{n} from scratch" for n in vit_runs["num_layers"]])
-    return pd.concat([kept[["dataset", "seed", "label", "correct"]], vits[["dataset", "seed", "label", "correct"]]],
-                     ignore_index=True)
+    return pd.concat([rows[["dataset", "seed", "label", "correct"]] for rows in (kept, vits)], ignore_index=True)
 
 
 def compression_claims(means: pd.DataFrame, picks: pd.DataFrame, vit_layers: list[int],
@@ -247,17 +238,13 @@ def compression_claims(means: pd.DataFrame, picks: pd.DataFrame, vit_layers: lis
                     dataset, f"{pick['method']} prefix {k}/{m}", f"{pick['method']} prefix {m}/{m}",
                     f"{pick['method']}: its first {k} of {m} branches (x{pick['param_ratio']:.2f}) lose under "
                     f"{tolerance:g} point on {dataset}", column="label", threshold=-tolerance))
-        for method in methods:
-            if method != "joint" and "joint" in methods:
-                claims.append(AccuracyClaim(dataset, f"{method} prefix 1/{m}", f"joint prefix 1/{m}",
-                                            f"{method}: its first branch beats joint's first branch on {dataset}",
-                                            column="label"))
+        claims += [AccuracyClaim(dataset, f"{method} prefix 1/{m}", f"joint prefix 1/{m}", f"{method}: its first "
+                                 f"branch beats joint's first branch on {dataset}", column="label")
+                   for method in methods if method != "joint" and "joint" in methods]
         depth = int(means["layers_kept"].min())  # of one branch
-        for method in methods:
-            if depth in vit_layers:
-                claims.append(AccuracyClaim(dataset, f"{method} prefix 1/{m}", f"ViT-{depth} from scratch",
-                                            f"{method}: its first branch beats ViT-{depth} from scratch on {dataset}",
-                                            column="label"))
+        claims += [AccuracyClaim(dataset, f"{method} prefix 1/{m}", f"ViT-{depth} from scratch", f"{method}: its first "
+                                 f"branch beats ViT-{depth} from scratch on {dataset}", column="label")
+                   for method in methods if depth in vit_layers]
     return claims
 
 
@@ -281,8 +268,7 @@ def export_best(picks: pd.DataFrame, runs: pd.DataFrame, records: list[RunResult
     """Save the full and the most compressed chosen model (first seed) as ParaFormer files under the profile's
     models/ folder, load the compressed one back, and say whether it gives the same logits."""
     best = picks.loc[picks["param_ratio"].idxmax()]
-    index = [i for i, (_, r) in enumerate(runs.iterrows())
-             if (r["dataset"], r["method"]) == (best["dataset"], best["method"])][0]
+    index = list(zip(runs["dataset"], runs["method"])).index((best["dataset"], best["method"]))
     record = records[index]
     full = load_trained_model(record, results_dir(profile)).eval()
     kept = full.select_branches(list(range(int(best["branches_kept"])))).eval()
@@ -310,8 +296,8 @@ class Findings:
 
 
 def findings(result: Runs, profile: str, tolerance: float = 1.0) -> Findings:
-    """Every table, claim and verdict of notebook 04; writes tables/compression*.{csv,md} and the headline claim of
-    the report. `tolerance`: accuracy points (on validation) a compressed model may lose against the full model."""
+    """Writes tables/compression*.{csv,md} and the report's claim. `tolerance`: accuracy points (on validation) a
+    compressed model may lose against the full model."""
     scale = get_profile(profile).comparison.scale
     means = compression_means(result.table, result.vits)
     picks = pd.concat([smallest_within(rows, tolerance).assign(dataset=d, method=m)

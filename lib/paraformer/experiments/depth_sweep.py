@@ -15,7 +15,7 @@ import pandas as pd
 from ..core.paths import results_dir
 from .accuracy import AccuracyClaim, beats, claims_note, compare_with_paper, judge_claims, verdict_table
 from .estimate import Estimate, estimate as estimate_runs
-from .layer_sweep import MODELS as LAYER_MODELS
+from .layer_sweep import MODELS as LAYER_MODELS, accuracy_note
 from .paper import PAPER_2024, TABLE2_LAYER_SWEEP, TABLE3_DEPTH_SWEEP, combine
 from .plan import PlannedRun, execute, sweep, sweep_rows
 from .profiles import get_profile
@@ -33,20 +33,15 @@ DEPTH_FINDINGS = {
 }
 
 
-def _datasets(profile: str, datasets) -> tuple[str, ...]:
-    return tuple(datasets or get_profile(profile).scale.depth_sweep_datasets)
-
-
 def _sweeps(profile: str, depth_models, layer_models, datasets) -> tuple[list[PlannedRun], list[PlannedRun]]:
-    scale, datasets = get_profile(profile).scale, _datasets(profile, datasets)
+    scale = get_profile(profile).scale
+    datasets = tuple(datasets or scale.depth_sweep_datasets)
     return sweep(NOTEBOOK, scale, depth_models, datasets), sweep(NOTEBOOK, scale, layer_models, datasets)
 
 
 def plan(profile: str, depth_models=DEPTH_MODELS, layer_models=LAYER_MODELS, datasets=None) -> list[PlannedRun]:
-    """The depth sweep, then the layer sweep of notebook 01 again, on Table 3's datasets (the profile's unless
-    given)."""
-    depth, layer = _sweeps(profile, depth_models, layer_models, datasets)
-    return depth + layer
+    """The depth sweep, then notebook 01's layer sweep again, on Table 3's datasets (the profile's unless given)."""
+    return sum(_sweeps(profile, depth_models, layer_models, datasets), [])
 
 
 def run(profile: str, depth_models=DEPTH_MODELS, layer_models=LAYER_MODELS, datasets=None,
@@ -63,7 +58,8 @@ def estimate(profile: str, depth_models=DEPTH_MODELS, layer_models=LAYER_MODELS,
 
 
 def describe(profile: str, datasets=None) -> str:
-    return f"{get_profile(profile).scale.describe()}; datasets {', '.join(_datasets(profile, datasets))}"
+    scale = get_profile(profile).scale
+    return f"{scale.describe()}; datasets {', '.join(datasets or scale.depth_sweep_datasets)}"
 
 
 def claims(runs: pd.DataFrame, paper_table: dict = PAPER_TABLES) -> list[AccuracyClaim]:
@@ -83,11 +79,9 @@ def depth_findings(found: list[AccuracyClaim], verdicts: list[Verdict]) -> list[
     for dataset in dict.fromkeys(c.dataset for c in found):
         for finding, pairs in DEPTH_FINDINGS.items():
             parts = [v for c, v in zip(found, verdicts) if c.dataset == dataset and (c.better, c.worse) in pairs]
-            if len(parts) < len(pairs):
-                out.append(judge(f"{finding} on {dataset}", float("nan"), float("nan"), float("nan"),
-                                 not_testable=f"the sweep lacks some of {sorted({m for p in pairs for m in p})}"))
-            else:
-                out.append(all_of(f"{finding} on {dataset}", parts))
+            out.append(all_of(f"{finding} on {dataset}", parts) if len(parts) == len(pairs) else judge(
+                f"{finding} on {dataset}", float("nan"), float("nan"), float("nan"),
+                not_testable=f"the sweep lacks some of {sorted({m for p in pairs for m in p})}"))
     return out
 
 
@@ -101,17 +95,14 @@ class Findings:
 
 
 def findings(depth_runs: pd.DataFrame, layer_runs: pd.DataFrame, profile: str) -> Findings:
-    """The tables, the comparisons and the findings; writes tables/table3_depth_sweep*.{csv,md} and the findings
-    as the report's claims."""
+    """Writes tables/table3_depth_sweep*.{csv,md} and the findings as the report's claims."""
     both_runs = pd.concat([layer_runs, depth_runs], ignore_index=True)
     table = compare_with_paper(depth_runs, TABLE3_DEPTH_SWEEP)
     found = claims(both_runs)
     verdicts = judge_claims(both_runs, found)
     summary = depth_findings(found, verdicts)
     notes = [
-        f"paper_acc: {PAPER_2024}, Table 3 (500 epochs, full datasets); empty = the paper has no such cell. our_acc: "
-        f"final test accuracy on all {table['test_images'].min()} test images, mean over {table['seeds'].min()} "
-        "seed(s); our_acc_low/high: its 95% interval (bootstrap over test images and seeds); seed_std: std over seeds.",
+        accuracy_note(table, "Table 3"),
         "Para-F-6-6 is one branch of 6 layers: the depth-6 ViT the paper compares with.",
         get_profile(profile).scale.describe(),
         *provenance(depth_runs),

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..core.config import DataConfig, ModelConfig, Recipe
+from ..core.config import DataConfig, Recipe
 from ..core.data import DATASETS, load_data
 from ..core.flops import run_training_flops
 from ..core.model import count_parameters
@@ -54,6 +54,11 @@ NOTEBOOK = "05_expansion"
 STRATEGIES = ("expand", "finetune", "joint")
 # Relative cost of a layer per image: forward + backward for one that learns, forward alone for a frozen one.
 TRAINED_LAYER_COST, FROZEN_LAYER_COST = 3, 1
+
+
+def layer_passes(old_layers: int, layers: int, epochs: int) -> int:
+    """Training compute per image of a model of `layers` whose first `old_layers` are frozen."""
+    return (FROZEN_LAYER_COST * old_layers + TRAINED_LAYER_COST * (layers - old_layers)) * epochs
 
 
 def task_data_config(scale: Scale, dataset: str, classes: tuple[int, ...]) -> DataConfig:
@@ -96,13 +101,12 @@ def growth_plan(scale: Scale, plan: ExpansionPlan, seed: int) -> list[PlannedRun
     data, recipe = scale.data_config(plan.dataset), replace(scale.recipe, seed=seed)
     config = scale.model_config(f"1-{plan.growth_start}", data_shape(data))
     run = planned(NOTEBOOK, config, data, recipe)
-    compute, grown, runs = TRAINED_LAYER_COST * config.num_layers * recipe.epochs, [], [run]
+    compute, grown, runs = layer_passes(0, config.num_layers, recipe.epochs), [], [run]
     for _ in range(plan.growth_steps):
         old_layers, config = config.num_layers, config.expanded(plan.growth_step)
         run = planned(NOTEBOOK, config, data, replace(recipe, epochs=plan.growth_epochs, freeze_inherited=True),
                       f"{plan.dataset}-{config.name}-grown", parent=run)
-        compute += (FROZEN_LAYER_COST * old_layers + TRAINED_LAYER_COST * (config.num_layers - old_layers)) \
-            * plan.growth_epochs
+        compute += layer_passes(old_layers, config.num_layers, plan.growth_epochs)
         grown.append((config, compute))
         runs.append(run)
     for config, compute in grown:
@@ -130,12 +134,8 @@ def describe(profile: str) -> list[str]:
 
 def _by_strategy(trained: list[Trained]) -> dict[str, list[RunResult]]:
     """`class_incremental_plan`'s runs as each strategy's run after each task (task 1 is every strategy's)."""
-    results = [t.result for t in trained]
-    runs = {strategy: [results[0]] for strategy in STRATEGIES}
-    for k in range(1, len(results), len(STRATEGIES)):
-        for strategy, result in zip(STRATEGIES, results[k:k + len(STRATEGIES)]):
-            runs[strategy].append(result)
-    return runs
+    results = [t.result for t in trained]  # task 1, then per later task one run per strategy, in order
+    return {strategy: [results[0]] + results[1 + i::len(STRATEGIES)] for i, strategy in enumerate(STRATEGIES)}
 
 
 @dataclass
@@ -163,8 +163,7 @@ def run(profile: str, progress: bool = True) -> Runs:
 
 def incremental_metrics(runs: dict[str, list[RunResult]], scale: Scale, plan: ExpansionPlan,
                         recipe: Recipe, folder: Path) -> pd.DataFrame:
-    """One row per (strategy, after task t, tested task j <= t): class- and task-incremental accuracy, and the
-    number of parameters that learned in task t."""
+    """Per strategy, task t and tested task j <= t: class- and task-incremental accuracy, parameters learned in t."""
     tasks = plan.tasks()
     tests = [load_data(task_data_config(scale, plan.dataset, task)) for task in tasks]
     rows = []
@@ -204,8 +203,7 @@ def incremental_compute(runs: dict[str, list[RunResult]]) -> pd.DataFrame:
 
 
 def class_incremental_table(metrics: pd.DataFrame, runs_by_seed: dict[int, dict[str, list[RunResult]]]) -> pd.DataFrame:
-    """`incremental_summary` of each seed's metrics (a `seed` column) with its `incremental_compute`, averaged over
-    the seeds: one row per strategy and task, and the number of seeds."""
+    """`incremental_summary` with `incremental_compute` of each seed's metrics, averaged over the seeds."""
     per_seed = []
     for seed, seed_metrics in metrics.groupby("seed", sort=False):
         summary = incremental_summary(seed_metrics.drop(columns="seed"))
@@ -222,16 +220,13 @@ def incremental_summary(metrics: pd.DataFrame) -> pd.DataFrame:
     for (strategy, t), rows_t in metrics.groupby(["strategy", "after_task"], sort=False):
         row = {"strategy": strategy, "after_task": t, "avg_class_il_acc": rows_t["class_il_acc"].mean(),
                "avg_task_il_acc": rows_t["task_il_acc"].mean(), "trained_params": rows_t["trained_params"].iloc[0]}
+        history = metrics[metrics["strategy"] == strategy]
         for kind in ("class_il", "task_il"):
-            if strategy == "joint":  # a new model after every task: nothing is learned sequentially to forget
-                row[f"{kind}_forgetting"] = float("nan")
-                continue
-            drops = []
-            for j in range(1, t):
-                history = metrics[(metrics["strategy"] == strategy) & (metrics["task"] == j)]
-                before = history[history["after_task"] < t][f"{kind}_acc"].max()
-                now = history[history["after_task"] == t][f"{kind}_acc"].iloc[0]
-                drops.append(before - now)
+            # joint: a new model after every task, nothing is learned sequentially to forget
+            drops = [] if strategy == "joint" else [
+                history[(history["task"] == j) & (history["after_task"] < t)][f"{kind}_acc"].max()
+                - history[(history["task"] == j) & (history["after_task"] == t)][f"{kind}_acc"].iloc[0]
+                for j in range(1, t)]
             row[f"{kind}_forgetting"] = sum(drops) / len(drops) if drops else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
@@ -240,42 +235,23 @@ def incremental_summary(metrics: pd.DataFrame) -> pd.DataFrame:
 # --- capacity growth ------------------------------------------------------------------------------------
 
 def growth_rows(trained: list[Trained], plan: ExpansionPlan) -> pd.DataFrame:
-    """`growth_plan`'s runs as rows, the grown path's with its cumulative compute, seconds and FLOPs, then the
-    same sizes from scratch."""
-    first, steps, scratch = trained[0], trained[1:1 + plan.growth_steps], trained[1 + plan.growth_steps:]
-    n_train, epochs = len(first.data.train_labels), first.planned.recipe.epochs
-    config, result = first.planned.model, first.result
-    compute, seconds = TRAINED_LAYER_COST * config.num_layers * epochs, _train_seconds(result)
-    tflop = run_training_flops(result, n_train=n_train) / 1e12
-    grown = [(config, result, compute, seconds, tflop)]
-    for step in steps:
-        old_layers, config, parent, result = config.num_layers, step.planned.model, result, step.result
-        new_layers = config.num_layers - old_layers
-        compute += (FROZEN_LAYER_COST * old_layers + TRAINED_LAYER_COST * new_layers) * plan.growth_epochs
-        seconds += _train_seconds(result)
-        tflop += run_training_flops(result, n_train=n_train, parent=parent) / 1e12
-        grown.append((config, result, compute, seconds, tflop))
-    rows = [_growth_row("grown", *entry) for entry in grown]
-    for t in scratch:
+    """`growth_plan`'s runs as rows, the grown path's then the same sizes from scratch: `compute` in layer passes
+    per training image, `train_seconds` measured and `train_tflop` counted (`flops.run_training_flops`), each
+    summed over the path for a grown model."""
+    rows, n_train, previous, total = [], len(trained[0].data.train_labels), None, None
+    for i, t in enumerate(trained):
         config, result = t.planned.model, t.result
-        rows.append(_growth_row("scratch", config, result, TRAINED_LAYER_COST * config.num_layers
-                                * t.planned.recipe.epochs, _train_seconds(result),
-                                run_training_flops(result, n_train=n_train) / 1e12))
-    return pd.DataFrame(rows).assign(test_images=len(first.data.test_labels))
-
-
-def _train_seconds(result: RunResult) -> float:
-    return sum(h["train_seconds"] for h in result.history)
-
-
-def _growth_row(path: str, config: ModelConfig, result: RunResult, compute: float, seconds: float,
-                tflop: float) -> dict:
-    """`compute`: layer passes per training image over the whole path; `train_seconds`: measured, likewise;
-    `train_tflop`: counted training FLOPs (`flops.run_training_flops`), likewise."""
-    return {"path": path, "branches": config.num_branches, "epochs": len(result.history),
-            "test_acc": result.final_test_acc, "params": result.num_params, "compute": compute,
-            "train_seconds": seconds, "train_tflop": tflop, "run_key": result.key, "code_digest": result.code_digest,
-            "numerics": result.numerics, "correct": result.correct()}
+        old_layers = previous.planned.model.num_layers if previous else 0
+        here = (layer_passes(old_layers, config.num_layers, t.planned.recipe.epochs),
+                sum(h["train_seconds"] for h in result.history),
+                run_training_flops(result, n_train=n_train, parent=previous.result if previous else None) / 1e12)
+        total = tuple(a + b for a, b in zip(total, here)) if previous else here
+        rows.append({"path": "grown" if i <= plan.growth_steps else "scratch", "branches": config.num_branches,
+                     "epochs": len(result.history), "test_acc": result.final_test_acc, "params": result.num_params,
+                     "compute": total[0], "train_seconds": total[1], "train_tflop": total[2], "run_key": result.key,
+                     "code_digest": result.code_digest, "numerics": result.numerics, "correct": result.correct()})
+        previous = t if i < plan.growth_steps else None  # the from-scratch runs start from nothing
+    return pd.DataFrame(rows).assign(test_images=len(trained[0].data.test_labels))
 
 
 def final_arms(metrics: pd.DataFrame, dataset: str) -> pd.DataFrame:
@@ -283,12 +259,10 @@ def final_arms(metrics: pd.DataFrame, dataset: str) -> pd.DataFrame:
     order), told the task or not: rows (dataset, seed, label "<strategy>, task given|not given", correct) for
     `judge_claims`."""
     last = metrics[metrics["after_task"] == metrics["after_task"].max()].sort_values("task")
-    rows = []
-    for (strategy, seed), group in last.groupby(["strategy", "seed"], sort=False):
-        for kind, words in (("task_il", "task given"), ("class_il", "task not given")):
-            rows.append({"dataset": dataset, "seed": seed, "label": f"{strategy}, {words}",
-                         "correct": np.concatenate(list(group[f"{kind}_correct"]))})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"dataset": dataset, "seed": seed, "label": f"{strategy}, {words}",
+                          "correct": np.concatenate(list(group[f"{kind}_correct"]))}
+                         for (strategy, seed), group in last.groupby(["strategy", "seed"], sort=False)
+                         for kind, words in (("task_il", "task given"), ("class_il", "task not given"))])
 
 
 def expansion_claims(dataset: str) -> list[AccuracyClaim]:
@@ -296,11 +270,6 @@ def expansion_claims(dataset: str) -> list[AccuracyClaim]:
     return [AccuracyClaim(dataset, f"expand, {words}", f"finetune, {words}",
                           f"expansion beats fine-tuning everything after the last task, {words}", column="label")
             for words in ("task given", "task not given")]
-
-
-def growth_arms(growth: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """Grown and from-scratch models, per size and seed, as rows for `judge_claims` (label "<path> <k>")."""
-    return growth.assign(dataset=dataset, label=[f"{p} {k}" for p, k in zip(growth["path"], growth["branches"])])
 
 
 def growth_claims(growth: pd.DataFrame, dataset: str) -> list[AccuracyClaim]:
@@ -323,26 +292,19 @@ def growth_means(growth: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def old_task_logits_unchanged(expand_runs: list[RunResult], scale: Scale, plan: ExpansionPlan,
-                              folder: Path) -> tuple[bool, str]:
-    """Whether the last expanded model gives task 1's test images bit-identical task-1 logits to the task-1 model
-    (what "expansion never forgets" rests on), and the check in words."""
+def logits_check(result: Runs, profile: str) -> str:
+    """Whether the first seed's last expanded model gives task 1's test images bit-identical task-1 logits to the
+    task-1 model (what "expansion never forgets" rests on), in words."""
+    p, folder = get_profile(profile), results_dir(profile)
+    expand_runs = result.incremental[p.expansion.seeds[0]]["expand"]
     old, new = load_trained_model(expand_runs[0], folder).eval(), load_trained_model(expand_runs[-1], folder).eval()
-    data = load_data(task_data_config(scale, plan.dataset, plan.tasks()[0]))
+    data = load_data(task_data_config(p.scale, p.expansion.dataset, p.expansion.tasks()[0]))
     x = prepare_batch(data.test_images, data, old.config, torch.device("cpu"))
     with torch.no_grad():
         same = torch.equal(new(x)[:, :old.config.num_classes], old(x))
-    return same, (f"{old.num_branches} -> {new.num_branches} branches, {old.config.num_classes} -> "
-                  f"{new.config.num_classes} classes; task 1 logits on its {len(data.test_labels)} test images "
-                  f"bit-identical: {same}")
-
-
-def logits_check(result: Runs, profile: str) -> str:
-    """`old_task_logits_unchanged` for the first seed's expansion, in words."""
-    p = get_profile(profile)
-    _, words = old_task_logits_unchanged(result.incremental[p.expansion.seeds[0]]["expand"], p.scale, p.expansion,
-                                         results_dir(profile))
-    return words
+    return (f"{old.num_branches} -> {new.num_branches} branches, {old.config.num_classes} -> "
+            f"{new.config.num_classes} classes; task 1 logits on its {len(data.test_labels)} test images "
+            f"bit-identical: {same}")
 
 
 @dataclass
@@ -356,8 +318,7 @@ class Findings:
 
 
 def findings(result: Runs, profile: str) -> Findings:
-    """Every table, claim and verdict of notebook 05; writes tables/expansion*.{csv,md} and the report's claim
-    (expansion against fine-tuning, the task given)."""
+    """Writes tables/expansion*.{csv,md} and the report's claim (expansion against fine-tuning, the task given)."""
     p = get_profile(profile)
     plan, scale = p.expansion, p.scale
     summary = class_incremental_table(result.metrics, result.incremental)
@@ -384,7 +345,8 @@ def findings(result: Runs, profile: str) -> Findings:
                 [claims_note("over every seen class's test images"), *notes[2:4]], profile=profile)
     growth = growth_means(result.growth)
     grow_claims = growth_claims(result.growth, plan.dataset)
-    grow_verdicts = judge_claims(growth_arms(result.growth, plan.dataset), grow_claims)
+    grow_verdicts = judge_claims(result.growth.assign(dataset=plan.dataset, label=[  # "<path> <k>", as the claims
+        f"{path} {k}" for path, k in zip(result.growth["path"], result.growth["branches"])]), grow_claims)
     first = records[0]
     growth_notes = [f"{PAPER_2025} gives no growth protocol or number",
                     f"grown: Para-F-1-{plan.growth_start} trained normally, then {plan.growth_steps} steps adding "

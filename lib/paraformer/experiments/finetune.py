@@ -19,7 +19,6 @@ import torchvision
 
 from ..core.config import ConfigError
 from ..core.data import DATASETS
-from ..core.flops import run_training_flops
 from ..core.paths import results_dir
 from ..core.runcache import Initialization
 from ..core.weights import IMAGENET_VIT, PretrainedUnavailable, config_from_torchvision, from_torchvision, \
@@ -27,7 +26,7 @@ from ..core.weights import IMAGENET_VIT, PretrainedUnavailable, config_from_torc
 from .accuracy import AccuracyClaim, accuracy_table, judge_claims, verdict_table
 from .estimate import Estimate, estimate as estimate_runs
 from .paper import PAPER_2024, TABLE4_FINETUNE
-from .plan import PlannedRun, execute, planned
+from .plan import PlannedRun, execute, planned, sweep_rows
 from .profiles import get_profile
 from .report import write_claims
 from .settings import PRETRAINED_MODES, FinetuneSettings
@@ -35,17 +34,12 @@ from .stats import Verdict, judge
 from .tables import provenance, save_figure, write_table  # noqa: F401 (save_figure: the notebook's figure)
 
 NOTEBOOK = "07_finetune_pretrained"
+_imagenet_vit = functools.lru_cache(maxsize=1)(load_imagenet_vit)  # loaded once per process
 
 
 def arrangement(branch_depth: int, layers: int = 12) -> str:
-    if branch_depth == layers:
-        return "sequential (1 branch)"
-    return f"{layers // branch_depth} branches x depth {branch_depth}"
-
-
-@functools.lru_cache(maxsize=1)
-def _imagenet_vit() -> torchvision.models.VisionTransformer:
-    return load_imagenet_vit()
+    return ("sequential (1 branch)" if branch_depth == layers
+            else f"{layers // branch_depth} branches x depth {branch_depth}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -132,7 +126,6 @@ def plan(profile: str, pretrained: str | None = None, datasets=None) -> list[Pla
         spec = DATASETS[dataset]
         size = data.image_size or spec.image_size
         for seed in settings.seeds:
-            recipe = replace(settings.recipe, seed=seed)
             for depth in settings.branch_depths:
                 weights = _weights(settings, imagenet, dataset, size, seed, depth)
                 if imagenet:
@@ -142,8 +135,8 @@ def plan(profile: str, pretrained: str | None = None, datasets=None) -> list[Pla
                         config = config_from_torchvision(weights.vit(), spec.in_channels)
                 model = replace(config, branch_depth=depth, num_layers=config.num_layers, num_branches=None,
                                 num_classes=spec.num_classes)
-                runs.append(planned(NOTEBOOK, model, data, recipe, f"{dataset}-{model.name}-finetune-{kind}",
-                                    init=weights))
+                runs.append(planned(NOTEBOOK, model, data, replace(settings.recipe, seed=seed),
+                                    f"{dataset}-{model.name}-finetune-{kind}", init=weights))
     return runs
 
 
@@ -158,33 +151,23 @@ def describe(profile: str, pretrained: str | None = None) -> list[str]:
 
 @dataclass
 class Runs:
-    runs: pd.DataFrame  # one row per fine-tune (dataset, arrangement, seed, accuracy, provenance)
+    runs: pd.DataFrame  # one row per fine-tune (`plan.sweep_rows` with arrangement, weights and images)
     records: list  # their RunResults, row by row
     imagenet: bool  # whether the weights were ImageNet's
     weights_line: str  # which weights, in words
 
 
 def run(profile: str, pretrained: str | None = None, datasets=None, progress: bool = True) -> Runs:
-    """Train (or fetch) the plan: one row per fine-tune."""
+    """Train (or fetch) the plan: `plan.sweep_rows`, with each fine-tune's arrangement, weights and images."""
     settings = get_profile(profile).finetune
     imagenet, line = imagenet_available(pretrained or settings.pretrained)
     trained = execute(plan(profile, pretrained, datasets), results_dir(profile), progress)
-    rows = []
-    for t in trained:
-        config, result, weights = t.planned.model, t.result, t.planned.init
-        rows.append({"dataset": t.planned.data.dataset, "model": config.name,
-                     "arrangement": arrangement(weights.branch_depth, config.num_layers), "weights": weights.source,
-                     "branch_depth": weights.branch_depth, "num_layers": config.num_layers,
-                     "seed": t.planned.recipe.seed, "train_images": len(t.data.train_labels),
-                     "test_images": len(t.data.test_labels), "image_size": config.image_size,
-                     "test_acc": result.final_test_acc, "correct": result.correct(), "num_params": result.num_params,
-                     "epochs": len(result.history), "train_seconds": result.wall_seconds,
-                     "train_tflop": run_training_flops(result, n_train=len(t.data.train_labels)) / 1e12,
-                     "cached": result.cached,
-                     "run_key": result.key, "data_source": result.data_source, "device": result.device,
-                     "code_version": result.code_version, "code_digest": result.code_digest,
-                     "numerics": result.numerics})
-    return Runs(pd.DataFrame(rows), [t.result for t in trained], imagenet, line)
+    models = [t.planned.model for t in trained]
+    rows = sweep_rows(trained).assign(
+        arrangement=[arrangement(m.branch_depth, m.num_layers) for m in models],
+        weights=[t.planned.init.source for t in trained], train_images=[len(t.data.train_labels) for t in trained],
+        image_size=[m.image_size for m in models], epochs=[len(t.result.history) for t in trained])
+    return Runs(rows, [t.result for t in trained], imagenet, line)
 
 
 # --- tables and claims --------------------------------------------------------------------------------------------
@@ -206,7 +189,7 @@ def finetune_table(runs: pd.DataFrame, paper_table: dict = TABLE4_FINETUNE) -> p
     columns = ["dataset", "model", "arrangement", "weights", "params", "paper_acc", "our_acc", "our_acc_low",
                "our_acc_high", "ours_minus_paper", "minus_sequential", "seeds", "test_images", "epochs",
                "train_images", "image_size", "seconds_per_run", "train_tflop"]
-    return table.rename(columns={"test_acc": "our_acc"})[columns]
+    return table[columns]
 
 
 def finetune_claims(runs: pd.DataFrame) -> list[AccuracyClaim]:
@@ -215,11 +198,9 @@ def finetune_claims(runs: pd.DataFrame) -> list[AccuracyClaim]:
     claims = []
     for dataset, rows in runs.groupby("dataset", sort=False):
         sequential = rows[rows["branch_depth"] == rows["num_layers"]]["model"].iloc[0]
-        for model, arrangement_words in dict.fromkeys(zip(rows["model"], rows["arrangement"])):
-            if model != sequential:
-                claims.append(AccuracyClaim(dataset, model, sequential, f"regrouped as {arrangement_words}, the "
-                                            f"weights fine-tune within 1 point of the sequential ViT on {dataset}",
-                                            threshold=-1.0))
+        claims += [AccuracyClaim(dataset, model, sequential, f"regrouped as {words}, the weights fine-tune within 1 "
+                                 f"point of the sequential ViT on {dataset}", threshold=-1.0)
+                   for model, words in dict.fromkeys(zip(rows["model"], rows["arrangement"])) if model != sequential]
     return claims
 
 
@@ -229,18 +210,15 @@ def table4_verdicts(table: pd.DataFrame) -> list[Verdict]:
     when the weights are random."""
     verdicts = []
     for _, row in table[table["arrangement"].str.startswith("sequential")].iterrows():
-        claim = f"ViT-B/16 fine-tunes to the paper's Table 4 accuracy on {row['dataset']}"
-        if row["weights"].startswith("random"):
-            verdicts.append(judge(claim, float("nan"), float("nan"), float("nan"),
-                                  not_testable="torchvision's ImageNet ViT-B/16 weights are not available here; a "
-                                               "random-weights fine-tune says nothing about Table 4"))
-        elif math.isnan(row["paper_acc"]):
-            verdicts.append(judge(claim, float("nan"), float("nan"), float("nan"),
-                                  not_testable="the paper has no number for this dataset"))
+        claim, paper = f"ViT-B/16 fine-tunes to the paper's Table 4 accuracy on {row['dataset']}", row["paper_acc"]
+        why = ("torchvision's ImageNet ViT-B/16 weights are not available here; a random-weights fine-tune says "
+               "nothing about Table 4" if row["weights"].startswith("random") else
+               "the paper has no number for this dataset" if math.isnan(paper) else None)
+        if why:
+            verdicts.append(judge(claim, float("nan"), float("nan"), float("nan"), not_testable=why))
         else:
-            gap, low, high = (row["our_acc"] - row["paper_acc"], row["our_acc_low"] - row["paper_acc"],
-                              row["our_acc_high"] - row["paper_acc"])
-            verdicts.append(judge(claim, gap, low, high, threshold=-1.0, paper=float(row["paper_acc"])))
+            verdicts.append(judge(claim, row["our_acc"] - paper, row["our_acc_low"] - paper,
+                                  row["our_acc_high"] - paper, threshold=-1.0, paper=float(paper)))
     return verdicts
 
 
@@ -253,8 +231,7 @@ class Findings:
 
 
 def findings(result: Runs, profile: str) -> Findings:
-    """Every table, claim and verdict of notebook 07; writes tables/table4_finetune*.{csv,md} and the report's
-    claims."""
+    """Every table, claim and verdict; writes tables/table4_finetune*.{csv,md} and the report's claims."""
     runs = result.runs
     table = finetune_table(runs)
     paper_verdicts = table4_verdicts(table)

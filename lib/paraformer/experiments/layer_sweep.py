@@ -49,14 +49,21 @@ def describe_profiles() -> list[str]:
 
 
 def claims(runs: pd.DataFrame, paper_table: dict = TABLE2_LAYER_SWEEP) -> list[AccuracyClaim]:
-    """Table 2's claim, accuracy rises with the number of parallel layers, per dataset: the largest sweep model
-    against the smallest (the headline), then each step of the sweep."""
+    """Per dataset, the largest sweep model against the smallest (the headline), then each step of the sweep."""
     found = []
     for dataset in dict.fromkeys(runs["dataset"]):
         models = runs[runs["dataset"] == dataset].drop_duplicates("model").sort_values("num_layers")["model"].tolist()
         pairs = ([(models[-1], models[0])] if len(models) > 2 else []) + list(zip(models[1:], models))
         found += [beats(dataset, better, worse, paper_table) for better, worse in pairs]
     return found
+
+
+def accuracy_note(table: pd.DataFrame, paper_table: str) -> str:
+    """The first note under the paper-vs-ours tables of Tables 2 and 3 (this notebook's and notebook 02's)."""
+    return (f"paper_acc: {PAPER_2024}, {paper_table} (500 epochs, full datasets); empty = the paper has no such cell. "
+            f"our_acc: final test accuracy on all {table['test_images'].min()} test images, mean over "
+            f"{table['seeds'].min()} seed(s); our_acc_low/high: its 95% interval (bootstrap over test images and "
+            "seeds); seed_std: std over seeds.")
 
 
 @dataclass
@@ -68,8 +75,7 @@ class Findings:
 
 
 def findings(runs: pd.DataFrame, profile: str) -> Findings:
-    """The table, the claims and their verdicts; writes tables/table2_layer_sweep*.{csv,md} and the headline
-    claims of the report."""
+    """Writes tables/table2_layer_sweep*.{csv,md} and the headline claims of the report."""
     table = compare_with_paper(runs, TABLE2_LAYER_SWEEP)
     found = claims(runs)
     verdicts = judge_claims(runs, found)
@@ -77,9 +83,7 @@ def findings(runs: pd.DataFrame, profile: str) -> Findings:
     headline = [v for c, v in zip(found, verdicts) if (c.better, c.worse) == (largest[c.dataset][-1],
                                                                                largest[c.dataset][0])]
     notes = [
-        f"paper_acc: {PAPER_2024}, Table 2 (500 epochs, full datasets); empty = the paper has no such cell. our_acc: "
-        f"final test accuracy on all {table['test_images'].min()} test images, mean over {table['seeds'].min()} "
-        "seed(s); our_acc_low/high: its 95% interval (bootstrap over test images and seeds); seed_std: std over seeds.",
+        accuracy_note(table, "Table 2"),
         describe(profile),
         *provenance(runs),
     ]

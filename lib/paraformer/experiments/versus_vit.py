@@ -17,8 +17,10 @@ Convergence: epochs to 95% of the joint ParaFormer's final accuracy, each method
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
+from itertools import accumulate
 from pathlib import Path
 
 import pandas as pd
@@ -42,23 +44,20 @@ NOTEBOOK = "03_paraformer_vs_vit"
 
 def method_label(model: str, method: str, vit: str) -> str:
     """'ViT-6' for the ViT, else 'Para-F-1-6 prefix'."""
-    if model == f"Para-F-{vit}":
-        return f"ViT-{vit.split('-')[1]}"
-    return f"{model} {method}"
+    return f"ViT-{vit.split('-')[1]}" if model == f"Para-F-{vit}" else f"{model} {method}"
 
 
-def families(comparison: Comparison, methods: tuple[str, ...] = METHODS) -> list[tuple[str, str]]:
+def families(comparison: Comparison) -> list[tuple[str, str]]:
     """(model, method) of every family: the ViT (joint), then the ParaFormer under each method."""
-    return [(comparison.vit, "joint")] + [(comparison.paraformer, method) for method in methods]
+    return [(comparison.vit, "joint")] + [(comparison.paraformer, method) for method in METHODS]
 
 
 # --- the runs ---------------------------------------------------------------------------------------------------
 
 def comparison_plan(comparison: Comparison, datasets=None, methods: tuple[str, ...] = METHODS) -> list[PlannedRun]:
     """The ViT (joint training), then the ParaFormer under each of `methods`, every seed."""
-    scale = comparison.scale
-    return (sweep(NOTEBOOK, scale, [comparison.vit], datasets)
-            + sweep(NOTEBOOK, scale, [comparison.paraformer], datasets, methods))
+    return (sweep(NOTEBOOK, comparison.scale, [comparison.vit], datasets)
+            + sweep(NOTEBOOK, comparison.scale, [comparison.paraformer], datasets, methods))
 
 
 def _at_rate(scale, lr: float):
@@ -83,8 +82,7 @@ def tuned_plan(comparison: Comparison, rates: dict[tuple[str, str], float]) -> l
 
 
 def matched_epochs(comparison: Comparison, dataset: str, method: str = "joint") -> int:
-    """The epochs at which the ViT's training FLOPs come closest to those of the ParaFormer under `method` (at
-    least one)."""
+    """The epochs (at least one) that cost the ViT the training FLOPs of the ParaFormer under `method`."""
     scale = comparison.scale
     shape = data_shape(scale.data_config(dataset))
     ratio = (training_flops_per_image(scale.model_config(comparison.paraformer, shape), method)
@@ -129,15 +127,6 @@ def choose_rates(grid: pd.DataFrame, recipe_lr: float) -> pd.DataFrame:
     return grid
 
 
-def _check_grid(comparison: Comparison) -> None:
-    scale = comparison.scale
-    if not scale.lr_grid:
-        raise ValueError(f"profile {scale.name!r} has no lr_grid to tune over; set Scale.lr_grid")
-    if scale.val_fraction <= 0:
-        raise ValueError(f"profile {scale.name!r} holds out no validation split (val_fraction=0): a learning rate "
-                         "chosen on the test split would flatter every model; set val_fraction")
-
-
 def _cached_grid(comparison: Comparison, datasets, folder: Path) -> pd.DataFrame | None:
     """The grid's choices from the run cache, or None while some of its runs have not trained."""
     rows = []
@@ -145,9 +134,8 @@ def _cached_grid(comparison: Comparison, datasets, folder: Path) -> pd.DataFrame
         record = cached_record(run, folder)
         if record is None:
             return None
-        rows.append({"dataset": run.data.dataset, "label": method_label(run.model.name, run.recipe.method,
-                                                                        comparison.vit),
-                     "lr": run.recipe.lr, "val_acc": record.final_val_acc})
+        label = method_label(run.model.name, run.recipe.method, comparison.vit)
+        rows.append({"dataset": run.data.dataset, "label": label, "lr": run.recipe.lr, "val_acc": record.final_val_acc})
     return choose_rates(pd.DataFrame(rows), comparison.scale.recipe.lr)
 
 
@@ -165,10 +153,10 @@ def plan(profile: str, datasets=None, folder: Path | None = None) -> list[Planne
 
 def estimate(profile: str, datasets=None, flops_per_second=None) -> Estimate:
     comparison = get_profile(profile).comparison
+    more = (len(comparison.scale.seeds) - 1) * len(families(comparison))
     pending = "" if _cached_grid(comparison, datasets, results_dir(profile)) is not None else (
         "the tuned runs are not counted until the learning-rate grid has chosen: a family whose chosen rate is not "
-        f"the recipe's trains its other seeds again, up to {(len(comparison.scale.seeds) - 1) * len(families(comparison))}"
-        " more runs per dataset")
+        f"the recipe's trains its other seeds again, up to {more} more runs per dataset")
     return estimate_runs(NOTEBOOK, profile, plan(profile, datasets), flops_per_second, pending)
 
 
@@ -199,24 +187,27 @@ class Runs:
 def run(profile: str, datasets=None, progress: bool = True) -> Runs:
     """Train (or fetch) the plan, stage by stage: the grid's choice decides the tuned runs."""
     comparison, folder = get_profile(profile).comparison, results_dir(profile)
-    _check_grid(comparison)
+    scale = comparison.scale
+    if not scale.lr_grid:
+        raise ValueError(f"profile {scale.name!r} has no lr_grid to tune over; set Scale.lr_grid")
+    if scale.val_fraction <= 0:
+        raise ValueError(f"profile {scale.name!r} holds out no validation split (val_fraction=0): a learning rate "
+                         "chosen on the test split would flatter every model; set val_fraction")
     trained = execute(comparison_plan(comparison, datasets), folder, progress)
-    grid = choose_rates(_labelled(sweep_rows(execute(grid_plan(comparison, datasets), folder, progress)),
-                                  comparison), comparison.scale.recipe.lr)
-    tuned = _labelled(sweep_rows(execute(tuned_plan(comparison, chosen_rates(grid)), folder, progress)), comparison)
-    matched = sweep_rows(execute(matched_plan(comparison, datasets), folder, progress))
-    matched["label"] = (f"ViT-{comparison.vit.split('-')[1]} at Para-F-{comparison.paraformer} joint's compute")
-    authors = comparison.authors_variant()
-    authors_rows = _labelled(sweep_rows(execute(authors_plan(comparison), folder, progress)), authors)
+    rows = lambda runs: sweep_rows(execute(runs, folder, progress))  # noqa: E731 (trained in this order)
+    grid = choose_rates(_labelled(rows(grid_plan(comparison, datasets)), comparison), scale.recipe.lr)
+    tuned = _labelled(rows(tuned_plan(comparison, chosen_rates(grid))), comparison)
+    matched = rows(matched_plan(comparison, datasets))
+    matched["label"] = f"ViT-{comparison.vit.split('-')[1]} at Para-F-{comparison.paraformer} joint's compute"
+    authors = _labelled(rows(authors_plan(comparison)), comparison.authors_variant())
     return Runs(comparison, _labelled(sweep_rows(trained), comparison), [t.result for t in trained], grid, tuned,
-                matched, authors_rows)
+                matched, authors)
 
 
 # --- tables, claims and convergence -------------------------------------------------------------------------------
 
 def versus_vit_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset and label (the ViT, the ParaFormer under each method): mean accuracy over seeds with its 95%
-    interval, parameters, seconds and training compute per run."""
+    """`accuracy.accuracy_table` per dataset and label (the ViT, the ParaFormer under each method)."""
     table = accuracy_table(runs, ("dataset", "label"))
     table["model"] = [runs[runs["label"] == label]["model"].iloc[0] for label in table["label"]]
     columns = ["dataset", "label", "model", "method", "params", "our_acc", "our_acc_low", "our_acc_high", "seed_std",
@@ -230,11 +221,9 @@ def versus_vit_claims(runs: pd.DataFrame, paper_gain: float = BEST_GAIN_OVER_VIT
     found = []
     for dataset in dict.fromkeys(runs["dataset"]):
         labels = list(dict.fromkeys(runs[runs["dataset"] == dataset]["label"]))
-        vit = [label for label in labels if label.startswith("ViT")]
-        for label in labels:
-            if vit and label not in vit:
-                found.append(AccuracyClaim(dataset, label, vit[0], f"{label} beats {vit[0]} on {dataset}",
-                                           paper_gain, column="label"))
+        vit = next((label for label in labels if label.startswith("ViT")), None)
+        found += [AccuracyClaim(dataset, label, vit, f"{label} beats {vit} on {dataset}", paper_gain, column="label")
+                  for label in labels if vit and not label.startswith("ViT")]
     return found
 
 
@@ -247,8 +236,7 @@ def grid_table(grid: pd.DataFrame) -> pd.DataFrame:
 
 
 def tuning_changes(default: list[Verdict], tuned: list[Verdict]) -> pd.DataFrame:
-    """Claim by claim (the same claims, judged at the recipe's rate and at each family's tuned rate): both
-    verdicts and whether tuning changed the verdict (the ranking it stands for)."""
+    """The same claims judged at the recipe's rate and at each family's tuned rate: did tuning change a verdict?"""
     if [v.claim for v in default] != [v.claim for v in tuned]:
         raise ValueError("tuning_changes needs the same claims in the same order, judged twice")
     return pd.DataFrame([{"claim": d.claim, "at_recipe_lr": d.ours, "default_verdict": d.verdict, "at_tuned_lr": t.ours,
@@ -258,15 +246,12 @@ def tuning_changes(default: list[Verdict], tuned: list[Verdict]) -> pd.DataFrame
 
 def learning_curves(runs: pd.DataFrame, records: list[RunResult]) -> pd.DataFrame:
     """One row per run and epoch: test accuracy against epochs and against cumulative training seconds."""
-    rows = []
-    for (_, row), record in zip(runs.iterrows(), records):
-        seconds = 0.0
-        for h in record.history:
-            seconds += h["train_seconds"]
-            rows.append({"dataset": row["dataset"], "label": row["label"], "method": row["method"],
-                         "seed": row["seed"], "epoch": h["epoch"], "train_seconds": seconds,
-                         "test_acc": h["test_acc"], "branches": h["branches"]})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"dataset": row["dataset"], "label": row["label"], "method": row["method"],
+                          "seed": row["seed"], "epoch": h["epoch"], "train_seconds": seconds,
+                          "test_acc": h["test_acc"], "branches": h["branches"]}
+                         for (_, row), record in zip(runs.iterrows(), records)
+                         for h, seconds in zip(record.history,
+                                               accumulate(e["train_seconds"] for e in record.history))])
 
 
 def time_to_target(curves: pd.DataFrame, reference: str, fraction: float = 0.95) -> pd.DataFrame:
@@ -304,8 +289,7 @@ class Findings:
 
 
 def findings(result: Runs, profile: str) -> Findings:
-    """Every table, claim and verdict of notebook 03; writes tables/paraformer_vs_vit*.{csv,md},
-    tables/paraformer_convergence*.{csv,md} and the headline claims of the report."""
+    """Writes tables/paraformer_vs_vit*.{csv,md}, tables/paraformer_convergence*.{csv,md} and the report's claims."""
     comparison, runs = result.comparison, result.runs
     scale = comparison.scale
     table = versus_vit_table(runs)
@@ -329,39 +313,35 @@ def findings(result: Runs, profile: str) -> Findings:
         *provenance(runs),
     ]
     claim_notes = [claims_note(), *notes[1:3]]
-    write = dict(profile=profile)
-    write_table(table, "paraformer_vs_vit", "ParaFormer vs ViT (same width, layers and recipe), paper vs ours", notes,
-                **write)
-    write_table(verdict_table(verdicts, found), "paraformer_vs_vit_claims",
-                "ParaFormer beats ViT: each method against the ViT, at the recipe's learning rate", claim_notes, **write)
-    write_table(grid_table(result.grid), "paraformer_vs_vit_lr_grid",
-                "Learning-rate grid: validation accuracy of every family's first seed, and the rate chosen",
-                ["the chosen rate then trains every seed; ties go to the recipe's rate", scale.describe()], **write)
-    write_table(tuning_changes(verdicts, tuned_verdicts), "paraformer_vs_vit_tuned",
-                "Does each verdict survive tuning? The same claims at each family's tuned learning rate", claim_notes,
-                **write)
-    write_table(verdict_table(matched_verdicts, matched_claims), "paraformer_vs_vit_compute_matched",
-                "At equal training compute: the ViT trained for the epochs that cost it the joint ParaFormer's FLOPs",
-                [f"ViT epochs: {sorted(set(result.matched['epochs']))} (of {scale.recipe.epochs})", *claim_notes],
-                **write)
-    write_table(verdict_table(authors_verdicts, authors_claims), "paraformer_vs_vit_authors_recipe",
-                "Under the authors' exact recipe (their residual, Adam 1e-4, batch 500, RandAugment 2/14)",
-                [comparison.authors_variant().scale.describe(), *claim_notes[:1]], **write)
+    write = functools.partial(write_table, profile=profile)
+    write(table, "paraformer_vs_vit", "ParaFormer vs ViT (same width, layers and recipe), paper vs ours", notes)
+    write(verdict_table(verdicts, found), "paraformer_vs_vit_claims",
+          "ParaFormer beats ViT: each method against the ViT, at the recipe's learning rate", claim_notes)
+    write(grid_table(result.grid), "paraformer_vs_vit_lr_grid",
+          "Learning-rate grid: validation accuracy of every family's first seed, and the rate chosen",
+          ["the chosen rate then trains every seed; ties go to the recipe's rate", scale.describe()])
+    write(tuning_changes(verdicts, tuned_verdicts), "paraformer_vs_vit_tuned",
+          "Does each verdict survive tuning? The same claims at each family's tuned learning rate", claim_notes)
+    write(verdict_table(matched_verdicts, matched_claims), "paraformer_vs_vit_compute_matched",
+          "At equal training compute: the ViT trained for the epochs that cost it the joint ParaFormer's FLOPs",
+          [f"ViT epochs: {sorted(set(result.matched['epochs']))} (of {scale.recipe.epochs})", *claim_notes])
+    write(verdict_table(authors_verdicts, authors_claims), "paraformer_vs_vit_authors_recipe",
+          "Under the authors' exact recipe (their residual, Adam 1e-4, batch 500, RandAugment 2/14)",
+          [comparison.authors_variant().scale.describe(), *claim_notes[:1]])
 
     curves = learning_curves(runs, result.records)
     targets = time_to_target(curves, joint, fraction=0.95)
     progressive = [label for label in dict.fromkeys(curves["label"]) if label != joint and not label.startswith("ViT")]
     convergence = convergence_verdicts(epochs_to_target(curves, joint, fraction=0.95), joint, progressive)
-    write_table(targets, "paraformer_convergence",
-                "Convergence: epochs and training seconds to 95% of the joint ParaFormer's final accuracy",
-                [f"target_acc: 0.95 x the final seed-mean test accuracy of {joint} (on the per-epoch test images); a "
-                 "method reaches it at the first epoch whose seed-mean accuracy is at least that; seconds: seed-mean "
-                 "cumulative training time (no evaluation)", scale.describe(),
-                 f"runs on {sorted(set(runs['device']))}"], **write)
-    write_table(verdict_table(convergence), "paraformer_convergence_claims",
-                "Faster convergence: epochs to the target, each method against joint training, paired by seed",
-                ["ours: joint's epochs minus the method's (mean over seeds); interval: t over seeds at the Bonferroni "
-                 "level over the family", scale.describe()], **write)
+    write(targets, "paraformer_convergence",
+          "Convergence: epochs and training seconds to 95% of the joint ParaFormer's final accuracy",
+          [f"target_acc: 0.95 x the final seed-mean test accuracy of {joint} (on the per-epoch test images); a method "
+           "reaches it at the first epoch whose seed-mean accuracy is at least that; seconds: seed-mean cumulative "
+           "training time (no evaluation)", scale.describe(), f"runs on {sorted(set(runs['device']))}"])
+    write(verdict_table(convergence), "paraformer_convergence_claims",
+          "Faster convergence: epochs to the target, each method against joint training, paired by seed",
+          ["ours: joint's epochs minus the method's (mean over seeds); interval: t over seeds at the Bonferroni level "
+           "over the family", scale.describe()])
     headline = [v for c, v in zip(found, verdicts) if c.better.endswith(" authors")]
     headline += [v for v in convergence if v.claim.startswith(f"Para-F-{comparison.paraformer} authors")]
     write_claims(headline, PAPER_2025, NOTEBOOK, profile, runs["device"].iloc[0])
