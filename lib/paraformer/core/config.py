@@ -1,7 +1,5 @@
-"""Configuration: dataclasses for the model, the data and the training recipe, and where files live.
-
-Every result records the three configs that produced it (see `paraformer.training.trainer`), so each field here is
-part of an experiment's identity: renaming or re-defaulting a field changes the run-cache key.
+"""Configuration: dataclasses for the model, the data and the training recipe, and where files live. Every
+result records its three configs, so renaming or re-defaulting a field here changes the run-cache key.
 """
 
 from __future__ import annotations

@@ -1,15 +1,10 @@
 """Data: image-classification datasets as uint8 tensors, class-stratified subsets, and batch augmentation.
 
-`load_data(DataConfig)` returns an `ImageData` (train / validation / test tensors plus normalization
-constants, a line saying where the pixels came from and a fingerprint of that source). A dataset is a registry
-name (see `DATASETS`) or the path of an ImageFolder root (`<root>/train/<class>/<file>`, `<root>/test/<class>/<file>`).
-
-A registry dataset is read from the first source `_locate` finds (offline copies, Debian's Fashion-MNIST idx
-files, torchvision's download; docs/data.md). That source is fingerprinted (`data_fingerprint`), and its decoded
-tensors are cached under that fingerprint in `data_dir()/cache/`, so a replaced or repaired copy is decoded again
-and an unchanged one never is. Subsets are drawn from the cached tensors, so a sweep over subset sizes never
-decodes twice. Decoding itself, and the checks that refuse damaged or inconsistent sources, are in
-`datasources`; the image counts and classes of registry datasets are checked here.
+`load_data(DataConfig)` returns an `ImageData` (train / validation / test tensors, normalization constants, a
+source line and its fingerprint) for a registry name (`DATASETS`) or an ImageFolder root. A registry dataset is
+read from the first source `_locate` finds; its decoded tensors are cached under the source's fingerprint
+(`data_fingerprint`) and subsets are drawn from them (docs/data.md). Decoding and the checks that refuse damaged
+sources are in `datasources`; the image counts and classes of registry datasets are checked here.
 """
 
 from __future__ import annotations
@@ -323,9 +318,8 @@ def _check_registry(spec: DatasetSpec, full: dict, source: _Source) -> None:
 
 def _source_line(source: _Source, spec: DatasetSpec | None, full: dict) -> str:
     """What the images came from, for records and tables: the kind of source and its file or folder name, never
-    the machine's path to it (which differs from machine to machine and would mark every committed table as
-    changed). Built at load time rather than cached, so that a moved archive (same bytes, same cache) is named as
-    it is now."""
+    the machine's path (which would mark every committed table as changed on another machine). Built at load time
+    rather than cached, so that a moved archive (same bytes, same cache) is named as it is now."""
     notes = [note for note in (full.get("formats"), full.get("conversion")) if note]
     detail = f" ({'; '.join(notes)})" if notes else ""
     name = Path(source.path).name

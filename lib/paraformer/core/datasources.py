@@ -1,10 +1,8 @@
-"""Reading image datasets from files, and proving that what was read is what the files hold.
+"""Reading image datasets from files, and proving that what was read is what the files hold (docs/data.md).
 
-Sources: ImageFolder trees (`train/<class>/<file>`, `test/<class>/<file>`, optional `classes.txt`), either
-unpacked or as a .tar.gz streamed without unpacking, and idx files (MNIST's format). Every image becomes uint8
-greyscale or RGB. Anything that would otherwise decode into a partial, clipped or silently altered dataset
-raises `DataIntegrityError` (or `ImageSizeError` where a DataConfig setting is the fix) naming the file.
-
+Sources: ImageFolder trees, unpacked or as a .tar.gz streamed without unpacking, and idx files (MNIST's format).
+Every image becomes uint8 greyscale or RGB. Anything that would decode into a partial, clipped or silently altered
+dataset raises `DataIntegrityError` (or `ImageSizeError` where a DataConfig setting is the fix) naming the file.
 The hashes here (`file_sha256`, `listing_sha256`) identify a source cheaply enough to key caches and runs on.
 """
 
@@ -31,7 +29,6 @@ from .config import ConfigError
 
 class DataIntegrityError(RuntimeError):
     """A source whose files are damaged, incomplete or inconsistent; the message names the file and the fix.
-
     `path` is the file or folder at fault (an archive, a folder, an image file), `member` the file inside an
     archive when there is one, `problem` a short code (checksum, unreadable, undecodable, unsupported-mode,
     transparent, mixed-kinds, classes, empty-class, count) and `details` the facts behind it, as data."""

@@ -1,17 +1,12 @@
-"""How a ParaFormer runs its branches on one device (`ParaFormer.execution`):
+"""How a ParaFormer runs its branches on one device (`ParaFormer.execution`; table in docs/models-and-training.md):
+`loop`, one branch after another (the default, which training uses: prefixes agree with it bit for bit);
+`fused`, all branches as one batched computation over stacked weights, one depth level at a time, with each
+level's per-branch LayerNorm scale and shift folded into the qkv weights (at the first level every branch reads
+the same stem tokens, so all qkv projections are one matrix product); `auto`, which times both the first time
+it meets an input shape on a device (with or without gradients) and then runs the faster one there.
 
-- `loop`: one branch after another, each branch's layers in series. The default, and the one training uses:
-  prefixes, compressed and expanded models agree with it bit for bit.
-- `fused`: all branches as one batched computation, one depth level at a time. The branches' weights are
-  stacked along a branch dimension, and each layer's matrix products become batched ones over it. At the first
-  level every branch reads the same stem tokens and LayerNorm's normalization is the same for all of them, so
-  the per-branch LayerNorm scale and shift fold into the qkv weights and all branches' qkv projections are one
-  matrix product. (Every level folds its LayerNorms this way.)
-- `auto`: times `loop` and `fused` the first time it meets an input shape on a device (and with or without
-  gradients), then always runs the faster one there.
-
-All three compute the same function from the same parameters: the state dict does not depend on the strategy,
-and outputs and gradients agree to float tolerance. Only the order of float operations differs.
+All three compute the same function from the same parameters and state dict; only the order of float
+operations differs, so outputs and gradients agree to float tolerance.
 """
 
 from __future__ import annotations
@@ -142,12 +137,9 @@ class FusedBranches:
 
 class AutoChoice:
     """Remembers, per (device, input shape, dtype, autograd on or off, number of branches), which of `loop` and
-    `fused` ran faster when measured there. Measuring preserves the random number generators' states, so a
-    dropout run draws the same masks as it would without the measurement.
-
-    The two strategies are timed in turn, repeat after repeat, and compared by their medians, so that a slow
-    spell of the machine falls on both. `fused` must beat `loop` by `margin` to be chosen: where the two are
-    that close, either choice is within a few percent of the best, and `loop` is the reference."""
+    `fused` ran faster there (medians of `timing.median_seconds`). Measuring restores the random number generators,
+    so dropout draws the masks it would draw unmeasured. `fused` must beat `loop` by `margin` to be chosen: where
+    the two are that close, either is within a few percent of the best, and `loop` is the reference."""
 
     def __init__(self, repeats: int = 5, margin: float = 0.03):
         self.repeats, self.margin = repeats, margin

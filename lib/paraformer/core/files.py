@@ -1,9 +1,8 @@
-"""Writing files atomically: results, checkpoints, caches.
+"""Writing files atomically: results, checkpoints, caches (docs/run-cache.md#interruptions-and-damaged-files).
 
-Everything is written to a temporary file in the destination folder, named after its writer, and renamed into
-place, so an interrupted run never leaves a half-written record, table or checkpoint behind, and the next start
-can remove what a killed writer left (`remove_orphan_temporaries`). A write that fails for want of space or
-permission raises `ResultsWriteError`, naming the file.
+Everything goes to a temporary file in the destination folder, named after its writer, and is renamed into
+place, so an interruption never leaves a half-written file, and the next start removes what a killed writer
+left (`remove_orphan_temporaries`). A write that fails for want of space or permission raises `ResultsWriteError`.
 """
 
 from __future__ import annotations

@@ -2,20 +2,15 @@
 inference image, per training image and per run.
 
 The counter knows the CUDA attention kernels but not the CPU's fused one, nor what the meta device runs, so
-attention is counted through its math kernel, whose matrix products are the same arithmetic (the numbers a
-counted computation produces are thrown away).
+attention is counted through its math kernel: the same matrix products (the numbers it computes are thrown away).
 
-Convention of every count here: FLOPs of matrix products, convolutions and attention only, 2·m·n·k for an
-(m x k)·(k x n) product (a multiply-add is 2 FLOPs); normalization, activations, softmax, residual adds, the
-loss and the optimizer update are not counted. Counts are of what the model really computes: a branch's last
-layer computes its query, attention, projection and MLP for the CLS token alone (`model.Branch`), and is counted
-so. Backward passes are measured by the counter, not assumed to be 2x the forward: each product's backward
-computes the gradient of each operand that needs one, so a product whose weights learn and whose input carries
-a gradient costs 2x its forward, the patch projection (whose input, the image, needs no gradient) 1x, and a
-frozen part that nothing before it trains nothing at all.
-
-Counting runs on the meta device (shapes only), on one image: every operation is per image, so a batch costs
-its size times as much, whatever the batch size or the last partial batch of an epoch.
+Convention: FLOPs of matrix products, convolutions and attention only, 2·m·n·k for an (m x k)·(k x n) product;
+normalization, activations, softmax, residual adds, the loss and the optimizer update are not counted. Counts
+are of what the model really computes (a branch's last layer works for the CLS token alone, `model.Branch`).
+Backward passes are measured, not assumed to be 2x the forward: a product whose weights learn and whose input
+carries a gradient costs 2x its forward, the patch projection (the image needs no gradient) 1x, and a frozen
+part that nothing before it trains nothing. Counting runs on the meta device (shapes only), on one image: every
+operation is per image, so a batch costs its size times as much, whatever the batch size.
 """
 
 from __future__ import annotations
@@ -81,9 +76,8 @@ def _backward_only(loss: torch.Tensor, *_) -> None:
 @functools.lru_cache(maxsize=None)
 def stage_flops(model_config: ModelConfig, method: str = "joint", parent: ModelConfig | None = None,
                 freeze_inherited: bool = False, prefix_weights: tuple[float, ...] = ()) -> tuple[tuple[progressive.Stage, int], ...]:
-    """For each stage of a run (`progressive.plan`), the FLOPs per training image of one minibatch of it: every
-    pass of `method` (`progressive.PASSES`), each optimizer step's forward and backward, with what requires a
-    gradient set stage by stage as `train()` sets it. `parent`: the model a grown run inherits from."""
+    """For each stage of a run (`progressive.plan`), the FLOPs per training image of one minibatch of all passes
+    of `method`, with what requires a gradient set as `train()` sets it. `parent`: what a grown run inherits from."""
     recipe = Recipe(method=method, freeze_inherited=freeze_inherited, prefix_weights=prefix_weights)
     net = _meta_model(model_config)
     inherited = frozenset(n for n, _ in _meta_model(parent).named_parameters()) if parent is not None else frozenset()
@@ -103,12 +97,9 @@ def stage_flops(model_config: ModelConfig, method: str = "joint", parent: ModelC
 
 def training_flops_per_image(model_config: ModelConfig, method: str = "joint", num_branches: int | None = None) -> int:
     """FLOPs one training image costs per epoch, for a model trained from scratch by `method`: forward and
-    backward of every optimizer step the method takes on its minibatch, over all its passes (`authors`: the m
-    prefix steps of pass 1, each recomputing the stem, branches 1..i and the head, then the step on the full sum).
-    Backward as the counter measures it (see the module docstring): about 2x the forward of what learns.
-
-    `num_branches`: for `frozen`, the stage that trains that branch (default: the last, all branches active);
-    for the other methods, the model restricted to its first `num_branches` branches (default: all)."""
+    backward of every optimizer step of all the method's passes (`authors`: the m prefix steps of pass 1, each
+    recomputing the stem, branches 1..i and the head, then the step on the full sum). `num_branches`: for
+    `frozen`, the stage that trains that branch (default: the last); else the model's first `num_branches`."""
     stages = stage_flops(model_config, method)
     if method == "frozen":
         wanted = model_config.num_branches if num_branches is None else num_branches
@@ -128,15 +119,12 @@ def training_flops_per_image(model_config: ModelConfig, method: str = "joint", n
 
 def run_training_flops(run, recipe: Recipe | None = None, n_train: int | None = None,
                        parent=None, results_root=None) -> int:
-    """Total training FLOPs of one run: for each stage, FLOPs per image of one minibatch x training images x the
-    stage's epochs (`frozen` has one stage per branch it trains; a grown run trains only what its parent lacked
-    where the recipe says so). Evaluation after each epoch is not included.
-
-    `run`: a `RunResult` (its model, data and recipe come from its config) or a `ModelConfig` (then give
-    `recipe` and `n_train`). `n_train`: training images per epoch; for a RunResult, by default those its data
-    config gives (a registry dataset's subset, less the validation share, as `data.image_counts` counts them).
-    `parent`: the parent run's `RunResult` or `ModelConfig`, for a run grown from one; for a RunResult that has a
-    parent, by default read from the run cache under `results_root`."""
+    """Total training FLOPs of one run, summed over its stages (`frozen`: one per branch it trains; a grown run
+    trains only what its parent lacked where the recipe says so), without the evaluation after each epoch.
+    `run`: a `RunResult` (model, data and recipe from its config) or a `ModelConfig` (then give `recipe` and
+    `n_train`, the training images per epoch; a RunResult's default is `data.image_counts` of its data config).
+    `parent`: the parent's `RunResult` or `ModelConfig` for a grown run; a RunResult's parent is by default read
+    from the run cache under `results_root`."""
     if isinstance(run, RunResult):
         model_config, recipe = run.model_config, recipe or from_dict(Recipe, run.config["recipe"])
         if n_train is None:

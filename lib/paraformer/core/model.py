@@ -1,22 +1,15 @@
-"""The ParaFormer model: a shared ViT stem, parallel branches of pre-norm Transformer layers, a shared head.
+"""The ParaFormer model: a shared ViT stem, parallel branches of pre-norm Transformer layers, a shared head
+(docs/models-and-training.md#the-model-paraformercoremodel).
 
     tokens = stem(image)                      patch projection + CLS token + learned position embedding
     out_b  = branch_b(tokens), b = 1..B       each branch: `branch_depth` layers in series, y = x + f(LN(x))
     logits = head(sum_b out_b)                LayerNorm + Linear on the CLS token of the summed sequences
 
-Every branch starts from the same stem tokens and returns its whole token sequence (stem tokens plus its
-residual updates), and the sequences are summed with equal weight, as in the authors' code. One branch of
-depth n is exactly a ViT of depth n, so the ViT baseline is this class too (`ModelConfig(branch_depth=n,
-num_layers=n)`).
-
-`model(x, num_branches=k)` uses only the first k branches: the prefix models that progressive training
-and compression work with. The head reads only the CLS token, so only the branches' CLS outputs are summed,
-always in branch order and one branch at a time: a prefix, a compressed copy and an expanded model all
-compute their shared part with the same float operations, so their outputs agree bit for bit.
-
-Class-incremental models (`ModelConfig.task_classes`, built by `expand`) have one head per task; the head of
-task t reads the sum of the branches that existed when task t arrived, so later branches never change the
-logits of earlier classes.
+The branches' token sequences (stem tokens plus residual updates) are summed with equal weight, as in the authors'
+code; as the head reads only the CLS token, only CLS outputs are summed, in branch order and one at a time, so
+prefixes (`num_branches=k`), compressed copies and expanded models agree bit for bit. Class-incremental models
+(`ModelConfig.task_classes`, built by `expand`) have one head per task, reading the branches that existed when
+the task arrived, so later branches never change the logits of earlier classes.
 """
 
 from __future__ import annotations
@@ -100,11 +93,8 @@ class Layer(nn.Module):
 
 
 class Branch(nn.Sequential):
-    """`branch_depth` layers in series; branches share no weights.
-
-    The head reads only the CLS token, so a branch returns only its CLS output, and its last layer computes
-    attention and MLP for the CLS token alone (all tokens still serve as keys and values): the same numbers
-    for a fraction of the last layer's work, most of a depth-1 branch's."""
+    """`branch_depth` layers in series; branches share no weights. The head reads only the CLS token, so the last
+    layer computes it alone (all tokens still serve as keys and values): the same numbers for less work."""
 
     def __init__(self, config: ModelConfig):
         super().__init__(*(Layer(config) for _ in range(config.branch_depth)))
@@ -254,11 +244,9 @@ class ParaFormer(nn.Module):
     # --- growing and shrinking ------------------------------------------------------------------------
 
     def expand(self, num_new_branches: int, num_new_classes: int = 0) -> "ParaFormer":
-        """A larger copy: `num_new_branches` new branches (freshly initialized from the global RNG) and, for
-        class-incremental learning, a new head for `num_new_classes` new classes that reads all branches. The
-        copy's first `self.num_branches` branches compute exactly what this model computes: without new classes,
-        `bigger(x, num_branches=old)` equals `self(x)` bit for bit; with new classes, the first `old_classes`
-        logits of `bigger(x)` equal `self(x)` bit for bit, however the new branches are trained."""
+        """A larger copy: `num_new_branches` new branches (initialized from the global RNG) and, for new classes, a
+        new head reading all branches. `bigger(x, num_branches=old)` (with new classes: the first old logits of
+        `bigger(x)`) equals `self(x)` bit for bit, however the new branches are trained."""
         bigger = ParaFormer(self.config.expanded(num_new_branches, num_new_classes))
         bigger.to(next(self.parameters()).device)
         bigger.inherit(self)

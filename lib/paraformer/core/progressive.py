@@ -1,27 +1,13 @@
-"""How the branches learn: joint training of the full sum, and three forms of progressive approximation.
+"""How the branches learn: joint training of the full sum, and three forms of progressive approximation
+(Li, Wang & Wei 2025), in which each new branch lowers the loss left by the branches before it, so that every
+prefix 1..k is a classifier on its own. `Recipe.method` picks one; docs/models-and-training.md tables what each
+does per minibatch and what it costs.
 
-Progressive approximation (Li, Wang & Wei 2025) asks each new branch to lower the loss left by the branches
-before it, so that every prefix 1..k of the branches is a classifier on its own. `Recipe.method` picks one of:
-
-- `joint`: the baseline. One cross-entropy loss on the sum of all branches, one step per minibatch.
-- `authors`: the algorithm as the authors' public code runs it. Every epoch makes two passes over the
-  training data. Pass 1: for every minibatch and for i = 1..m, a cross-entropy step on the prefix of
-  branches 1..i with the gradient norm clipped to 1.0, so m optimizer steps per minibatch in which earlier
-  branches keep learning. Pass 2: one step per minibatch on the full sum, clipped as the recipe says.
-  It costs about m(m+1)/2 + m branch passes per minibatch, against m for `joint`.
-- `prefix`: one forward pass whose running sums give all m prefix predictions through the shared head; the
-  loss is the weighted mean of the m prefix losses (`Recipe.prefix_weights`, equal by default); one
-  backward, one step. It asks of every prefix what `authors` asks, at about the cost of one ordinary step.
-- `frozen`: one stage per branch, each a whole run of the recipe (`Recipe.epochs` epochs, its own optimizer,
-  warmup and schedule), so a run has m x epochs epochs, each cheap. Stage 1 trains the stem, branch 1 and
-  the head; stage k trains branch k alone, to lower the loss of the fixed sum of branches 1..k-1 (nothing
-  before branch k requires a gradient, so that sum is computed without one). A prefix is final when its
-  stage ends, and earlier branches only pass activations forward: across devices, communication is forward
-  only.
-
-A run that starts from a parent run (`train(..., parent=...)`, used to grow models) inherits the parent's
-weights; `Recipe.freeze_inherited` trains only what the parent lacked, and `frozen` continues its stages at
-the first new branch.
+`authors` runs as the authors' public code: pass 1 of an epoch takes a clipped step on each prefix 1..i per
+minibatch, pass 2 one step on the full sum. `frozen` runs one whole recipe per branch; nothing before branch k
+requires a gradient in stage k, so the fixed sum of branches 1..k-1 is computed without one (across devices,
+communication is forward only). A run from a parent run (`train(..., parent=...)`) inherits its weights, and
+`frozen` continues its stages at the first new branch.
 """
 
 from __future__ import annotations
@@ -90,10 +76,9 @@ def set_trainable(model: ParaFormer, stage: Stage) -> None:
 
 
 # --- per-minibatch updates ------------------------------------------------------------------------
-# Each method's work on one minibatch, top to bottom: compute a loss, call `step(loss, clip, loss_on)` (zero grad,
-# backward, clip, optimizer step at the schedule's rate, and one row of the step log) once per optimizer step.
-# `loss_on` says in the step log what the loss was computed on. An update returns the minibatch's loss for the
-# epoch log as a detached float64 tensor: reading it as a number would wait for the device at every step.
+# Each method's work on one minibatch: compute a loss, call `step(loss, clip, loss_on)` (`StageTraining.step`;
+# `loss_on` names what the loss was computed on) once per optimizer step. An update returns the minibatch's loss
+# as a detached float64 tensor: reading it as a number would wait for the device at every step.
 
 Step = Callable[[torch.Tensor, float | None, str], None]
 

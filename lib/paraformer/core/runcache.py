@@ -235,9 +235,8 @@ def remove_leftovers(record_path: Path, checkpoint_path: Path, weights_path: Pat
 
 
 def load_checkpoint(path: Path, model: ParaFormer, device: torch.device) -> dict | None:
-    """The resume state of an unfinished run, or None to start from the beginning. A checkpoint that cannot
-    be read, or does not fit `model`, is moved aside (to `<name>.corrupt`) with a warning, and the previous
-    one (kept by every write) is tried next; a kill between the two renames of a write leaves only that one."""
+    """The resume state of an unfinished run, or None to start afresh. An unreadable or unfitting checkpoint is
+    moved aside (`<name>.corrupt`) with a warning and the previous one, kept by every write, is tried next."""
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     for candidate in (path, previous_path(path)):
         if not candidate.exists():

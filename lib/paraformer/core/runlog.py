@@ -1,14 +1,10 @@
-"""What a training run logs beyond its record: loss, learning rate and gradient norm of every optimizer step.
+"""What a training run logs beyond its record: loss, learning rate and gradient norm of every optimizer step, in
+`<record>.steps.csv` (`runcache.step_log_path`) and, with `tensorboard` installed, TensorBoard (docs/logs.md).
 
-The step log is `<record>.steps.csv` beside the run's record (`runcache.step_log_path`), plus TensorBoard event
-files under `tensorboard/<run>/` of the results folder when the `tensorboard` package is installed. It answers
-what the per-epoch history cannot: how noisy the loss is within an epoch, and how often the gradient is clipped
-(the authors' method clips every prefix step at norm 1.0).
-
-Values stay on the device until they are flushed, every `every` steps and at the end of each epoch, so that
-logging never makes the host wait for the device at every step. An epoch's rows are appended when it ends, before
-its checkpoint is written, and a resumed run first drops the rows of epochs after its checkpoint: the log of an
-interrupted run is the log of an uninterrupted one, and a row cut short by a kill is dropped with its epoch.
+Values stay on the device until flushed (every `every` steps and at each epoch's end), so the host never waits
+for the device at every step. An epoch's rows are appended when it ends, before its checkpoint, and a resumed
+run first drops the rows of epochs after its checkpoint: an interrupted run's log equals an uninterrupted one's,
+and a row cut short by a kill is dropped with its epoch.
 """
 
 from __future__ import annotations

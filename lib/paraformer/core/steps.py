@@ -1,8 +1,6 @@
-"""One training step, for the trainer and for every benchmark: the device and precision a recipe asks for, its
-optimizer, and `optimizer_step`, the one place where weights change.
-
-The benchmarks time `training_step`, a closure over one batch built on the same `optimizer_step`, so that what
-they time is what training does.
+"""One training step, for the trainer and every benchmark: the device and precision a recipe asks for, its
+optimizer, and `optimizer_step`, the one place where weights change. The benchmarks time `training_step`, a
+closure over one batch built on the same `optimizer_step`, so that what they time is what training does.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """Timing: the one loop every benchmark (and `auto` execution's choice) measures with.
 
-Calls are timed in rounds, each round running every call once, after untimed warm-up rounds (allocations, kernel
-choice, caches); each call's median is kept, so that a slow spell of the machine falls on every call alike and one
-step that waited for another process moves no figure. The order rotates from round to round, so that no call
-always follows the same one. Across the ranks of a process group the ranks start each call together and a call
-lasts as long as its slowest rank.
+Calls are timed in rounds, each running every call once, after untimed warm-up rounds (allocations, kernel choice,
+caches). Each call's median is kept, so that a slow spell of the machine falls on every call alike and one step
+that waited for another process moves no figure; the order rotates between rounds, so that no call always follows
+the same one. Across ranks, every call starts together and lasts as long as its slowest rank.
 """
 
 from __future__ import annotations

@@ -1,22 +1,12 @@
-"""Pretrained weights: torchvision's ViTs (Google's ImageNet ViT-B/16 among them) as ParaFormers.
+"""Pretrained weights: torchvision's ViTs (Google's ImageNet ViT-B/16 among them) as one-branch ParaFormers
+(docs/models-and-training.md#pretrained-weights).
 
-ViT-B/16 is Para-F-12-12: one branch of 12 layers. torchvision's layout maps onto ours one to one:
-
-    conv_proj                          -> patch_embed       (the same conv, kernel = stride = 16)
-    class_token, encoder.pos_embedding -> cls_token, pos_embed
-    encoder_layer_i.ln_1 / ln_2        -> branches.0.i.norm1 / norm2   (LayerNorm eps 1e-6: ModelConfig.norm_eps)
-    self_attention.in_proj_*           -> attn.qkv          (rows packed q, k, v, heads contiguous in each:
-                                                             exactly the order our qkv projection splits)
-    self_attention.out_proj            -> attn.proj
-    mlp.0 / mlp.3                      -> mlp.fc1 / fc2     (exact GELU in both)
-    encoder.ln, heads.head             -> norm, head        (torchvision normalizes every token, then takes
-                                                             the CLS token; we take it first: the same numbers)
-
-Any key left unmapped fails the import, so a layout torchvision changes cannot be imported half right.
-
-The weights expect ImageNet-normalized RGB. Our data pipeline normalizes each dataset with its own statistics
-and keeps greyscale images in one channel; the patch projection is linear, so the import folds the change
-of normalization (and, for greyscale, the sum over the three colour channels) into its weights exactly.
+torchvision's layout maps onto ours one to one (`_our_name`; both MLPs use exact GELU). in_proj rows are packed
+q, k, v with heads contiguous in each: exactly the order our qkv projection splits. torchvision normalizes every
+token, then takes the CLS token; we take it first: the same numbers. Any key left unmapped fails the import, so
+a layout torchvision changes cannot be imported half right. The patch projection is linear, so the import folds
+the change from our per-dataset normalization to ImageNet's (and, for greyscale, the sum over the three colour
+channels) into its weights exactly.
 """
 
 from __future__ import annotations
@@ -79,9 +69,8 @@ def _our_name(name: str) -> str:
 
 
 def fold_normalization(weight: torch.Tensor, bias: torch.Tensor, data_mean, data_std, weights_mean, weights_std):
-    """Patch-projection weights for images normalized with (data_mean, data_std) that compute what (weight,
-    bias) compute on the same images normalized with (weights_mean, weights_std). A greyscale image
-    (one data channel) is the RGB image whose three channels all hold the grey value."""
+    """Patch-projection weights for images normalized with (data_mean, data_std) that compute what (weight, bias)
+    compute on them normalized with (weights_mean, weights_std); one data channel is grey in all three RGB ones."""
     colours, channels = weight.shape[1], len(data_mean)
     if len(data_std) != channels or channels not in (1, colours) or (len(weights_mean), len(weights_std)) != (
             colours, colours):
@@ -103,10 +92,8 @@ def fold_normalization(weight: torch.Tensor, bias: torch.Tensor, data_mean, data
 
 def from_torchvision(vit: torchvision.models.VisionTransformer, in_channels: int = 3, data_mean=None,
                      data_std=None, weights_mean=IMAGENET_MEAN, weights_std=IMAGENET_STD) -> ParaFormer:
-    """`vit`'s weights in a ParaFormer with one branch (Para-F-12-12 for ViT-B/16).
-
-    Without `data_mean`/`data_std` the ParaFormer reads exactly the input `vit` reads. With them, it reads
-    images normalized by (data_mean, data_std) with `in_channels` channels (1 = greyscale) and computes what
+    """`vit`'s weights in a one-branch ParaFormer (Para-F-12-12 for ViT-B/16) that reads `vit`'s input or, given
+    `data_mean`/`data_std`, images so normalized with `in_channels` channels (1 = greyscale), and computes what
     `vit` computes on the same images as RGB normalized by (weights_mean, weights_std)."""
     if (data_mean is None) != (data_std is None):
         raise ConfigError("give both data_mean and data_std, or neither")

@@ -1,12 +1,11 @@
-"""The numerics canary: tiny fixed runs of every training method, solver and execution path, hashed.
+"""The numerics canary: tiny fixed runs of every training method, solver and execution path, hashed
+(docs/run-cache.md#stale-runs-and-make-numerics; `paraformer.training.numerics` says what the digests decide).
 
 Each run (`_runs`, `single_process_digests`, `_schemes`) trains a few steps on synthetic 16 px images through
-`train()`, into a temporary folder; an ImageFolder of PNG files is read back through `load_data` too. Each run's
-digest hashes its per-epoch numbers, its final accuracies and predictions and the exact bytes of its final weights.
-
-One thread, so that the digests do not depend on how many cores a machine splits its sums over; torch.compile
-is left out (it needs a compiler, and its kernels are torch's, not this code's). `paraformer.training.numerics`
-says what the digests decide; `python -m paraformer.tools.numerics` runs this.
+`train()` into a temporary folder, and an ImageFolder of PNG files is read back through `load_data`; a digest
+hashes the per-epoch numbers, final accuracies and predictions and the exact bytes of the final weights. One
+thread, so that the digests do not depend on how a machine splits its sums over cores; torch.compile is left
+out (it needs a compiler, and its kernels are torch's, not this code's).
 """
 
 from __future__ import annotations
@@ -82,8 +81,7 @@ def _runs() -> list[tuple[str, ModelConfig, Recipe, dict]]:
 
 
 def _digest(record, runs: Path) -> str:
-    """A hash of what a run trained into `runs` computed: its per-epoch numbers (not its times), its final
-    accuracies and predictions, and the exact bytes of its final weights."""
+    """The digest (module docstring) of a run trained into `runs`; its times are left out."""
     weights = load_trained_model(record, runs).state_dict()
     h = hashlib.sha256()
     history = [{k: v for k, v in entry.items() if "seconds" not in k} for entry in record.history]
@@ -98,8 +96,7 @@ def _digest(record, runs: Path) -> str:
 
 
 def _data_digest(folder: Path) -> str:
-    """An ImageFolder of PNG images written here, read back through `load_data`: decoding, the stratified subsets,
-    the validation split and the per-channel statistics."""
+    """An ImageFolder of PNG images written here and read back through `load_data`: decoding, subsets, statistics."""
     from PIL import Image
 
     images, labels = toy_images(48, seed=5)

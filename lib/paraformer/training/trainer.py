@@ -4,21 +4,13 @@ In order: `train` returns a finished run from the run cache (`paraformer.core.ru
 up; each epoch is `train_one_epoch` (each minibatch goes to the method's update in `paraformer.core.progressive`,
 which calls `StageTraining.step` per optimizer step), `evaluate_epoch` and `save_checkpoint`; `finish_run` writes.
 
-The same path runs on every device, so the CPU tests cover the GPU's: the decoded uint8 images are held as one
-tensor on the device; each minibatch is gathered, flipped and cropped there (`data.augment_batch`) and
-normalized; on CUDA the step runs under bf16 autocast (`Recipe.amp`) with a fused AdamW, and `Recipe.compile`
-runs the model through torch.compile. Nothing is read back to the host during an epoch but the step log
-(`paraformer.core.runlog`), every `log_every` steps.
-
-Resumed runs give the same numbers as uninterrupted ones because nothing random carries over between epochs:
-the shuffling generator and the global RNG (dropout, RandAugment) are re-seeded from (seed, epoch) at the start
-of every epoch, and the learning rate is a function of the step number.
+The same path runs on every device, so the CPU tests cover the GPU's: the decoded uint8 images stay on the device,
+where each minibatch is gathered, augmented (`data.augment_batch`) and normalized; nothing is read back to the host
+during an epoch but the step log (`paraformer.core.runlog`). Resume is exact because the generators are re-seeded
+from (seed, epoch) every epoch and the learning rate is a function of the step (docs/run-cache.md).
 
 How a step computes its gradient, and which rank computes which part, is this process's `Processes`
 (`paraformer.parallel.processes`). Rank 0 alone writes; a failed or hung rank raises `RankFailure`.
-
-`python -m paraformer.tools.train --help`: one run from the command line, with the same run cache and records;
-`torchrun --nproc_per_node P -m paraformer.tools.train ... --parallel data` the same run on P processes.
 """
 
 from __future__ import annotations
@@ -109,8 +101,7 @@ class TrainingRun:
 def start_run(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, data: ImageData, name: str,
               key: str, fingerprint: str, parent: RunResult | None, init: Initialization | None,
               results_root: Path | None, log_every: int, processes: Processes = Processes()) -> TrainingRun:
-    """The model (with a parent run's or the given weights), its stages, the data on the device, and the state
-    of the last checkpoint if the run was interrupted before."""
+    """The model (with a parent run's or the given weights), its stages, the data on the device, the checkpoint."""
     paths = run_paths(name, key, results_root)
     if processes.writes:
         for folder in {path.parent for path in paths}:
@@ -152,8 +143,7 @@ def start_run(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe
 
 
 class StageTraining:
-    """One stage's optimizer and learning-rate schedule. `step` is the one place where weights change: the
-    methods' updates call it once per optimizer step."""
+    """One stage's optimizer and learning-rate schedule; the methods' updates call `step` per optimizer step."""
 
     def __init__(self, run: TrainingRun, stage: progressive.Stage):
         self.run, self.stage = run, stage
@@ -172,8 +162,7 @@ class StageTraining:
         self.epoch, self.step_count = epoch, (epoch - self.stage.first_epoch) * self.steps_per_epoch
 
     def step(self, loss: torch.Tensor, clip: float | None, loss_on: str) -> None:
-        """`optimizer_step` on `loss` at the schedule's learning rate, its gradient norm clipped to `clip` (None: no
-        clipping); log the step."""
+        """`optimizer_step` on `loss` at the schedule's learning rate, clipped to `clip` (None: not); log the step."""
         self.lr = learning_rate(self.step_count, self.total_steps, self.warmup_steps, self.run.recipe)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
@@ -185,8 +174,7 @@ class StageTraining:
 
 
 def train_one_epoch(run: TrainingRun, training: StageTraining, epoch: int) -> float:
-    """The method's passes over the training images, each in a fresh order, one update per minibatch; returns
-    the mean loss of the last pass."""
+    """The method's passes over the training images, each in a fresh order; returns the last pass's mean loss."""
     recipe, n, processes = run.recipe, len(run.train_labels), run.processes
     generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch)  # the same order on every rank
     torch.manual_seed(processes.epoch_seed(recipe.seed * 1_000_003 + epoch))  # dropout and RandAugment
@@ -244,8 +232,7 @@ def final_evaluation(run: TrainingRun) -> dict:
 
 
 def save_checkpoint(run: TrainingRun, training: StageTraining) -> None:
-    """Everything an interrupted run resumes from, written atomically beside the previous checkpoint (by rank 0
-    alone: every rank holds the same model and optimizer state)."""
+    """What an interrupted run resumes from, beside the previous checkpoint (rank 0 alone: every rank is alike)."""
     if not run.processes.writes:
         return
     atomic_save({"model": run.model.state_dict(), "optimizer": training.optimizer.state_dict(),
@@ -262,8 +249,7 @@ def curve_subset(data: ImageData, data_config: DataConfig) -> torch.Tensor | Non
 
 
 def finish_run(run: TrainingRun, parent: RunResult | None, init: Initialization | None) -> RunResult:
-    """Score the final model on every test image, save its weights, then the record (last: a record always has
-    its weights)."""
+    """Score the final model on every test image, save its weights, then (last) the record: a record has weights."""
     started = time.perf_counter()
     final = final_evaluation(run)
     run.wall_seconds += time.perf_counter() - started
@@ -350,15 +336,10 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
           data: ImageData | None = None, parent: RunResult | None = None, init: Initialization | None = None,
           results_root: Path | None = None, progress: bool = True,
           on_epoch_end: Callable[[dict], None] | None = None, log_every: int = 50) -> RunResult:
-    """Train one model (or return its cached result) and record it under `results_root` (default: the results
-    root, `paraformer.core.paths.results_dir()`).
-
-    `data` may be passed to avoid reloading when sweeping many models over the same `data_config`. `parent`
-    is a finished run of the smaller model this one expands (`ModelConfig.expanded`): its weights are copied in
-    before training, and its key becomes part of this run's. `init` gives starting weights instead (fine-tuning);
-    their digest becomes part of the key. `on_epoch_end` is called with each epoch's log entry after its
-    checkpoint is safely written (so interrupting it loses nothing). `log_every`: steps between reads of the
-    step log's values from the device (the log itself has every step)."""
+    """Train one model, or return its cached result, recorded under `results_root` (default: `paths.results_dir()`).
+    `data`: already loaded for `data_config` (sweeps). `parent` (a finished run of the model this one expands) and
+    `init`: starting weights, part of the key (docs/models-and-training.md). `on_epoch_end(entry)`: after each
+    epoch's checkpoint is written. `log_every`: steps between step-log reads from the device."""
     _check_arguments(model_config, data_config, recipe, parent, init)
     processes = join(recipe)
     name = run_name(name, model_config, data_config, recipe)
