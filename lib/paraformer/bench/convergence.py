@@ -1,12 +1,8 @@
-"""How far MGRIT with few iterations is from serial training: the relative error of the output and of the gradient
-against ordinary backpropagation, per iteration count, level count, coarsening, relaxation, step size and depth.
-
-    python -m paraformer.tools.bench --profile quick --only convergence   # results/tables/mgrit_convergence.*
-
-The MGRIT iterate does not depend on the number of ranks (see `paraformer.parallel.mgrit`), so the table is computed in
-one process. It measures ViTs at initialization (a fixed seed) on a batch of random images: the errors of trained
-weights are measured in notebook 08. Two step sizes: h = 1, the ViT that the rest of the suite trains, and
-h = 1 / depth, the paper's ODE reading with T = 1, in which a coarse step stays close to the fine steps it replaces.
+"""How far MGRIT with few iterations is from serial training (docs/parallel.md): the relative error of the output and
+of the gradient against backpropagation, per iteration count, level count, coarsening, relaxation, step size and
+depth, in one process (the iterate does not depend on the ranks), for ViTs at initialization (a fixed seed) on random
+images; trained weights are measured in notebook 08. Two step sizes: h = 1, the ViT that the rest of the suite
+trains, and h = 1 / depth, the paper's ODE reading with T = 1, in which a coarse step stays close to the fine steps.
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
-"""A cost model of one training step on P devices, fed by measured times (`paraformer.bench.multi` writes them to
-multi_costs_1.csv and multi_costs_2.csv) and checked against the step times measured at 1 and 2 processes before it is
-trusted at 4, 8, 24 or 64.
-
-Inputs, all measured on the device: `layer(b)` and `cls_layer(b)`, one layer's forward and backward at batch b over
-every token, or for the CLS token only (the last layer of a branch); `stem_head(b)`; `adamw`, seconds per parameter of
-an optimizer step; at 2 processes, an all-reduce and a send/receive round trip of each message size the methods use.
-Compute times are interpolated between the measured batch sizes (every power of two up to the full batch), communication
-times fitted as lines in bytes.
+"""A cost model of one training step on P devices (see docs/parallel.md), fed by the times `paraformer.bench.multi`
+measures (multi_costs_1.csv, multi_costs_2.csv): compute times are interpolated between the measured batch sizes
+(every power of two up to the full batch), communication times fitted as lines in bytes. `layer(b)` and
+`cls_layer(b)`: one layer's forward and backward at batch b over every token, or the CLS token only.
 
 Branch parallel (nb branches of depth d shared over P ranks, batch b, width w; every rank has ceil(nb / P)):
     T = stem_head(b) + ceil(nb / P) * ((d - 1) layer(b) + cls_layer(b))
@@ -17,12 +12,10 @@ Pipeline (GPipe schedule; L layers in P stages, M micro-batches of b / M; 1F1B r
 Data parallel (DDP; a model of nb branches of depth d, N parameters, the sequential ViT being nb = 1, d = L; every rank
 holds the whole model and computes s = ceil(b / P) images of the global batch b):
     T = stem_head(s) + nb * ((d - 1) layer(s) + cls_layer(s)) + k allreduce_P(4 N / k) + adamw N
-DDP all-reduces the gradients in k buckets, one all-reduce (and one latency) each; with its defaults (a first bucket of
-1 MiB, then 25 MiB each) k = 1 + ceil((4 N - 1 MiB) / 25 MiB). It starts a bucket's all-reduce as soon as backward has
-filled it, so communication can overlap the rest of backward; the model assumes no overlap (the conservative choice: an
-upper bound on the step; with one bucket, at the ci profile's sizes, nothing overlaps anyway). Where P does not divide
-b, s is the slowest rank's share (the benchmark itself runs equal shares only); there is no prediction where P > b,
-which would leave ranks without an image.
+DDP all-reduces the gradients in k buckets, one latency each: k = 1 + ceil((4 N - 1 MiB) / 25 MiB) with its defaults.
+The model assumes no overlap of those all-reduces with the rest of backward (an upper bound on the step; with one
+bucket, at the ci profile's sizes, nothing overlaps anyway). Where P does not divide b, s is the slowest rank's share;
+there is no prediction where P > b, which would leave ranks without an image.
 Layer-parallel MGRIT (`paraformer.parallel.mgrit`; a ViT of L layers, two levels of coarsening c, P ranks of L / P
 layers each, k forward and k' backward iterations, F-relaxation): a solve takes, on its critical path,
     S(step, k) = step * (L / c + k (relax + 2 L / (P c) + L / c) + relax) + p2p_1(b) * ((P - 1)(1 + k) + k [P > 1])
@@ -40,12 +33,8 @@ alpha and the inverse bandwidth beta are fitted):
 - tree: latency logarithmic in P, as in recursive halving then doubling (Rabenseifner's algorithm in MPI
   libraries; NCCL's trees also pay log2 P hops), with the ring's bytes per rank:
   allreduce_P(n) = 2 ceil(log2 P) alpha + 2 (P - 1) / P n beta.
-The latency term decides the prediction at 24 devices, and alpha rests on erratic gloo timings (a few tenths of a ms to
-several ms for kilobytes); the ring's latency grows linearly in P, the tree's does not, so the two bracket what the
-communication library might do.
-
-What it leaves out: imbalance and jitter between ranks, contention for memory bandwidth or a shared network, and the
-idle time of a rank waiting for the slowest. The check at 1 and 2 processes shows how much that costs here.
+The latency term decides the prediction at 24 devices, and alpha rests on erratic gloo timings; the two models
+bracket what the communication library might do.
 """
 
 from __future__ import annotations
@@ -232,13 +221,12 @@ def predictions(bench: dict[str, pd.DataFrame], profile: BenchSettings, setting:
                 ranks: tuple[int, ...] = (1, 2, 4, 8, 24, 64),
                 micro_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
                 depths: tuple[int, ...] | None = None) -> pd.DataFrame:
-    """Predicted step milliseconds, from the CSVs `bench` (`paraformer.bench.speed.load`), at each number of devices
-    and each depth (at the benchmark's width and batch) of: branch parallelism (the ParaFormer, branches of the
-    setting's depth), the GPipe pipeline (the sequential ViT; the best micro-batch count at each P), data parallelism
-    ("ddp", of both models; none where P exceeds the batch) and layer-parallel MGRIT ("mgrit-<k>it", the ViT; none
-    where the layers cannot be shared out in whole coarse intervals, `coarsening` saying which was used). Each under
-    each all-reduce model (`predicted_ring_ms`, `predicted_tree_ms`; a pipeline's two are equal), with the measured
-    step time beside them where there is one (the benchmark's depth at 1 and 2 processes, where the two agree)."""
+    """Predicted step milliseconds from the CSVs `bench` (`paraformer.bench.speed.load`) at each number of devices and
+    depth (at the benchmark's width and batch): branch parallelism (the ParaFormer, branches of the setting's depth),
+    the GPipe pipeline (the ViT; the best micro-batch count at each P), "ddp" (both models; none where P exceeds the
+    batch), "mgrit-<k>it" (the ViT; none where the layers cannot be shared out in whole coarse intervals,
+    `coarsening` saying which was used). Each under each all-reduce model (`predicted_ring_ms`, `predicted_tree_ms`;
+    a pipeline's two are equal), beside the measured step where there is one (the benchmark's depth, 1 and 2 P)."""
     missing = {"multi_costs_1", "multi_costs_2"} - set(bench)
     if missing:
         raise ValueError(f"cost model inputs {sorted(missing)} are missing; run the 1- and 2-process benchmarks")

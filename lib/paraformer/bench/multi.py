@@ -1,26 +1,16 @@
-"""Multi-device training-step benchmark: branch parallelism against pipeline parallelism on the equivalent
-sequential ViT (same width, same total layers, same batch). `make bench` runs it (`paraformer.bench.speed`
-passes the profile's settings as JSON); by hand, `python -m paraformer.tools.bench --profile quick --only multi`.
+"""Multi-device training-step benchmark: branch parallelism against pipeline, data and layer parallelism of the
+equivalent sequential ViT (same width, layers and batch); the methods are listed in docs/parallel.md. `make bench`
+runs it (`paraformer.bench.speed` passes the profile's settings as JSON); by hand,
+`python -m paraformer.tools.bench --profile quick --only multi`.
 
-One process per device: on CPU, gloo with one thread per process; on GPUs, NCCL with one GPU per process.
-Each method's step is forward, backward, gradient sync and an AdamW step:
-- branch: `paraformer.parallel.branch.BranchParallel` on P processes, taken in turn with the whole model on one
-  process (rank 0 alone), so that the speed-up is a ratio of times from one run;
-- torch-gpipe and torch-1f1b: torch.distributed.pipelining, one stage per process;
-- fairscale: FairScale's Pipe, the 2025 paper's baseline, with P partitions in rank 0's process (the other
-  ranks idle meanwhile). Skipped, with a message, where FairScale is not installed;
-- mgrit-<k>it: layer parallelism (`paraformer.parallel.mgrit`): the ViT's layers shared over the ranks and
-  forward and backward propagation solved by two-level MGRIT, k forward iterations and one backward; at one
-  process, the same solver over all the layers (its overhead over serial training). Skipped, with a message,
-  where the layers cannot be shared in whole coarse intervals;
-- ddp: data parallelism, torch's DistributedDataParallel, of the sequential ViT and of the ParaFormer: every rank
-  holds the whole model and computes batch / P images of the same global batch, and DDP all-reduces the gradients
-  (their mean over the ranks) during backward. Skipped, with a message, where P does not divide the batch.
-Pipelines are timed at every micro-batch count of the profile, so that each baseline's best can be reported.
-Every step is `paraformer.core.steps.training_step` (in fp32: the pipelines run without autocast) or a pipeline
-schedule's, timed by `paraformer.core.timing.median_seconds` across the ranks. Rank 0 writes multi_steps_<P>.csv,
-and multi_costs_<P>.csv with what the cost model (`paraformer.bench.costmodel`) is fed, into
-`speed.bench_dir(profile)` (results/bench/quick/ for quick, results/<profile>/bench/<profile>/ otherwise).
+One process per device: on CPU, gloo with one thread per process; on GPUs, NCCL with one GPU per process. Each
+step is forward, backward, gradient sync and an AdamW step, in fp32 (the pipelines run without autocast), timed by
+`paraformer.core.timing.median_seconds` across the ranks. Branch parallelism is taken in turn with the whole model
+on rank 0 alone, so that the speed-up is a ratio of times from one run; FairScale's Pipe (the 2025 paper's
+baseline) runs its P partitions in rank 0's process while the other ranks idle; MGRIT uses two levels, k forward
+iterations and one backward. A method that cannot run (FairScale not installed, layers or batch that P does not
+divide) is skipped with a message. Rank 0 writes multi_steps_<P>.csv, and multi_costs_<P>.csv with what
+`paraformer.bench.costmodel` is fed, into `speed.bench_dir(profile)`.
 """
 
 from __future__ import annotations
@@ -38,16 +28,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..core.config import ConfigError
-from ..core.files import atomic_write_text
-from ..core.provenance import code_version, device_name
 from ..core.steps import training_step
 from ..core.timing import median_seconds
-from ..parallel.branch import BranchParallel
+from ..parallel.branch import BranchParallel, branch_shares  # contiguous, balanced: also the pipeline stages
 from ..parallel.launch import init_process_group
 from ..parallel.mgrit import LayerParallel, MGRITConfig, check_layout, layer_step, layer_vjp
-from ..parallel.pipeline import sequential_vit, stage_bounds
+from ..parallel.pipeline import sequential_vit
 from ..parallel.processes import rank_share
-from .speed import BenchSettings, bench_dir, shown, steady_allocator
+from .speed import BenchSettings, shown, steady_allocator, write_bench
 
 
 @dataclass(frozen=True)
@@ -108,7 +96,7 @@ def time_torch_pipelines(shape: BenchSettings, setting: MultiSettings, device: t
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
     stages = sequential_vit(shape.model(setting.vit))
-    bounds = stage_bounds(len(stages), world)[rank]
+    bounds = branch_shares(len(stages), world)[rank]
     stage_module = torch.nn.Sequential(*[stages[i] for i in bounds]).to(device)
     optimizer = torch.optim.AdamW(stage_module.parameters(), lr=1e-4)
     images, labels = _inputs(setting, shape, device)
@@ -194,7 +182,7 @@ def time_fairscale(shape: BenchSettings, setting: MultiSettings, device: torch.d
     rank, partitions = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
     stages = sequential_vit(shape.model(setting.vit))
-    balance = [len(r) for r in stage_bounds(len(stages), partitions)]
+    balance = [len(r) for r in branch_shares(len(stages), partitions)]
     devices = ([torch.device("cuda", i) for i in range(partitions)] if device.type == "cuda"
                else ["cpu"] * partitions)
     images, labels = _inputs(setting, shape, torch.device("cpu"))
@@ -218,12 +206,11 @@ def time_fairscale(shape: BenchSettings, setting: MultiSettings, device: torch.d
 
 
 def measure_costs(shape: BenchSettings, setting: MultiSettings, device: torch.device) -> list[dict]:
-    """What the cost model is fed (`kind`, `what`, `batch`, `bytes`, `seconds`): on one process, the compute time of one
-    layer (every token, or the CLS token only; forward alone and the input VJP alone, the steps of MGRIT) and of the
-    stem and head at every power-of-two batch up to the full one (every micro-batch size a pipeline could use, and the
-    batch / P of data parallelism where P is a power of two), and of an AdamW step per parameter; on several, an
-    all-reduce and a send/receive round trip over a wide range of message sizes, those the methods use included (DDP's:
-    a whole model's gradients). Communication is cheap to time and noisy, so it gets three times the repeats."""
+    """What the cost model is fed (`kind`, `what`, `batch`, `bytes`, `seconds`): on one process, the compute times
+    (see `costmodel`) at every power-of-two batch up to the full one (every micro-batch size a pipeline could use,
+    and the batch / P of data parallelism where P is a power of two); on several, an all-reduce and a send/receive
+    round trip over a wide range of message sizes, those the methods use included (DDP's: a whole model's
+    gradients). Communication is cheap to time and noisy, so it gets three times the repeats."""
     world = dist.get_world_size()
     tokens = (shape.image_size // shape.patch_size) ** 2 + 1
     width = shape.width
@@ -286,14 +273,6 @@ def measure_costs(shape: BenchSettings, setting: MultiSettings, device: torch.de
     return rows
 
 
-def write_rows(rows: list[dict], name: str, profile_name: str, processes: int, device: torch.device,
-               root: Path | None = None) -> Path:
-    df = pd.DataFrame(rows).assign(processes=processes, threads_per_process=torch.get_num_threads(),
-                                   device=device_name(device), device_type=device.type, torch_version=torch.__version__,
-                                   code_version=code_version(), profile=profile_name)
-    return atomic_write_text(df.to_csv(index=False), bench_dir(profile_name, root) / f"multi_{name}_{processes}.csv")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="torchrun --nproc_per_node P -m paraformer.bench.multi",
                                      description=__doc__.splitlines()[0])
@@ -322,8 +301,9 @@ def main(argv: list[str] | None = None) -> None:
         costs = measure_costs(shape, setting, device)
         if rank == 0:
             for name, table in (("steps", rows), ("costs", costs)):
-                print(f"wrote {shown(write_rows(table, name, shape.name, world, device, args.root))}",
-                      file=sys.stderr)
+                df = pd.DataFrame(table).assign(processes=world, threads_per_process=torch.get_num_threads())
+                path = write_bench(df, f"multi_{name}_{world}", shape.name, device, args.root, device_type=device.type)
+                print(f"wrote {shown(path)}", file=sys.stderr)
     finally:
         dist.destroy_process_group()
 

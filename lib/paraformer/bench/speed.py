@@ -1,13 +1,7 @@
-"""Speed benchmarks: `make bench` (python -m paraformer.tools.bench) writes CSVs under results/bench/, and notebook 06
-reads them. Every figure is a ratio of times measured in the same run on the same device, never a timed test.
-
-- strategies: the branch execution strategies of `paraformer.core.execution` (loop, fused, auto) per model, batch
-  size and mode (inference, or a training step: forward and backward);
-- layers: batch-1 inference latency and training throughput against the number of layers, for ParaFormers of
-  depth-1 branches (each strategy) and for the sequential ViT with as many layers of the same width;
-- multi: the multi-process training steps of `paraformer.bench.multi`, through torchrun at each process count.
-
-Times are medians over repeats, with the strategies interleaved repeat by repeat (`paraformer.core.timing`).
+"""Speed benchmarks (strategies, layers, multi: docs/parallel.md): `make bench` (python -m paraformer.tools.bench)
+writes CSVs under results/bench/, and notebook 06 reads them. Every figure is a ratio of times measured in the same
+run on the same device, never a timed test; times are medians over repeats, the models interleaved repeat by repeat
+(`paraformer.core.timing`).
 """
 
 from __future__ import annotations
@@ -167,12 +161,12 @@ def bench_dir(profile_name: str, root: Path | None = None) -> Path:
     return (Path(root) if root is not None else results_dir(profile_name)) / "bench" / profile_name
 
 
-def write_bench(df: pd.DataFrame, name: str, settings: BenchSettings, device: torch.device,
-                root: Path | None = None) -> Path:
-    """`bench_dir(profile)/<name>.csv`, every row stamped with the device, torch and code version."""
-    df = df.assign(device=device_name(device), torch_version=torch.__version__, code_version=code_version(),
-                   profile=settings.name)
-    return atomic_write_text(df.to_csv(index=False), bench_dir(settings.name, root) / f"{name}.csv")
+def write_bench(df: pd.DataFrame, name: str, profile: str, device: torch.device, root: Path | None = None,
+                **device_columns) -> Path:
+    """`bench_dir(profile)/<name>.csv`, rows stamped with the device (then `device_columns`), torch, code, profile."""
+    df = df.assign(device=device_name(device), **device_columns, torch_version=torch.__version__,
+                   code_version=code_version(), profile=profile)
+    return atomic_write_text(df.to_csv(index=False), bench_dir(profile, root) / f"{name}.csv")
 
 
 def bench_multi(settings: BenchSettings, multi, processes: tuple[int, ...], root: Path | None = None) -> None:
@@ -231,5 +225,5 @@ def run(settings: BenchSettings, multi, only: tuple[str, ...] = BENCHMARKS, proc
             bench_multi(settings, multi, processes, root)
         else:
             benchmark = bench_strategies if name == "strategies" else bench_layers
-            print(f"wrote {shown(write_bench(benchmark(settings, device), name, settings, device, root))}",
+            print(f"wrote {shown(write_bench(benchmark(settings, device), name, settings.name, device, root))}",
                   file=sys.stderr)

@@ -1,29 +1,15 @@
 """Training throughput against a peer: our training step beside timm's VisionTransformer of the same shape.
 
-Why this exists: every speed claim of the suite (notebook 06, `make bench`) compares our own models with each
-other, so a slow implementation of the ViT baseline would flatter the ParaFormers and still leave the suite
-slow. This benchmark holds our training step to an outside reference: timm's `VisionTransformer`, built with the
-same input, width, heads, MLP ratio and number of layers, and therefore the same parameter count (checked: a
-mismatch means the comparison is not same-shape, and it is refused).
-
-What is timed: one full training step (zero grad, forward, label-smoothed cross-entropy 0.1, backward, AdamW
-step) of our ViT-6, ViT-12 and Para-F-1-12 and of timm's ViT with as many layers, at the same batch and
-precision: fp32 and the default AdamW on the CPU; bf16 autocast and fused AdamW on CUDA, for both. The two
-steps run in alternating rounds (ours, timm, ours, timm, ...) after warm-up rounds, waiting for the GPU around
-each one, and the median of each is kept, so that drift in the machine's speed hits both alike.
-
-Beside each time: the FLOPs of one step per image (torch's FlopCounterMode over one forward and backward at the
-measured batch, divided by it; the optimizer's elementwise work is left out, as usual for model FLOP
-utilisation), the FLOP rate reached, and the model FLOP utilisation (MFU) against the device's matrix-product
-peak, measured in the same run. Our models compute the last layer of each branch for the CLS row alone (all
-tokens still serve as keys and values), so even our ViT counts fewer FLOPs than timm's; Para-F-1-12, whose
-depth-1 branches are nearly all CLS-row work, counts far fewer than the ViT-12 with the same parameters, so its
-ratio to timm's ViT-12 is a speed-up, not a same-work comparison (`same_architecture` is False there).
-
-The target, as data: our step takes at most `TARGET_RATIO` (1.0) x timm's time on every shape measured:
-`target_met` per row, `speed_target` over the table.
-
-    python -m paraformer.tools.bench --profile quick --only throughput   # -> results/bench/quick/throughput.*
+Why: every other speed figure of the suite compares our models with each other, so a slow ViT baseline would
+flatter the ParaFormers and still leave the suite slow. timm's ViT is built with our input, width, heads, MLP ratio
+and layers, hence the same parameter count (checked: a mismatch is refused). Timed is one full training step (zero
+grad, forward, label-smoothed cross-entropy 0.1, backward, AdamW; fp32 on the CPU, bf16 autocast and fused AdamW
+on CUDA, for both), ours and timm's in alternating rounds after warm-up, the median of each kept, so that drift in
+the machine's speed hits both alike. FLOPs per image count one forward and backward (FlopCounterMode; the
+optimizer's elementwise work left out, as usual for MFU), against the matrix-product peak measured in the same run.
+Our last layer of each branch computes the CLS row alone, hence fewer FLOPs (see docs/parallel.md; for
+Para-F-1-12, `same_architecture` is False). The target, as data: our step at most `TARGET_RATIO` x timm's time on
+every shape (`target_met` per row, `speed_target` over the table).
 """
 
 from __future__ import annotations

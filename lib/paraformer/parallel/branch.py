@@ -1,19 +1,12 @@
-"""Branch parallelism across devices, on torch.distributed (gloo on CPU, NCCL on GPUs; one rank per device).
-
-Every rank sees the same minibatch and holds the stem, the head and a contiguous share of the branches. It runs
-the stem and its branches, sums its branches' CLS outputs, and one all-reduce sums those partial sums across
-ranks; every rank then applies the head to the same total and computes the same loss.
-
-Gradients are exact with one all-reduce in the forward pass and one for the stem's gradients:
-- the sum's backward is the identity. Each rank's loss is the whole loss, so the gradient reaching the total is
-  already complete on every rank. (Differentiable all-reduces such as torch.distributed.nn.functional.all_reduce
-  sum that gradient across ranks again, which makes it world_size times too large.)
-- a branch's parameters live on one rank, whose backward gives their full gradient;
-- the head sees the same total and loss on every rank, so its gradient is already identical everywhere;
+"""Branch parallelism across devices (docs/parallel.md): every rank sees the same minibatch and holds the stem, the
+head and a contiguous share of the branches; one all-reduce sums the ranks' partial sums of CLS outputs, and every
+rank applies the head to the same total and computes the same loss. Gradients are then exact with that all-reduce
+and one for the stem's gradients:
+- the sum's backward is the identity: each rank's loss is the whole loss, so the gradient reaching the total is
+  complete on every rank (a differentiable all-reduce would sum it again, world_size times too large);
+- a branch's parameters live on one rank, and the head's gradient is the same everywhere;
 - the stem feeds every branch, so each rank holds the part of its gradient that flows through its own branches:
-  `sync_gradients` sums those parts (the only backward communication).
-With the stem and head frozen (the `frozen` progressive method after its first stage), there is nothing to
-sync: training needs the forward all-reduce only. Launch with torchrun (`paraformer.parallel.launch`).
+  `sync_gradients` sums those parts (nothing to sync when the stem is frozen).
 """
 
 from __future__ import annotations
@@ -70,15 +63,12 @@ class BranchParallel(nn.Module):
     """This rank's part of a branch-parallel ParaFormer: the stem, the head and branches `share` of `model`.
 
     Build it from the same full model (same weights) on every rank; `forward` returns the full model's logits
-    on every rank. In a `frozen` stage, a rank whose branches, stem and head are all fixed gets logits that
-    need no gradient: it skips backward (its forward all-reduce is all it contributes).
+    on every rank. A rank whose branches, stem and head are all frozen gets logits that need no gradient.
 
-    Dropout (training with `dropout` > 0): the stem is replicated, so its masks must agree on every rank, and
-    they would not from each rank's own random stream, which its branches consume unequally (a rank with more
-    branches draws more masks). Each forward call therefore draws the stem's masks from a stream seeded by
-    (`seed`, call number), the same on every rank, and the branches' from one seeded by (`seed`, call number,
-    rank), so that no two ranks' branches share masks; the caller's own random state is left as it was.
-    `calls` counts the forward calls, to be restored with a checkpoint for an exact resume.
+    Dropout: the replicated stem's masks must agree on every rank, which each rank's own stream would not give (its
+    branches consume it unequally). So each forward call draws the stem's masks from a stream seeded by (`seed`,
+    call number), the same everywhere, and the branches' from one seeded by (`seed`, call number, rank); the
+    caller's random state is left as it was. `calls` counts the calls, restored with a checkpoint for exact resume.
 
     `share_weights`: hold this rank's part as the model's own modules rather than a copy, so that an optimizer of
     `model` sees the gradients (training, `paraformer.parallel.processes`); a copy otherwise (the benchmarks)."""

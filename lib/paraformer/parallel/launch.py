@@ -11,8 +11,7 @@ import torch.distributed as dist
 
 
 def init_process_group(backend: str | None = None, timeout_seconds: float = 300) -> tuple[int, int, torch.device]:
-    """Join the process group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR, ...): NCCL with one GPU per rank
-    where CUDA is present, else gloo. Returns (rank, world size, this rank's device)."""
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, ...): (rank, world size, this rank's device)."""
     if "RANK" not in os.environ:
         raise RuntimeError("no torch.distributed environment: launch with torchrun --nproc_per_node N ...")
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")

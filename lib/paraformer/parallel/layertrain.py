@@ -1,24 +1,16 @@
 """Training a ViT layer-parallel through `train()`: MGRIT gradients inside an ordinary optimizer step, and the
-adaptive rule that watches their error (`Recipe.solver="mgrit"`; the 2026 paper, arXiv 2601.09026).
+adaptive rule that watches their error (`Recipe.solver="mgrit"`; the 2026 paper, arXiv 2601.09026; docs/parallel.md).
 
 `MGRITTraining` wraps the model as the training loop calls it: the stem and the head run as usual, and the chain
 of layers between them is one autograd node (`_MGRITChain`) whose forward pass is an MGRIT solve and whose
-backward pass is the MGRIT solve of the adjoint (`paraformer.parallel.mgrit.LayerParallel`). Its backward returns
-the layers' parameter gradients from the solver's final sweep, so `loss.backward()`, the gradient clip, the
-optimizer, the step log and the checkpoints are those of every other run. Evaluation uses the model itself: the
-serial network the solver approximates, which is also what would be deployed.
+backward pass the MGRIT solve of the adjoint (`paraformer.parallel.mgrit.LayerParallel`), returning the layers'
+parameter gradients, so `loss.backward()`, the clip, the optimizer and the checkpoints are those of every other run.
 
-The adaptive rule (`Recipe.mgrit_check_every`, `mgrit_tolerance`, `mgrit_adapt`). The solver's error does not
-shrink with the gradient, so as training nears a minimum the MGRIT gradient is more and more bias: the paper
-detects that transition and then trains serially or solves more accurately. Every `check_every` steps the
-backward pass also computes the chain's exact gradient on the same minibatch and output cotangent, and records
-the relative errors of the output and of the gradient (tokens' cotangent and layer gradients, as one vector).
-"iterate" switches to backpropagation once its cycles would make the two-level solve exact (MGRIT would then cost
-more than the serial chain). Every check, and the step of the switch, goes into the run history
-(`epoch_summary`), from which a resumed run restores the solver's state.
-
-In one process the solver computes what P processes compute (see `paraformer.parallel.mgrit`): the accuracy of
-layer-parallel training is measured here; its speed by the multi-process benchmark.
+The adaptive rule: the solver's error does not shrink with the gradient, so near a minimum the MGRIT gradient is
+more and more bias. Every `check_every` steps the backward pass also computes the chain's exact gradient on the
+same minibatch and output cotangent and records the relative errors of the output and of the gradient (tokens'
+cotangent and layer gradients, as one vector). "iterate" switches to backpropagation once its cycles would make
+the two-level solve exact (MGRIT would then cost more than the serial chain).
 """
 
 from __future__ import annotations

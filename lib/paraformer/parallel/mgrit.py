@@ -25,14 +25,13 @@ interval exact), to float rounding, since the coarse correction adds and subtrac
 
 The backward pass is a second MGRIT solve, of the discrete adjoint run backwards: lambda_N = dLoss/du_N and
 lambda_j = J_j^T lambda_{j+1}, each step a vector-Jacobian product of its layer re-evaluated on the stored forward
-state (a coarse step's VJP is that of the coarse step at its first point). The same solver runs on the reversed
-chain, in which the ranks come in the opposite order. Parameter gradients are taken on a final sweep over every
-layer, from the converged-or-not adjoint: inexact solves give a biased gradient, which is what the convergence
-table measures and the adaptive rule watches.
+state (a coarse step's VJP is that of the coarse step at its first point), by the same solver on the reversed
+chain, whose ranks come in the opposite order. Parameter gradients come from a final sweep over every layer with
+the converged-or-not adjoint: inexact solves give a biased gradient, which the convergence table measures and the
+adaptive rule watches.
 
-The MGRIT iterate does not depend on how the points are shared among ranks (the ranks exchange values; they never
-approximate across a rank boundary), so one process with P = 1 computes exactly what P processes compute: the
-convergence tables run in one process, and the 2-process tests check the equality.
+The iterate does not depend on how the points are shared among ranks (they exchange values, never approximate
+across a rank boundary), so one process computes exactly what P processes compute (the 2-process tests check it).
 """
 
 from __future__ import annotations
@@ -230,13 +229,11 @@ def layer_vjp(layer: Layer, x: torch.Tensor, step: float, cotangent: torch.Tenso
 
 
 class LayerParallel:
-    """This rank's share of a ViT (a one-branch ParaFormer) trained by MGRIT across its layers.
-
-    Every rank holds the whole model and sees the same minibatch; rank r owns layers [r L, (r + 1) L), rank 0 also
-    the stem, the last rank the head. `loss_and_gradients` fills every parameter's .grad on every rank (one
-    all-reduce of the flat gradient, each part being non-zero on its owner alone), so that the same optimizer step
-    keeps the replicas equal and a gradient-norm clip sees the global norm. Without torch.distributed, or with
-    `group` of one rank, it is the single-process solver."""
+    """This rank's share of a ViT (a one-branch ParaFormer) trained by MGRIT across its layers: every rank holds the
+    whole model and sees the same minibatch; rank r owns layers [r L, (r + 1) L), rank 0 also the stem, the last
+    rank the head. `loss_and_gradients` fills every parameter's .grad on every rank (one all-reduce of the flat
+    gradient, each part non-zero on its owner alone). Without torch.distributed, or with `group` of one rank, it is
+    the single-process solver."""
 
     def __init__(self, model: ParaFormer, config: MGRITConfig, step: float | None = None, group=None):
         if model.num_branches != 1 or model.config.is_incremental:

@@ -8,7 +8,6 @@ from torch import nn
 
 from ..core.config import ConfigError
 from ..core.model import ParaFormer
-from .branch import branch_shares
 
 
 class Stem(nn.Module):
@@ -41,8 +40,3 @@ def sequential_vit(model: ParaFormer) -> nn.Sequential:
         raise ConfigError(f"sequential_vit needs a one-branch ParaFormer (a ViT), got {model.config.name}")
     *layers, last = model.branches[0]
     return nn.Sequential(Stem(model), *layers, LastLayer(last), nn.Sequential(model.norm, model.head))  # head on CLS
-
-
-def stage_bounds(num_modules: int, num_stages: int) -> list[range]:
-    """Contiguous, balanced ranges of a Sequential's modules for each pipeline stage."""
-    return branch_shares(num_modules, num_stages)

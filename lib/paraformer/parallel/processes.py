@@ -1,30 +1,13 @@
 """Where one process stands in a training run, and what it computes of each step: `Recipe.solver` (in one process
 the model itself, its torch.compile wrapper or the MGRIT solver of `paraformer.parallel.layertrain`), and across
-processes `Recipe.parallel` and `Recipe.processes`, launched by torchrun.
+processes `Recipe.parallel` and `Recipe.processes`, launched by torchrun (the schemes: docs/parallel.md).
 
-Every rank holds the whole model, sees the same minibatches in the same order (shuffling and augmentation are
-seeded by (seed, epoch) as on one device) and ends every step with the same full gradient, so that the same
-optimizer step keeps the replicas equal. Hence rank 0's checkpoint, weights and record are the run's, a resumed
-run continues as an uninterrupted one, and a gradient-norm clip computed on any rank is the global clip. The
-schemes differ in who computes what:
-
-- "data": DistributedDataParallel; each rank computes an equal share of every minibatch, DDP averages the
-  gradients. Dropout draws differ between ranks (each rank's stream is seeded by (seed, epoch, rank)), as they
-  differ between the images of one process's batch. The epoch's loss in the history is the whole minibatches';
-  the step log, written by rank 0, holds its own share's loss.
-- "branch": each rank runs the stem, its share of the branches and the head (`BranchParallel` over the model's
-  own modules); the branch sums meet in one all-reduce. The stem's dropout masks come from a stream that is the
-  same on every rank, the branches' from one per rank (see `paraformer.parallel.branch`).
-- "layer": MGRIT across the layers of a ViT (`Recipe.solver="mgrit"`), rank r owning layers [r N/P, (r+1) N/P);
-  the last rank's output is broadcast, so every rank computes the same head and loss.
-For "branch" and "layer", one all-reduce after backward sums every gradient: a branch's or layer's is non-zero on
-its owner alone, the stem's parts add up, and the head's (the same on every rank) is counted once. Training keeps
-full replicas with that one all-reduce per step, as DDP does; the benchmark (`paraformer.bench.multi`) times each
-scheme's minimum communication.
-
-Only rank 0 writes: checkpoints, weights, the record, the step log and the progress bar. A failed or hung rank
-ends the job: every collective waits at most PARAFORMER_DIST_TIMEOUT seconds (default 300), after which the
-waiting ranks raise `RankFailure` naming themselves; torchrun then stops the others.
+Every rank holds the whole model, sees the same minibatches (shuffling and augmentation seeded by (seed, epoch)) and
+ends every step with the same full gradient, so the replicas stay equal and rank 0 alone writes. Under "data",
+dropout draws differ between ranks (seeded by (seed, epoch, rank)), as between the images of one batch; the
+history's epoch loss is the whole minibatches', the step log's rank 0's share's. Under "branch" and "layer", one
+all-reduce after backward sums every gradient: a branch's or layer's is non-zero on its owner alone, the stem's
+parts add up, and the head's (the same on every rank) is counted once.
 """
 
 from __future__ import annotations
