@@ -1,9 +1,7 @@
-"""Accuracy tables with intervals, and accuracy claims judged by paired tests.
-
-Every run records which test images its final model got right (`RunResult.correct`), so two models are compared
-on the same images and, seed by seed, with the same training seed (`stats.paired_difference` resamples both). The
-intervals of `accuracy_table` resample test images and seeds: the test-set noise does not shrink with seeds, since
-every seed scores the same images. `judge_claims` judges a notebook's claims with Holm's correction over them.
+"""Accuracy tables with intervals, and accuracy claims judged by paired tests (docs/notebooks.md, "Accuracies and
+intervals"): every run records which test images its final model got right (`RunResult.correct`), so that two
+models are compared image by image and seed by seed (`stats.paired_difference`); `judge_claims` applies Holm's
+correction over a notebook's claims.
 """
 
 from __future__ import annotations

@@ -1,18 +1,9 @@
 """Notebook 04, compression by selective branch usage (the 2025 paper's "up to 15.07x"): keep k of a trained
-ParaFormer's m branches.
-
-Two ways to choose the k branches:
-- `prefix`: the first k, the models that progressive training asks to be good on their own;
-- `greedy`: forward selection on the validation split: start from no branch and add, each time, the branch
-  whose addition gives the highest validation accuracy. The test split is never used to choose.
-
-Every kept model is built for real (`ParaFormer.select_branches`, no weights of dropped branches) and its test
-predictions made by it, image by image, so that kept and full models (and a ViT of the kept size) are compared
-on the same images and seeds by paired tests. Sizes are reported three ways: parameters (stem and head
-included), branch parameters alone, and forward FLOPs per image (`paraformer.core.flops`, attention included).
-
-Every seed of the trained ParaFormers is compressed; the choice of how many branches to keep is made on the
-seed-mean validation accuracy, the test split only measures it.
+ParaFormer's m branches, the first k (`prefix`) or chosen by forward selection on the validation split (`greedy`);
+the notebook's markdown states the protocol. The test split never chooses: neither the branches nor, for every seed,
+how many to keep (the seed-mean validation accuracy does). Every kept model is built for real
+(`ParaFormer.select_branches`, no weights of dropped branches) and makes its own test predictions, so that kept and
+full models (and a ViT of the kept size) are compared on the same images and seeds by paired tests.
 """
 
 from __future__ import annotations
@@ -89,9 +80,7 @@ def compression_table(model: ParaFormer, data: ImageData, recipe: Recipe) -> pd.
         raise ConfigError("compression chooses branches on a validation split, and this data has none; "
                           "set DataConfig.val_fraction > 0")
     val_outputs = branch_cls_outputs(model, data.val_images, data)
-    full_params, full_flops = model.num_parameters(), forward_flops(model)
-    branch_params = sum(p.numel() for p in model.branches[0].parameters())
-    m = model.num_branches
+    full_params, full_flops, m = model.num_parameters(), forward_flops(model), model.num_branches
     candidates = [("prefix", list(range(k))) for k in range(1, m + 1)]
     candidates += [("greedy", subset) for subset, _ in greedy_order(model, val_outputs, data.val_labels)]
     rows = []
@@ -106,8 +95,7 @@ def compression_table(model: ParaFormer, data: ImageData, recipe: Recipe) -> pd.
             "val_acc": _subset_accuracy(model, val_outputs, data.val_labels, subset),
             "test_acc": 100.0 * correct.mean(), "correct": correct,
             "params": params, "param_ratio": full_params / params, "branch_ratio": m / len(subset),
-            "flops_ratio": full_flops / forward_flops(kept), "branch_params": branch_params * len(subset),
-        })
+            "flops_ratio": full_flops / forward_flops(kept)})
     return pd.DataFrame(rows)
 
 

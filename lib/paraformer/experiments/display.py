@@ -1,20 +1,12 @@
-"""What a notebook is given and what a reader sees in it: its parameters checked, a short table, and one line per
-verdict.
+"""What a notebook is given and what a reader sees in it: its parameters checked (`declare_parameters`,
+`check_parameters`; docs/profiles.md), a short table (`reader_table`) and one line per verdict (`verdict_lines`,
+with `verdict_details` below; docs/notebooks.md).
 
-**Parameters.** Papermill only warns about a parameter that the notebook's `parameters` cell does not define, and
-then runs the notebook with its defaults. So every notebook ends its parameters cell with
-`declare_parameters(namespace=globals())`, which records the names defined so far, and starts the next code cell
-with `check_parameters(globals())`. Papermill puts its `injected-parameters` cell between the two, so every name
-that cell binds and the parameters cell did not is a misspelt or unknown parameter. (The keyword matters:
-papermill reads a line without "=" in the parameters cell as the continuation of the parameter above it, and would
-show `declare_parameters(globals())` as part of that parameter's default.) An unknown profile fails there too.
-
-**Tables and verdicts.** Every notebook writes its full tables to `results/tables/` (`tables.write_table`). On
-screen it shows a reader's table made from them (`reader_table`): only the columns that answer the question, the
-paper's figure beside ours, each number rounded to what the measurement supports (an accuracy whose interval is
-points wide gets one decimal), no index, so that it fits a laptop's window beside JupyterLab's file browser. A
-verdict reads as the claim, ours with its interval and the verdict word (`verdict_lines`); its reason and level
-are in the details table below it (`verdict_details`).
+Papermill only warns about a parameter the `parameters` cell does not define, and puts its `injected-parameters`
+cell between the two calls, so every name that cell binds and the parameters cell did not is unknown. (The keyword
+matters: papermill reads a line without "=" in the parameters cell as the continuation of the parameter above it,
+and would show `declare_parameters(globals())` as part of that parameter's default.) A reader's table has no index
+and rounds each number to what its interval supports, so that it fits a laptop's window beside JupyterLab.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""How long a notebook trains at a profile, estimated before anyone starts it.
+"""How long a notebook trains at a profile, estimated before anyone starts it (`python -m paraformer.tools.estimate`
+for every notebook at once).
 
 Why: a profile sizes a whole suite of runs (the `gpu` profile is meant to fit about 20 minutes of one H100, the
 `paper` profile days), and the only other way to learn what a notebook costs is to start it. The estimate takes the
@@ -13,8 +14,6 @@ operations on the real model, and divides by a measured throughput:
 2. **Time.** `measure_flops_per_second` times a few training steps of the profile's ViT-6 on this machine (CUDA
    with bfloat16 autocast where there is one, else the CPU): a model FLOP throughput, not the device's peak. Read
    the minutes as an order of magnitude (`CAVEAT` says why).
-
-`python -m paraformer.tools.estimate --profile gpu` estimates every notebook, each shared run counted once.
 """
 
 from __future__ import annotations

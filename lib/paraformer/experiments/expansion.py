@@ -1,27 +1,12 @@
-"""Notebook 05, model expansion: class-incremental learning and capacity growth.
+"""Notebook 05, model expansion: class-incremental learning and capacity growth. The paper publishes no protocol;
+ours (the strategies, metrics and growth comparison) is stated in the notebook's markdown.
 
-The 2025 paper says ParaFormer "facilitates model expansion for adaptive continuous learning" but publishes no
-protocol. Ours:
-
-**Class-incremental.** A dataset's classes are split, in label order, into tasks of `classes_per_task`
-classes. Task 1 trains a ParaFormer of `branches_per_task` depth-1 branches on its classes. Each later task
-brings only its own training images, and three strategies continue:
-- `expand`: `ParaFormer.expand(branches_per_task, classes_per_task)` adds branches and a head for the new
-  classes that reads every branch; only the new parameters learn (`Recipe.freeze_inherited`). The logits of
-  earlier classes stay bit-identical whatever the new parts learn: nothing old can be overwritten.
-- `finetune`: the same expansion, but every parameter learns on the new task (the forgetting baseline).
-- `joint`: the upper bound: the same architecture trained from scratch on all classes seen so far, with all
-  their training images.
-After each task, every model is tested on the test images of every class seen so far. Class-incremental
-accuracy predicts among all seen classes without being told the task; task-incremental accuracy (told the
-task) predicts among that task's classes only. Forgetting of task j after task T is its best accuracy after
-any earlier task minus its accuracy after T (Chaudhry et al., 2018), averaged over j < T.
-
-**Capacity growth.** A ParaFormer of `growth_start` branches is trained on the whole dataset; then, step by
-step, `growth_step` branches are added and only they learn, for `growth_epochs` epochs. Each grown model is
-compared with the same-size model trained from scratch for the same training compute, counted in layer passes
-per image (a trained layer 3: forward and backward; a frozen one 1: forward only), so that the two have about
-the same training time; both measured times are reported.
+Class-incremental: tasks of `classes_per_task` classes in label order, task 1 on `branches_per_task` depth-1
+branches; `expand` adds as many branches and a head per task and trains only them (`Recipe.freeze_inherited`: the
+old classes' logits stay bit-identical), `finetune` trains every parameter, `joint` retrains from scratch on every
+class seen. Forgetting follows Chaudhry et al. (2018). Capacity growth: from `growth_start` branches, `growth_step`
+more at a time for `growth_epochs` epochs, against the same-size model from scratch at equal training compute in
+layer passes per image (a trained layer 3, a frozen one 1).
 """
 
 from __future__ import annotations
@@ -132,12 +117,6 @@ def describe(profile: str) -> list[str]:
             f"Tasks (class indices): {p.expansion.tasks()}"]
 
 
-def _by_strategy(trained: list[Trained]) -> dict[str, list[RunResult]]:
-    """`class_incremental_plan`'s runs as each strategy's run after each task (task 1 is every strategy's)."""
-    results = [t.result for t in trained]  # task 1, then per later task one run per strategy, in order
-    return {strategy: [results[0]] + results[1 + i::len(STRATEGIES)] for i, strategy in enumerate(STRATEGIES)}
-
-
 @dataclass
 class Runs:
     incremental: dict[int, dict[str, list[RunResult]]]  # seed -> strategy -> its run after each task
@@ -150,8 +129,9 @@ def run(profile: str, progress: bool = True) -> Runs:
     p, folder = get_profile(profile), results_dir(profile)
     incremental, metrics = {}, []
     for seed in p.expansion.seeds:
-        incremental[seed] = _by_strategy(execute(class_incremental_plan(p.scale, p.expansion, seed), folder,
-                                                 progress))
+        results = [t.result for t in execute(class_incremental_plan(p.scale, p.expansion, seed), folder, progress)]
+        # task 1 (every strategy's), then per later task one run per strategy, in order: each strategy's runs
+        incremental[seed] = {s: [results[0]] + results[1 + i::len(STRATEGIES)] for i, s in enumerate(STRATEGIES)}
         metrics.append(incremental_metrics(incremental[seed], p.scale, p.expansion, p.scale.recipe, folder)
                        .assign(seed=seed))
     growth = [growth_rows(execute(growth_plan(p.scale, p.expansion, seed), folder, progress), p.expansion)

@@ -1,35 +1,12 @@
 """Notebook 08, the layer-parallel experiment: Jiang et al., *Layer-Parallel Training for Transformers* (arXiv
-2601.09026), tested on a ViT.
+2601.09026), tested on a ViT; the claims, the arms and why ViT-8 with coarsening 2 are in the notebook's markdown.
 
-The paper (only its abstract is public here) claims that
-1. MGRIT over the layers of a transformer read as a neural ODE gives parallel acceleration over the layer
-   dimension;
-2. the inexact solves bias the gradient, which slows convergence near a minimum; an algorithm detects that
-   transition and switches to serial training or raises the solver's accuracy;
-3. accuracy is commensurate with serial pre-training, and fine-tuning is unaffected.
-
-Ours, for every seed of the profile, on a ViT of depth N with the ODE step h = 1/N in every arm (the serial arm too,
-so that the arms differ in how the gradient is computed and nothing else; `Recipe.solver`,
-`paraformer.parallel.layertrain`):
-- `serial`: backpropagation;
-- `fixed`: two-level MGRIT at a fixed number of (forward, adjoint) cycles;
-- `adaptive`: MGRIT from the same cycles, its gradient checked against the exact one every `check_every` steps, one
-  more cycle past `tolerance` and backpropagation once that would make the solve exact (`Recipe.mgrit_adapt`);
-- fine-tuning: the serial arm's final weights, with a new head, fine-tuned on a second dataset of the same image
-  shape by backpropagation and by fixed-cycle MGRIT.
-"Commensurate" and "unaffected" are judged as "layer-parallel minus serial exceeds -`margin` points", paired by
-seed and test image (`accuracy.judge_claims`, Holm over the three). The paper gives no margin; 1 point is ours.
-
-Speed comes from the multi-process benchmark (`make bench`, `paraformer.bench.multi`): the MGRIT step at
-the most processes it ran, against the serial ViT's step on one process (DDP over one rank, which adds nothing to
-a plain step), judged like every speed ratio of notebook 06 (`speedup.judge_ratio`); benchmarks measured before
-those rows existed leave the claim not testable, saying which rows are missing. Which method the cost model
-(`paraformer.bench.costmodel`) predicts fastest at more devices and deeper models is a prediction, in words.
-
-Why N = 8 with coarsening 2 at `quick` (and `ci`): it is the shallowest ViT in which two ranks each own whole
-coarse intervals (4 layers, two intervals each) while one two-level cycle is still inexact (the solve is exact after
-N / c - 1 = 3 cycles, so the adaptive rule has two steps to take before it switches); and the 2-core CPU budget: a
-quick MGRIT run of ViT-8 takes about 80 s, of ViT-16 about 150 s, times three arms, three seeds and the fine-tunes.
+Every arm (serial backprop, `fixed`-cycle MGRIT, `adaptive` MGRIT per `Recipe.mgrit_adapt`, the fine-tunes of the
+serial weights) runs at h = 1/N, the serial one too, so that the arms differ in how the gradient is computed alone
+(`Recipe.solver`, `paraformer.parallel.layertrain`). "Commensurate" and "unaffected" are "layer-parallel minus serial
+exceeds -`margin` points", paired by seed and test image (`accuracy.judge_claims`, Holm over the three; the margin is
+ours). Speed: the multi-process benchmark's MGRIT step at the most processes against the serial ViT's on one
+(`paraformer.bench.multi`, `speedup.judge_ratio`); benchmarks that predate those rows leave it not testable.
 """
 
 from __future__ import annotations

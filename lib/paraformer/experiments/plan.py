@@ -1,10 +1,9 @@
 """A notebook's runs as data: every `train()` call it makes, listed before anything trains.
 
-Each notebook module has `plan(profile, ...)`, the list of `PlannedRun`s its notebook trains, and `run(profile,
-...)`, which trains exactly that list through `execute` (notebook 03's tuned runs depend on what its learning-rate
-grid chooses: its plan lists them once the grid's runs are in the run cache). The estimate
-(`paraformer.experiments.estimate`) counts the same lists, and a test runs every notebook at the ci profile and
-checks that the runs it trained are its plan's (`tests/test_plans.py`).
+Each notebook module has `plan(profile, ...)`, its list of `PlannedRun`s, and `run(profile, ...)`, which trains
+exactly that list through `execute` (notebook 03's tuned runs depend on what its learning-rate grid chooses: its
+plan lists them once the grid's runs are in the run cache). `estimate` counts the same lists, and
+`tests/test_plans.py` checks at the ci profile that every notebook trains its plan.
 """
 
 from __future__ import annotations

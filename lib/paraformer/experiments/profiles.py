@@ -1,15 +1,7 @@
-"""The four profiles, each everything it runs in one place (the dataclasses are in `settings`):
-
-- `ci`: seconds per notebook, a few hundred images; the notebook regression tests (`make test`).
-- `quick`: a reduced version on the offline datasets that fits this project's 2-core CPU budget (the whole suite
-  in about an hour); the default of `make reproduce`, and the committed results.
-- `gpu`: the full offline datasets (CIFAR-10, Fashion-MNIST) at the authors' width, sized so that the whole suite
-  takes about 20 minutes on one H100 (`python -m paraformer.tools.estimate --profile gpu` prints the estimate).
-- `paper`: the papers' datasets and 500 epochs; meant for GPUs. Hyperparameters the papers omit are our choices
-  and are stated here.
-
-`get_profile(name)` returns a profile and changes nothing else: where its results go is `core.paths.results_dir`
-of its name.
+"""The four profiles (`ci`, `quick`, `gpu`, `paper`; docs/profiles.md says what each is for), each everything it
+runs in one place (the dataclasses are in `settings`). Hyperparameters the papers omit are our choices and are
+stated here. `get_profile(name)` returns a profile and changes nothing else: where its results go is
+`core.paths.results_dir` of its name.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The claims report: every paper claim the suite tests, with its verdict, gathered from the notebooks' tables.
 
-Each notebook writes the verdicts on the papers' own claims (its headline verdicts, not every comparison behind
-them) to `tables/claims_<notebook>.csv` of its profile's results folder (`write_claims`). The last notebook reads
-those files for every profile that has them (`collect_claims`) and writes `results/REPORT.md` (`write_report`): one
-row per claim, the paper's figure, ours with its interval, the verdict and its reason, per profile and device. The
-report is made from the tables alone, never by hand, and states which runs (code, device) the tables came from.
+Each notebook writes its headline verdicts on the papers' claims (not every comparison behind them) to
+`tables/claims_<notebook>.csv` of its profile's results folder (`write_claims`); the last notebook reads them for
+every profile that has them (`collect_claims`) and writes `results/REPORT.md` (`write_report`): one row per claim
+with the paper's figure, ours with its interval, the verdict and its reason, per profile and device, made from the
+tables alone (never by hand) and stating which runs (code, device) they came from.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Notebook 06: the speed tables, and the verdicts on the project's speed targets and the papers' speed claims,
-from the benchmark CSVs (`paraformer.bench.speed.load`; `make bench` measures them, and `run` measures what is
-missing). Every ratio divides two times measured in the same run on the same device, and every verdict comes from
-`paraformer.experiments.stats.judge`; `summary` only puts them in words.
+"""Notebook 06: the speed tables, and the verdicts on the project's speed targets and the papers' speed claims
+(listed in the notebook's markdown), from the benchmark CSVs (`paraformer.bench.speed.load`; `make bench` measures
+them, and `run` measures what is missing). Every ratio divides two times measured in the same run on the same
+device, and every verdict comes from `paraformer.experiments.stats.judge`; `summary` only puts them in words.
 
 The CSVs keep one median per configuration, not the repeats behind it, so a ratio's interval cannot come from
 its own repeats. It comes from the data instead: wherever the CSVs time one computation twice (`auto` and the
@@ -10,12 +10,6 @@ strategy it chose, interleaved in the same repeats; the whole ParaFormer at one 
 around every ratio (at least `MIN_SPREAD`; `UNKNOWN_SPREAD` where the CSVs time nothing twice). That is
 conservative for ratios within one run (the cross-run pair is the noisier) and is not a 95% confidence interval:
 `judge` calls it one.
-
-The papers' claims:
-- 2024 (abstract and conclusion): Para-Former's inference time does not grow with the number of layers;
-- 2024, section 3.3 (an argument, not a measurement): a Para-Former of depth M runs N/M times faster than a
-  serial network of depth N, since with its branches in parallel its time depends on its depth only;
-- 2025 (abstract): ParaFormer on several GPUs trains 3.30x (+- 0.86) faster than FairScale's pipeline.
 """
 
 from __future__ import annotations
@@ -246,9 +240,7 @@ def _layer_verdicts(layers: pd.DataFrame, spread: float) -> list[SpeedVerdict]:
 
 def _multi_verdicts(data: dict[str, pd.DataFrame], steps: pd.DataFrame, spread: float) -> list[SpeedVerdict]:
     multi = multi_table(data)
-    top = int(multi["processes"].max())
-    device = device_of(steps)
-    out = []
+    top, device, out = int(multi["processes"].max()), device_of(steps), []
     if f"multi_steps_{top}" in data:  # the branch-parallel step on `top` processes against the whole model on one
         seconds = data[f"multi_steps_{top}"].set_index("method")["seconds"]
         scaling = float(seconds["branch, 1 process"] / seconds["branch"])

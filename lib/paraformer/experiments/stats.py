@@ -1,20 +1,11 @@
-"""Verdicts as data: one rule that turns a measured difference and its interval into an answer to a claim.
+"""Verdicts as data: one rule (`judge`) that turns a measured effect and its 95% interval into one of four verdicts
+on a directed claim, decided here and nowhere else (the four are described in docs/notebooks.md). `render` puts a
+verdict into words; the words never decide anything.
 
-Every claim the suite checks is a directed comparison ("A beats B", "the ratio exceeds 2"): a measured effect,
-its 95% interval, the paper's figure where it gives one, and one of four verdicts, decided here and nowhere else:
-- *supported*: the whole interval lies on the claim's side of its threshold;
-- *contradicted*: the whole interval lies on the other side;
-- *inconclusive*: the interval straddles the threshold; the minimum detectable difference of the design (what a
-  true effect must be to be found 80% of the time) says how large an effect could hide in it;
-- *not testable here*: the measurement cannot bear on the claim (a reason is required, e.g. a CPU cannot show a
-  GPU pipeline's overlap).
-`render` puts a verdict into words; the words never decide anything.
-
-The intervals behind accuracy verdicts come from paired designs, since every model is scored on the same test
-images, and every seed of one model is paired with the same seed of the other: a two-level bootstrap that
-resamples the test images (the same draw for both models and every seed) and the seeds (`paired_difference`), and
-Holm's step-down correction where a table makes several comparisons (`judge_family`: each comparison's interval is
-taken at the level Holm's procedure tests it at, so a verdict and its interval never disagree).
+Accuracy intervals come from paired designs (every model scores the same test images; seed i of one model is paired
+with seed i of the other): a two-level bootstrap over test images (one draw for both models and every seed) and
+seeds (`paired_difference`), and Holm's step-down correction over a table's comparisons (`judge_family`: each
+interval at the level Holm tests it at, so a verdict and its interval never disagree).
 """
 
 from __future__ import annotations
@@ -33,10 +24,10 @@ class Verdict:
     low: float  # our 95% interval
     high: float
     threshold: float  # the claim holds when the effect exceeds this (0 for "beats", 1 for "is faster")
-    verdict: str  # one of the four in the module docstring
+    verdict: str  # supported, contradicted, inconclusive or not testable here (`judge`; docs/notebooks.md)
     reason: str  # why, in words (the interval's side, or why it cannot be tested)
     paper: float | None = None  # the paper's figure for the same effect, where it gives one
-    minimum_detectable: float | None = None  # of the design (see module docstring), where it has one
+    minimum_detectable: float | None = None  # the effect the design detects 80% of the time, where it has one
     confidence: float = 0.95  # of the interval (below 0.95 never; above it after a multiple-comparison correction)
     p_value: float | None = None  # two-sided, of "the effect equals the threshold", uncorrected, where there is one
 

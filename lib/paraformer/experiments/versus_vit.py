@@ -1,17 +1,14 @@
 """Notebook 03: ParaFormer against ViT (the 2025 paper's "up to +2.39 over ViT"), and how fast each training method
-converges ("faster convergence").
+converges ("faster convergence"); the notebook's markdown describes the methods.
 
 A ParaFormer trained by every method of `paraformer.core.progressive` against the ViT with as many layers (so as
 many parameters), every seed, paired by seed and test image. Four readings of "beats ViT", each a table of claims:
-- at the recipe's learning rate;
-- at each model family's own rate: the same grid for every family (the ViT, and the ParaFormer under each
-  method): each rate of `Scale.lr_grid` trains the family's first seed, the best final accuracy on the validation
-  split (never the test split) chooses, and the chosen rate trains every seed (a family whose best rate is the
-  recipe's own reuses its runs);
-- at equal training compute: a depth-1 branch computes its last layer for the CLS token alone, so Para-F-1-n
-  trains with a fraction of ViT-n's FLOPs; the ViT is also trained for the epochs that cost it the joint
-  ParaFormer's training FLOPs (at least one);
-- under the authors' exact recipe (`Comparison.authors_variant`).
+at the recipe's learning rate; at each family's own rate (the ViT, and the ParaFormer under each method: each rate
+of `Scale.lr_grid` trains the family's first seed, the best final accuracy on the validation split, never the test
+split, chooses, and the chosen rate trains every seed; a family whose best rate is the recipe's own reuses its
+runs); at equal training compute (a depth-1 branch computes its last layer for the CLS token alone, so Para-F-1-n
+trains with a fraction of ViT-n's FLOPs: the ViT is also trained for the epochs that cost it the joint
+ParaFormer's training FLOPs, at least one); under the authors' exact recipe (`Comparison.authors_variant`).
 Convergence: epochs to 95% of the joint ParaFormer's final accuracy, each method against joint, paired by seed.
 """
 

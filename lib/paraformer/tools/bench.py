@@ -46,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available here")
-    device = resolve_device(args.device)
-    profile = get_profile(args.profile)
+    device, profile = resolve_device(args.device), get_profile(args.profile)
     try:
         timed = [name for name in args.only if name in speed.BENCHMARKS]
         if timed:

@@ -1,12 +1,9 @@
 """Whether two results folders hold the same runs with the same numbers, bit for bit: every record of the first
-matched by name and key in the second, its per-epoch history (times aside), its final accuracies and its per-image
-test predictions compared exactly, and its final weights tensor by tensor where both folders have them (they are
-not committed).
+matched by name and key in the second, its per-epoch history (times aside), its final accuracies, its per-image
+test predictions and, where both folders have them (they are not committed), its final weights tensor by tensor.
+Exit code 0 when every run of both folders is in the other and identical, else 1, with one line per difference.
 
     python -m paraformer.tools.compare_runs results/ /elsewhere/results/   # e.g. a rerun against the committed runs
-
-Exit code 0 when every run of both folders is in the other and identical, 1 otherwise, with one line per
-difference.
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
 """The numerics record (`paraformer.training.numerics`): run the canary and compare it with numerics.json, or
-record the running code in it.
+record the running code in it (what that means for finished runs: docs/run-cache.md, "Stale runs").
 
     python -m paraformer.tools.numerics            # check: exit 1 where the code or its numbers are not recorded
     python -m paraformer.tools.numerics --update   # make numerics: record this code and its canary digest
-
-After an edit of the training code, `--update` says whether the edit changed a number: if not, every finished run
-stays current; if so, the runs it names were trained by other numbers and are stale (`make reproduce
-RETRAIN=stale` retrains them).
 """
 
 from __future__ import annotations
