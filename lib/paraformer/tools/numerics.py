@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     overall = canary.overall(digests)
     print(f"code {code} ({'numbers ' + before if before else 'not recorded'}); canary {overall} (expected here: "
           f"{expected[0] if expected else 'nothing recorded on this kind for these numbers'})")
-    changed = sorted(name for name, digest in digests.items() if expected and expected[1].get(name) != digest)
+    runs = expected[1] if expected else {}  # per-run digests, where recorded for these numbers on this kind
+    changed = sorted(name for name, digest in digests.items() if runs and runs.get(name) != digest)
     if expected and overall != expected[0]:
         print(f"numbers changed in: {', '.join(changed) or 'the canary as a whole'}")
     if args.update:
