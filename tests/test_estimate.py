@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from paraformer.core.config import ConfigError, DataConfig, ModelConfig, Recipe
@@ -17,7 +18,8 @@ from paraformer.core.data import image_counts
 from paraformer.core.flops import evaluation_flops_per_image, stage_flops
 from paraformer.core.provenance import device_name
 from paraformer.core.runcache import run_paths
-from paraformer.experiments import compression, layer_sweep
+from paraformer.experiments import compression, layer_sweep, versus_vit
+from paraformer.experiments.estimate import estimate as estimate_runs
 from paraformer.experiments.estimate import measure_flops_per_second, run_cost
 from paraformer.experiments.plan import PlannedRun
 from paraformer.experiments.profiles import get_profile
@@ -162,7 +164,8 @@ def test_the_suite_counts_a_run_that_two_notebooks_make_once():
                                          "total": 0}
     assert table.loc["total", "runs"] == len(distinct) == len(runs) - 13
     assert table.loc["total", "pflop"] == pytest.approx(distinct["pflop"].sum())
-    assert table.loc["total", "minutes"] == pytest.approx(distinct["pflop"].sum() * 1e15 / 1e12 / 60)
+    assert table.loc["total", "minutes"] == pytest.approx(distinct["pflop"].sum() * 1e15 / 1e12 / 60
+                                                          + distinct["augment_minutes"].sum())
     assert table.loc["02_depth_sweep", "minutes_alone"] > table.loc["02_depth_sweep", "minutes"]
     assert table.loc["06_speedup", "runs"] == 0 and table.loc["06_speedup", "note"].startswith("trains nothing")
 
@@ -215,3 +218,24 @@ def test_the_command_line_refuses_a_bad_rate_and_an_unknown_notebook_in_one_line
     assert suite_estimate.main(["--profile", "ci", "--flops-per-second", "1e12", "--notebooks", "09"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "positive number" in err[0] and "unknown notebook '09'" in err[1]
+
+
+def test_augmentation_is_timed_into_the_estimate_where_a_recipe_augments():
+    """The authors' RandAugment runs per operation on the native images, then the resize: not a FLOP of the model,
+    but time all the same (issue 28: 224 px RandAugment once cost hours that no estimate showed)."""
+    runs = list(dict.fromkeys(versus_vit.plan("ci")))
+    rows = estimate_runs("03_paraformer_vs_vit", "ci", runs, flops_per_second=1e12).runs  # a row per distinct run
+    authors = pd.Series([r.recipe.randaugment == "authors" and bool(r.recipe.augment) for r in runs])
+    plain = pd.Series([not r.recipe.augment for r in runs])
+    assert authors.any() and plain.any()
+    assert (rows.loc[authors, "augment_minutes"] > 0).all() and (rows.loc[plain, "augment_minutes"] == 0).all()
+    assert rows["minutes"].to_numpy() == pytest.approx(rows["pflop"].to_numpy() * 1e15 / 1e12 / 60
+                                                       + rows["augment_minutes"].to_numpy())
+
+
+def test_the_gpu_authors_variant_augments_native_images_and_resizes_them_to_224():
+    runs = [r for r in versus_vit.plan("gpu") if r.recipe.randaugment == "authors"]
+    assert runs and all(r.data.image_size is None and r.model.image_size == 224 and r.model.patch_size == 16
+                        and r.recipe.augment == ("randaugment", "resize", "crop", "flip") for r in runs)
+    assert all((r.model.head_dim, r.model.num_heads, r.model.qkv_bias, r.model.dropout) == (64, 3, False, 0.1)
+               for r in runs)

@@ -229,5 +229,8 @@ def test_the_authors_recipe_is_their_codes_settings():
     assert (recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.schedule, recipe.warmup_epochs) == (
         "adam", 1e-4, 0.0, "constant", 0.0)
     assert (recipe.batch_size, recipe.label_smoothing, recipe.augment, recipe.randaugment_magnitude) == (
-        500, 0.0, ("randaugment", "crop", "flip"), 14)
+        500, 0.0, ("randaugment", "resize", "crop", "flip"), 14)
+    # their RandAugment before the resize, 4 px of crop padding after it, mean 0.5 / std 0.2, fp16 on CUDA
+    assert (recipe.randaugment, recipe.crop_padding, recipe.normalization, recipe.amp_dtype) == (
+        "authors", 4, "authors", "float16")
     assert Recipe.authors(epochs=3, seed=2).seed == 2

@@ -150,3 +150,17 @@ def test_an_unrecorded_edit_is_compared_with_the_last_code_recorded_on_this_kind
     empty_record("edited")
     assert numerics.current_numerics() == ""
     assert numerics.expected_canary("AMD") == ("amd-1", {"run": "x"})
+
+
+def test_a_canary_that_only_gains_runs_keeps_the_numbers_of_the_code_before(empty_record):
+    """A new recipe gets its own canary run: the runs it adds change the canary digest, but every run the old code
+    computed is computed alike, so the finished runs stay current; a changed old run still makes new numbers."""
+    empty_record("a")
+    numerics.record({"joint": "j1", "authors": "a1"}, "canary-1", "Intel")
+    empty_record("b")
+    known = numerics.record({"joint": "j1", "authors": "a1", "authors-exact": "e1"}, "canary-2", "Intel")["known"]
+    assert known["b"] == known["a"] == "canary-1"
+    empty_record("c")
+    known = numerics.record({"joint": "j2", "authors": "a1", "authors-exact": "e1", "new": "n"}, "canary-3",
+                            "Intel")["known"]
+    assert known["c"] == "canary-3"

@@ -80,6 +80,9 @@ def _one_of(obj, name: str, choices: tuple) -> None:
 
 
 RESIDUALS = ("pre-norm", "authors")  # ModelConfig.residual
+INITS = ("trunc-normal", "authors")  # ModelConfig.init
+# ModelConfig.as_authors(): their attention's dim_head is 64, which their training script never changes
+AUTHORS_MODEL = dict(residual="authors", head_dim=64, qkv_bias=False, init="authors")
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,11 @@ class ModelConfig:
     # h: each pre-norm sub-block adds h f(LN x), the forward-Euler reading of a ViT that layer-parallel training
     # (arXiv 2601.09026) rests on; they take h = 1/depth. 1 = the ordinary layer, bit for bit.
     step: float = 1.0
+    # The authors' public model, bug for bug (ModelConfig.authors; paraformer.core.model): their attention has
+    # num_heads heads of a fixed 64 whatever the width, no query/key/value bias, and PyTorch's default init.
+    head_dim: int | None = None  # width of each attention head; None = width / num_heads, the usual split
+    qkv_bias: bool = True  # a bias on the query/key/value projection
+    init: str = "trunc-normal"  # "trunc-normal" (std 0.02, ViT's) or "authors" (N(0, 1) tokens, PyTorch's defaults)
 
     def __post_init__(self):
         _lists_to_tuples(self, "task_classes", "task_branches")
@@ -131,8 +139,12 @@ class ModelConfig:
         object.__setattr__(self, "num_layers", branches * self.branch_depth)
         if self.image_size % self.patch_size:
             raise ConfigError(f"ModelConfig.patch_size={self.patch_size} does not divide image_size={self.image_size}")
-        if self.width % self.num_heads:
-            raise ConfigError(f"ModelConfig.num_heads={self.num_heads} does not divide width={self.width}")
+        if self.width % self.num_heads and self.head_dim is None:
+            raise ConfigError(f"ModelConfig.num_heads={self.num_heads} does not divide width={self.width}; change "
+                              "one, or give head_dim")
+        if self.head_dim is not None and self.head_dim <= 0:
+            raise ConfigError(f"ModelConfig.head_dim={self.head_dim} must be positive (or None: width / num_heads)")
+        _one_of(self, "init", INITS)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"ModelConfig.dropout={self.dropout} must be in [0, 1)")
         _one_of(self, "residual", RESIDUALS)
@@ -156,6 +168,12 @@ class ModelConfig:
         except ValueError:
             raise ConfigError(f"model name {name!r} is not of the form 'm-n' or 'Para-F-m-n' (e.g. '1-24')") from None
         return cls(branch_depth=depth, num_layers=layers, **fields)
+
+    def as_authors(self) -> "ModelConfig":
+        """This model as the authors' public code builds it (GitHub DUAT-Maker/Shallow-Paraformer, models/
+        ParaFormer.py): y = LN(x) + f(LN(x)), num_heads heads of 64 whatever the width, no query/key/value bias,
+        N(0, 1) position embedding and CLS token, PyTorch's default init elsewhere (docs/authors-recipe.md)."""
+        return dataclasses.replace(self, **AUTHORS_MODEL)
 
     @property
     def name(self) -> str:
@@ -242,7 +260,12 @@ class DataConfig:
             raise ConfigError(f"DataConfig.classes={self.classes} must be distinct class indices >= 0 (or None)")
 
 
-AUGMENTATIONS = ("flip", "crop", "randaugment")
+# "resize": each training batch (and each evaluated one) to the model's image size, where the images are smaller;
+# after "randaugment" it reproduces the authors' order (RandAugment on the 32 px image, then the resize to 224).
+AUGMENTATIONS = ("flip", "crop", "randaugment", "resize")
+RANDAUGMENTS = ("torchvision", "authors")  # Recipe.randaugment
+NORMALIZATIONS = ("dataset", "authors")  # Recipe.normalization
+AMP_DTYPES = ("bfloat16", "float16")  # Recipe.amp_dtype
 # How the branches learn (paraformer.core.progressive): the plain baseline and the three progressive variants.
 METHODS = ("joint", "authors", "prefix", "frozen")
 # How gradients are computed (Recipe.solver): backpropagation, or MGRIT across the layers (paraformer.parallel).
@@ -268,9 +291,16 @@ class Recipe:
     grad_clip: float | None = None  # clip the global gradient norm to this value; None = no clipping
     augment: tuple[str, ...] = ("flip", "crop")  # any of AUGMENTATIONS, applied on the fly to training batches
     randaugment_magnitude: int = 9  # of "randaugment" (2 operations per image); the authors' code uses 14
+    # which RandAugment: torchvision's v2.RandAugment, or "authors", their code's 16 operations bug for bug
+    # (paraformer.core.authors_augment)
+    randaugment: str = "torchvision"
+    crop_padding: int | None = None  # zero padding per side of "crop", in px; None = 1/8 of the side, at least 1
+    # "dataset": each dataset's own mean and std; "authors": mean 0.5 and std 0.2 for every channel, as their code
+    normalization: str = "dataset"
     seed: int = 0  # initialization, shuffling, augmentation and dropout
     device: str = "auto"  # "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...
-    amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU, where it would only be slower
+    amp: bool = True  # autocast on CUDA (amp_dtype); ignored on CPU, where it would only be slower
+    amp_dtype: str = "bfloat16"  # of autocast on CUDA: "bfloat16", or "float16" with a GradScaler (the authors')
     method: str = "joint"  # one of METHODS; see paraformer.core.progressive
     prefix_weights: tuple[float, ...] = ()  # "prefix" method: weight of each prefix's loss; () = all equal
     freeze_inherited: bool = False  # with a parent run (train(parent=...)): train only what the parent lacked
@@ -304,7 +334,8 @@ class Recipe:
         _positive(self, "epochs", "batch_size", "lr", "grad_clip", "mgrit_tolerance")
         for name, choices in (("solver", SOLVERS), ("mgrit_adapt", MGRIT_ADAPTATIONS), ("parallel", PARALLELISMS),
                               ("optimizer", ("adamw", "adam", "sgd")), ("schedule", ("cosine", "constant")),
-                              ("method", METHODS)):
+                              ("method", METHODS), ("randaugment", RANDAUGMENTS),
+                              ("normalization", NORMALIZATIONS), ("amp_dtype", AMP_DTYPES)):
             _one_of(self, name, choices)
         if (len(self.mgrit_iterations) != 2 or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
                                                        for i in self.mgrit_iterations)):
@@ -337,6 +368,8 @@ class Recipe:
         if not 0 <= self.randaugment_magnitude <= 30:
             raise ConfigError(f"Recipe.randaugment_magnitude={self.randaugment_magnitude} must be in 0..30 "
                               "(RandAugment's scale; the authors' code uses 14)")
+        if self.crop_padding is not None and self.crop_padding < 0:
+            raise ConfigError(f"Recipe.crop_padding={self.crop_padding} must be >= 0 px (or None: 1/8 of the side)")
         unknown = [name for name in self.augment if name not in AUGMENTATIONS]
         if unknown:
             raise ConfigError(f"Recipe.augment has unknown augmentation(s) {unknown}; choose from {AUGMENTATIONS}")
@@ -353,13 +386,16 @@ class Recipe:
 
     @classmethod
     def authors(cls, epochs: int, **fields) -> "Recipe":
-        """The training recipe of the authors' public ParaFormer code (see ../shared/reference/NOTES.md): Adam at a
-        constant 1e-4 without weight decay or label smoothing, batch 500, RandAugment (2 operations, magnitude
-        14) then random crop and flip. Pair it with ModelConfig(residual="authors") and, where the images allow,
-        224 px inputs with patch 16."""
+        """The training recipe of the authors' public ParaFormer code (train_ParaFormer.py and data_utils.py of
+        GitHub DUAT-Maker/Shallow-Paraformer; docs/authors-recipe.md): Adam at a constant 1e-4 without weight decay
+        or label smoothing, batch 500, their RandAugment (2 operations, magnitude 14) on the native image, the
+        resize to the model's size, a random crop with 4 px of padding, a flip, mean 0.5 and std 0.2, and fp16
+        with a GradScaler on CUDA. Pair it with `ModelConfig.as_authors()` (dropout 0.1) and, where the images
+        allow, 224 px inputs with patch 16."""
         settings = dict(epochs=epochs, batch_size=500, optimizer="adam", lr=1e-4, weight_decay=0.0, warmup_epochs=0.0,
-                        schedule="constant", label_smoothing=0.0, augment=("randaugment", "crop", "flip"),
-                        randaugment_magnitude=14)
+                        schedule="constant", label_smoothing=0.0, augment=("randaugment", "resize", "crop", "flip"),
+                        randaugment_magnitude=14, randaugment="authors", crop_padding=4, normalization="authors",
+                        amp_dtype="float16")
         return cls(**{**settings, **fields})
 
     def describe(self) -> str:
@@ -367,8 +403,12 @@ class Recipe:
         return (f"{self.epochs} epochs, batch {self.batch_size}, {self.optimizer} lr {self.lr:g} wd "
                 f"{self.weight_decay:g}, {self.warmup_epochs:g} warmup epochs + {self.schedule}{clip}, label smoothing "
                 f"{self.label_smoothing:g}, augment {'+'.join(self.augment) or 'none'}"
-                + (f" (RandAugment magnitude {self.randaugment_magnitude})" if "randaugment" in self.augment else "")
-                + (" (crop: zero padding of 1/8 of the image side, at least 1 px)" if "crop" in self.augment else "")
+                + (f" ({'the authors' if self.randaugment == 'authors' else 'torchvision'} RandAugment magnitude "
+                   f"{self.randaugment_magnitude})" if "randaugment" in self.augment else "")
+                + ((" (crop: zero padding of 1/8 of the image side, at least 1 px)" if self.crop_padding is None
+                    else f" (crop: {self.crop_padding} px zero padding)") if "crop" in self.augment else "")
+                + (", normalized with mean 0.5 and std 0.2" if self.normalization == "authors" else "")
+                + (", fp16 autocast with loss scaling on CUDA" if self.amp and self.amp_dtype == "float16" else "")
                 + (f"; gradients by {self.describe_solver()}" if self.solver != "backprop" else ""))
 
     def describe_solver(self) -> str:

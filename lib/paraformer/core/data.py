@@ -10,6 +10,7 @@ sources are in `datasources`; the image counts and classes of registry datasets 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -433,10 +434,11 @@ def normalize(images_uint8: torch.Tensor, mean, std) -> torch.Tensor:
 
 
 def augment_batch(images_uint8: torch.Tensor, augment: tuple[str, ...], generator: torch.Generator,
-                  crop_pad: int | None = None, randaugment_magnitude: int = 9) -> torch.Tensor:
-    """Apply the named augmentations in order; flip and crop draw only from `generator` (reproducible),
-    RandAugment (2 operations of `randaugment_magnitude`) from the global torch RNG. `crop_pad`: see
-    `random_crop`."""
+                  crop_pad: int | None = None, randaugment_magnitude: int = 9, randaugment: str = "torchvision",
+                  size: int | None = None) -> torch.Tensor:
+    """Apply the named augmentations in order. Flip, crop and the authors' RandAugment draw only from `generator`
+    (reproducible); torchvision's RandAugment (2 operations of `randaugment_magnitude`) from the global torch RNG.
+    `crop_pad`: see `random_crop`. "resize" fits the images to `size` (`resize_images`)."""
     unknown = [name for name in augment if name not in AUGMENTATIONS]
     if unknown:
         raise ConfigError(f"unknown augmentation(s) {unknown}; choose from {AUGMENTATIONS}")
@@ -449,12 +451,71 @@ def augment_batch(images_uint8: torch.Tensor, augment: tuple[str, ...], generato
             images = random_flip(images, generator)
         elif name == "crop":
             images = random_crop(images, generator, crop_pad)
+        elif name == "resize":
+            images = resize_images(images, size)
+        elif randaugment == "authors":
+            from .authors_augment import authors_randaugment
+
+            images = authors_randaugment(images, randaugment_magnitude, generator)
         else:
             from torchvision.transforms import v2
 
-            randaugment = v2.RandAugment(num_ops=2, magnitude=randaugment_magnitude)
-            images = torch.stack([randaugment(image) for image in images]) if len(images) else images
+            transform = v2.RandAugment(num_ops=2, magnitude=randaugment_magnitude)
+            images = torch.stack([transform(image) for image in images]) if len(images) else images
     return images
+
+
+def resize_images(images_uint8: torch.Tensor, size: int | None) -> torch.Tensor:
+    """uint8 images fitted to `size` x `size` as PIL's Image.resize(BILINEAR) does it (what torchvision's Resize
+    does to the authors' PIL images): a horizontal then a vertical pass, each with PIL's bilinear weights in 22-bit
+    fixed point and rounded to uint8 in between. Images already of that size (or `size` None) are returned as they
+    are."""
+    if size is None or tuple(images_uint8.shape[-2:]) == (size, size):
+        return images_uint8
+    *batch, h, w = images_uint8.shape
+    rows, cols = _pil_bilinear_weights(h, size), _pil_bilinear_weights(w, size)
+    x = images_uint8.to(torch.float64)  # every product and sum below is an integer under 2^53: exact
+    x = _fixed_point_pass(x @ cols.to(x.device).T)  # (..., h, size)
+    x = _fixed_point_pass(rows.to(x.device) @ x)  # (..., size, size)
+    return x.to(torch.uint8)
+
+
+_PRECISION_BITS = 22  # PIL's for 8-bit images: 32 - 8 - 2
+
+
+def _pil_bilinear_weights(in_size: int, out_size: int) -> torch.Tensor:
+    """(out_size, in_size) PIL's resampling coefficients (Resample.c precompute_coeffs with the bilinear filter,
+    then normalize_coeffs_8bpc), as integers in float64."""
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = 1.0 * filterscale
+    weights = torch.zeros(out_size, in_size, dtype=torch.float64)
+    for xx in range(out_size):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size)
+        k = [max(0.0, 1.0 - abs((x - center + 0.5) / filterscale)) for x in range(xmin, xmax)]
+        total = sum(k)
+        for offset, value in enumerate(k):
+            value = value / total if total else value
+            weights[xx, xmin + offset] = math.floor(value * (1 << _PRECISION_BITS) + 0.5) if value >= 0 \
+                else math.ceil(value * (1 << _PRECISION_BITS) - 0.5)
+    return weights
+
+
+def _fixed_point_pass(accumulated: torch.Tensor) -> torch.Tensor:
+    """PIL's clip8: (sum + 2^21) >> 22, clipped to [0, 255]."""
+    return torch.floor((accumulated + (1 << (_PRECISION_BITS - 1))) / (1 << _PRECISION_BITS)).clamp_(0, 255)
+
+
+AUTHORS_MEAN, AUTHORS_STD = 0.5, 0.2  # their data_utils.py normalizes every channel so, whatever the dataset
+
+
+def normalization(data: "ImageData", how: str = "dataset") -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per channel that a run normalizes `data` with (Recipe.normalization)."""
+    if how == "authors":
+        return (AUTHORS_MEAN,) * data.in_channels, (AUTHORS_STD,) * data.in_channels
+    return tuple(data.mean), tuple(data.std)
 
 
 def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

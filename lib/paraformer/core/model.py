@@ -28,26 +28,31 @@ from .files import atomic_save
 
 
 class Attention(nn.Module):
-    def __init__(self, width: int, num_heads: int, dropout: float):
+    def __init__(self, width: int, num_heads: int, dropout: float, head_dim: int | None = None, qkv_bias: bool = True):
         super().__init__()
         self.num_heads = num_heads
-        self.qkv = nn.Linear(width, 3 * width)
-        self.proj = nn.Linear(width, width)
+        self.head_dim = head_dim or width // num_heads
+        inner = num_heads * self.head_dim  # = width, except in the authors' attention (ModelConfig.head_dim)
+        self.qkv = nn.Linear(width, 3 * inner, bias=qkv_bias)
+        self.proj = nn.Linear(inner, width)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, cls_only: bool = False) -> torch.Tensor:
         """Self-attention of every token, or (cls_only) of the CLS token alone, which still reads all tokens."""
-        batch, tokens, width = x.shape
-        heads = (self.num_heads, width // self.num_heads)
+        batch, tokens, _ = x.shape
+        heads = (self.num_heads, self.head_dim)
+        inner = self.num_heads * self.head_dim
         if cls_only:  # q for the CLS token only: k and v still come from every token
-            q = F.linear(x[:, :1], self.qkv.weight[:width], self.qkv.bias[:width]).view(batch, 1, *heads)
-            kv = F.linear(x, self.qkv.weight[width:], self.qkv.bias[width:]).view(batch, tokens, 2, *heads)
+            bias = self.qkv.bias
+            q = F.linear(x[:, :1], self.qkv.weight[:inner], None if bias is None else bias[:inner])
+            kv = F.linear(x, self.qkv.weight[inner:], None if bias is None else bias[inner:])
+            q, kv = q.view(batch, 1, *heads), kv.view(batch, tokens, 2, *heads)
             q, k, v = q.transpose(1, 2), kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
         else:
             # (3, batch, heads, tokens, head_dim): q, k, v each split across heads
             q, k, v = self.qkv(x).view(batch, tokens, 3, *heads).permute(2, 0, 3, 1, 4)
         y = F.scaled_dot_product_attention(q, k, v)
-        y = y.transpose(1, 2).reshape(batch, q.shape[2], width)
+        y = y.transpose(1, 2).reshape(batch, q.shape[2], inner)
         return self.dropout(self.proj(y))
 
 
@@ -73,7 +78,7 @@ class Layer(nn.Module):
         self.adds_normalized = config.residual == "authors"
         self.step = config.step
         self.norm1 = nn.LayerNorm(config.width, eps=config.norm_eps)
-        self.attn = Attention(config.width, config.num_heads, config.dropout)
+        self.attn = Attention(config.width, config.num_heads, config.dropout, config.head_dim, config.qkv_bias)
         self.norm2 = nn.LayerNorm(config.width, eps=config.norm_eps)
         self.mlp = MLP(config.width, config.mlp_hidden, config.dropout)
 
@@ -130,12 +135,20 @@ class ParaFormer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        if self.config.init == "authors":  # their code: N(0, 1) tokens and PyTorch's own init of every module
+            nn.init.normal_(self.pos_embed)
+            nn.init.normal_(self.cls_token)
+            for module in self.modules():
+                if isinstance(module, (nn.Linear, nn.Conv2d, nn.LayerNorm)):
+                    module.reset_parameters()
+            return
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Conv2d)):
                 nn.init.trunc_normal_(module.weight, std=0.02)
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
@@ -157,10 +170,12 @@ class ParaFormer(nn.Module):
         if strategy != "loop" and self.config.step != 1.0:
             raise ConfigError(f"execution={strategy!r} computes the layer with step 1; a model with step="
                               f"{self.config.step} runs with execution='loop'")
-        if strategy != "loop" and self.config.residual != "pre-norm":
+        if strategy != "loop" and (self.config.residual != "pre-norm" or self.config.head_dim is not None
+                                    or not self.config.qkv_bias):
             # the fused kernels fold each LayerNorm into the next product and never form LN(x) itself
-            raise ConfigError(f"execution={strategy!r} computes only the pre-norm residual; a model with "
-                              f"residual={self.config.residual!r} runs with execution='loop'")
+            raise ConfigError(f"execution={strategy!r} computes only the standard pre-norm layer; a model with "
+                              f"residual={self.config.residual!r}, head_dim={self.config.head_dim}, qkv_bias="
+                              f"{self.config.qkv_bias} runs with execution='loop'")
         self._execution = strategy
 
     @property
@@ -320,8 +335,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> ParaForm
 def count_parameters(config: ModelConfig) -> int:
     """Closed-form parameter count, used to check the model and to size models without building them."""
     w, h, n = config.width, config.mlp_hidden, config.num_layers
+    inner = config.num_heads * (config.head_dim or w // config.num_heads)
     stem = config.in_channels * config.patch_size**2 * w + w + w + (config.num_patches + 1) * w
-    layer = 2 * 2 * w + (3 * w * w + 3 * w) + (w * w + w) + (w * h + h) + (h * w + w)
+    qkv = 3 * w * inner + (3 * inner if config.qkv_bias else 0)
+    layer = 2 * 2 * w + qkv + (inner * w + w) + (w * h + h) + (h * w + w)
     heads = len(config.task_classes) or 1  # each: LayerNorm + Linear to its classes
     head = heads * 2 * w + w * config.num_classes + config.num_classes
     return stem + n * layer + head

@@ -160,8 +160,9 @@ class Initialization:
 # of the key, so the runs recorded before it existed keep their keys (and their cache entries).
 _LATER_FIELDS = {"compile": False, "solver": "backprop", "mgrit_levels": 2, "mgrit_coarsening": 4,
                  "mgrit_relaxation": "F", "mgrit_iterations": (1, 1), "mgrit_check_every": 0, "mgrit_tolerance": 0.1,
-                 "mgrit_adapt": "iterate", "parallel": "none", "processes": 1}
-_LATER_MODEL_FIELDS = {"step": 1.0}  # the same, for ModelConfig
+                 "mgrit_adapt": "iterate", "parallel": "none", "processes": 1, "randaugment": "torchvision",
+                 "crop_padding": None, "normalization": "dataset", "amp_dtype": "bfloat16"}
+_LATER_MODEL_FIELDS = {"step": 1.0, "head_dim": None, "qkv_bias": True, "init": "trunc-normal"}  # for ModelConfig
 
 
 def run_key(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe,

@@ -23,13 +23,26 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def precision(device: torch.device, amp: bool = True) -> str:
-    """What a step computes in: bf16 autocast where `amp` (Recipe.amp) asks and the device is CUDA, else fp32."""
-    return "bf16 autocast" if amp and device.type == "cuda" else "fp32"
+def precision(device: torch.device, amp: bool = True, dtype: str = "bfloat16") -> str:
+    """What a step computes in: autocast in `dtype` (Recipe.amp_dtype) where `amp` (Recipe.amp) asks and the device
+    is CUDA, else fp32."""
+    if not (amp and device.type == "cuda"):
+        return "fp32"
+    return "fp16 autocast" if dtype == "float16" else "bf16 autocast"
 
 
-def autocast(device: torch.device, amp: bool = True):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision(device, amp) != "fp32")
+def autocast(device: torch.device, amp: bool = True, dtype: str = "bfloat16"):
+    kind = precision(device, amp, dtype)
+    return torch.autocast(device.type, dtype=torch.float16 if kind == "fp16 autocast" else torch.bfloat16,
+                          enabled=kind != "fp32")
+
+
+def grad_scaler(device: torch.device, amp: bool = True, dtype: str = "bfloat16") -> "torch.amp.GradScaler | None":
+    """fp16 gradients underflow without loss scaling, so fp16 autocast trains with a GradScaler (as the authors'
+    code does); bf16 and fp32 need none."""
+    if precision(device, amp, dtype) != "fp16 autocast":
+        return None
+    return torch.amp.GradScaler(device.type)
 
 
 def build_optimizer(model: torch.nn.Module, recipe: Recipe,
@@ -50,21 +63,30 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe,
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, parameters: list | None = None,
-                   clip: float | None = None, complete_gradients: Callable[[], None] | None = None):
+                   clip: float | None = None, complete_gradients: Callable[[], None] | None = None,
+                   scaler: "torch.amp.GradScaler | None" = None):
     """Zero the gradients, backpropagate `loss`, complete the gradients (a multi-process run's sum over ranks),
     clip their global norm over `parameters` to `clip` (None: no clipping) and step. Returns that norm before
-    clipping, for the step log (measured only where `parameters` are given), else None."""
+    clipping, for the step log (measured only where `parameters` are given), else None. With a `scaler` (fp16),
+    the loss is scaled, the gradients unscaled before the norm, and a step with an inf or NaN gradient is skipped,
+    as GradScaler does."""
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (scaler.scale(loss) if scaler is not None else loss).backward()
     if complete_gradients is not None:
         complete_gradients()
+    if scaler is not None:
+        scaler.unscale_(optimizer)
     norm = None
     if clip is not None:
         norm = torch.nn.utils.clip_grad_norm_(parameters, clip)
     elif parameters is not None:  # the norm alone: the gradients are left as they are
         grads = [p.grad for p in parameters if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
-    optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
     return norm
 
 

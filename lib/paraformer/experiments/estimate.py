@@ -10,7 +10,10 @@ operations on the real model, and divides by a measured throughput:
    stage; per test image, the evaluation train() runs after every epoch (`evaluation_flops_per_image`). Times
    images, epochs and stages. A layer-parallel run (`Recipe.solver="mgrit"`) is counted through its solver
    instead, one step of `MGRITTraining`, which evaluates each layer several times. Only matrix products and
-   convolutions count: optimizer updates, normalization, augmentation and data loading do not.
+   convolutions count: optimizer updates, normalization and data loading do not.
+   Augmentation is not counted in FLOPs but timed: `augmentation_seconds_per_image` runs the recipe's augmentations
+   on a batch of the run's images on this machine (RandAugment, image by image in torchvision's, is no rounding
+   error), times images, passes and epochs.
 2. **Time.** `measure_flops_per_second` times a few training steps of the profile's ViT-6 on this machine (CUDA
    with bfloat16 autocast where there is one, else the CPU): a model FLOP throughput, not the device's peak. Read
    the minutes as an order of magnitude (`CAVEAT` says why).
@@ -28,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.config import ConfigError, ModelConfig, Recipe
-from ..core.data import image_counts
+from ..core.data import augment_batch, image_counts
 from ..core.flops import _meta_model, count_flops, evaluation_flops_per_image, stage_flops
 from ..core.model import ParaFormer
 from ..core.paths import results_dir
@@ -37,6 +40,7 @@ from ..core.runcache import run_paths
 from ..core.steps import build_optimizer, resolve_device, training_step
 from ..core.timing import median_seconds
 from ..parallel.layertrain import MGRITTraining
+from ..core.progressive import PASSES
 from .plan import PlannedRun, data_shape, key_of
 from .profiles import get_profile
 
@@ -187,10 +191,44 @@ def rate(flops_per_second, profile: str) -> Throughput:
 
 # --- estimates ----------------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=None)
+def augmentation_seconds_per_image(augment: tuple[str, ...], randaugment: str, magnitude: int,
+                                   crop_padding: int | None, channels: int, size: int, input_size: int,
+                                   batch: int) -> float:
+    """Seconds per training image of `augment_batch` as a run calls it, on this machine's training device, timed
+    on a batch of random images (the median of 3, after a first call)."""
+    if not augment:
+        return 0.0
+    device = resolve_device("auto")
+    images = torch.randint(0, 256, (batch, channels, size, size), dtype=torch.uint8, device=device)
+    generator = torch.Generator(device).manual_seed(0)
+
+    def call() -> None:
+        augment_batch(images, augment, generator, crop_padding, magnitude, randaugment, input_size)
+    return median_seconds({"augment": call}, repeats=3, warmup=1, device=device)["augment"] / batch
+
+
+def augmentation_seconds(run: PlannedRun) -> float:
+    """The seconds a run spends augmenting: per image (`augmentation_seconds_per_image`) x training images x the
+    method's passes per epoch x epochs."""
+    recipe = run.recipe
+    if not recipe.augment:
+        return 0.0
+    shape = data_shape(run.data)
+    n_train = image_counts(run.data)[0]
+    stages = len(stage_flops(run.model, recipe.method, run.parent.model if run.parent else None,
+                             recipe.freeze_inherited, recipe.prefix_weights))
+    per_image = augmentation_seconds_per_image(recipe.augment, recipe.randaugment, recipe.randaugment_magnitude,
+                                               recipe.crop_padding, shape.in_channels, shape.image_size,
+                                               run.model.image_size, min(recipe.batch_size, 256))
+    return per_image * n_train * len(PASSES[recipe.method]) * recipe.epochs * stages
+
+
 CAVEAT = ("counted FLOPs / a ViT-6's model FLOP rate; narrower, shallower and depth-1 models use a device less "
           "well, and data loading, compilation and checkpoints come on top")
 COLUMNS = ["notebook", "run", "model", "dataset", "method", "seed", "learns", "parent", "init", "epochs", "batch",
-           "train_images", "test_images", "train_pflop", "eval_pflop", "pflop", "minutes", "cached", "key", "note"]
+           "train_images", "test_images", "train_pflop", "eval_pflop", "pflop", "augment_minutes", "minutes", "cached",
+           "key", "note"]
 
 
 def run_rows(runs: list[PlannedRun], folder: Path, flops_per_second: float) -> pd.DataFrame:
@@ -201,13 +239,15 @@ def run_rows(runs: list[PlannedRun], folder: Path, flops_per_second: float) -> p
         key = key_of(run, folder, stand_in=True)  # "planned-...": not known yet (see `plan.key_of`)
         cost = run_cost(run)
         flops = cost.train_flops + cost.eval_flops
+        augment_minutes = augmentation_seconds(run) / 60
         rows.append({
             "notebook": run.notebook, "run": run.name, "model": run.model.name, "dataset": run.data.dataset,
             "method": run.recipe.method, "seed": run.recipe.seed, "learns": cost.learns,
             "parent": run.parent.name if run.parent else "", "init": run.init.description if run.init else "",
             "epochs": cost.epochs, "batch": run.recipe.batch_size, "train_images": cost.train_images,
             "test_images": cost.test_images, "train_pflop": cost.train_flops / 1e15,
-            "eval_pflop": cost.eval_flops / 1e15, "pflop": flops / 1e15, "minutes": flops / flops_per_second / 60,
+            "eval_pflop": cost.eval_flops / 1e15, "pflop": flops / 1e15, "augment_minutes": augment_minutes,
+            "minutes": flops / flops_per_second / 60 + augment_minutes,
             "cached": None if key.startswith("planned-") else run_paths(run.name, key, folder)[0].is_file(),
             "key": key, "note": run.note,
         })

@@ -12,7 +12,7 @@ from ..bench.convergence import ConvergenceSettings
 from ..bench.multi import MultiSettings
 from ..bench.speed import BenchSettings
 from ..bench.throughput import ThroughputSettings
-from ..core.config import MGRIT_ADAPTATIONS, ConfigError, DataConfig, ModelConfig, Recipe
+from ..core.config import AUTHORS_MODEL, MGRIT_ADAPTATIONS, ConfigError, DataConfig, ModelConfig, Recipe
 from ..core.data import DATASETS
 from ..parallel.mgrit import MGRITConfig, check_layout
 
@@ -45,8 +45,12 @@ class Scale:
     # learning rates each model family is tuned over on the validation split (notebook 03; one seed, then the
     # chosen rate runs every seed); () = no tuning, the recipe's rate
     lr_grid: tuple[float, ...] = ()
-    residual: str = "pre-norm"  # of every model (ModelConfig.residual)
+    # of every model: "pre-norm", ours; "authors", the authors' model (ModelConfig.as_authors: their residual,
+    # attention, biases and init)
+    residual: str = "pre-norm"
     image_size: int | None = None  # resize every image to this size when decoding; None = native
+    # the models' input size where the recipe resizes each batch (Recipe.augment "resize"); None = the images' size
+    input_size: int | None = None
 
     def data_config(self, dataset: str) -> DataConfig:
         return DataConfig(dataset=dataset, n_train=self.n_train, n_test=self.n_test, val_fraction=self.val_fraction,
@@ -59,19 +63,26 @@ class Scale:
     def model_config(self, name: str, data) -> ModelConfig:
         """Para-F-m-n (`name` = "m-n") sized for this profile and fitted to `data` (anything with image_size,
         in_channels and num_classes: loaded images, or a dataset's registry entry)."""
-        if data.image_size not in self.patch_size:
-            raise ConfigError(f"profile {self.name!r} has no patch size for {data.image_size}px images; "
+        size = self.input_size or data.image_size
+        if size not in self.patch_size:
+            raise ConfigError(f"profile {self.name!r} has no patch size for {size}px images; "
                               f"add it to Scale.patch_size (known: {sorted(self.patch_size)})")
+        model = AUTHORS_MODEL if self.residual == "authors" else {"residual": self.residual}
         return ModelConfig.from_name(
-            name, image_size=data.image_size, in_channels=data.in_channels, num_classes=data.num_classes,
-            patch_size=self.patch_size[data.image_size], width=self.width, num_heads=self.num_heads,
-            mlp_ratio=self.mlp_ratio, dropout=self.dropout, residual=self.residual,
+            name, image_size=size, in_channels=data.in_channels, num_classes=data.num_classes,
+            patch_size=self.patch_size[size], width=self.width, num_heads=self.num_heads,
+            mlp_ratio=self.mlp_ratio, dropout=self.dropout, **model,
         )
 
     def describe(self) -> str:
-        return (f"profile `{self.name}`: {_images(self)} per dataset; width {self.width}, {self.num_heads} heads, "
+        heads = f"{self.num_heads} heads of 64 (the authors' model)" if self.residual == "authors" else \
+            f"{self.num_heads} heads"
+        return (f"profile `{self.name}`: {_images(self)} per dataset; width {self.width}, {heads}, "
                 f"MLP ratio {self.mlp_ratio:g}, dropout {self.dropout:g}; {self.recipe.describe()}; "
                 f"seeds {list(self.seeds)}")
+
+
+AUTHORS_HEADS, AUTHORS_DROPOUT = 3, 0.1  # their training script's --num_heads and --dropout / --emb_dropout
 
 
 @dataclass(frozen=True)
@@ -91,13 +102,16 @@ class Comparison:
         return f"{layers}-{layers}"
 
     def authors_variant(self) -> "Comparison":
-        """The same comparison under the authors' exact recipe (`Recipe.authors`, their residual y = LN(x) + f(LN(x)),
-        and 224 px with patch 16 where `authors_image_size` says so), for the same number of epochs, on
-        `authors_datasets`: what separates our recipe's effect from the method's."""
+        """The same comparison under the authors' exact recipe and model (`Recipe.authors`, `ModelConfig.as_authors`:
+        their residual y = LN(x) + f(LN(x)), 3 heads of 64, no qkv bias, their init, dropout 0.1), their images
+        resized to 224 px with patch 16 after their RandAugment where `authors_image_size` says so, for the same
+        number of epochs, on `authors_datasets`: what separates our recipe's effect from the method's."""
         base, size = self.scale.recipe, self.authors_image_size
         scale = replace(self.scale, datasets=self.authors_datasets, residual="authors", lr_grid=(),
+                        num_heads=AUTHORS_HEADS, dropout=AUTHORS_DROPOUT,
                         recipe=Recipe.authors(base.epochs, device=base.device, compile=base.compile),
-                        image_size=size, patch_size={**self.scale.patch_size, **({size: 16} if size else {})})
+                        image_size=None, input_size=size,
+                        patch_size={**self.scale.patch_size, **({size: 16} if size else {})})
         return replace(self, scale=scale)
 
 

@@ -323,7 +323,8 @@ def findings(result: Runs, profile: str) -> Findings:
           "At equal training compute: the ViT trained for the epochs that cost it the joint ParaFormer's FLOPs",
           [f"ViT epochs: {sorted(set(result.matched['epochs']))} (of {scale.recipe.epochs})", *claim_notes])
     write(verdict_table(authors_verdicts, authors_claims), "paraformer_vs_vit_authors_recipe",
-          "Under the authors' exact recipe (their residual, Adam 1e-4, batch 500, RandAugment 2/14)",
+          "Under the authors' exact recipe and model (their residual, 3 heads of 64, Adam 1e-4, batch 500, their "
+          "RandAugment 2/14)",
           [comparison.authors_variant().scale.describe(), *claim_notes[:1]])
 
     curves = learning_curves(runs, result.records)

@@ -25,9 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"code {code} ({'numbers ' + before if before else 'not recorded'}); canary {overall} (expected here: "
           f"{expected[0] if expected else 'nothing recorded on this kind for these numbers'})")
     runs = expected[1] if expected else {}  # per-run digests, where recorded for these numbers on this kind
-    changed = sorted(name for name, digest in digests.items() if runs and runs.get(name) != digest)
+    changed = sorted(name for name, digest in digests.items() if name in runs and runs[name] != digest)
+    added = sorted(name for name in digests if runs and name not in runs)
     if expected and overall != expected[0]:
-        print(f"numbers changed in: {', '.join(changed) or 'the canary as a whole'}")
+        print(f"numbers changed in: {', '.join(changed) or ('none' if added else 'the canary as a whole')}"
+              + (f"; new canary runs: {', '.join(added)}" if added else ""))
     if args.update:
         known = numerics.record(digests, overall, kind)["known"]
         if any(other != code and label == known[code] for other, label in known.items()):

@@ -67,8 +67,14 @@ def _runs() -> list[tuple[str, ModelConfig, Recipe, dict]]:
     mgrit = replace(BASE_RECIPE, solver="mgrit", mgrit_coarsening=2, augment=())
     return [
         ("joint", para, BASE_RECIPE, {}),
+        # the authors' method and residual under torchvision's RandAugment and our data pipeline
         ("authors", replace(para, residual="authors"),
-         Recipe.authors(2, method="authors", batch_size=16, randaugment_magnitude=9, seed=2), {}),
+         Recipe.authors(2, method="authors", batch_size=16, randaugment_magnitude=9, seed=2, randaugment="torchvision",
+                        augment=("randaugment", "crop", "flip"), crop_padding=None, normalization="dataset",
+                        amp_dtype="bfloat16"), {}),
+        # their whole recipe and model: their RandAugment on the 16 px images, then the resize to 32 px
+        ("authors-exact", replace(para, image_size=2 * IMAGE_SIZE, patch_size=8).as_authors(),
+         Recipe.authors(2, method="authors", batch_size=16, seed=2), {}),
         ("prefix", para, replace(BASE_RECIPE, method="prefix", prefix_weights=(1.0, 2.0, 3.0), optimizer="sgd",
                                  lr=0.05, schedule="constant", grad_clip=0.5, label_smoothing=0.0), {}),
         ("frozen", para.with_branches(2), replace(BASE_RECIPE, method="frozen", optimizer="adam",

@@ -7,20 +7,24 @@ from typing import Callable
 import torch
 
 from ..core.config import ConfigError, ModelConfig, Recipe
-from ..core.data import ImageData, normalize
+from ..core.data import ImageData, normalization, normalize, resize_images
 from ..core.model import ParaFormer
 from ..core.steps import autocast
 
 
 def prepare_batch(images: torch.Tensor, data: ImageData, model_config: ModelConfig,
-                  device: torch.device) -> torch.Tensor:
-    """uint8 images -> normalized float on `device`. Their size must be the model's: resizing is chosen when
-    decoding (DataConfig.image_size), where it is part of the run key, never done here without a word."""
+                  device: torch.device, recipe: Recipe | None = None) -> torch.Tensor:
+    """uint8 images -> normalized float on `device` (as `recipe` normalizes; None: the dataset's statistics).
+    Their size must be the model's: resizing is chosen when decoding (DataConfig.image_size) or by the recipe's
+    "resize" (Recipe.augment), both part of the run key, never done here without a word."""
+    if recipe is not None and "resize" in recipe.augment:
+        images = resize_images(images.to(device, non_blocking=True), model_config.image_size)
     if tuple(images.shape[-2:]) != (model_config.image_size,) * 2:
         raise ConfigError(f"{model_config.name} takes {model_config.image_size}px images but the data are "
                           f"{images.shape[-2]}x{images.shape[-1]}; set DataConfig.image_size={model_config.image_size} "
                           f"to resize them when decoding, or ModelConfig.image_size={images.shape[-1]}")
-    return normalize(images.to(device, non_blocking=True), data.mean, data.std)
+    mean, std = normalization(data, recipe.normalization if recipe is not None else "dataset")
+    return normalize(images.to(device, non_blocking=True), mean, std)
 
 
 def evaluation_batch_size(device: torch.device) -> int:
@@ -41,8 +45,8 @@ def predict(model: ParaFormer, images: torch.Tensor, data: ImageData, recipe: Re
     model.eval()
     predictions = []
     for start in range(0, len(images), batch_size):
-        x = prepare_batch(images[start:start + batch_size], data, model.config, device)
-        with autocast(device, recipe.amp):
+        x = prepare_batch(images[start:start + batch_size], data, model.config, device, recipe)
+        with autocast(device, recipe.amp, recipe.amp_dtype):
             predictions.append([logits.argmax(1) for logits in heads(model, x)])
     model.train(was_training)
     return [torch.cat(per_head).cpu() for per_head in zip(*predictions)]  # one transfer per head

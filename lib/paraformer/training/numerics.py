@@ -166,17 +166,27 @@ def is_stale(record: RunResult) -> bool:
     return numbers_of(record.code_digest, record.numerics) != numbers_of(code_digest())
 
 
+def gains_runs_only(before: dict[str, str], after: dict[str, str]) -> bool:
+    """Whether the per-run canary digests `after` compute every run of `before` alike and only add runs (a canary
+    extended to a new path of the code, e.g. a new recipe whose runs have keys of their own)."""
+    return bool(before) and set(after) > set(before) and all(after[name] == digest for name, digest in before.items())
+
+
 def record(digests: dict[str, str], canary: str, kind: str) -> dict:
     """Record that the running code computes `canary` (its per-run `digests`) on a machine of `kind`, and so which
-    numbers it computes. New code computes those of a code whose canary on `kind` was the same, else numbers of
-    its own (labelled `canary`). Known code keeps its label unless `kind` contradicts it, by a different canary from
+    numbers it computes. New code computes those of a code whose canary on `kind` was the same, or of the last code
+    recorded on `kind` where the canary only gained runs and computes the others alike (`gains_runs_only`), else
+    numbers of its own (labelled `canary`). Known code keeps its label unless `kind` contradicts it, by a different canary from
     a code with that label: a change seen on any kind wins. Returns what it wrote to numerics.json."""
     values = json.loads(json.dumps(recorded()))
     known, code = values["known"], code_digest()
     entry = values["kinds"].setdefault(kind, {"canaries": {}, "runs": {}, "last": ""})
     others = {other: digest for other, digest in entry["canaries"].items() if other != code and other in known}
     if code not in known:
-        known[code] = next((known[other] for other, digest in others.items() if digest == canary), canary)
+        same = next((known[other] for other, digest in others.items() if digest == canary), None)
+        if same is None and gains_runs_only(entry["runs"], digests) and entry["last"] in known:
+            same = known[entry["last"]]  # every run the last code computed is computed alike: only new runs differ
+        known[code] = same or canary
     elif any(known[other] == known[code] and digest != canary for other, digest in others.items()):
         known[code] = canary
     entry["canaries"][code], entry["runs"], entry["last"] = canary, digests, code

@@ -27,7 +27,7 @@ import torch
 
 from ..core import progressive
 from ..core.config import ConfigError, DataConfig, ModelConfig, Recipe
-from ..core.data import ImageData, augment_batch, load_data, normalize, stratified_subset
+from ..core.data import ImageData, augment_batch, load_data, normalization, normalize, stratified_subset
 from ..core.files import atomic_save, atomic_write_json, check_writable
 from ..core.model import ParaFormer
 from ..core.provenance import code_version, device_name
@@ -35,7 +35,7 @@ from ..core.runcache import (Initialization, RunResult, StaleRunWarning, data_fi
                              load_checkpoint, load_trained_model, read_record, remove_leftovers, retrain_policy,
                              run_key, run_name, run_paths, step_log_path)
 from ..core.runlog import SilentStepLog, StepLog
-from ..core.steps import autocast, build_optimizer, optimizer_step, precision, resolve_device
+from ..core.steps import autocast, build_optimizer, grad_scaler, optimizer_step, precision, resolve_device
 from ..parallel.processes import Processes, RankFailure, check_layout, join
 from .evaluation import accuracy, evaluate, evaluate_prefixes, predict
 from .numerics import code_digest, current_numerics, is_stale
@@ -126,14 +126,15 @@ def start_run(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe
         model.load_state_dict(state["model"])
         history, wall_seconds = state["history"], state["wall_seconds"]
     as_float = dict(dtype=torch.float32, device=device)
+    mean, std = normalization(data, recipe.normalization)
     check_layout(model, recipe, len(data.train_labels))
     run = TrainingRun(
         name=name, key=key, model_config=model_config, data_config=data_config, recipe=recipe,
         fingerprint=fingerprint, paths=paths, device=device, model=model,
         forward=processes.training_module(model, recipe), data=data,
         train_images=data.train_images.to(device), train_labels=data.train_labels.to(device),
-        test_images=data.test_images.to(device), mean=torch.tensor(data.mean, **as_float),
-        std=torch.tensor(data.std, **as_float), stages=stages, history=history, wall_seconds=wall_seconds,
+        test_images=data.test_images.to(device), mean=torch.tensor(mean, **as_float),
+        std=torch.tensor(std, **as_float), stages=stages, history=history, wall_seconds=wall_seconds,
         resume=state, step_log=SilentStepLog(), curve_index=curve_subset(data, data_config), processes=processes)
     if processes.writes:  # TensorBoard's events under the results folder that holds runs/
         tensorboard = paths[0].parent.parent / "tensorboard" / f"{name}-{key}"
@@ -149,8 +150,11 @@ class StageTraining:
         self.run, self.stage = run, stage
         progressive.set_trainable(run.model, stage)
         self.optimizer = build_optimizer(run.model, run.recipe, run.device)
+        self.scaler = grad_scaler(run.device, run.recipe.amp, run.recipe.amp_dtype)
         if run.resume is not None and run.resume["stage"] == stage.index:  # resuming inside this stage
             self.optimizer.load_state_dict(run.resume["optimizer"])
+            if self.scaler is not None and run.resume.get("scaler"):
+                self.scaler.load_state_dict(run.resume["scaler"])
         self.trainable = [p for p in run.model.parameters() if p.requires_grad]
         self.steps_per_epoch = run.steps_per_epoch(stage)
         self.total_steps = self.steps_per_epoch * stage.num_epochs
@@ -167,7 +171,7 @@ class StageTraining:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
         norm = optimizer_step(self.optimizer, loss, self.trainable, clip,
-                              lambda: self.run.processes.complete_gradients(self.run.model))
+                              lambda: self.run.processes.complete_gradients(self.run.model), self.scaler)
         self.run.step_log.record(self.epoch + 1, self.first_step + self.step_count, self.stage.index, loss_on,
                                  self.lr, loss, norm, clip)
         self.step_count += 1
@@ -187,10 +191,10 @@ def train_one_epoch(run: TrainingRun, training: StageTraining, epoch: int) -> fl
         loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
         for i in range(run.batches):
             idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size].to(run.device, non_blocking=True)
-            images = augment_batch(run.train_images[idx], recipe.augment, generator,
-                                   randaugment_magnitude=recipe.randaugment_magnitude)
+            images = augment_batch(run.train_images[idx], recipe.augment, generator, recipe.crop_padding,
+                                   recipe.randaugment_magnitude, recipe.randaugment, run.model_config.image_size)
             x, y = processes.share(normalize(images, run.mean, run.std), run.train_labels[idx])
-            with autocast(run.device, recipe.amp):
+            with autocast(run.device, recipe.amp, recipe.amp_dtype):
                 loss_sum += update(run.forward, x, y, training.stage, recipe, training.step) * len(y)
         loss_sum = processes.minibatch_total(loss_sum)
     mean_loss = (loss_sum / n).item()  # the epoch's one wait for the device, besides the step log
@@ -235,9 +239,11 @@ def save_checkpoint(run: TrainingRun, training: StageTraining) -> None:
     """What an interrupted run resumes from, beside the previous checkpoint (rank 0 alone: every rank is alike)."""
     if not run.processes.writes:
         return
-    atomic_save({"model": run.model.state_dict(), "optimizer": training.optimizer.state_dict(),
-                 "stage": training.stage.index, "history": run.history, "wall_seconds": run.wall_seconds},
-                run.paths[1], keep_previous=True)
+    state = {"model": run.model.state_dict(), "optimizer": training.optimizer.state_dict(),
+             "stage": training.stage.index, "history": run.history, "wall_seconds": run.wall_seconds}
+    if training.scaler is not None:  # fp16: the loss scale it has reached
+        state["scaler"] = training.scaler.state_dict()
+    atomic_save(state, run.paths[1], keep_previous=True)
 
 
 def curve_subset(data: ImageData, data_config: DataConfig) -> torch.Tensor | None:
@@ -266,7 +272,7 @@ def finish_run(run: TrainingRun, parent: RunResult | None, init: Initialization 
         wall_seconds=run.wall_seconds, device=device_name(run.device), data_source=run.data.source,
         code_version=code_version(), torch_version=torch.__version__,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), code_digest=code_digest(), data_fingerprint=run.fingerprint,
-        precision=precision(run.device, run.recipe.amp), numerics=current_numerics(),
+        precision=precision(run.device, run.recipe.amp, run.recipe.amp_dtype), numerics=current_numerics(),
     )
     if run.processes.writes:
         atomic_save(run.model.state_dict(), run.paths[2])
@@ -290,13 +296,14 @@ def _check_arguments(model_config, data_config, recipe, parent, init) -> None:
         raise ConfigError("Recipe.freeze_inherited=True needs a parent run to inherit from (train(parent=...))")
 
 
-def _check_data_fits(model_config: ModelConfig, data_config: DataConfig, data: ImageData) -> None:
+def _check_data_fits(model_config: ModelConfig, data_config: DataConfig, data: ImageData, recipe: Recipe) -> None:
     labels = data.num_classes if data_config.classes is None else max(data_config.classes) + 1
     if (labels, data.in_channels) != (model_config.num_classes, model_config.in_channels):
         raise ConfigError(f"{model_config.name} has num_classes={model_config.num_classes}, in_channels="
                           f"{model_config.in_channels} but {data.name} (classes {data_config.classes or 'all'}) needs "
                           f"{labels} outputs and has {data.in_channels} channel(s); set them to match")
-    if data.image_size != model_config.image_size:
+    if data.image_size != model_config.image_size and not (
+            "resize" in recipe.augment and data.image_size < model_config.image_size):
         raise ConfigError(f"{model_config.name} takes {model_config.image_size}px images but {data.name} has "
                           f"{data.image_size}px ones; set DataConfig.image_size={model_config.image_size} to resize "
                           f"them when decoding, or ModelConfig.image_size={data.image_size}")
@@ -350,7 +357,7 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
     if processes.agree(cached is not None):
         return cached if cached is not None else _read_cached(name, key, results_root)
     data = data if data is not None else load_data(data_config)
-    _check_data_fits(model_config, data_config, data)
+    _check_data_fits(model_config, data_config, data, recipe)
     run = start_run(model_config, data_config, recipe, data, name, key, fingerprint, parent, init, results_root,
                     log_every, processes)
     bar = progress_bar(run.epochs, progress_label(name, recipe, run.device), len(run.history),
