@@ -139,3 +139,12 @@ def test_their_training_loop_and_our_authors_variant_agree_step_for_step(trainin
     assert set(final) == set(theirs)
     for name, value in theirs.items():
         torch.testing.assert_close(final[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_the_batch_wide_form_that_never_waits_for_a_gpu_gives_the_same_pixels():
+    """Off the CPU every operation runs on the whole batch and each image keeps its own (no data-dependent shape,
+    so no wait for the device); on the CPU only the images that drew it. The same draws give the same pixels."""
+    images = torch.randint(0, 256, (64, 3, 32, 32), generator=torch.Generator().manual_seed(4), dtype=torch.uint8)
+    by_index = authors_randaugment(images, 14, torch.Generator().manual_seed(5), masked=False)
+    by_mask = authors_randaugment(images, 14, torch.Generator().manual_seed(5), masked=True)
+    assert torch.equal(by_index, by_mask) and not torch.equal(by_index, images)

@@ -1,8 +1,9 @@
 """The CUDA paths: bf16 autocast, fused AdamW, torch.compile, device-resident data, NCCL. Skipped without a GPU.
 
 The CPU runs the same code path (see test_train.py); what only a GPU can show is here: that the data and the
-augmentation really stay on the device and give the CPU's pixels, that an epoch does not wait for the device at
-every step, and that the CUDA-only switches are taken and recorded.
+augmentation really stay on the device (a run's flips and crops drawn there by a CUDA generator; the same draws give
+the CPU's pixels), that an epoch does not wait for the device at every step, and that the CUDA-only switches are
+taken and recorded.
 """
 
 import warnings
@@ -24,11 +25,24 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 CUDA = replace(RECIPE, device="cuda")
 
 
-def test_flip_and_crop_on_the_gpu_give_the_cpus_pixels():
+def test_flip_and_crop_on_the_gpu_give_the_cpus_pixels_and_draw_there_without_waiting():
     images = toy_data().train_images
     on_cpu = augment_batch(images, ("flip", "crop"), torch.Generator().manual_seed(5))
-    on_gpu = augment_batch(images.cuda(), ("flip", "crop"), torch.Generator().manual_seed(5))
+    on_gpu = augment_batch(images.cuda(), ("flip", "crop"), torch.Generator().manual_seed(5))  # the same draws
     assert on_gpu.is_cuda and torch.equal(on_gpu.cpu(), on_cpu)
+    # a CUDA run's own draws: from a generator on the GPU, so that nothing crosses from the host
+    gpu_images = images.cuda()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            drawn = [augment_batch(gpu_images, ("flip", "crop"), torch.Generator(device="cuda").manual_seed(5))
+                     for _ in range(2)]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert sum("synchroniz" in str(w.message) for w in caught) == 0
+    assert drawn[0].is_cuda and torch.equal(drawn[0], drawn[1])
 
 
 def test_a_cuda_run_uses_bf16_autocast_and_fused_adamw_and_records_both(tmp_path):
@@ -78,10 +92,10 @@ def test_a_compiled_cuda_run_learns_like_an_eager_one(tmp_path):
     assert abs(compiled.final_test_acc - eager.final_test_acc) <= 5
 
 
-def test_one_nccl_process_gives_the_single_process_logits(monkeypatch):
+def test_one_nccl_process_gives_the_single_process_logits_and_sends_host_values_beside_nccl(monkeypatch):
     import torch.distributed as dist
     from paraformer.parallel.branch import BranchParallel
-    from paraformer.parallel.launch import init_process_group
+    from paraformer.parallel.launch import control_group, init_process_group
 
     for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
                         "MASTER_PORT": str(free_port())}.items():
@@ -89,6 +103,9 @@ def test_one_nccl_process_gives_the_single_process_logits(monkeypatch):
     rank, world, device = init_process_group()
     try:
         assert (rank, world, device.type, dist.get_backend()) == (0, 1, "cuda", "nccl")
+        flag = torch.tensor([1])  # a host value: over the gloo group beside NCCL, which carries device memory only
+        dist.broadcast(flag, src=0, group=control_group())
+        assert dist.get_backend(control_group()) == "gloo" and flag.tolist() == [1]
         torch.manual_seed(0)
         model = ParaFormer(MODEL).to(device)
         x = torch.randn(6, 3, 16, 16, device=device)

@@ -204,6 +204,47 @@ def test_a_failed_or_hung_rank_ends_the_run_with_a_rank_failure_within_the_timeo
     assert outcome["seconds"] < 40  # a few epochs of a toy run and the 4 s timeout, never the 120 s hang
 
 
+def _device_only_worker(rank: int, port: int, folder: Path) -> None:
+    """One rank of a group whose only backend serves "cuda", as NCCL's does: a CPU tensor in one of its
+    collectives raises. The host values the run exchanges must go elsewhere."""
+    _environment(rank, port)
+    dist.init_process_group("cuda:gloo")
+    try:
+        model, recipe = SCHEMES["layer"]
+        # a record rank 0 finds in the run cache stands in for a finished run; the others read it
+        training._cached_run = lambda *args: {"found by": 0} if rank == 0 else None
+        training._read_cached = lambda *args: {"read by": rank}
+        returned = training.train(model, DATA, recipe, data=toy_data(), results_root=folder, progress=False)
+        processes = join(recipe)
+        torch.manual_seed(0)
+        net = ParaFormer(model)
+        forward = processes.training_module(net, recipe)
+        tokens = net.embed(torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(3))).detach()
+        cotangent = torch.randn(tokens.shape, generator=torch.Generator().manual_seed(4))
+        size = tokens.numel() + sum(p.numel() for p in forward.chain_parameters())
+        forward.start_epoch(1, [])
+        # the check as the chain's backward makes it, with figures of each rank's own: rank 0's MGRIT gradient is
+        # zero (relative error exactly 1), rank 1's is not
+        forward.compare_with_exact(tokens, tokens * (1 + rank), cotangent, [torch.full((size,), float(rank))])
+        (folder / f"rank{rank}.json").write_text(json.dumps({
+            "returned": returned, "agreed": [processes.agree(rank == 0), processes.agree(rank == 1)],
+            "checks": forward.checks, "iterations": list(forward.iterations)}))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_ranks_host_values_never_meet_a_group_that_serves_only_the_device(tmp_path):
+    """Rank 0's cache decision (`Processes.agree`, in train()) and the MGRIT check's figures
+    (`MGRITTraining.compare_with_exact`, from the chain's backward) cross a group like NCCL's. The chain's own
+    messages (activations, gradients) live on the run's device, which this CPU-only group cannot hold."""
+    mp.spawn(_device_only_worker, args=(free_port(), tmp_path), nprocs=WORLD, join=True)
+    first, second = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD))
+    assert first["returned"] == {"found by": 0} and second["returned"] == {"read by": 1}
+    assert first["agreed"] == second["agreed"] == [True, False]
+    assert second["checks"] == first["checks"] and first["checks"][0][2] == 1.0  # rank 0's figures on every rank
+    assert first["iterations"] == second["iterations"] == [1, 1]  # one more cycle each, past the tolerance
+
+
 def test_a_launch_that_does_not_match_the_recipe_is_refused(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     with pytest.raises(ConfigError, match="processes=2"):

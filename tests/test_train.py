@@ -5,10 +5,13 @@ import sys
 import warnings
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import paraformer.training.trainer as training
 from paraformer.core.config import ConfigError, DataConfig, ModelConfig, Recipe, from_dict
@@ -18,6 +21,7 @@ from paraformer.core.model import ParaFormer
 from paraformer.core.runcache import (RunCacheError, StaleRunWarning, data_fingerprint_of, load_trained_model,
                                       run_key, run_paths, step_log_path)
 from paraformer.core.runlog import clipping_summary, keep_epochs, prefix_accuracy_curves, read_step_log
+from paraformer.parallel.processes import Processes
 from paraformer.tools.train import main
 from paraformer.training import numerics, train
 from paraformer.training.evaluation import evaluate, prepare_batch
@@ -397,6 +401,75 @@ def test_an_epoch_reads_values_back_from_the_device_a_few_times_not_at_every_ste
     train(MODEL, DATA, recipe, data=toy_data(), results_root=tmp_path, progress=False, log_every=10)
     # 24 steps: the step log reads its values every 10 steps (twice), and the epoch's mean loss is read once
     assert reads == ["tolist", "tolist", "item"]
+
+
+class _EpochOps(TorchDispatchMode):
+    """The random draws (op, device) and the host-to-device copies (blocking or not) of what runs inside it;
+    `.item()` answers 0.0, as fake tensors hold no values."""
+
+    def __init__(self):
+        super().__init__()
+        self.draws, self.host_to_device = set(), []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        if name == "_local_scalar_dense":
+            return 0.0
+        out = func(*args, **kwargs)
+        if name in ("rand", "randint", "randperm"):
+            self.draws.add((name, out.device.type))
+        source, target = ((args[0].device, out.device) if name == "_to_copy" else
+                          (args[1].device, args[0].device) if name == "copy_" else (None, None))
+        if source is not None and source.type == "cpu" and target.type != "cpu":
+            self.host_to_device.append(bool(kwargs.get("non_blocking") or (name == "copy_" and args[2:3] == (True,))))
+        return out
+
+
+def test_a_device_run_draws_its_flips_and_crops_on_the_device_with_no_blocking_copy(monkeypatch):
+    """An epoch of a CUDA run, faked on the CPU: its data are fake CUDA tensors (FakeTensorMode: shapes and devices,
+    no values) and the update a stand-in, so that what is seen is the epoch loop and `augment_batch` themselves.
+    Limits: this machine cannot make a CUDA generator, so the one the trainer asks for is a CPU generator that
+    reports the device it was asked for, and fake tensors do not check a generator's device as CUDA kernels do
+    (test_cuda.py checks both, and the host synchronisations, on a GPU)."""
+    real_generator, made = torch.Generator, []
+
+    class DeviceGenerator(real_generator):
+        def __new__(cls, device="cpu"):
+            generator = super().__new__(cls)  # on the CPU, whatever the device asked for
+            generator.asked = torch.device(device)
+            made.append(generator)
+            return generator
+
+        def __init__(self, device="cpu"):
+            super().__init__()
+
+        @property
+        def device(self):
+            return self.asked
+
+    monkeypatch.setattr(torch, "Generator", DeviceGenerator)
+    monkeypatch.setitem(training.progressive.PASSES, "joint", (lambda forward, x, y, *rest: x.mean(),))
+    recipe = replace(RECIPE, amp=False)
+    cuda = torch.device("cuda")
+    data, seeds = toy_data(), []
+    for epoch in (0, 1, 0):
+        with FakeTensorMode(), _EpochOps() as ops:
+            run = SimpleNamespace(recipe=recipe, device=cuda, processes=Processes(), forward=object(),
+                                  batches=len(data.train_labels) // recipe.batch_size,
+                                  train_images=torch.empty(data.train_images.shape, dtype=torch.uint8, device=cuda),
+                                  train_labels=torch.empty(data.train_labels.shape, dtype=torch.long, device=cuda),
+                                  mean=torch.empty(3, device=cuda), std=torch.empty(3, device=cuda))
+            made.clear()
+            training.train_one_epoch(run, SimpleNamespace(start_epoch=lambda epoch: None, stage=None, step=None),
+                                     epoch)
+        # the order is drawn on the host (the same on every device); flips and crops on the run's device
+        assert ops.draws == {("randperm", "cpu"), ("rand", "cuda"), ("randint", "cuda")}
+        assert ops.host_to_device and all(ops.host_to_device)  # the minibatches' indices alone, not waited for
+        on_device = [g for g in made if g.device.type == "cuda"]
+        assert len(on_device) == 1
+        seeds.append(on_device[0].initial_seed())
+    assert seeds[0] == seeds[2] != seeds[1]  # seeded by (seed, epoch): a resumed epoch draws what it drew
 
 
 def test_the_step_log_has_every_optimizer_step_with_its_learning_rate_loss_and_gradient_norm(tmp_path):

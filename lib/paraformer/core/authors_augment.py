@@ -201,23 +201,29 @@ def apply_operation(name: str, images: torch.Tensor, value: float, signs: torch.
     raise ValueError(f"unknown operation {name!r}; their list is {[op[0] for op in OPERATIONS]}")
 
 
-def authors_randaugment(images: torch.Tensor, magnitude: int, generator: torch.Generator) -> torch.Tensor:
+def authors_randaugment(images: torch.Tensor, magnitude: int, generator: torch.Generator,
+                        masked: bool | None = None) -> torch.Tensor:
     """Their RandAugment(2, magnitude) on uint8 (N, C, H, W) images: per image, 2 operations drawn with
-    replacement, each applied to every image that drew it at once. Draws come from `generator` (on any device)."""
+    replacement. Draws come from `generator` (on any device). `masked` (default: off the CPU) computes every
+    operation on the whole batch and keeps each image's own, which never waits for the device; on the CPU each
+    operation runs on the images that drew it alone, which is cheaper there. Both give the same pixels."""
     n, channels = images.shape[:2]
     names = operations_for(channels)
     device = generator.device
+    masked = images.device.type != "cpu" if masked is None else masked
     for _ in range(NUM_OPS):
-        chosen = torch.randint(0, len(names), (n,), generator=generator, device=device)
-        signs = torch.where(torch.rand(n, generator=generator, device=device) > 0.5, -1.0, 1.0)
-        corners = torch.rand(2, n, generator=generator, device=device)
+        chosen = torch.randint(0, len(names), (n,), generator=generator, device=device).to(images.device)
+        signs = torch.where(torch.rand(n, generator=generator, device=device) > 0.5, -1.0, 1.0).to(images.device)
+        corners = torch.rand(2, n, generator=generator, device=device).to(images.device)
         out = images.clone()
         for index, name in enumerate(names):
-            where = (chosen == index).to(images.device)
-            if not bool(where.any()):
+            value = operation_value(name, magnitude)
+            if masked:
+                where = (chosen == index).view(n, 1, 1, 1)
+                out = torch.where(where, apply_operation(name, images, value, signs, corners), out)
                 continue
-            picked = where.nonzero().squeeze(1)
-            out[picked] = apply_operation(name, images[picked], operation_value(name, magnitude),
-                                          signs.to(images.device)[picked], corners.to(images.device)[:, picked])
+            picked = (chosen == index).nonzero().squeeze(1)
+            if len(picked):
+                out[picked] = apply_operation(name, images[picked], value, signs[picked], corners[:, picked])
         images = out
     return images

@@ -1,5 +1,6 @@
 """Joining the process group that torchrun describes, one rank per device: NCCL with one GPU per rank where CUDA is
-present, else gloo; and the one gradient sum over the ranks that the parallel schemes share."""
+present, else gloo; the group that carries host values between ranks (`control_group`); and the one gradient sum
+over the ranks that the parallel schemes share."""
 
 from __future__ import annotations
 
@@ -21,6 +22,24 @@ def init_process_group(backend: str | None = None, timeout_seconds: float = 300)
         torch.cuda.set_device(device)
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds))
     return dist.get_rank(), dist.get_world_size(), device
+
+
+_control_groups: dict = {}  # default group -> its control group (new_group is collective: make it once)
+
+
+def control_group(timeout_seconds: float = 300):
+    """The group for host values between ranks (rank 0's decisions, the MGRIT solver's error figures): the default
+    group where it serves CPU tensors (gloo), else a gloo group beside it. NCCL carries device memory only, and
+    these values are born and read on the host, so a gloo group carries them without a copy to the device and a
+    wait for its queue on the way back; tensors that live on the device (activations, gradients, losses) stay on
+    the default group. Every rank must make the first call at the same point (the first `paraformer.parallel.
+    processes.join` does), as for any new group."""
+    world = dist.group.WORLD
+    if world not in _control_groups:
+        served = {part.split(":")[0] for part in dist.get_backend_config().split(",")}
+        _control_groups[world] = world if "cpu" in served else dist.new_group(
+            backend="gloo", timeout=timedelta(seconds=timeout_seconds))
+    return _control_groups[world]
 
 
 def grad_or_zero(p: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..core.config import ConfigError, Recipe
 from ..core.model import ParaFormer
+from .launch import control_group
 from .mgrit import LayerParallel, MGRITConfig, layer_step, relative_error
 
 
@@ -88,6 +89,7 @@ class MGRITTraining(nn.Module):
         LayerParallel(model, mgrit_config(recipe))  # checks the residual and that layers split into coarse intervals
         self.model, self.recipe = model, recipe
         self.group = dist.group.WORLD if distributed else None  # the ranks that share the layers (None: one process)
+        self.control = control_group() if distributed else None  # the checks' figures: host values
         self.iterations: tuple[int, int] | None = tuple(recipe.mgrit_iterations)  # None: backpropagation
         self.switch_step: int | None = None  # the step from which training is serial, if it switched
         self.step_number = 0
@@ -128,7 +130,7 @@ class MGRITTraining(nn.Module):
         errors = torch.tensor([relative_error(output, x.detach()), relative_error(flat(mgrit_grads), flat(exact))],
                               dtype=torch.float64)
         if self.group is not None:  # rank 0's figures decide on every rank, so that all run the same cycles
-            dist.broadcast(errors, src=0, group=self.group)
+            dist.broadcast(errors, src=0, group=self.control)
         output_error, gradient_error = errors.tolist()
         step = self.step_number - 1  # the step whose backward pass this is
         self.checks.append([step, output_error, gradient_error, list(self.iterations)])

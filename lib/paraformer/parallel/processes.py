@@ -22,7 +22,7 @@ from torch import nn
 from ..core.config import ConfigError, Recipe
 from ..core.model import ParaFormer
 from .branch import BranchParallel
-from .launch import grad_or_zero, init_process_group, sum_into_gradients
+from .launch import control_group, grad_or_zero, init_process_group, sum_into_gradients
 from .layertrain import MGRITTraining
 
 DEFAULT_TIMEOUT_SECONDS = 300
@@ -66,7 +66,7 @@ class Processes:
         if not self.distributed:
             return flag
         value = torch.tensor([int(flag)])
-        dist.broadcast(value, src=0)
+        dist.broadcast(value, src=0, group=control_group(self.timeout))
         return bool(value.item())
 
     def training_module(self, model: ParaFormer, recipe: Recipe) -> nn.Module:
@@ -140,6 +140,7 @@ def join(recipe: Recipe) -> Processes:
     elif dist.get_world_size() != recipe.processes:
         raise ConfigError(f"Recipe.processes={recipe.processes} but the process group has {dist.get_world_size()} "
                           "ranks")
+    control_group(timeout)  # here, where every rank is, before any rank's first control message
     return Processes(dist.get_rank(), dist.get_world_size(), recipe.parallel, timeout)
 
 

@@ -180,8 +180,13 @@ class StageTraining:
 def train_one_epoch(run: TrainingRun, training: StageTraining, epoch: int) -> float:
     """The method's passes over the training images, each in a fresh order; returns the last pass's mean loss."""
     recipe, n, processes = run.recipe, len(run.train_labels), run.processes
-    generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch)  # the same order on every rank
-    torch.manual_seed(processes.epoch_seed(recipe.seed * 1_000_003 + epoch))  # dropout and RandAugment
+    seed = recipe.seed * 1_000_003 + epoch
+    generator = torch.Generator().manual_seed(seed)  # the same order on every rank
+    # flips and crops are drawn where the images are: draws from a CPU generator would be copied to the device at
+    # every step, each copy a wait for the device's queue. On the CPU they come from the order's own generator,
+    # interleaved with it as ever, so that the CPU's numbers stay bit for bit.
+    draws = generator if run.device.type == "cpu" else torch.Generator(device=run.device).manual_seed(seed)
+    torch.manual_seed(processes.epoch_seed(seed))  # dropout and RandAugment
     training.start_epoch(epoch)
     if hasattr(run.forward, "start_epoch"):  # a solver or scheme whose state follows the step number
         run.forward.start_epoch(run.first_step(epoch), run.history)
@@ -191,7 +196,7 @@ def train_one_epoch(run: TrainingRun, training: StageTraining, epoch: int) -> fl
         loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
         for i in range(run.batches):
             idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size].to(run.device, non_blocking=True)
-            images = augment_batch(run.train_images[idx], recipe.augment, generator, recipe.crop_padding,
+            images = augment_batch(run.train_images[idx], recipe.augment, draws, recipe.crop_padding,
                                    recipe.randaugment_magnitude, recipe.randaugment, run.model_config.image_size)
             x, y = processes.share(normalize(images, run.mean, run.std), run.train_labels[idx])
             with autocast(run.device, recipe.amp, recipe.amp_dtype):
