@@ -456,7 +456,7 @@ def test_a_device_run_draws_its_flips_and_crops_on_the_device_with_no_blocking_c
     for epoch in (0, 1, 0):
         with FakeTensorMode(), _EpochOps() as ops:
             run = SimpleNamespace(recipe=recipe, device=cuda, processes=Processes(), forward=object(),
-                                  batches=len(data.train_labels) // recipe.batch_size,
+                                  model_config=SimpleNamespace(image_size=data.image_size), batches=len(data.train_labels) // recipe.batch_size,
                                   train_images=torch.empty(data.train_images.shape, dtype=torch.uint8, device=cuda),
                                   train_labels=torch.empty(data.train_labels.shape, dtype=torch.long, device=cuda),
                                   mean=torch.empty(3, device=cuda), std=torch.empty(3, device=cuda))

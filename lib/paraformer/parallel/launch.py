@@ -4,6 +4,7 @@ over the ranks that the parallel schemes share."""
 
 from __future__ import annotations
 
+import atexit
 import os
 from datetime import timedelta
 
@@ -25,6 +26,9 @@ def init_process_group(backend: str | None = None, timeout_seconds: float = 300)
 
 
 _control_groups: dict = {}  # default group -> its control group (new_group is collective: make it once)
+# Released before the interpreter tears down: a destroyed group whose last reference dies at interpreter exit takes
+# gloo's threads down with std::terminate (seen as a SIGABRT after a run had finished).
+atexit.register(_control_groups.clear)
 
 
 def control_group(timeout_seconds: float = 300):
