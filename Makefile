@@ -76,11 +76,11 @@ test: env
 
 # Speed benchmarks into bench/$(PROFILE)/ of the profile's results folder (results/bench/quick/ for quick):
 # single-device strategies and layers, then the multi-process step times through torchrun (one process per device)
-# at each process count in NPROC.
-NPROC ?= 1 2
+# at each process count in NPROC; empty: 1 and 2, as far as the machine has devices (the others: not measured here).
+NPROC ?=
 bench: env
 	PARAFORMER_RESULTS=$(abspath $(ROOT)) $(BIN)/python -m paraformer.tools.bench --profile $(PROFILE) \
-	  --processes $(NPROC)
+	  $(if $(strip $(NPROC)),--processes $(NPROC))
 
 # Images/s of a training step, ours against timm's VisionTransformer of the same shape, with model FLOP
 # utilisation: into bench/$(PROFILE)/throughput.csv of the profile's results folder (profiles ci, quick, gpu).

@@ -27,7 +27,9 @@ from paraformer.training import train
 MODEL = ModelConfig(image_size=8, in_channels=1, patch_size=4, width=16, num_heads=2, mlp_ratio=2.0, num_layers=2,
                     num_classes=3)
 # Two stages (frozen, 2 branches x 2 epochs), so that a resume also crosses a stage boundary with its optimizer.
-RECIPE = Recipe(epochs=2, batch_size=8, lr=3e-3, warmup_epochs=0.5, augment=("flip", "crop"), method="frozen", seed=3)
+# On the CPU wherever it runs: bit-exact resume is the CPU's claim (docs/run-cache.md).
+RECIPE = Recipe(epochs=2, batch_size=8, lr=3e-3, warmup_epochs=0.5, augment=("flip", "crop"), method="frozen", seed=3,
+                device="cpu")
 
 
 def die() -> None:

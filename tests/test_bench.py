@@ -1,6 +1,8 @@
 """What the benchmark harness measures again, the errors it gives, and the one timing loop every benchmark uses
 (its timings are benchmarks, not tests)."""
 
+from types import SimpleNamespace
+
 import pandas as pd
 import pytest
 import torch
@@ -10,6 +12,7 @@ from paraformer.core.config import ConfigError
 from paraformer.core.provenance import device_name
 from paraformer.core.timing import median_seconds
 from paraformer.experiments.profiles import get_profile
+from paraformer.tools import bench as bench_tool
 
 HERE = device_name(torch.device("cpu"))
 
@@ -60,3 +63,63 @@ def test_the_timing_loop_keeps_the_median_of_each_call():
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setattr(timing, "timed", fake_timed)
         assert median_seconds({"a": lambda: None}, repeats=3, warmup=0, device=torch.device("cpu")) == {"a": 2.0}
+
+
+# --- process counts: what the machine has --------------------------------------------------------------------------
+
+def one_gpu(monkeypatch) -> None:
+    """A machine with one GPU, as far as the benchmarks can tell (nothing here touches CUDA itself)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(bench, "device_name", lambda device: f"test {device.type}")
+
+
+def fake_torchrun(monkeypatch) -> list[int]:
+    """The process counts the multi-process benchmark is launched at, instead of launching it."""
+    launched = []
+
+    def run(command, env):
+        launched.append(int(next(arg for arg in command if arg.startswith("--nproc_per_node=")).split("=")[1]))
+        return SimpleNamespace(returncode=0)
+    monkeypatch.setattr(bench.subprocess, "run", run)
+    return launched
+
+
+def test_on_one_gpu_the_gpu_benchmark_runs_one_process_and_reports_two_as_not_measured(monkeypatch, tmp_path):
+    one_gpu(monkeypatch)
+    launched = fake_torchrun(monkeypatch)
+    gpu = get_profile("gpu")
+    for processes in ((1, 2), None):  # both asked for (make bench's NPROC), and the profile's counts
+        counts = bench.bench_multi(gpu.bench, gpu.multi, processes, root=tmp_path)
+        assert (counts.measured, counts.not_measured, counts.devices, counts.unit) == ((1,), (2,), 1, "GPU")
+        assert (counts.status(1), counts.status(2)) == ("measured", "not measured here (1 GPU)")
+    assert launched == [1, 1]
+    # make bench PROFILE=gpu, through the command line
+    monkeypatch.setenv("PARAFORMER_RESULTS", str(tmp_path))
+    assert bench_tool.main(["--profile", "gpu", "--only", "multi"]) == 0 and launched == [1, 1, 1]
+
+
+def test_the_default_counts_are_one_and_two_as_far_as_the_cpu_has_cores(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for cores, measured in ((2, (1, 2)), (8, (1, 2)), (1, (1,))):
+        monkeypatch.setattr(bench.os, "sched_getaffinity", lambda pid, n=cores: set(range(n)), raising=False)
+        for name in ("ci", "quick"):  # the committed quick benchmarks: 1 and 2 processes on a 2-core CPU
+            counts = bench.process_counts(get_profile(name).multi)
+            assert counts.measured == measured and counts.not_measured == (1, 2)[len(measured):]
+    assert counts.status(2) == "not measured here (1 CPU core)"
+
+
+def test_benchmarks_on_cuda_take_fp32_products_in_tf32_and_every_row_records_the_precision(monkeypatch, tmp_path):
+    seen = []
+
+    def strategies(settings, device, progress=True):  # what the benchmark's products ran in
+        seen.append(torch.backends.cuda.matmul.allow_tf32)
+        return pd.DataFrame({"seconds": [1.0]})
+    monkeypatch.setattr(bench, "bench_strategies", strategies)
+    monkeypatch.setattr(bench, "device_name", lambda device: f"test {device.type}")
+    ci, before = get_profile("ci"), torch.backends.cuda.matmul.allow_tf32
+    for device, recorded in ((torch.device("cuda"), "tf32"), (torch.device("cpu"), "fp32")):
+        bench.run(ci.bench, ci.multi, only=("strategies",), device=device, root=tmp_path)
+        assert set(bench.load("ci", tmp_path)["strategies"]["matmul_precision"]) == {recorded}
+    assert seen == [True, before]  # on the CPU, as it was
+    assert torch.backends.cuda.matmul.allow_tf32 == before  # and given back after the CUDA benchmarks

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from paraformer.bench import speed as bench
 from paraformer.core.config import ConfigError
 from paraformer.core.paths import results_dir
+from paraformer.core.steps import ALLOW_CPU
 from paraformer.experiments.display import UnknownParameterError, check_parameters, declare_parameters
 from paraformer.experiments.tables import save_figure, write_table
 
@@ -98,7 +99,8 @@ def test_a_misspelt_parameter_fails_with_the_unknown_and_the_known_names():
     assert (error.value.unknown, error.value.known) == (("profle",), ("datasets", "profile"))
 
 
-def test_a_known_parameter_passes_and_changes_nothing_else(results_root):
+def test_a_known_parameter_passes_and_changes_nothing_else(results_root, monkeypatch):
+    monkeypatch.setenv(ALLOW_CPU, "1")  # the paper profile on this machine, maybe a CPU: asked for
     namespace = kernel_namespace(profile="ci", datasets=None)
     namespace.update(profile="paper", datasets=["cifar10"], check_parameters=check_parameters)
     before = dict(namespace)

@@ -4,6 +4,7 @@ import math
 
 import pandas as pd
 import pytest
+import torch
 
 from paraformer.experiments.paper import FAIRSCALE_SPEEDUP
 from paraformer.experiments.speedup import (MIN_SPREAD, UNKNOWN_SPREAD, at_depth, benchmark_depth, cost_model_lines,
@@ -254,3 +255,46 @@ def test_the_cost_model_note_divides_gpipe_and_the_paraformers_ddp_by_branch():
 
 def test_the_benchmark_depth_is_the_settings_vits():
     assert (benchmark_depth("ci"), benchmark_depth("quick")) == (4, 24)
+
+
+def test_on_one_gpu_notebooks_06_and_08_measure_one_process_and_report_two_as_not_measured(monkeypatch):
+    from paraformer.bench import speed
+    from paraformer.experiments import layer_parallel, speedup
+    from paraformer.experiments.profiles import get_profile
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(speed, "device_name", lambda device: GPU["device"])
+    stored, asked = {}, []
+
+    def measure(bench, multi, only, processes, device=None, root=None):  # what the benchmark writes on one GPU
+        asked.append((only, processes))
+        stored["multi_steps_1"] = steps(1, [("branch", 1, 0.10), ("torch-gpipe", 1, 0.40), ("torch-1f1b", 1, 0.40),
+                                            ("fairscale", 1, 0.40)], GPU)
+        stored["multi_costs_1"] = pd.DataFrame({"kind": ["compute"], "seconds": [0.01], "profile": ["gpu"], **GPU})
+    monkeypatch.setattr(speed, "run", measure)
+    monkeypatch.setattr(speed, "load", lambda profile: dict(stored))
+    data, measured = speedup.run("gpu", only=("multi",))  # the notebooks' default: processes=None
+    assert asked == [(("multi",), (1,))] and measured == ["multi"]
+    table = multi_table(data)
+    assert table["status"].tolist() == ["measured"] * 4 + ["not measured here (1 GPU)"]
+    assert table["processes"].tolist() == [1] * 4 + [2] and math.isnan(table["step_ms"].iloc[-1])
+    assert list(multi_bars(table).columns) == [1]  # no bar for what was not measured
+    judged = verdicts(data)
+    assert list(judged) == ["scaling", "torch-gpipe", "torch-1f1b", "fairscale"]
+    for verdict in (v.verdict for v in judged.values()):
+        assert (verdict.verdict, verdict.reason) == ("not testable here", "not measured here (1 GPU)")
+        assert math.isnan(verdict.ours)
+    assert len(summary(data)) == 1 + len(judged)
+    assert speedup.predictions(data, "gpu") is None  # the cost model needs the 2-process costs
+    # notebook 08: with its 1-process rows measured, what its speed claims lack is at 2 processes alone
+    setting = get_profile("gpu").layer_parallel
+    serial = pd.DataFrame([{"method": method, "model": "ViT-24", "micro_batches": 1, "seconds": seconds,
+                            "processes": 1, **GPU} for method, seconds in (("ddp", 0.30), ("mgrit-1it", 0.40))])
+    data = {**data, "multi_steps_1": pd.concat([data["multi_steps_1"], serial], ignore_index=True)}
+    assert {p for *_, p in layer_parallel.missing_speed_rows(data, "gpu", setting)} == {2}
+    lp = layer_parallel.speed_verdicts(data, "gpu", setting)
+    assert [(v.key, v.verdict.verdict) for v in lp] == [("acceleration", "not testable here"),
+                                                        ("mgrit_scaling", "not testable here"),
+                                                        ("mgrit_vs_branch", "not testable here")]
+    assert set(layer_parallel.speed_table(data)["processes"]) == {1}

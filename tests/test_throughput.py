@@ -106,6 +106,7 @@ def test_the_ci_profile_writes_one_row_per_model_and_batch_with_positive_finite_
                        / table["matmul_peak_tflops_per_s"])
     assert (table["target_met"] == (table["ratio"] <= 1.0)).all()
     assert set(table["precision"]) == {"fp32"} and set(table["threads"]) == {torch.get_num_threads()}
+    assert set(table["matmul_precision"]) == {"fp32"}  # recorded; on the CPU left as it was
     assert set(table["repeats"]) == {2} and table["device"].str.len().min() > 0
     assert {"torch_version", "timm_version", "code_version"} <= set(table.columns)
     assert "| Para-F-1-2 | timm ViT-2 |" in (folder / "throughput.md").read_text()

@@ -56,6 +56,9 @@ MODEL = ModelConfig(image_size=16, patch_size=4, width=32, num_heads=2, mlp_rati
                     num_layers=3, num_classes=4, dropout=0.1)
 DATA = DataConfig(dataset="toy")
 RECIPE = Recipe(epochs=3, batch_size=16, lr=3e-3, warmup_epochs=0.5, augment=("flip", "crop"), seed=1)
+# Bit-exact resume (and reruns) are the CPU's claim: on CUDA, kernels such as attention's backward may sum in another
+# order from run to run (docs/run-cache.md), so the tests of exactness run on the CPU wherever they run.
+EXACT = replace(RECIPE, device="cpu")
 
 
 def test_a_tiny_run_lowers_the_loss_and_records_everything(tmp_path):
@@ -130,19 +133,19 @@ def test_any_config_change_is_a_different_run():
     assert len(keys) == 4
 
 
-def interrupt_after_first_epoch(data, results_root) -> None:
+def interrupt_after_first_epoch(data, results_root, recipe: Recipe = EXACT) -> None:
     """Start the run and stop it (as Ctrl-C would) once epoch 1's checkpoint is written."""
     def stop(entry):
         if entry["epoch"] == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(MODEL, DATA, RECIPE, data=data, results_root=results_root, progress=False, on_epoch_end=stop)
+        train(MODEL, DATA, recipe, data=data, results_root=results_root, progress=False, on_epoch_end=stop)
 
 
 def test_an_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
     data = toy_data()
-    straight = train(MODEL, DATA, RECIPE, data=data, results_root=tmp_path / "a", progress=False)
+    straight = train(MODEL, DATA, EXACT, data=data, results_root=tmp_path / "a", progress=False)
     interrupt_after_first_epoch(data, tmp_path / "b")
     record, checkpoint, weights = run_paths(straight.name, straight.key, tmp_path / "b")
     assert checkpoint.exists() and not record.exists()
@@ -150,7 +153,7 @@ def test_an_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
     assert [p.name for p in record.parent.iterdir()] == [step_log_path(record).name]
 
     trained_epochs = []
-    resumed = train(MODEL, DATA, RECIPE, data=data, results_root=tmp_path / "b", progress=False,
+    resumed = train(MODEL, DATA, EXACT, data=data, results_root=tmp_path / "b", progress=False,
                     on_epoch_end=lambda entry: trained_epochs.append(entry["epoch"]))
     assert trained_epochs == [2, 3]  # epoch 1 came from the checkpoint
     assert not checkpoint.exists() and record.exists()
@@ -232,13 +235,13 @@ def test_damaged_saved_weights_are_refused_by_name(tmp_path):
 
 def test_a_damaged_checkpoint_without_an_earlier_one_is_moved_aside_and_the_run_starts_again(tmp_path):
     data = toy_data()
-    straight = train(MODEL, DATA, RECIPE, data=data, results_root=tmp_path / "a", progress=False)
+    straight = train(MODEL, DATA, EXACT, data=data, results_root=tmp_path / "a", progress=False)
     interrupt_after_first_epoch(data, tmp_path / "b")
     _, checkpoint, _ = run_paths(straight.name, straight.key, tmp_path / "b")
     checkpoint.write_bytes(b"")  # empty, as after a crash of the disk rather than of the process
     trained = []
     with pytest.warns(RuntimeWarning):
-        resumed = train(MODEL, DATA, RECIPE, data=data, results_root=tmp_path / "b", progress=False,
+        resumed = train(MODEL, DATA, EXACT, data=data, results_root=tmp_path / "b", progress=False,
                         on_epoch_end=lambda entry: trained.append(entry["epoch"]))
     assert trained == [1, 2, 3]
     assert checkpoint.with_name(checkpoint.name + ".corrupt").read_bytes() == b""
@@ -547,10 +550,10 @@ def test_the_command_line_trains_one_run_into_the_profiles_cache_and_answers_it_
 
 def test_the_gpu_profile_runs_through_the_same_path_at_a_ci_size(tmp_path, monkeypatch):
     # Everything the gpu profile sets (width 192, batch 512, crop and flip, the full-data recipe) but the image
-    # count and torch.compile, which the test above covers.
+    # count and torch.compile, which the test above covers; on the CPU, asked for (auto there would refuse it).
     monkeypatch.setenv("PARAFORMER_RESULTS", str(tmp_path))
     args = ["--profile", "gpu", "--model", "1-2", "--dataset", "fashion_mnist", "--epochs", "1", "--n-train", "100",
-            "--n-test", "50", "--no-compile"]
+            "--n-test", "50", "--no-compile", "--device", "cpu"]
     assert main(args) == 0
     (record,) = (tmp_path / "gpu" / "runs").glob("*.json")
     values = json.loads(record.read_text())
@@ -629,3 +632,81 @@ def test_the_progress_label_names_the_method_only_where_the_run_name_does_not():
     assert progress_label("cifar10-task2-expand", Recipe(method="joint"), cpu) == "cifar10-task2-expand [cpu]"
     assert progress_label("cifar10-Para-F-1-6-prefix", Recipe(method="prefix"), cpu) == "cifar10-Para-F-1-6-prefix [cpu]"
     assert progress_label("my-run", Recipe(method="frozen"), cpu) == "my-run (frozen) [cpu]"
+
+
+# --- where a run goes, and what it hands on: the device's zero, evaluation's logits ------------------------------
+
+def test_a_step_without_gradients_logs_a_zero_norm_on_the_losss_device():
+    from paraformer.core.steps import optimizer_step
+
+    # "meta" stands for a device that is not the CPU: the step log stacks the norms with the losses on their device
+    untouched = torch.nn.Parameter(torch.zeros(3, device="meta"))
+    weight = torch.ones((), device="meta", requires_grad=True)
+    norm = optimizer_step(torch.optim.AdamW([untouched]), weight * 2.0, parameters=[untouched])
+    assert untouched.grad is None and norm.device == torch.device("meta") and norm.shape == ()
+
+
+def test_evaluation_under_bf16_autocast_predicts_from_fp32_logits(monkeypatch):
+    import paraformer.training.evaluation as evaluation
+    from paraformer.training.evaluation import predict
+
+    model = ParaFormer(MODEL).eval()
+    with torch.no_grad():  # logits = the bias whatever the image: 1.0 and 1.002 are one bf16 value, a tie
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.tensor([1.0, 1.002, -1.0, -1.0]))
+    assert torch.tensor([1.0, 1.002]).bfloat16().unique().numel() == 1
+    data = toy_data()
+    # bf16 autocast on the CPU, as a CUDA run evaluates (autocast() turns it on for CUDA only)
+    monkeypatch.setattr(evaluation, "autocast", lambda device, amp: torch.autocast("cpu", dtype=torch.bfloat16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(prepare_batch(data.test_images[:4], data, MODEL, torch.device("cpu"))).dtype == torch.bfloat16
+    (predicted,) = predict(model, data.test_images, data, RECIPE, lambda m, x: [m(x)])
+    prefixes = predict(model, data.test_images, data, RECIPE, lambda m, x: m.prefix_logits(x))
+    assert set(predicted.tolist()) == {1} and all(set(p.tolist()) == {1} for p in prefixes)  # fp32's argmax
+    assert not model.head._forward_hooks  # nothing left on the model
+
+
+# --- the device a profile runs on ----------------------------------------------------------------------------------
+
+def test_a_gpu_profile_without_cuda_is_refused_in_one_line_unless_the_cpu_is_asked_for(monkeypatch, tmp_path, capsys):
+    from paraformer.core.steps import ALLOW_CPU, NoCudaError, cuda_unavailable_reason
+    from paraformer.experiments.display import check_parameters, declare_parameters
+    from paraformer.experiments.profiles import GPU_PROFILES, profile_device
+    from paraformer.tools import bench, estimate
+
+    monkeypatch.setenv("PARAFORMER_RESULTS", str(tmp_path))
+    monkeypatch.delenv(ALLOW_CPU, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # e.g. a driver too old for this torch build
+    assert GPU_PROFILES == ("gpu", "paper")
+    for name in GPU_PROFILES:
+        with pytest.raises(NoCudaError) as refused:
+            profile_device(name)
+        error = refused.value
+        assert (error.needs, error.torch_version, error.cuda_build, error.available) == (
+            f"profile {name!r}", torch.__version__, torch.version.cuda, False)
+        assert error.reason == cuda_unavailable_reason() and len(str(error).splitlines()) == 1
+        assert profile_device(name, "cpu") == torch.device("cpu")  # asked for by name
+    assert profile_device("ci") == profile_device("quick") == torch.device("cpu")  # they keep auto -> CPU
+    # torch's own reason, its first sentence
+    too_old = ("The NVIDIA driver on your system is too old (found version 12020). Please update your GPU driver by "
+               "downloading and installing a new version from the URL: http://www.nvidia.com/Download/index.aspx")
+
+    def old_driver():
+        raise RuntimeError(too_old)
+    monkeypatch.setattr(torch.cuda, "init", old_driver)
+    assert cuda_unavailable_reason() == "The NVIDIA driver on your system is too old (found version 12020)"
+    # every way in: a notebook's first check, the training, benchmark and estimate command lines (one line, code 2)
+    namespace = {"profile": "gpu"}
+    declare_parameters(namespace)
+    with pytest.raises(NoCudaError):
+        check_parameters(namespace)
+    capsys.readouterr()
+    for tool, argv in ((main, ["--profile", "gpu", "--model", "1-2", "--dataset", "fashion_mnist"]),
+                       (bench.main, ["--profile", "gpu", "--only", "strategies"]),
+                       (estimate.main, ["--profile", "paper"])):
+        assert tool(argv) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "gpu").exists()  # refused before anything was written
+    monkeypatch.setenv(ALLOW_CPU, "1")
+    assert profile_device("gpu") == torch.device("cpu")
+    check_parameters(namespace)

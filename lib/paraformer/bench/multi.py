@@ -4,7 +4,8 @@ runs it (`paraformer.bench.speed` passes the profile's settings as JSON); by han
 `python -m paraformer.tools.bench --profile quick --only multi`.
 
 One process per device: on CPU, gloo with one thread per process; on GPUs, NCCL with one GPU per process. Each
-step is forward, backward, gradient sync and an AdamW step, in fp32 (the pipelines run without autocast), timed by
+step is forward, backward, gradient sync and an AdamW step, in fp32 (the pipelines run without autocast; matrix
+products in TF32 on CUDA, `speed.benchmark_matmul`, recorded as `matmul_precision`), timed by
 `paraformer.core.timing.median_seconds` across the ranks. Branch parallelism is taken in turn with the whole model
 on rank 0 alone, so that the speed-up is a ratio of times from one run; FairScale's Pipe (the 2025 paper's
 baseline) runs its P partitions in rank 0's process while the other ranks idle; MGRIT uses two levels, k forward
@@ -35,7 +36,7 @@ from ..parallel.launch import init_process_group
 from ..parallel.mgrit import LayerParallel, MGRITConfig, check_layout, layer_step, layer_vjp
 from ..parallel.pipeline import sequential_vit
 from ..parallel.processes import rank_share
-from .speed import BenchSettings, shown, steady_allocator, write_bench
+from .speed import BenchSettings, benchmark_matmul, shown, steady_allocator, write_bench
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class MultiSettings:
     # backward iteration); every rank's share of the layers at the largest process count must be a multiple of it
     mgrit_coarsening: int = 4
     mgrit_iterations: tuple[int, ...] = (1, 2)
+    # the process counts measured unless others are asked for, those of them the machine has devices for
+    # (`speed.process_counts`): the verdicts and the cost model are made at 1 and 2
+    processes: tuple[int, ...] = (1, 2)
 
 
 def vit_name(setting: MultiSettings) -> str:
@@ -289,23 +293,25 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(1)  # one core per process (FairScale: one per partition thread)
     steady_allocator()
     rank, world, device = init_process_group(timeout_seconds=1800)
-    try:
-        rows = time_branch_parallel(shape, setting, device) + time_torch_pipelines(shape, setting, device)
-        for name, timer in (("FairScale", time_fairscale), ("layer-parallel MGRIT", time_layer_parallel),
-                            ("DDP", time_ddp)):
-            try:
-                rows += timer(shape, setting, device)
-            except ConfigError as error:  # refused alike on every rank, before any collective: no rank waits
-                if rank == 0:
-                    print(f"skipping {name}: {error}", file=sys.stderr)
-        costs = measure_costs(shape, setting, device)
-        if rank == 0:
-            for name, table in (("steps", rows), ("costs", costs)):
-                df = pd.DataFrame(table).assign(processes=world, threads_per_process=torch.get_num_threads())
-                path = write_bench(df, f"multi_{name}_{world}", shape.name, device, args.root, device_type=device.type)
-                print(f"wrote {shown(path)}", file=sys.stderr)
-    finally:
-        dist.destroy_process_group()
+    with benchmark_matmul(device):  # its fp32 products: TF32 on CUDA, recorded in every row
+        try:
+            rows = time_branch_parallel(shape, setting, device) + time_torch_pipelines(shape, setting, device)
+            for name, timer in (("FairScale", time_fairscale), ("layer-parallel MGRIT", time_layer_parallel),
+                                ("DDP", time_ddp)):
+                try:
+                    rows += timer(shape, setting, device)
+                except ConfigError as error:  # refused alike on every rank, before any collective: no rank waits
+                    if rank == 0:
+                        print(f"skipping {name}: {error}", file=sys.stderr)
+            costs = measure_costs(shape, setting, device)
+            if rank == 0:
+                for name, table in (("steps", rows), ("costs", costs)):
+                    df = pd.DataFrame(table).assign(processes=world, threads_per_process=torch.get_num_threads())
+                    path = write_bench(df, f"multi_{name}_{world}", shape.name, device, args.root,
+                                       device_type=device.type)
+                    print(f"wrote {shown(path)}", file=sys.stderr)
+        finally:
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pandas as pd
 import torch
@@ -80,6 +81,29 @@ def steady_allocator() -> bool:
     trim_threshold, top_pad, mmap_threshold = -1, -2, -3  # mallopt parameter numbers (malloc.h)
     settings = {trim_threshold: 1 << 30, top_pad: 256 << 20, mmap_threshold: 32 << 20}
     return all(libc.mallopt(parameter, value) == 1 for parameter, value in settings.items())
+
+
+def matmul_precision(device: torch.device) -> str:
+    """What `device`'s fp32 matrix products compute in now, for the benchmark rows: "tf32" or "fp32" on CUDA
+    (cuBLAS's TF32 switch), and on the CPU what oneDNN is set to ("fp32" unless someone asked for "tf32" or "bf16")."""
+    if device.type == "cuda":
+        return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "fp32"
+    setting = getattr(torch.backends.mkldnn.matmul, "fp32_precision", "none")
+    return "fp32" if setting in ("none", "ieee") else setting
+
+
+@contextmanager
+def benchmark_matmul(device: torch.device) -> Iterator[str]:
+    """The benchmarks' fp32 matrix products, chosen rather than inherited: on CUDA in TF32 (what fp32 training on a
+    GPU uses, and torch leaves off by default), restored afterwards; on the CPU left as they are, so that its
+    numbers stay those measured before. Yields `matmul_precision`, which every benchmark row records."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield matmul_precision(device)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def step(model: ParaFormer, images: torch.Tensor, mode: str) -> Callable[[], None]:
@@ -163,22 +187,78 @@ def bench_dir(profile_name: str, root: Path | None = None) -> Path:
 
 def write_bench(df: pd.DataFrame, name: str, profile: str, device: torch.device, root: Path | None = None,
                 **device_columns) -> Path:
-    """`bench_dir(profile)/<name>.csv`, rows stamped with the device (then `device_columns`), torch, code, profile."""
-    df = df.assign(device=device_name(device), **device_columns, torch_version=torch.__version__,
-                   code_version=code_version(), profile=profile)
+    """`bench_dir(profile)/<name>.csv`, rows stamped with the device (then `device_columns`), its fp32 matrix
+    products' precision (`benchmark_matmul`), torch, code, profile."""
+    df = df.assign(device=device_name(device), **device_columns, matmul_precision=matmul_precision(device),
+                   torch_version=torch.__version__, code_version=code_version(), profile=profile)
     return atomic_write_text(df.to_csv(index=False), bench_dir(profile, root) / f"{name}.csv")
 
 
-def bench_multi(settings: BenchSettings, multi, processes: tuple[int, ...], root: Path | None = None) -> None:
-    """`paraformer.bench.multi` (`multi`: its `MultiSettings`) through torchrun at each process count, here."""
+NOT_MEASURED = "multi_not_measured"  # `with_not_measured`'s table among the CSVs of `load`
+
+
+@dataclass(frozen=True)
+class ProcessCounts:
+    """The multi-process benchmark's process counts on this machine, one device each (a GPU; on the CPU, a core):
+    those it measures, and those beyond its devices, which it reports as not measured here instead of failing."""
+
+    measured: tuple[int, ...]
+    not_measured: tuple[int, ...]
+    devices: int  # how many this machine has
+    unit: str  # "GPU" or "CPU core"
+    device: torch.device  # their kind
+
+    def status(self, processes: int) -> str:
+        """A count's status in the tables: "measured", or "not measured here (1 GPU)" beyond this machine."""
+        if processes not in self.not_measured:
+            return "measured"
+        return f"not measured here ({self.devices} {self.unit}{'' if self.devices == 1 else 's'})"
+
+
+def devices_here(device: torch.device) -> tuple[int, str]:
+    """How many processes of one device each this machine runs on `device`'s kind: its GPUs, or on the CPU the
+    cores this process may use (the benchmark gives each process one thread); and what they are."""
+    if device.type == "cuda":
+        return torch.cuda.device_count(), "GPU"
+    return (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1), "CPU core"
+
+
+def process_counts(multi, processes: tuple[int, ...] | None = None,
+                   device: torch.device | None = None) -> ProcessCounts:
+    """`processes` (None: `multi.processes`, the profile's) split into those this machine runs on `device` (None:
+    the ranks', CUDA when present) and those it cannot."""
+    requested = tuple(processes) if processes is not None else tuple(multi.processes)
+    device = device or resolve_device("auto")
+    devices, unit = devices_here(device)
+    return ProcessCounts(tuple(p for p in requested if p <= devices), tuple(p for p in requested if p > devices),
+                         devices, unit, device)
+
+
+def with_not_measured(data: dict[str, pd.DataFrame], counts: ProcessCounts) -> dict[str, pd.DataFrame]:
+    """`data` (from `load`) with, under `NOT_MEASURED`, the counts this machine cannot run and no CSV holds: one row
+    each (`processes`, `status`), which the tables and verdicts report in place of a measurement, stamped like the
+    CSVs with the device and code that could not measure them."""
+    missing = [p for p in counts.not_measured if f"multi_steps_{p}" not in data]
+    if not missing:
+        return data
+    table = pd.DataFrame({"processes": missing, "status": [counts.status(p) for p in missing]})
+    return {**data, NOT_MEASURED: table.assign(device=device_name(counts.device), device_type=counts.device.type,
+                                               code_version=code_version())}
+
+
+def bench_multi(settings: BenchSettings, multi, processes: tuple[int, ...] | None = None,
+                root: Path | None = None) -> ProcessCounts:
+    """`paraformer.bench.multi` (`multi`: its `MultiSettings`) through torchrun at each process count (None: the
+    profile's) this machine has the devices for; the others are reported as not measured here."""
     env = dict(os.environ)  # with PARAFORMER_RESULTS as it is here, the ranks find the same folder as this process
     if not torch.cuda.is_available():
         env["OMP_NUM_THREADS"] = "1"  # what the benchmark sets anyway; saying it silences torchrun's warning
-    elif max(processes) > torch.cuda.device_count():
-        raise ConfigError(f"processes={max(processes)} needs as many GPUs, and this machine has "
-                          f"{torch.cuda.device_count()}; pass --processes up to that")
+    counts = process_counts(multi, processes)
+    for count in counts.not_measured:
+        print(f"multi-process benchmark: {count} processes {counts.status(count)}, one device each",
+              file=sys.stderr)
     given = json.dumps({"bench": asdict(settings), "multi": asdict(multi)})
-    for count in processes:
+    for count in counts.measured:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={count}",
                    "-m", "paraformer.bench.multi", "--settings", given]
         if root is not None:
@@ -188,6 +268,7 @@ def bench_multi(settings: BenchSettings, multi, processes: tuple[int, ...], root
         if done.returncode:
             raise RuntimeError(f"the {count}-process benchmark failed with exit code {done.returncode} "
                                f"(its output is above); run it by hand: {' '.join(command[2:])}")
+    return counts
 
 
 def load(profile_name: str, root: Path | None = None) -> dict[str, pd.DataFrame]:
@@ -211,19 +292,21 @@ def to_measure(data: dict[str, pd.DataFrame], processes: tuple[int, ...] = (1, 2
     return todo
 
 
-def run(settings: BenchSettings, multi, only: tuple[str, ...] = BENCHMARKS, processes: tuple[int, ...] = (1, 2),
+def run(settings: BenchSettings, multi, only: tuple[str, ...] = BENCHMARKS, processes: tuple[int, ...] | None = None,
         device: torch.device | None = None, root: Path | None = None) -> None:
-    """Run the benchmarks `only` of a profile's settings and write their CSVs (what `make bench` does)."""
+    """Run the benchmarks `only` of a profile's settings and write their CSVs (what `make bench` does); the
+    multi-process one at `processes` (None: the profile's), where this machine has the devices."""
     device = device or resolve_device("auto")
     unknown = set(only) - set(BENCHMARKS)
     if unknown:
         raise ConfigError(f"unknown benchmark(s) {sorted(unknown)}; choose from {', '.join(BENCHMARKS)}")
     print(f"benchmark profile {settings.name} on {device_name(device)}: {asdict(settings)}", file=sys.stderr)
     steady_allocator()
-    for name in only:
-        if name == "multi":
-            bench_multi(settings, multi, processes, root)
-        else:
-            benchmark = bench_strategies if name == "strategies" else bench_layers
-            print(f"wrote {shown(write_bench(benchmark(settings, device), name, settings.name, device, root))}",
-                  file=sys.stderr)
+    with benchmark_matmul(device):
+        for name in only:
+            if name == "multi":  # its processes choose their own (bench.multi)
+                bench_multi(settings, multi, processes, root)
+            else:
+                benchmark = bench_strategies if name == "strategies" else bench_layers
+                print(f"wrote {shown(write_bench(benchmark(settings, device), name, settings.name, device, root))}",
+                      file=sys.stderr)

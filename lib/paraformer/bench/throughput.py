@@ -4,9 +4,10 @@ Why: every other speed figure of the suite compares our models with each other, 
 flatter the ParaFormers and still leave the suite slow. timm's ViT is built with our input, width, heads, MLP ratio
 and layers, hence the same parameter count (checked: a mismatch is refused). Timed is one full training step (zero
 grad, forward, label-smoothed cross-entropy 0.1, backward, AdamW; fp32 on the CPU, bf16 autocast and fused AdamW
-on CUDA, for both), ours and timm's in alternating rounds after warm-up, the median of each kept, so that drift in
-the machine's speed hits both alike. FLOPs per image count one forward and backward (FlopCounterMode; the
-optimizer's elementwise work left out, as usual for MFU), against the matrix-product peak measured in the same run.
+on CUDA with its remaining fp32 products in TF32 (`matmul_precision`), for both), ours and timm's in alternating
+rounds after warm-up, the median of each kept, so that drift in the machine's speed hits both alike. FLOPs per
+image count one forward and backward (FlopCounterMode; the optimizer's elementwise work left out, as usual for MFU),
+against the matrix-product peak measured in the same run.
 Our last layer of each branch computes the CLS row alone, hence fewer FLOPs (see docs/parallel.md; for
 Para-F-1-12, `same_architecture` is False). The target, as data: our step at most `TARGET_RATIO` x timm's time on
 every shape (`target_met` per row, `speed_target` over the table).
@@ -29,7 +30,7 @@ from ..core.model import ParaFormer
 from ..core.provenance import code_version, device_name
 from ..core.steps import precision, training_step
 from ..core.timing import median_seconds, timed
-from .speed import ModelShape, bench_dir
+from .speed import ModelShape, bench_dir, benchmark_matmul
 
 TARGET_RATIO = 1.0  # our step time / timm's, at most, on every shape
 TARGET = f"our step at most {TARGET_RATIO:g}x timm's time on every shape measured"
@@ -130,7 +131,14 @@ def measure(profile: ThroughputSettings, device: torch.device | str = "cpu", bat
     """One row per model and batch: ours against timm's ViT with as many layers (see the module docstring)."""
     timm = require_timm()
     device = torch.device(device)
-    repeats = repeats or profile.repeats
+    with benchmark_matmul(device) as fp32_matmul:  # the few fp32 products left under autocast: TF32 on CUDA
+        table = _measure(profile, device, timm, batches, repeats or profile.repeats, progress)
+    table.insert(table.columns.get_loc("precision") + 1, "matmul_precision", fp32_matmul)
+    return table
+
+
+def _measure(profile: ThroughputSettings, device: torch.device, timm, batches: tuple[int, ...] | None, repeats: int,
+             progress: bool) -> pd.DataFrame:
     peak = matmul_peak(device, profile.matmul_size)
     rows = []
     for name in profile.models:
@@ -191,7 +199,8 @@ def write(table: pd.DataFrame, path: Path) -> tuple[Path, Path]:
     lines = ["| " + " | ".join(MARKDOWN_COLUMNS) + " |", "|" + "---|" * len(MARKDOWN_COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in shown.itertuples(index=False)]
     first, target = table.iloc[0], speed_target(table)
-    notes = [f"{first['device']}, {first['precision']}, torch {first['torch_version']}, "
+    fp32 = f" (fp32 products in {first['matmul_precision']})" if "matmul_precision" in table else ""
+    notes = [f"{first['device']}, {first['precision']}{fp32}, torch {first['torch_version']}, "
              f"timm {first['timm_version']}, code {first['code_version']}; median of {first['repeats']} alternating "
              f"rounds after {first['warmup']}; matmul peak {first['matmul_peak_tflops_per_s']:.3f} TFLOP/s, "
              "measured in the same run",

@@ -5,6 +5,7 @@ closure over one batch built on the same `optimizer_step`, so that what they tim
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import torch
@@ -13,10 +14,45 @@ import torch.nn.functional as F
 from .config import ConfigError, Recipe
 
 
-def resolve_device(name: str) -> torch.device:
-    """`Recipe.device` as a torch device: "auto" is CUDA when present, else the CPU."""
+ALLOW_CPU = "PARAFORMER_ALLOW_CPU"  # "1": device "auto" may fall back to the CPU where a GPU is expected
+
+
+class NoCudaError(ConfigError):
+    """Device "auto" found no usable CUDA where a GPU is expected (`resolve_device`'s `gpu_for`)."""
+
+    def __init__(self, needs: str, torch_version: str, cuda_build: str | None, available: bool, reason: str):
+        self.needs, self.torch_version, self.cuda_build = needs, torch_version, cuda_build
+        self.available, self.reason = available, reason
+        build = f"built for CUDA {cuda_build}" if cuda_build else "a CPU-only build"
+        fix = (f"install an NVIDIA driver that supports CUDA {cuda_build} (or a torch build for your driver)"
+               if cuda_build else "install a CUDA build of torch")
+        super().__init__(f"{needs} is sized for a GPU, but device 'auto' finds no usable CUDA: torch {torch_version} "
+                         f"({build}), torch.cuda.is_available() is {available}" + (f" ({reason})" if reason else "")
+                         + f"; {fix}, or run on the CPU anyway (far slower) with {ALLOW_CPU}=1 or device 'cpu'")
+
+
+def cuda_unavailable_reason() -> str:
+    """Why torch finds no usable CUDA, in the first sentence of its own error (no driver, a driver too old for
+    this build, no device visible, a CPU-only build); empty where it finds CUDA or gives no reason."""
+    if torch.cuda.is_available():
+        return ""
+    try:
+        torch.cuda.init()
+    except (RuntimeError, AssertionError) as error:  # torch's two ways of saying it
+        return str(error).strip().split(". ")[0].split("\n")[0]
+    return ""
+
+
+def resolve_device(name: str, gpu_for: str | None = None) -> torch.device:
+    """`Recipe.device` as a torch device: "auto" is CUDA when present, else the CPU. Where `gpu_for` names what is
+    sized for a GPU (a profile), "auto" without usable CUDA is refused (`NoCudaError`: days on the CPU instead of
+    minutes should never happen unasked), unless PARAFORMER_ALLOW_CPU=1; "cpu" is always what it says."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if gpu_for is not None and os.environ.get(ALLOW_CPU) != "1":
+            raise NoCudaError(gpu_for, torch.__version__, torch.version.cuda, False, cuda_unavailable_reason())
+        return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"Recipe.device={name!r} but CUDA is not available here; use device='auto' or 'cpu'")
@@ -81,7 +117,8 @@ def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, paramet
         norm = torch.nn.utils.clip_grad_norm_(parameters, clip)
     elif parameters is not None:  # the norm alone: the gradients are left as they are
         grads = [p.grad for p in parameters if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        # on the loss's device, like a measured norm: the step log gathers them into one tensor
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=loss.device)
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()

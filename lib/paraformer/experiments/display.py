@@ -18,7 +18,7 @@ import math
 import pandas as pd
 
 from ..core.config import ConfigError
-from .profiles import get_profile
+from .profiles import profile_device
 from .stats import Verdict
 
 # IPython binds these in every kernel's namespace, and more of them (_, _i3, Out[3] as _3) as cells run.
@@ -48,7 +48,8 @@ def declare_parameters(namespace: dict) -> None:
 
 def check_parameters(namespace: dict) -> None:
     """The first line of the code cell after the parameters cell: fail on names papermill injected that the
-    parameters cell does not define, and on an unknown profile."""
+    parameters cell does not define, on an unknown profile, and on a GPU profile where device "auto" would fall back
+    to the CPU (`profiles.profile_device`)."""
     record = namespace.get(_RECORD)
     if record is None:
         raise ConfigError("the notebook's parameters cell must end with declare_parameters(namespace=globals()) "
@@ -61,7 +62,7 @@ def check_parameters(namespace: dict) -> None:
             raise UnknownParameterError(unknown, record["parameters"])
         record["checked"] = True
     if "profile" in namespace:
-        get_profile(namespace["profile"])
+        profile_device(namespace["profile"])
 
 
 MISSING = "–"  # an empty cell: the paper has no such figure, or the measurement does not apply

@@ -37,12 +37,12 @@ from ..core.model import ParaFormer
 from ..core.paths import results_dir
 from ..core.provenance import device_name
 from ..core.runcache import run_paths
-from ..core.steps import build_optimizer, resolve_device, training_step
+from ..core.steps import build_optimizer, training_step
 from ..core.timing import median_seconds
 from ..parallel.layertrain import MGRITTraining
 from ..core.progressive import PASSES
 from .plan import PlannedRun, data_shape, key_of
-from .profiles import get_profile
+from .profiles import get_profile, profile_device
 
 # --- FLOPs of a run ---------------------------------------------------------------------------------------------
 
@@ -152,9 +152,10 @@ def measure_flops_per_second(profile: str = "quick", device: str | torch.device 
                              batch_size: int | None = None, repeats: int = 5) -> Throughput:
     """Counted FLOPs / the median seconds of `repeats` joint training steps (after one warm-up) of `profile`'s ViT-6
     at its width, batch and first dataset's image size, uncompiled, on `device` (None: CUDA with bfloat16 autocast
-    if available, else the CPU at most `CPU_BATCH_LIMIT` images a step); remembered per device, profile and batch."""
+    if available, else the CPU at most `CPU_BATCH_LIMIT` images a step, which the GPU profiles refuse unless asked
+    for, `profiles.profile_device`); remembered per device, profile and batch."""
     scale = get_profile(profile).scale
-    device = resolve_device("auto") if device is None else torch.device(device)
+    device = profile_device(profile) if device is None else torch.device(device)
     batch = batch_size or scale.recipe.batch_size
     if device.type == "cpu" and batch_size is None:
         batch = min(batch, CPU_BATCH_LIMIT)

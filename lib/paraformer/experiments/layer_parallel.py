@@ -245,12 +245,14 @@ def _speed_claims(profile: str, setting: LayerParallelSettings, top: int) -> lis
              f"layers, the same width) on {top} processes", ("branch", para, top), (method, vit, top))]
 
 
-def speed_row_words(row: tuple[str | None, str, int], setting: LayerParallelSettings) -> str:
-    """A benchmark row (method, model, processes) of `missing_speed_rows` in words, with the CSV it belongs in."""
+def speed_row_words(row: tuple[str | None, str, int], setting: LayerParallelSettings, status: str | None = None) -> str:
+    """A benchmark row (method, model, processes) of `missing_speed_rows` in words, with the CSV it belongs in, or
+    its count's `status` where this machine could not run it ("not measured here (1 GPU)")."""
     method, model, processes = row
     if method is None:
         return f"an MGRIT step with {setting.fixed_iterations[1]} adjoint cycles (the benchmark times one)"
-    return f"{method} {model} at {processes} process{'es' if processes > 1 else ''} (multi_steps_{processes}.csv)"
+    words = f"{method} {model} at {processes} process{'es' if processes > 1 else ''}"
+    return f"{words}: {status}" if status else f"{words} (multi_steps_{processes}.csv)"
 
 
 def missing_speed_rows(data: dict[str, pd.DataFrame], profile: str,
@@ -271,10 +273,15 @@ def speed_verdicts(data: dict[str, pd.DataFrame], profile: str,
     steps = costmodel.multi_steps(data)
     spread, _ = speedup.ratio_spread(data)
     device = speedup.device_of(steps) if len(steps) else "no benchmark"
-    out = []
+    unmeasured, out = speedup.not_measured(data), []
     for key, kind, claim, slow, fast in _speed_claims(profile, setting, _top_processes(steps)):
         times = [costmodel.best_step(steps, *slow), costmodel.best_step(steps, *fast)]
-        missing = [speed_row_words(step, setting) for step, t in zip((slow, fast), times) if math.isnan(t)]
+        lacking = [step for step, t in zip((slow, fast), times) if math.isnan(t)]
+        missing = [speed_row_words(step, setting, unmeasured.get(step[2])) for step in lacking]
+        if missing and all(step[2] in unmeasured for step in lacking):
+            out.append(speedup.judge_ratio(key, kind, claim, math.nan, 1.0, spread, "", device,
+                                           not_testable="; ".join(missing)))
+            continue
         if missing:
             why = (f"the benchmark CSVs lack {'; '.join(missing)} (measured before those rows were timed, or "
                    "skipped there); make bench measures them")
@@ -295,6 +302,7 @@ def speed_table(data: dict[str, pd.DataFrame]) -> pd.DataFrame:
     if costmodel.multi_steps(data).empty:
         return pd.DataFrame(columns=columns)
     table = speedup.multi_table(data)
+    table = table[table["status"] == "measured"]  # a count not measured here is in `Speed.missing`
     keep = table["method"].isin([SERIAL_METHOD, "branch"]) | table["method"].str.startswith("mgrit-")
     table = table[keep & ~((table["method"] == SERIAL_METHOD) & table["model"].str.startswith("Para-F"))].copy()
     serial = table[(table["method"] == SERIAL_METHOD) & (table["processes"] == 1)]["step_ms"]
@@ -410,13 +418,16 @@ class Speed:
     winners: CostModelWinners  # `cost_model_winners`
 
 
-def speed_findings(profile: str, processes: tuple[int, ...] = (1, 2), measure_other_device: bool = True) -> Speed:
+def speed_findings(profile: str, processes: tuple[int, ...] | None = None, measure_other_device: bool = True) -> Speed:
     """The speed claims from the benchmark CSVs, the multi-process benchmark measured here first as notebook 06 does
-    (`speedup.run`); writes tables/layer_parallel_speed and tables/layer_parallel_cost_model."""
+    (`speedup.run`, at `processes`, None: the profile's, as far as this machine has devices); writes
+    tables/layer_parallel_speed and tables/layer_parallel_cost_model."""
     setting = get_profile(profile).layer_parallel
-    data, measured = speedup.run(profile, processes=tuple(processes), measure_other_device=measure_other_device,
-                                 only=("multi",))
-    missing = [speed_row_words(row, setting) for row in missing_speed_rows(data, profile, setting)]
+    data, measured = speedup.run(profile, processes=None if processes is None else tuple(processes),
+                                 measure_other_device=measure_other_device, only=("multi",))
+    unmeasured = speedup.not_measured(data)
+    missing = [speed_row_words(row, setting, unmeasured.get(row[2]))
+               for row in missing_speed_rows(data, profile, setting)]
     table, verdicts = speed_table(data), speed_verdicts(data, profile, setting)
     write_table(table, "layer_parallel_speed", "Training step of the ViT: serial, data-parallel and layer-parallel "
                 "(MGRIT)", [f"Measured on {', '.join(dict.fromkeys(v.device for v in verdicts))}; the benchmark's "

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import torch
+
 from ..bench.convergence import ConvergenceSettings
 from ..bench.multi import MultiSettings
 from ..bench.speed import BenchSettings
 from ..bench.throughput import ThroughputSettings
 from ..core.config import ConfigError, Recipe
+from ..core.steps import resolve_device
 from .settings import (Comparison, ExpansionPlan, FinetuneSettings, LayerParallelSettings, Profile, Scale)
 
 _ci = Scale(
@@ -168,3 +171,15 @@ def get_profile(name: str) -> Profile:
     if not isinstance(name, str) or name not in PROFILES:
         raise ConfigError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
     return PROFILES[name]
+
+
+# Sized for GPUs: on the CPU, gpu alone would take about 200 hours. Device "auto" refuses the CPU for them unless it is
+# asked for (`core.steps.resolve_device`): ci and quick keep "auto" -> CPU.
+GPU_PROFILES = ("gpu", "paper")
+
+
+def profile_device(name: str, device: str = "auto") -> torch.device:
+    """The device a profile's runs and benchmarks take: `device` ("auto", "cpu", "cuda", ...), except that at the
+    GPU profiles "auto" without usable CUDA is refused in one line (`NoCudaError`) unless PARAFORMER_ALLOW_CPU=1."""
+    get_profile(name)
+    return resolve_device(device, f"profile {name!r}" if name in GPU_PROFILES else None)

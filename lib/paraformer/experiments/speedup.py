@@ -43,20 +43,23 @@ def estimate(profile: str, flops_per_second=None) -> Estimate:
                          "measures missing ones, which this estimate does not cover)")
 
 
-def run(profile: str, rerun: bool = False, processes=(1, 2), measure_other_device: bool = True,
+def run(profile: str, rerun: bool = False, processes=None, measure_other_device: bool = True,
         only: tuple[str, ...] = speed.BENCHMARKS) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """The profile's benchmark CSVs (`speed.load`) and what was measured here first (of `only`): every benchmark with
-    `rerun`, else those missing or (unless `measure_other_device` is False) measured on another kind of device."""
+    `rerun`, else those missing or (unless `measure_other_device` is False) measured on another kind of device. The
+    multi-process benchmark runs at `processes` (None: the profile's, 1 and 2) as far as this machine has devices;
+    the counts beyond them that no CSV holds are in the data as not measured here (`speed.with_not_measured`)."""
+    settings = get_profile(profile)
+    counts = speed.process_counts(settings.multi, processes)
     data = speed.load(profile)
-    todo = [name for name in (speed.BENCHMARKS if rerun else speed.to_measure(data, tuple(processes)))
+    todo = [name for name in (speed.BENCHMARKS if rerun else speed.to_measure(data, counts.measured))
             if name in only]
     if not (rerun or measure_other_device):
-        todo = only_missing(todo, data, tuple(processes))
+        todo = only_missing(todo, data, counts.measured)
     if todo:
-        settings = get_profile(profile)
-        speed.run(settings.bench, settings.multi, only=tuple(todo), processes=tuple(processes))
+        speed.run(settings.bench, settings.multi, only=tuple(todo), processes=counts.measured)
         data = speed.load(profile)
-    return data, todo
+    return speed.with_not_measured(data, counts), todo
 
 AUTO_TARGET = 1.05  # auto at most 5% slower than the faster of loop and fused
 LATENCY_TARGET = 0.6  # batch-1 Para-F-1-24 latency at most 0.6x the ViT-24's
@@ -112,10 +115,19 @@ def layers_table(layers: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["branch_depth", "num_layers"]).reset_index(drop=True)
 
 
+MULTI_COLUMNS = ["processes", "method", "model", "micro_batches", "step_ms", "vs_branch", "speedup_over_1_process",
+                 "paper_vs_fairscale", "status"]
+
+
 def multi_table(data: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Per number of processes, method and model (ddp times both the ViT and the ParaFormer), the best step over
-    micro-batch counts and its ratio to the same run's branch-parallel step (the paper's 3.30x: one, FairScale's)."""
+    micro-batch counts and its ratio to the same run's branch-parallel step (the paper's 3.30x: one, FairScale's);
+    `status` "measured", and one row without a step per count this machine could not run ("not measured here (1
+    GPU)", `speed.with_not_measured`)."""
     steps = costmodel.multi_steps(data)
+    unmeasured = data.get(speed.NOT_MEASURED, pd.DataFrame(columns=["processes", "status"]))
+    if steps.empty:
+        return unmeasured.reindex(columns=MULTI_COLUMNS)
     best = steps.loc[steps.groupby(["processes", "method", "model"], sort=False)["seconds"].idxmin()]
     branch = best[best["method"] == "branch"].set_index("processes")["seconds"]
     table = best[["processes", "method", "model", "micro_batches", "seconds"]].copy()
@@ -127,7 +139,11 @@ def multi_table(data: dict[str, pd.DataFrame]) -> pd.DataFrame:
     table["speedup_over_1_process"] = single.reindex(keys).to_numpy() / table["step_ms"].to_numpy()
     table["paper_vs_fairscale"] = [f"{FAIRSCALE_SPEEDUP[0]:.2f} +- {FAIRSCALE_SPEEDUP[1]:.2f}" if m == "fairscale"
                                    else "" for m in table["method"]]
-    return table.reset_index(drop=True)
+    table["status"] = "measured"
+    if unmeasured.empty:
+        return table.reset_index(drop=True)
+    table = pd.concat([table, unmeasured.reindex(columns=MULTI_COLUMNS)], ignore_index=True)
+    return table.astype({"micro_batches": "Int64"})  # whole numbers, beside the empty cells
 
 
 def ratio_spread(data: dict[str, pd.DataFrame]) -> tuple[float, str]:
@@ -240,15 +256,20 @@ def _layer_verdicts(layers: pd.DataFrame, spread: float) -> list[SpeedVerdict]:
 
 def _multi_verdicts(data: dict[str, pd.DataFrame], steps: pd.DataFrame, spread: float) -> list[SpeedVerdict]:
     multi = multi_table(data)
-    top, device, out = int(multi["processes"].max()), device_of(steps), []
+    # the claims compare processes: at the most the benchmark ran or could not run here, and never fewer than 2
+    top, device, out = max(2, int(multi["processes"].max())), device_of(steps), []
+    status = set(multi.loc[multi["processes"] == top, "status"]) - {"measured"}
+    missing = status.pop() if status else None  # "not measured here (1 GPU)"
+    scaling_claim = f"branch-parallel step on {top} processes at least {SCALING_TARGET:g}x faster than on one"
     if f"multi_steps_{top}" in data:  # the branch-parallel step on `top` processes against the whole model on one
         seconds = data[f"multi_steps_{top}"].set_index("method")["seconds"]
         scaling = float(seconds["branch, 1 process"] / seconds["branch"])
-        out.append(judge_ratio(
-            "scaling", "target", f"branch-parallel step on {top} processes at least {SCALING_TARGET:g}x faster than "
-            "on one", scaling, SCALING_TARGET, spread,
-            f"{scaling:.2f}x (ideal {top}), both in the {top}-process run", device))
-    at_top = multi[multi["processes"] == top].set_index("method")
+        out.append(judge_ratio("scaling", "target", scaling_claim, scaling, SCALING_TARGET, spread,
+                               f"{scaling:.2f}x (ideal {top}), both in the {top}-process run", device))
+    else:
+        out.append(judge_ratio("scaling", "target", scaling_claim, math.nan, SCALING_TARGET, spread, "", device,
+                               not_testable=missing or f"the benchmark did not run {top} processes"))
+    at_top = multi[(multi["processes"] == top) & (multi["status"] == "measured")].set_index("method")
     top_steps = steps[steps["processes"] == top]
     paper, paper_spread = FAIRSCALE_SPEEDUP
     for method in PIPELINES:
@@ -259,8 +280,8 @@ def _multi_verdicts(data: dict[str, pd.DataFrame], steps: pd.DataFrame, spread: 
         threshold = paper - paper_spread if fairscale else 1.0
         if method not in at_top.index:
             out.append(judge_ratio(method, kind, claim, math.nan, threshold, spread, "", device, paper=paper_figure,
-                                   not_testable=f"{method} was not measured at {top} processes (see the "
-                                                "benchmark log)"))
+                                   not_testable=missing or f"{method} was not measured at {top} processes (see the "
+                                                           "benchmark log)"))
             continue
         row = at_top.loc[method]
         ratio, own = float(row["vs_branch"]), float(row["speedup_over_1_process"])
@@ -418,23 +439,46 @@ def cost_model_summary(predicted: pd.DataFrame, depth: int | None = None) -> Cos
         branch.label, ratios)
 
 
+COST_INPUTS = ("multi_costs_1", "multi_costs_2")  # what the cost model is fed: costs measured at 1 and 2 processes
+
+
 def cost_model_note(data: dict[str, pd.DataFrame]) -> str | None:
     """`CostModelNote` at the benchmark's depth, in words (a prediction, not a verdict); None without its inputs."""
-    if not {"multi_costs_1", "multi_costs_2"} <= set(data):
+    if not set(COST_INPUTS) <= set(data):
         return None
     (profile,) = set(data["multi_costs_1"]["profile"])
     return cost_model_summary(predictions(data, profile), benchmark_depth(profile)).words()
 
 
-def predictions(data: dict[str, pd.DataFrame], profile: str) -> pd.DataFrame:
-    """`costmodel.predictions` of the profile's benchmark CSVs `data`."""
+def predictions(data: dict[str, pd.DataFrame], profile: str) -> pd.DataFrame | None:
+    """`costmodel.predictions` of the profile's benchmark CSVs `data`; None without the costs it is fed
+    (`no_predictions` says why)."""
+    if not set(COST_INPUTS) <= set(data):
+        return None
     settings = get_profile(profile)
     return costmodel.predictions(data, settings.bench, settings.multi)
+
+
+def not_measured(data: dict[str, pd.DataFrame]) -> dict[int, str]:
+    """Process count -> its status, for the counts this machine could not run (`speed.with_not_measured`)."""
+    table = data.get(speed.NOT_MEASURED)
+    return {} if table is None else {int(p): status for p, status in zip(table["processes"], table["status"])}
+
+
+def no_predictions(data: dict[str, pd.DataFrame]) -> str:
+    """Why `predictions` made none: which cost CSVs are missing, and why where this machine could not measure them."""
+    why, missing = not_measured(data), []
+    for name in COST_INPUTS:
+        processes = int(name.rsplit("_", 1)[1])
+        if name not in data:
+            missing.append(f"{name}.csv" + (f" ({processes} processes: {why[processes]})" if processes in why else ""))
+    return f"Cost model: no predictions without {' and '.join(missing)}."
 
 
 def multi_bars(multi: pd.DataFrame) -> pd.DataFrame:
     """The multi-device bar chart of `multi_table`: step milliseconds, one row per method and model ("ddp
     (ViT-24)"; ddp times two models, which must not be averaged into one bar), one column per number of processes."""
+    multi = multi[multi["status"] == "measured"]  # a count not measured here has no bar
     labelled = multi.assign(label=multi["method"] + " (" + multi["model"] + ")")
     if labelled.duplicated(["label", "processes"]).any():
         raise ValueError("multi_table has several rows for one method, model and number of processes")

@@ -18,8 +18,7 @@ import torch
 from ..bench import convergence, speed, throughput
 from ..core.config import ConfigError, OneLineArgumentParser
 from ..core.provenance import device_name
-from ..core.steps import resolve_device
-from ..experiments.profiles import PROFILES, get_profile
+from ..experiments.profiles import PROFILES, get_profile, profile_device
 
 CHOICES = (*speed.BENCHMARKS, "throughput", "convergence")
 
@@ -36,24 +35,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     parser.add_argument("--only", nargs="+", default=list(speed.BENCHMARKS), choices=CHOICES,
                         help=f"which benchmarks (default: {' '.join(speed.BENCHMARKS)})")
-    parser.add_argument("--processes", nargs="+", type=_positive_int, default=[1, 2],
-                        help="process counts of the multi-process benchmark (one device each)")
+    parser.add_argument("--processes", nargs="+", type=_positive_int, default=None,
+                        help="process counts of the multi-process benchmark, one device (GPU or CPU core) each "
+                             "(default: the profile's, 1 and 2, up to what this machine has); counts beyond it are "
+                             "reported as not measured here")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                        help="auto: CUDA when present, else the CPU")
+                        help="auto: CUDA when present, else the CPU (refused at gpu and paper: say cpu to mean it)")
     parser.add_argument("--batches", type=_positive_int, nargs="+", help="throughput: batch sizes (default: the "
                                                                          "profile's)")
     parser.add_argument("--repeats", type=_positive_int, help="throughput: timed rounds (default: the profile's)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available here")
-    device, profile = resolve_device(args.device), get_profile(args.profile)
+    profile = get_profile(args.profile)
     try:
+        if "throughput" in args.only and profile.throughput is None:  # before anything is measured
+            raise ConfigError(f"profile {args.profile!r} has no throughput settings; use ci, quick or gpu")
         timed = [name for name in args.only if name in speed.BENCHMARKS]
+        if timed or "throughput" in args.only:  # the convergence table is computed on the CPU whatever the profile
+            device = profile_device(args.profile, args.device)
         if timed:
-            speed.run(profile.bench, profile.multi, tuple(timed), tuple(args.processes), device)
+            speed.run(profile.bench, profile.multi, tuple(timed),
+                      tuple(args.processes) if args.processes else None, device)
         if "throughput" in args.only:
-            if profile.throughput is None:
-                raise ConfigError(f"profile {args.profile!r} has no throughput settings; use ci, quick or gpu")
             print(f"throughput profile {args.profile} on {device_name(device)}", file=sys.stderr)
             speed.steady_allocator()  # as make bench does: freed memory stays in the process, for steadier times
             table = throughput.measure(profile.throughput, device, tuple(args.batches) if args.batches else None,

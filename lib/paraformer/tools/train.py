@@ -17,7 +17,7 @@ from ..core.config import METHODS, PARALLELISMS, SOLVERS, ConfigError, OneLineAr
 from ..core.data import DatasetNotFoundError, load_data
 from ..core.paths import results_dir
 from ..core.runcache import RunCacheError, run_paths
-from ..experiments.profiles import PROFILES, get_profile
+from ..experiments.profiles import PROFILES, get_profile, profile_device
 from ..parallel.processes import RankFailure
 from ..training import train
 from ..training.numerics import report_stale
@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, help="override the profile's peak learning rate")
     parser.add_argument("--n-train", type=int, help="training images (default: the profile's)")
     parser.add_argument("--n-test", type=int, help="test images (default: the profile's)")
-    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the profile's, auto)")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the profile's, auto; at gpu and paper, "
+                                          "auto without CUDA is refused: say cpu to mean it)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction,
                         help="torch.compile the model (default: the profile's)")
     parser.add_argument("--step", help="the layers' step h (ModelConfig.step): a number, or 1/depth (default 1, "
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                      "mgrit_coarsening": args.mgrit_coarsening, "mgrit_check_every": args.mgrit_check_every,
                      "parallel": args.parallel, "processes": world if world > 1 or args.parallel else None}
         recipe = replace(scale.recipe, **{k: v for k, v in overrides.items() if v is not None})
+        profile_device(args.profile, recipe.device)  # before the data: a GPU profile refuses a silent CPU
         data = load_data(data_config)
         model_config = scale.model_config(args.model, data)
         if args.step is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from ..core.config import ConfigError, ModelConfig, Recipe
 from ..core.data import ImageData, normalization, normalize, resize_images
@@ -33,21 +34,38 @@ def evaluation_batch_size(device: torch.device) -> int:
     return 4096 if device.type == "cuda" else 512
 
 
+def _fp32_logits(head: torch.nn.Linear, inputs: tuple[torch.Tensor], logits: torch.Tensor) -> torch.Tensor | None:
+    """A head's forward hook: under autocast, its logits again in fp32 from its input (fp32 already: autocast runs
+    LayerNorm in fp32). bf16 keeps 8 significant bits, so two close logits can round to one value, a tie that argmax
+    would give to the lower class whatever the fp32 logits say. Without autocast (the CPU) it changes nothing."""
+    if not torch.is_autocast_enabled(logits.device.type):
+        return None
+    with torch.autocast(logits.device.type, enabled=False):
+        return F.linear(inputs[0].float(), head.weight.float(), None if head.bias is None else head.bias.float())
+
+
 @torch.inference_mode()
 def predict(model: ParaFormer, images: torch.Tensor, data: ImageData, recipe: Recipe,
             heads: Callable[[ParaFormer, torch.Tensor], list[torch.Tensor]], batch_size: int | None = None):
     """`heads(model, x)` gives a list of logit tensors from one forward pass; for each, every image's predicted
-    label, on the CPU (batched, in evaluation mode, in the recipe's precision; `batch_size` defaults to
-    `evaluation_batch_size`)."""
+    label, on the CPU (batched, in evaluation mode, in the recipe's precision but for the heads' logits, which are
+    fp32 so that argmax picks from fp32 values; `batch_size` defaults to `evaluation_batch_size`)."""
     device = next(model.parameters()).device
     batch_size = batch_size or evaluation_batch_size(device)
     was_training = model.training
     model.eval()
     predictions = []
-    for start in range(0, len(images), batch_size):
-        x = prepare_batch(images[start:start + batch_size], data, model.config, device, recipe)
-        with autocast(device, recipe.amp, recipe.amp_dtype):
-            predictions.append([logits.argmax(1) for logits in heads(model, x)])
+    # the shared head and each task's last layer; a stand-in model without them (a table of logits) keeps its own
+    linears = [getattr(model, "head", None), *(head[-1] for head in getattr(model, "task_heads", ()))]
+    hooks = [linear.register_forward_hook(_fp32_logits) for linear in linears if linear is not None]
+    try:
+        for start in range(0, len(images), batch_size):
+            x = prepare_batch(images[start:start + batch_size], data, model.config, device, recipe)
+            with autocast(device, recipe.amp, recipe.amp_dtype):
+                predictions.append([logits.argmax(1) for logits in heads(model, x)])
+    finally:
+        for hook in hooks:
+            hook.remove()
     model.train(was_training)
     return [torch.cat(per_head).cpu() for per_head in zip(*predictions)]  # one transfer per head
 
