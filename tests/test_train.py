@@ -657,7 +657,8 @@ def test_evaluation_under_bf16_autocast_predicts_from_fp32_logits(monkeypatch):
     assert torch.tensor([1.0, 1.002]).bfloat16().unique().numel() == 1
     data = toy_data()
     # bf16 autocast on the CPU, as a CUDA run evaluates (autocast() turns it on for CUDA only)
-    monkeypatch.setattr(evaluation, "autocast", lambda device, amp: torch.autocast("cpu", dtype=torch.bfloat16))
+    monkeypatch.setattr(evaluation, "autocast",
+                        lambda device, amp, dtype="bfloat16": torch.autocast("cpu", dtype=torch.bfloat16))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert model(prepare_batch(data.test_images[:4], data, MODEL, torch.device("cpu"))).dtype == torch.bfloat16
     (predicted,) = predict(model, data.test_images, data, RECIPE, lambda m, x: [m(x)])

@@ -200,7 +200,7 @@ def augmentation_seconds_per_image(augment: tuple[str, ...], randaugment: str, m
     on a batch of random images (the median of 3, after a first call)."""
     if not augment:
         return 0.0
-    device = resolve_device("auto")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # where this machine would train
     images = torch.randint(0, 256, (batch, channels, size, size), dtype=torch.uint8, device=device)
     generator = torch.Generator(device).manual_seed(0)
 
