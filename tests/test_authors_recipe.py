@@ -148,3 +148,24 @@ def test_the_batch_wide_form_that_never_waits_for_a_gpu_gives_the_same_pixels():
     by_index = authors_randaugment(images, 14, torch.Generator().manual_seed(5), masked=False)
     by_mask = authors_randaugment(images, 14, torch.Generator().manual_seed(5), masked=True)
     assert torch.equal(by_index, by_mask) and not torch.equal(by_index, images)
+
+
+def test_fp16_steps_are_loss_scaled_and_a_step_whose_gradient_overflows_is_skipped():
+    """Their fp16 autocast on CUDA trains with a GradScaler; `optimizer_step` takes one (shown here with the CPU's
+    GradScaler): a scaled step equals the unscaled one, and an inf gradient skips the step and halves the scale."""
+    from paraformer.core.steps import optimizer_step, precision
+
+    assert precision(torch.device("cuda"), True, "float16") == "fp16 autocast"
+    assert precision(torch.device("cpu"), True, "float16") == "fp32"  # autocast is CUDA's only
+    weights = []
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)):
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(4, 2)
+        optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+        optimizer_step(optimizer, layer(torch.ones(3, 4)).square().mean(), list(layer.parameters()), 1.0,
+                       scaler=scaler)
+        weights.append(layer.weight.detach().clone())
+    torch.testing.assert_close(weights[0], weights[1])
+    before = layer.weight.detach().clone()
+    optimizer_step(optimizer, layer(torch.full((3, 4), float("inf"))).sum(), list(layer.parameters()), scaler=scaler)
+    assert torch.equal(layer.weight, before) and scaler.get_scale() == 2.0 ** 9
