@@ -7,14 +7,14 @@ parent run and `compile=True`; its width becomes 8 per head, its epochs 1 and it
 dataset's size, channels and classes (`--train` training images in batches of `--batch`, leaving a partial last
 batch, and `--test` test images), so that what varies between the runs is what makes torch.compile's variants.
 `--subset` keeps one run of each distinct (notebook, model shape, method, residual, augmentation, parent) in plan
-order: every method and every model shape, about a third of the runs.
+order: every method and every model shape, 46 of the 102 runs.
 
     PYTHONPATH=lib python tools/compile_check.py        # all 102 runs: 4.5 minutes on a shared 2-core CPU (3 with
-                                                        # torch's compile cache warm); --subset: 46 runs
+                                                        # torch's compile cache warm)
 
-Prints one row per run: graphs, frames and recompiles counted around its `train()` call, eager fallbacks (frames
-Dynamo gave up on), and what the run record says (`RunResult.compiled`). Exits 1 when a run compiled nothing,
-fell back to eager, or its record disagrees with the counts.
+Prints one row per run: the Dynamo graphs counted around its `train()` call, then what its record says
+(`RunResult.compiled`: frames, graphs, recompiles, graph breaks, eager fallbacks). Exits 1 when a run compiled
+nothing, broke a graph, fell back to eager, or its record disagrees with the count.
 """
 
 from __future__ import annotations
