@@ -89,6 +89,7 @@ def test_a_compiled_cuda_run_learns_like_an_eager_one(tmp_path):
     compiled = train(MODEL, DATA, replace(CUDA, compile=True), data=toy_data(), results_root=tmp_path,
                      progress=False)
     assert compiled.config["recipe"]["compile"] is True
+    assert compiled.compiled["graphs"] > 0 and compiled.compiled["eager_fallbacks"] == 0  # compiled on the GPU too
     assert abs(compiled.final_test_acc - eager.final_test_acc) <= 5
 
 

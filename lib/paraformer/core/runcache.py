@@ -62,6 +62,9 @@ class RunResult:
     final_val_acc: float | None = None  # of the final model on the validation split; None without one
     # the canary digest of the numbers that code computes (paraformer.training.numerics); "" in older records
     numerics: str = ""
+    # with Recipe.compile: what Dynamo compiled in the run (paraformer.core.compilation.CompileCount.summary);
+    # None for an uncompiled run and in older records
+    compiled: dict[str, int] | None = None
     cached: bool = field(default=False, compare=False)  # True when loaded from the run cache
 
     @property
@@ -295,7 +298,7 @@ def load_runs(folder: Path | str | None = None) -> "pd.DataFrame":
                "wall_seconds": record.wall_seconds, "device": record.device, "precision": record.precision,
                "code_version": record.code_version, "code_digest": record.code_digest, "numerics": record.numerics,
                "torch_version": record.torch_version, "finished_at": record.finished_at,
-               "data_source": record.data_source, "record": str(path)}
+               "data_source": record.data_source, "compiled": record.compiled, "record": str(path)}
         for part in ("model", "data", "recipe"):
             row.update({f"{part}.{k}": (tuple(v) if isinstance(v, list) else v)
                         for k, v in record.config[part].items()})

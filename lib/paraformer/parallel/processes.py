@@ -1,6 +1,7 @@
 """Where one process stands in a training run, and what it computes of each step: `Recipe.solver` (in one process
-the model itself, its torch.compile wrapper or the MGRIT solver of `paraformer.parallel.layertrain`), and across
-processes `Recipe.parallel` and `Recipe.processes`, launched by torchrun (the schemes: docs/parallel.md).
+the model itself, its branches compiled where Recipe.compile asks, or the MGRIT solver of
+`paraformer.parallel.layertrain`), and across processes `Recipe.parallel` and `Recipe.processes`, launched by
+torchrun (the schemes: docs/parallel.md).
 
 Every rank holds the whole model, sees the same minibatches (shuffling and augmentation seeded by (seed, epoch)) and
 ends every step with the same full gradient, so the replicas stay equal and rank 0 alone writes. Under "data",
@@ -19,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..core.compilation import compile_branches
 from ..core.config import ConfigError, Recipe
 from ..core.model import ParaFormer
 from .branch import BranchParallel
@@ -81,7 +83,9 @@ class Processes:
                                            find_unused_parameters=False)
         if self.distributed:
             return BranchTraining(model, recipe.seed)
-        return torch.compile(model) if recipe.compile else model
+        if recipe.compile:
+            compile_branches(model)
+        return model
 
     @property
     def shards_data(self) -> bool:

@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 
 from ..core import progressive
+from ..core.compilation import CompileCount, CompileLimitError, FailOnRecompileLimitHit
 from ..core.config import ConfigError, DataConfig, ModelConfig, Recipe
 from ..core.data import ImageData, augment_batch, load_data, normalization, normalize, stratified_subset
 from ..core.files import atomic_save, atomic_write_json, check_writable
@@ -66,7 +67,8 @@ class TrainingRun:
     paths: tuple[Path, Path, Path]  # record, checkpoint, weights (runcache.run_paths)
     device: torch.device
     model: ParaFormer
-    # the model as training calls it: `model` itself, its torch.compile wrapper, or its MGRIT solver (Recipe.solver)
+    # the model as training calls it: `model` itself (its branches compiled with Recipe.compile), or its MGRIT solver
+    # (Recipe.solver)
     forward: torch.nn.Module
     data: ImageData  # as loaded (on the CPU): names, normalization, the test labels evaluation compares with
     train_images: torch.Tensor  # uint8, on `device`
@@ -81,6 +83,7 @@ class TrainingRun:
     step_log: StepLog | SilentStepLog
     curve_index: torch.Tensor | None = None  # (CPU) of the test images scored after every epoch; None = all
     processes: Processes = Processes()  # this rank's place in a multi-process run (one process by default)
+    compile_count: CompileCount | None = None  # with Recipe.compile: what Dynamo compiles from the run's start
 
     @property
     def epochs(self) -> int:
@@ -128,6 +131,7 @@ def start_run(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe
     as_float = dict(dtype=torch.float32, device=device)
     mean, std = normalization(data, recipe.normalization)
     check_layout(model, recipe, len(data.train_labels))
+    compile_count = CompileCount() if recipe.compile else None
     run = TrainingRun(
         name=name, key=key, model_config=model_config, data_config=data_config, recipe=recipe,
         fingerprint=fingerprint, paths=paths, device=device, model=model,
@@ -135,7 +139,8 @@ def start_run(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe
         train_images=data.train_images.to(device), train_labels=data.train_labels.to(device),
         test_images=data.test_images.to(device), mean=torch.tensor(mean, **as_float),
         std=torch.tensor(std, **as_float), stages=stages, history=history, wall_seconds=wall_seconds,
-        resume=state, step_log=SilentStepLog(), curve_index=curve_subset(data, data_config), processes=processes)
+        resume=state, step_log=SilentStepLog(), curve_index=curve_subset(data, data_config), processes=processes,
+        compile_count=compile_count)
     if processes.writes:  # TensorBoard's events under the results folder that holds runs/
         tensorboard = paths[0].parent.parent / "tensorboard" / f"{name}-{key}"
         run.step_log = StepLog(step_log_path(paths[0]), len(history), log_every, tensorboard,
@@ -278,6 +283,7 @@ def finish_run(run: TrainingRun, parent: RunResult | None, init: Initialization 
         code_version=code_version(), torch_version=torch.__version__,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), code_digest=code_digest(), data_fingerprint=run.fingerprint,
         precision=precision(run.device, run.recipe.amp, run.recipe.amp_dtype), numerics=current_numerics(),
+        compiled=run.compile_count.summary() if run.compile_count is not None else None,
     )
     if run.processes.writes:
         atomic_save(run.model.state_dict(), run.paths[2])
@@ -390,6 +396,8 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
                 bar.update(1)  # one line per epoch in text mode
             if on_epoch_end is not None:
                 on_epoch_end(entry)
+    except FailOnRecompileLimitHit as error:
+        raise CompileLimitError(name) from error
     except RuntimeError as error:
         if processes.distributed and not isinstance(error, RankFailure):
             raise processes.failure(error) from error
