@@ -42,7 +42,7 @@ def test_the_canary_computes_the_recorded_numbers(digests):
 
 
 def test_the_canary_covers_every_method_solver_and_execution_path(digests):
-    assert sorted(digests) == sorted(["data", "joint", "authors", "prefix", "frozen", "vit-step", "mgrit-fixed",
+    assert sorted(digests) == sorted(["data", "joint", "authors", "authors-exact", "prefix", "frozen", "vit-step", "mgrit-fixed",
                                       "mgrit-adaptive", "expand", "finetune", "processes-data", "processes-branch",
                                       "processes-layer"])
     assert len(set(digests.values())) == len(digests)  # every run computes something of its own
@@ -52,7 +52,7 @@ def test_a_changed_number_in_training_changes_the_canary(digests, tmp_path, monk
     monkeypatch.setattr(progressive, "AUTHORS_PREFIX_CLIP", 0.5)  # the authors' method clips its prefix steps at 1.0
     with torch.random.fork_rng(), canary.one_thread():
         changed = canary.single_process_digests(tmp_path)
-    assert [name for name in changed if changed[name] != digests[name]] == ["authors"]
+    assert [name for name in changed if changed[name] != digests[name]] == ["authors", "authors-exact"]
 
 
 @pytest.fixture
