@@ -3,6 +3,7 @@ installed packages are the versions constraints.txt pins, unless `make env CONST
 
 import os
 import re
+import sysconfig
 from importlib import metadata
 from pathlib import Path
 
@@ -45,7 +46,11 @@ def test_constraints_pin_torch_and_torchvision_exactly():
 @pytest.mark.skipif(os.environ.get("PARAFORMER_UNPINNED") == "1",
                     reason="PARAFORMER_UNPINNED=1: installed without constraints.txt (make env CONSTRAINTS=)")
 def test_installed_versions_are_the_pinned_ones():
-    installed = {normalized(d.metadata["Name"]): d.version for d in metadata.distributions() if d.metadata["Name"]}
+    # what pip installed, in the environment's own site-packages: sys.path can also hold vendored copies (importing
+    # torch's cpp_extension, as torch.compile does on the CPU, puts setuptools/_vendor on it, with its own packaging)
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    installed = {normalized(d.metadata["Name"]): d.version for d in metadata.distributions(path=site)
+                 if d.metadata["Name"]}
     # A pin installs nothing, so packages only other platforms need (nvidia-* outside Linux) may be absent.
     different = {name: (version, installed[name]) for name, version in pins(CONSTRAINTS).items()
                  if name in installed and installed[name] != version}
