@@ -9,6 +9,7 @@ sources are in `datasources`; the image counts and classes of registry datasets 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -483,6 +484,7 @@ def resize_images(images_uint8: torch.Tensor, size: int | None) -> torch.Tensor:
 _PRECISION_BITS = 22  # PIL's for 8-bit images: 32 - 8 - 2
 
 
+@functools.lru_cache(maxsize=8)  # one pair of sizes per run: not rebuilt in Python at every minibatch
 def _pil_bilinear_weights(in_size: int, out_size: int) -> torch.Tensor:
     """(out_size, in_size) PIL's resampling coefficients (Resample.c precompute_coeffs with the bilinear filter,
     then normalize_coeffs_8bpc), as integers in float64."""
