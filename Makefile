@@ -57,7 +57,9 @@ constraints:
 reproduce: env
 	@PARAFORMER_RESULTS=$(abspath $(ROOT)) $(BIN)/python -m paraformer.tools.estimate --profile $(PROFILE)
 	@mkdir -p $(RESULTS)/notebooks
-	@for nb in $(NOTEBOOKS); do \
+	@selected="$$($(BIN)/python -m paraformer.tools.estimate --profile $(PROFILE) --list-notebooks)"; \
+	for nb in $(NOTEBOOKS); do \
+	  case " $$(echo $$selected) " in *" $$nb "*) ;; *) echo "== $$nb: not run at profile $(PROFILE) (Profile.notebooks)"; continue;; esac; \
 	  out=$(RESULTS)/notebooks/$$(basename $$nb); partial=$(RESULTS)/notebooks/.$$(basename $$nb .ipynb).partial.ipynb; \
 	  echo "== $$nb (profile $(PROFILE)) -> $$out"; \
 	  PARAFORMER_RESULTS=$(abspath $(ROOT)) PARAFORMER_RETRAIN=$(RETRAIN) PARAFORMER_PROGRESS=text \

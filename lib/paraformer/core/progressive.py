@@ -125,3 +125,9 @@ PASSES: dict[str, tuple[Callable, ...]] = {
 def steps_per_batch(method: str, num_branches: int) -> list[int]:
     """Optimizer steps each pass of `method` takes per minibatch (the learning-rate schedule counts them)."""
     return [num_branches if update is authors_prefix_steps else 1 for update in PASSES[method]]
+
+
+def optimizer_steps(method: str, branches_per_epoch: list[int], batches: int) -> int:
+    """The optimizer steps a run of `method` takes: per epoch (its active branches) `batches` minibatches times the
+    steps each of the epoch's passes takes per minibatch."""
+    return sum(batches * sum(steps_per_batch(method, branches)) for branches in branches_per_epoch)

@@ -1,7 +1,7 @@
 """Accuracy tables with intervals, and accuracy claims judged by paired tests (docs/notebooks.md, "Accuracies and
 intervals"): every run records which test images its final model got right (`RunResult.correct`), so that two
 models are compared image by image and seed by seed (`stats.paired_difference`); `judge_claims` applies Holm's
-correction over a notebook's claims.
+correction over a notebook's claims and gives each the regime its arms were trained in (`regime_of`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .paper import source
+from .regime import Regime
 from .stats import PairedClaim, Verdict, accuracy_interval, judge_family, paired_difference
 
 
@@ -25,6 +27,10 @@ class AccuracyClaim:
     paper: float | None = None  # the paper's difference (better minus worse, points), where it gives one
     column: str = "model"  # the runs table's column that `better` and `worse` name (e.g. "label")
     threshold: float = 0.0  # the claim holds when better minus worse exceeds this (e.g. -1: "loses under 1 point")
+    paper_arms: tuple[float, ...] = ()  # the paper's accuracy of each arm (points), where it gives them
+    source: str = "paper"  # where the claim comes from (`paper.SOURCES`: paper, summary or ours)
+    source_note: str = ""
+    paper_epochs: float | None = None  # the paper's training length for these arms, where it says
 
 
 def correctness(runs: pd.DataFrame, **match) -> tuple[np.ndarray, list[int]]:
@@ -81,16 +87,41 @@ def compare_with_paper(runs: pd.DataFrame, paper_table: dict) -> pd.DataFrame:
     return table[columns + [c for c in ("train_tflop",) if c in table]]
 
 
-def beats(dataset: str, better: str, worse: str, paper_table: dict) -> AccuracyClaim:
-    """"`better` beats `worse` on `dataset`", with the paper's difference where `paper_table` has both."""
+def beats(dataset: str, better: str, worse: str, paper_table: dict, source_key: str,
+          paper_epochs: float | None = None) -> AccuracyClaim:
+    """"`better` beats `worse` on `dataset`", with the paper's difference and arms where `paper_table` has both;
+    `source_key`: the claim's entry in `paper.SOURCES`."""
     paper = paper_table.get(dataset, {})
-    gap = paper[better] - paper[worse] if better in paper and worse in paper else None
+    both = better in paper and worse in paper
     claim = f"{better.removeprefix('Para-F-')} beats {worse.removeprefix('Para-F-')} on {dataset}"
-    return AccuracyClaim(dataset, better, worse, claim, gap)
+    return AccuracyClaim(dataset, better, worse, claim, paper[better] - paper[worse] if both else None,
+                         paper_arms=(paper[better], paper[worse]) if both else (), paper_epochs=paper_epochs,
+                         **source(source_key))
 
 
-def judge_claims(runs: pd.DataFrame, claims: list[AccuracyClaim], alpha: float = 0.05) -> list[Verdict]:
-    """Each claim's paired difference (by seed and image) and verdict, Holm-corrected over all `claims`."""
+def regime_of(runs: pd.DataFrame, claim: AccuracyClaim, profile: str,
+              linear: dict[str, float] | None = None) -> Regime:
+    """The regime a claim's arms were trained in: each arm's seed-mean accuracy (points) beside the paper's, chance,
+    the linear baseline on the same data (`linear`: dataset -> points), epochs and training images."""
+    arms, rows = [], None
+    for arm in (claim.better, claim.worse):
+        correct, _ = correctness(runs, dataset=claim.dataset, **{claim.column: arm})
+        arms.append(100.0 * float(correct.mean()))
+        rows = runs[(runs["dataset"] == claim.dataset) & (runs[claim.column] == arm)]
+    first = rows.iloc[0]
+    return Regime(profile, tuple(arms), claim.paper_arms,
+                  chance=100.0 / first["num_classes"] if "num_classes" in rows else None,
+                  linear=(linear or {}).get(claim.dataset),
+                  epochs=float(first["epochs"]) if "epochs" in rows else None,
+                  train_images=int(first["train_images"]) if "train_images" in rows else None,
+                  paper_epochs=claim.paper_epochs)
+
+
+def judge_claims(runs: pd.DataFrame, claims: list[AccuracyClaim], profile: str | None = None,
+                 linear: dict[str, float] | None = None, alpha: float = 0.05) -> list[Verdict]:
+    """Each claim's paired difference (by seed and image) and verdict, Holm-corrected over all `claims`, with the
+    regime its arms were trained in where `profile` is given (`regime_of`; `linear`: dataset -> the linear
+    baseline, points)."""
     family = []
     for claim in claims:
         better, better_seeds = correctness(runs, dataset=claim.dataset, **{claim.column: claim.better})
@@ -98,7 +129,9 @@ def judge_claims(runs: pd.DataFrame, claims: list[AccuracyClaim], alpha: float =
         if better_seeds != worse_seeds:
             raise ValueError(f"{claim.claim}: the two sides have seeds {better_seeds} and {worse_seeds}; a paired "
                              "comparison needs the same seeds")
-        family.append(PairedClaim(claim.claim, paired_difference(better, worse), claim.threshold, claim.paper))
+        family.append(PairedClaim(claim.claim, paired_difference(better, worse), claim.threshold, claim.paper,
+                                  None if profile is None else regime_of(runs, claim, profile, linear),
+                                  claim.source, claim.source_note))
     return judge_family(family, alpha)
 
 

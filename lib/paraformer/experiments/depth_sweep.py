@@ -16,7 +16,7 @@ from ..core.paths import results_dir
 from .accuracy import AccuracyClaim, beats, claims_note, compare_with_paper, judge_claims, verdict_table
 from .estimate import Estimate, estimate as estimate_runs
 from .layer_sweep import MODELS as LAYER_MODELS, accuracy_note
-from .paper import PAPER_2024, TABLE2_LAYER_SWEEP, TABLE3_DEPTH_SWEEP, combine
+from .paper import PAPER_2024, PAPER_EPOCHS, TABLE2_LAYER_SWEEP, TABLE3_DEPTH_SWEEP, combine, source, table3_exceptions
 from .plan import PlannedRun, execute, sweep, sweep_rows
 from .profiles import get_profile
 from .report import write_claims
@@ -67,7 +67,7 @@ def claims(runs: pd.DataFrame, paper_table: dict = PAPER_TABLES) -> list[Accurac
     found = []
     for dataset in dict.fromkeys(runs["dataset"]):
         have = set(runs[runs["dataset"] == dataset]["model"])
-        found += [beats(dataset, better, worse, paper_table) for pairs in DEPTH_FINDINGS.values()
+        found += [beats(dataset, better, worse, paper_table, "table3", PAPER_EPOCHS) for pairs in DEPTH_FINDINGS.values()
                   for better, worse in pairs if {better, worse} <= have]
     return found
 
@@ -79,10 +79,20 @@ def depth_findings(found: list[AccuracyClaim], verdicts: list[Verdict]) -> list[
     for dataset in dict.fromkeys(c.dataset for c in found):
         for finding, pairs in DEPTH_FINDINGS.items():
             parts = [v for c, v in zip(found, verdicts) if c.dataset == dataset and (c.better, c.worse) in pairs]
-            out.append(all_of(f"{finding} on {dataset}", parts) if len(parts) == len(pairs) else judge(
+            out.append(all_of(f"{finding} on {dataset}", parts, **_source(finding)) if len(parts) == len(pairs) else judge(
                 f"{finding} on {dataset}", float("nan"), float("nan"), float("nan"),
                 not_testable=f"the sweep lacks some of {sorted({m for p in pairs for m in p})}"))
     return out
+
+
+def _source(finding: str) -> dict:
+    """Table 3's source; the 6-6 finding says "consistently", which the paper's own table does not bear out on
+    every dataset (`paper.table3_exceptions`)."""
+    found = source("table3")
+    if finding.startswith("Para-F-6-6"):
+        exceptions = "; ".join(f"{d}: {words}" for d, words in table3_exceptions().items())
+        found["source_note"] += f"; the paper says 'consistently', but its own Table 3 does not ({exceptions})"
+    return found
 
 
 @dataclass
@@ -94,12 +104,13 @@ class Findings:
     findings: list[Verdict]  # the two findings per dataset: the report's
 
 
-def findings(depth_runs: pd.DataFrame, layer_runs: pd.DataFrame, profile: str) -> Findings:
+def findings(depth_runs: pd.DataFrame, layer_runs: pd.DataFrame, profile: str,
+             linear: dict[str, float] | None = None) -> Findings:
     """Writes tables/table3_depth_sweep*.{csv,md} and the findings as the report's claims."""
     both_runs = pd.concat([layer_runs, depth_runs], ignore_index=True)
     table = compare_with_paper(depth_runs, TABLE3_DEPTH_SWEEP)
     found = claims(both_runs)
-    verdicts = judge_claims(both_runs, found)
+    verdicts = judge_claims(both_runs, found, profile, linear)
     summary = depth_findings(found, verdicts)
     notes = [
         accuracy_note(table, "Table 3"),

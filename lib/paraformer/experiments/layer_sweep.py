@@ -14,7 +14,7 @@ import pandas as pd
 from ..core.paths import results_dir
 from .accuracy import AccuracyClaim, beats, claims_note, compare_with_paper, judge_claims, verdict_table
 from .estimate import Estimate, estimate as estimate_runs
-from .paper import PAPER_2024, TABLE2_LAYER_SWEEP
+from .paper import PAPER_2024, PAPER_EPOCHS, TABLE2_LAYER_SWEEP
 from .plan import PlannedRun, execute, sweep, sweep_rows
 from .profiles import PROFILES, get_profile
 from .report import write_claims
@@ -54,7 +54,7 @@ def claims(runs: pd.DataFrame, paper_table: dict = TABLE2_LAYER_SWEEP) -> list[A
     for dataset in dict.fromkeys(runs["dataset"]):
         models = runs[runs["dataset"] == dataset].drop_duplicates("model").sort_values("num_layers")["model"].tolist()
         pairs = ([(models[-1], models[0])] if len(models) > 2 else []) + list(zip(models[1:], models))
-        found += [beats(dataset, better, worse, paper_table) for better, worse in pairs]
+        found += [beats(dataset, better, worse, paper_table, "table2", PAPER_EPOCHS) for better, worse in pairs]
     return found
 
 
@@ -74,11 +74,11 @@ class Findings:
     headline: list[Verdict]  # per dataset, the largest model against the smallest: the report's
 
 
-def findings(runs: pd.DataFrame, profile: str) -> Findings:
+def findings(runs: pd.DataFrame, profile: str, linear: dict[str, float] | None = None) -> Findings:
     """Writes tables/table2_layer_sweep*.{csv,md} and the headline claims of the report."""
     table = compare_with_paper(runs, TABLE2_LAYER_SWEEP)
     found = claims(runs)
-    verdicts = judge_claims(runs, found)
+    verdicts = judge_claims(runs, found, profile, linear)
     largest = {d: rows.sort_values("num_layers")["model"].tolist() for d, rows in table.groupby("dataset")}
     headline = [v for c, v in zip(found, verdicts) if (c.better, c.worse) == (largest[c.dataset][-1],
                                                                                largest[c.dataset][0])]

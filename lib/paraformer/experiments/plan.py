@@ -9,6 +9,7 @@ plan lists them once the grid's runs are in the run cache). `estimate` counts th
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +19,7 @@ import pandas as pd
 from ..core.config import ConfigError, DataConfig, ModelConfig, Recipe
 from ..core.data import DATASETS, ImageData, data_fingerprint, load_data
 from ..core.flops import run_training_flops
+from ..core.progressive import PASSES, optimizer_steps
 from ..core.runcache import Initialization, RunResult, load_trained_model, read_record, run_key, run_name, run_paths
 from ..training import train
 
@@ -134,9 +136,13 @@ def sweep_rows(trained: list[Trained]) -> pd.DataFrame:
         rows.append({
             "dataset": t.planned.data.dataset, "model": model.name, "method": recipe.method, "lr": recipe.lr,
             "epochs": recipe.epochs, "branch_depth": model.branch_depth, "num_layers": model.num_layers,
-            "seed": recipe.seed, "test_images": len(t.data.test_labels), "test_acc": result.final_test_acc,
+            "seed": recipe.seed, "train_images": len(t.data.train_labels), "num_classes": t.data.num_classes,
+            "test_images": len(t.data.test_labels), "test_acc": result.final_test_acc,
             "val_acc": result.final_val_acc, "correct": result.correct(), "num_params": result.num_params,
             "train_tflop": run_training_flops(result, n_train=len(t.data.train_labels)) / 1e12,
+            "optimizer_steps": optimizer_steps(recipe.method, [h["branches"] for h in result.history],
+                                               math.ceil(len(t.data.train_labels) / recipe.batch_size)),
+            "passes_per_epoch": len(PASSES[recipe.method]), "batch_size": recipe.batch_size,
             "train_seconds": result.wall_seconds, "cached": result.cached, "run_key": result.key,
             "data_source": result.data_source, "device": result.device, "code_version": result.code_version,
             "code_digest": result.code_digest, "numerics": result.numerics,

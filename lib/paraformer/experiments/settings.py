@@ -293,3 +293,9 @@ class Profile:
     layer_parallel: LayerParallelSettings  # notebook 08
     convergence: ConvergenceSettings  # notebook 08: MGRIT's error against serial
     throughput: ThroughputSettings | None  # make throughput (None: not sized for this profile)
+    # the notebooks `make reproduce` runs at this profile (their numbers, e.g. "01"); None = every notebook. The others
+    # say "not run at this profile" in the report rather than being run at a size that would not fit its budget.
+    notebooks: tuple[str, ...] | None = None
+
+    def runs_notebook(self, notebook: str) -> bool:
+        return self.notebooks is None or notebook.split("_")[0] in self.notebooks

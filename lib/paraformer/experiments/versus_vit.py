@@ -25,10 +25,11 @@ import pandas as pd
 from ..core.config import METHODS
 from ..core.flops import training_flops_per_image
 from ..core.paths import results_dir
+from ..core.progressive import PASSES, steps_per_batch
 from ..core.runcache import RunResult
 from .accuracy import AccuracyClaim, accuracy_table, judge_claims, claims_note, verdict_table
 from .estimate import Estimate, estimate as estimate_runs
-from .paper import BEST_GAIN_OVER_VIT, PAPER_2025
+from .paper import BEST_GAIN_OVER_VIT, PAPER_2025, source
 from .plan import PlannedRun, cached_record, data_shape, execute, sweep, sweep_rows
 from .profiles import get_profile
 from .report import convergence_verdicts, epochs_to_target, write_claims
@@ -98,6 +99,25 @@ def matched_plan(comparison: Comparison, datasets=None, method: str = "joint") -
     return runs
 
 
+def steps_matched_recipe(comparison: Comparison, method: str = "authors"):
+    """The ViT's recipe for as many data passes and (about) as many optimizer steps as the ParaFormer takes under
+    `method`: the authors' method passes over the data twice per epoch and steps m + 1 times per minibatch (m prefix
+    steps, then the full sum), so the ViT trains for twice the epochs at a batch of 2/(m + 1) of the recipe's; the
+    FLOPs are then the ViT's at twice the epochs (the table gives each run's)."""
+    scale = comparison.scale
+    branches = scale.model_config(comparison.paraformer, data_shape(scale.data_config(scale.datasets[0]))).num_branches
+    passes, steps = len(PASSES[method]), sum(steps_per_batch(method, branches))
+    recipe = scale.recipe
+    return replace(recipe, epochs=recipe.epochs * passes, warmup_epochs=recipe.warmup_epochs * passes,
+                   batch_size=max(1, round(recipe.batch_size * passes / steps)))
+
+
+def steps_matched_plan(comparison: Comparison, datasets=None) -> list[PlannedRun]:
+    """The ViT, every seed, at the authors' method's data passes and optimizer steps (`steps_matched_recipe`)."""
+    return sweep(NOTEBOOK, replace(comparison.scale, recipe=steps_matched_recipe(comparison)), [comparison.vit],
+                 datasets)
+
+
 def authors_plan(comparison: Comparison) -> list[PlannedRun]:
     """The ViT and the ParaFormer under the authors' method, both under their recipe."""
     return comparison_plan(comparison.authors_variant(), methods=("authors",))
@@ -145,7 +165,7 @@ def plan(profile: str, datasets=None, folder: Path | None = None) -> list[Planne
     grid = _cached_grid(comparison, datasets, folder)
     tuned = tuned_plan(comparison, chosen_rates(grid)) if grid is not None else []
     return (comparison_plan(comparison, datasets) + grid_plan(comparison, datasets) + tuned
-            + matched_plan(comparison, datasets) + authors_plan(comparison))
+            + matched_plan(comparison, datasets) + authors_plan(comparison) + steps_matched_plan(comparison, datasets))
 
 
 def estimate(profile: str, datasets=None, flops_per_second=None) -> Estimate:
@@ -179,6 +199,7 @@ class Runs:
     tuned: pd.DataFrame  # every family at its chosen rate
     matched: pd.DataFrame  # the ViT at the joint ParaFormer's training compute
     authors: pd.DataFrame  # under the authors' recipe
+    steps_matched: pd.DataFrame  # the ViT at the authors' method's data passes and optimizer steps
 
 
 def run(profile: str, datasets=None, progress: bool = True) -> Runs:
@@ -197,8 +218,13 @@ def run(profile: str, datasets=None, progress: bool = True) -> Runs:
     matched = rows(matched_plan(comparison, datasets))
     matched["label"] = f"ViT-{comparison.vit.split('-')[1]} at Para-F-{comparison.paraformer} joint's compute"
     authors = _labelled(rows(authors_plan(comparison)), comparison.authors_variant())
+    steps_matched = rows(steps_matched_plan(comparison, datasets))
+    steps_matched["label"] = STEPS_MATCHED.format(vit=comparison.vit.split("-")[1], paraformer=comparison.paraformer)
     return Runs(comparison, _labelled(sweep_rows(trained), comparison), [t.result for t in trained], grid, tuned,
-                matched, authors)
+                matched, authors, steps_matched)
+
+
+STEPS_MATCHED = "ViT-{vit} at Para-F-{paraformer} authors' steps"
 
 
 # --- tables, claims and convergence -------------------------------------------------------------------------------
@@ -207,19 +233,24 @@ def versus_vit_table(runs: pd.DataFrame) -> pd.DataFrame:
     """`accuracy.accuracy_table` per dataset and label (the ViT, the ParaFormer under each method)."""
     table = accuracy_table(runs, ("dataset", "label"))
     table["model"] = [runs[runs["label"] == label]["model"].iloc[0] for label in table["label"]]
+    for column in ("optimizer_steps", "passes_per_epoch", "epochs", "batch_size"):
+        if column in runs:
+            table[column] = [runs[runs["label"] == label][column].iloc[0] for label in table["label"]]
     columns = ["dataset", "label", "model", "method", "params", "our_acc", "our_acc_low", "our_acc_high", "seed_std",
                "seeds", "test_images", "seconds_per_run"]
-    return table[columns + [c for c in ("train_tflop",) if c in table]]
+    more = ("train_tflop", "optimizer_steps", "passes_per_epoch", "epochs", "batch_size")
+    return table[columns + [c for c in more if c in table]]
 
 
 def versus_vit_claims(runs: pd.DataFrame, paper_gain: float = BEST_GAIN_OVER_VIT) -> list[AccuracyClaim]:
     """ "The ParaFormer under <method> beats the ViT" per dataset and method, paired by seed and image; the paper's
-    figure is its best gain ("up to"), the same for every method."""
+    figure is its best gain ("up to", from a third-party summary: `paper.SOURCES`), the same for every method."""
     found = []
     for dataset in dict.fromkeys(runs["dataset"]):
         labels = list(dict.fromkeys(runs[runs["dataset"] == dataset]["label"]))
         vit = next((label for label in labels if label.startswith("ViT")), None)
-        found += [AccuracyClaim(dataset, label, vit, f"{label} beats {vit} on {dataset}", paper_gain, column="label")
+        found += [AccuracyClaim(dataset, label, vit, f"{label} beats {vit} on {dataset}", paper_gain, column="label",
+                                **source("gain_over_vit"))
                   for label in labels if vit and not label.startswith("ViT")]
     return found
 
@@ -279,31 +310,42 @@ class Findings:
     matched_verdicts: list[Verdict]
     authors_claims: list[AccuracyClaim]  # under the authors' recipe
     authors_verdicts: list[Verdict]
+    steps_claims: list[AccuracyClaim]  # the authors' method against the ViT at its optimizer steps and passes
+    steps_verdicts: list[Verdict]
     curves: pd.DataFrame  # `learning_curves`
     targets: pd.DataFrame  # `time_to_target`
     convergence: list[Verdict]  # fewer epochs to the target than joint training, per method
     headline: list[Verdict]  # the authors' method against the ViT and its convergence: the report's
 
 
-def findings(result: Runs, profile: str) -> Findings:
+def findings(result: Runs, profile: str, linear: dict[str, float] | None = None) -> Findings:
     """Writes tables/paraformer_vs_vit*.{csv,md}, tables/paraformer_convergence*.{csv,md} and the report's claims."""
     comparison, runs = result.comparison, result.runs
     scale = comparison.scale
     table = versus_vit_table(runs)
     found = versus_vit_claims(runs)
-    verdicts = judge_claims(runs, found)
-    tuned_verdicts = judge_claims(result.tuned, versus_vit_claims(result.tuned))
+    judge = functools.partial(judge_claims, profile=profile, linear=linear)
+    verdicts = judge(runs, found)
+    tuned_verdicts = judge(result.tuned, versus_vit_claims(result.tuned))
     joint = f"Para-F-{comparison.paraformer} joint"
-    matched_claims = [AccuracyClaim(d, joint, label, f"{joint} beats {label} on {d}", column="label")
+    matched_claims = [AccuracyClaim(d, joint, label, f"{joint} beats {label} on {d}", column="label",
+                                    **source("gain_over_vit"))
                       for d, label in dict.fromkeys(zip(result.matched["dataset"], result.matched["label"]))]
-    matched_verdicts = judge_claims(pd.concat([runs, result.matched], ignore_index=True), matched_claims)
-    authors_claims = versus_vit_claims(result.authors)
-    authors_verdicts = judge_claims(result.authors, authors_claims)
+    matched_verdicts = judge(pd.concat([runs, result.matched], ignore_index=True), matched_claims)
+    authors_claims = versus_vit_claims(result.authors) if not result.authors.empty else []  # (where it is run)
+    authors_verdicts = judge(result.authors, authors_claims) if authors_claims else []
+    authors = f"Para-F-{comparison.paraformer} authors"
+    steps_claims = [AccuracyClaim(d, authors, label, f"{authors} beats {label} on {d}", BEST_GAIN_OVER_VIT,
+                                  column="label", **source("gain_over_vit"))
+                    for d, label in dict.fromkeys(zip(result.steps_matched["dataset"], result.steps_matched["label"]))]
+    steps_verdicts = judge(pd.concat([runs, result.steps_matched], ignore_index=True), steps_claims)
     notes = [
-        f"paper: {PAPER_2025}, abstract: 'performance gains of up to 2.39%' over ViT (its tables are not public). "
+        f"paper: {PAPER_2025}: 'performance gains of up to 2.39%' over ViT, in a third-party summary (the abstract "
+        "gives no figure; the tables are not public). "
         f"our_acc: final test accuracy on all {table['test_images'].min()} test images, mean over "
-        f"{table['seeds'].min()} seeds, with its 95% interval (bootstrap over test images and seeds); train_tflop: "
-        "training FLOPs per run.",
+        f"{table['seeds'].min()} seeds, with its 95% interval (t over seeds with the test images' variance); "
+        "train_tflop: training FLOPs per run; optimizer_steps: per run; passes_per_epoch: passes over the training "
+        "data per epoch (the authors' method makes two: its prefix steps, then the full sum).",
         scale.describe(),
         f"ParaFormer Para-F-{comparison.paraformer}; ViT Para-F-{comparison.vit} (same width, layers and parameters); "
         "the authors' method clips its prefix steps to gradient norm 1.0, as their code does",
@@ -322,15 +364,26 @@ def findings(result: Runs, profile: str) -> Findings:
     write(verdict_table(matched_verdicts, matched_claims), "paraformer_vs_vit_compute_matched",
           "At equal training compute: the ViT trained for the epochs that cost it the joint ParaFormer's FLOPs",
           [f"ViT epochs: {sorted(set(result.matched['epochs']))} (of {scale.recipe.epochs})", *claim_notes])
-    write(verdict_table(authors_verdicts, authors_claims), "paraformer_vs_vit_authors_recipe",
-          "Under the authors' exact recipe and model (their residual, 3 heads of 64, Adam 1e-4, batch 500, their "
-          "RandAugment 2/14)",
-          [comparison.authors_variant().scale.describe(), *claim_notes[:1]])
+    steps_table = versus_vit_table(pd.concat([runs[runs["label"] == authors], result.steps_matched],
+                                             ignore_index=True))
+    write(steps_table, "paraformer_vs_vit_steps_matched",
+          "At equal optimizer steps and data passes: the authors' method against a ViT trained as many steps",
+          [f"the ViT trains {int(steps_table['epochs'].iloc[-1])} epochs at batch {int(steps_table['batch_size'].iloc[-1])}: "
+           "as many passes over the data and about as many optimizer steps as the authors' method; its FLOPs are "
+           "then larger (train_tflop)", *notes[1:3]])
+    write(verdict_table(steps_verdicts, steps_claims), "paraformer_vs_vit_steps_matched_claims",
+          "The authors' method against the ViT at equal optimizer steps and data passes", claim_notes)
+    if authors_claims:
+        write(verdict_table(authors_verdicts, authors_claims), "paraformer_vs_vit_authors_recipe",
+              "Under the authors' exact recipe and model (their residual, 3 heads of 64, Adam 1e-4, batch 500, their "
+              "RandAugment 2/14)",
+              [comparison.authors_variant().scale.describe(), *claim_notes[:1]])
 
     curves = learning_curves(runs, result.records)
     targets = time_to_target(curves, joint, fraction=0.95)
     progressive = [label for label in dict.fromkeys(curves["label"]) if label != joint and not label.startswith("ViT")]
-    convergence = convergence_verdicts(epochs_to_target(curves, joint, fraction=0.95), joint, progressive)
+    convergence = convergence_verdicts(epochs_to_target(curves, joint, fraction=0.95), joint, progressive,
+                                       **source("convergence"))
     write(targets, "paraformer_convergence",
           "Convergence: epochs and training seconds to 95% of the joint ParaFormer's final accuracy",
           [f"target_acc: 0.95 x the final seed-mean test accuracy of {joint} (on the per-epoch test images); a method "
@@ -340,8 +393,8 @@ def findings(result: Runs, profile: str) -> Findings:
           "Faster convergence: epochs to the target, each method against joint training, paired by seed",
           ["ours: joint's epochs minus the method's (mean over seeds); interval: t over seeds at the Bonferroni level "
            "over the family", scale.describe()])
-    headline = [v for c, v in zip(found, verdicts) if c.better.endswith(" authors")]
-    headline += [v for v in convergence if v.claim.startswith(f"Para-F-{comparison.paraformer} authors")]
+    headline = [v for c, v in zip(found, verdicts) if c.better.endswith(" authors")] + steps_verdicts
+    headline += [v for v in convergence if v.claim.startswith(authors)]
     write_claims(headline, PAPER_2025, NOTEBOOK, profile, runs["device"].iloc[0])
     return Findings(table, found, verdicts, tuned_verdicts, matched_claims, matched_verdicts, authors_claims,
-                    authors_verdicts, curves, targets, convergence, headline)
+                    authors_verdicts, steps_claims, steps_verdicts, curves, targets, convergence, headline)

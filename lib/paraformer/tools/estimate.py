@@ -70,11 +70,16 @@ class SuiteEstimate:
                 f"estimate: {CAVEAT}.")
 
 
+def profile_notebooks(profile: str) -> list[str]:
+    """The notebooks `make reproduce` runs at `profile` (`Profile.notebooks`; all of them by default)."""
+    return [nb for nb in NOTEBOOKS if get_profile(profile).runs_notebook(nb)]
+
+
 def estimate_suite(profile: str, flops_per_second=None, notebooks: list[str] | None = None) -> SuiteEstimate:
     """Every notebook (or those named) at `profile` with its default parameters."""
     get_profile(profile)  # refuses an unknown one
     throughput = rate(flops_per_second, profile)
-    chosen = [notebook_name(nb) for nb in notebooks] if notebooks else list(NOTEBOOKS)
+    chosen = [notebook_name(nb) for nb in notebooks] if notebooks else profile_notebooks(profile)
     return SuiteEstimate(profile, {nb: NOTEBOOKS[nb].estimate(profile, flops_per_second=throughput) for nb in NOTEBOOKS
                                    if nb in chosen}, throughput)
 
@@ -89,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notebooks", nargs="+", metavar="NB",
                         help="notebooks by number or name (default: all), e.g. 01 03")
     parser.add_argument("--runs", action="store_true", help="print every run, not only the per-notebook table")
+    parser.add_argument("--list-notebooks", action="store_true",
+                        help="only print the notebooks the profile runs, one path per line (make reproduce reads it)")
     args = parser.parse_args(argv)
+    if args.list_notebooks:
+        print("\n".join(f"notebooks/{nb}.ipynb" for nb in profile_notebooks(args.profile)))
+        return 0
     try:
         suite = estimate_suite(args.profile, args.flops_per_second, args.notebooks)
     except ConfigError as error:

@@ -1,0 +1,172 @@
+"""The linear baseline: a logistic regression on the raw pixels of exactly the images a profile's runs train and
+test on, cached like a run.
+
+A Transformer that a linear model matches has not learned what the papers' models did: every accuracy table shows
+this baseline beside the models, and `regime.under_trained` judges a claim's arms against it. It is a multinomial
+logistic regression on the flattened pixels (each standardized by the training images' mean and spread), fitted by
+full-batch L-BFGS in float64, so that it is deterministic and needs no new dependency. Its L2 strength is chosen
+on the runs' validation split where they hold one out (never on the test images), else fixed (`DEFAULT_L2`).
+
+The record goes to `<results>/baselines/<dataset>-linear-<key>.json`: the key hashes the data config, the data's
+fingerprint and the fit's settings, so that a second call reads it back and a change of any of them fits anew.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..core.config import DataConfig
+from ..core.data import ImageData, data_fingerprint, load_data
+from ..core.files import atomic_write_json
+
+VERSION = 1  # of the fit below: a change of what it computes changes every key
+L2_GRID = (1e-4, 1e-3, 1e-2)  # chosen on the validation split where there is one
+DEFAULT_L2 = 1e-3  # without a validation split
+ITERATIONS = 200  # L-BFGS iterations (each one loss and gradient over all training images)
+
+
+@dataclass(frozen=True)
+class LinearBaseline:
+    """A fitted baseline: its accuracy on every test image, and how it was made."""
+
+    dataset: str
+    accuracy: float  # on every test image (points)
+    correct: np.ndarray  # per test image, in the data's order (bool)
+    val_accuracy: float | None  # on the validation split, where there is one (points)
+    l2: float  # the L2 strength used
+    train_images: int
+    test_images: int
+    seconds: float  # of the fit that made the record
+    key: str
+    torch_version: str
+
+    def interval(self, z: float = 1.96) -> tuple[float, float]:
+        """Wilson's 95% interval of the accuracy over the test images (the fit itself is deterministic)."""
+        n, p = self.test_images, self.accuracy / 100
+        centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        return 100 * (centre - half) / (1 + z * z / n), 100 * (centre + half) / (1 + z * z / n)
+
+
+def _features(images: torch.Tensor, mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
+    x = images.reshape(len(images), -1).to(torch.float64) / 255.0
+    if mean is None:
+        mean, std = x.mean(dim=0), x.std(dim=0).clamp_min(1e-3)  # constant pixels (borders) stay at zero
+    return (x - mean) / std, mean, std
+
+
+def fit_linear(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, l2: float,
+               iterations: int = ITERATIONS) -> torch.nn.Linear:
+    """Multinomial logistic regression on features `train_x` (N, D): mean cross-entropy plus `l2` x squared weights,
+    minimized by full-batch L-BFGS from zero weights (deterministic)."""
+    model = torch.nn.Linear(train_x.shape[1], num_classes, dtype=torch.float64)
+    torch.nn.init.zeros_(model.weight), torch.nn.init.zeros_(model.bias)
+    optimizer = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=iterations, history_size=20,
+                                  tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(train_x), train_y) + l2 * model.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return model
+
+
+def _predict(model: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x).argmax(dim=1)
+
+
+def baseline_key(data: DataConfig, fingerprint: str) -> str:
+    settings = {"data": asdict(data), "fingerprint": fingerprint, "version": VERSION, "l2_grid": L2_GRID,
+                "default_l2": DEFAULT_L2, "iterations": ITERATIONS}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def record_path(folder: Path, data: DataConfig, key: str) -> Path:
+    return Path(folder) / "baselines" / f"{data.dataset}-linear-{key}.json"
+
+
+def fit_baseline(images: ImageData, key: str) -> LinearBaseline:
+    """Fit on `images`' training split (L2 chosen on its validation split where it has one) and score every test
+    image."""
+    start = time.perf_counter()
+    train_x, mean, std = _features(images.train_images)
+    test_x = _features(images.test_images, mean, std)[0]
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        val_accuracy, l2 = None, DEFAULT_L2
+        if len(images.val_labels):
+            val_x = _features(images.val_images, mean, std)[0]
+            scores = {}
+            for candidate in L2_GRID:
+                model = fit_linear(train_x, images.train_labels, images.num_classes, candidate)
+                scores[candidate] = float((_predict(model, val_x) == images.val_labels).double().mean()) * 100
+            l2 = max(L2_GRID, key=lambda c: (scores[c], -c))  # ties: the stronger regularization
+            val_accuracy = scores[l2]
+        model = fit_linear(train_x, images.train_labels, images.num_classes, l2)
+        correct = (_predict(model, test_x) == images.test_labels).numpy()
+    return LinearBaseline(images.name, 100.0 * float(correct.mean()), correct, val_accuracy, l2,
+                          len(images.train_labels), len(images.test_labels), time.perf_counter() - start, key,
+                          torch.__version__)
+
+
+def _to_record(baseline: LinearBaseline) -> dict:
+    record = asdict(baseline)
+    record["correct"] = "".join("1" if c else "0" for c in baseline.correct)
+    return record
+
+
+def read_baseline(path: Path) -> LinearBaseline:
+    """A cached baseline; a damaged record is refused in one line naming the file."""
+    try:
+        record = json.loads(Path(path).read_text())
+        correct = np.array([c == "1" for c in record["correct"]], dtype=bool)
+        if set(record["correct"]) - {"0", "1"} or len(correct) != record["test_images"]:
+            raise ValueError("per-image correctness does not match test_images")
+        baseline = LinearBaseline(**{**record, "correct": correct})
+        if not all(isinstance(getattr(baseline, f), (int, float)) for f in ("accuracy", "l2", "seconds")):
+            raise ValueError("accuracy, l2 and seconds must be numbers")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not a usable linear-baseline record ({error}); delete it to fit again") from None
+    return baseline
+
+
+def linear_baseline(data: DataConfig, folder: Path) -> LinearBaseline:
+    """The baseline for the runs on `data` (their exact images and split), from the cache under `folder` or fitted
+    and cached there."""
+    fingerprint = data_fingerprint(data)
+    key = baseline_key(data, fingerprint)
+    path = record_path(folder, data, key)
+    if path.is_file():
+        return read_baseline(path)
+    baseline = fit_baseline(load_data(data), key)
+    atomic_write_json(_to_record(baseline), path)
+    return baseline
+
+
+def linear_rows(datas: list[DataConfig], folder: Path) -> pd.DataFrame:
+    """One row per data config: the baseline's accuracy with its 95% (Wilson) interval over the test images."""
+    rows = []
+    for data in dict.fromkeys(datas):
+        baseline = linear_baseline(data, folder)
+        low, high = baseline.interval()
+        rows.append({"dataset": data.dataset, "linear_acc": baseline.accuracy, "linear_acc_low": low,
+                     "linear_acc_high": high, "l2": baseline.l2, "train_images": baseline.train_images,
+                     "test_images": baseline.test_images})
+    return pd.DataFrame(rows)
+
+
+def linear_accuracies(datas: list[DataConfig], folder: Path) -> dict[str, float]:
+    """dataset -> the baseline's accuracy (points), as `accuracy.judge_claims` takes it."""
+    return {data.dataset: linear_baseline(data, folder).accuracy for data in dict.fromkeys(datas)}
