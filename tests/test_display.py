@@ -108,6 +108,13 @@ def test_no_committed_output_or_table_names_a_path_of_the_machine_that_made_it(p
     assert found == []
 
 
+@pytest.mark.parametrize("path", SOURCE_NOTEBOOKS + EXECUTED_NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_committed_output_needs_a_live_kernel_to_render(path):
+    kinds = {kind for cell in json.loads(path.read_text())["cells"] for output in cell.get("outputs", [])
+             for kind in output.get("data", {})}
+    assert {kind for kind in kinds if "widget" in kind} == set()  # a widget without its state: "model not found"
+
+
 def test_the_path_check_finds_the_paths_it_is_meant_to():
     text = "weights: copy into /root/.cache/torch/hub/checkpoints/ or (/work/shared/datasets/cifar10.tar.gz)"
     assert [m.group(0).strip(" (") for m in ABSOLUTE_PATH.finditer(text)] == [
@@ -304,3 +311,107 @@ def test_under_papermill_a_run_prints_one_line_when_it_ends(capsys):
 
 def test_durations_read_in_the_largest_sensible_unit():
     assert [progress.duration_text(s) for s in (8.24, 184, 7500)] == ["8.2 s", "3 min 04 s", "2 h 05 min"]
+
+
+# --- figures -------------------------------------------------------------------------------------------------------
+
+from paraformer.experiments import figures, speedup  # noqa: E402
+
+TABLES_DIR = ROOT / "results" / "tables"
+
+
+@pytest.fixture
+def drawn():
+    """Figures made by a test, drawn (so that text positions exist) and closed after it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+
+    def draw(fig):
+        fig.canvas.draw()
+        made.append(fig)
+        return fig
+
+    yield draw
+    for fig in made:
+        plt.close(fig)
+
+
+def legend_texts(ax) -> list[list[str]]:
+    """Every legend of `ax` (the one set last and those added as artists), as its entries' texts."""
+    from matplotlib.legend import Legend
+
+    legends = [a for a in ax.get_children() if isinstance(a, Legend)]
+    return [[t.get_text() for t in legend.get_texts()] for legend in legends]
+
+
+def test_the_compression_figure_ticks_each_kept_count_with_its_ratio_and_tells_method_from_selection(drawn):
+    means = pd.read_csv(TABLES_DIR / "compression_all.csv")
+    ax = drawn(figures.compression(means, "Para-F-1-6", "quick")).axes[0]
+    kept = means.drop_duplicates("branches_kept").sort_values("branches_kept")
+    assert [t.get_text() for t in ax.get_xticklabels()] == [f"{k}\n{r:.1f}x" for k, r in
+                                                             zip(kept["branches_kept"], kept["param_ratio"])]
+    assert sorted(legend_texts(ax)) == sorted([list(dict.fromkeys(means["method"])),
+                                               ["first k branches", "best k on validation",
+                                                "ViT of that size, from scratch"]])
+
+
+def test_the_cost_model_figure_splits_its_legend_by_colour_and_by_line_style(drawn):
+    lines = speedup.cost_model_lines(pd.read_csv(TABLES_DIR / "speed_cost_model.csv"), 24)
+    ax = drawn(figures.cost_model(lines, "a CPU", 24)).axes[0]
+    assert sorted(legend_texts(ax)) == sorted([[line.label for line in lines],
+                                               ["predicted, ring all-reduce", "predicted, tree all-reduce", "measured"]])
+    assert [t.get_text() for t in ax.get_xticklabels(minor=True) if t.get_text()] == []
+
+
+def test_the_layer_speed_figure_ticks_exactly_the_measured_layer_counts(drawn):
+    layers = pd.read_csv(ROOT / "results" / "bench" / "quick" / "layers.csv")
+    for ax in drawn(figures.layer_speed(layers, "a CPU", "quick")).axes:
+        labels = [t.get_text() for t in ax.get_xticklabels() + ax.get_xticklabels(minor=True) if t.get_text()]
+        assert labels == [str(n) for n in sorted(layers["num_layers"].unique())]
+
+
+def test_the_growth_figure_titles_do_not_overlap(drawn):
+    fig = drawn(figures.growth(pd.read_csv(TABLES_DIR / "expansion_growth.csv"), "cifar10", "quick"))
+    renderer = fig.canvas.get_renderer()
+    left, right = (ax.title.get_window_extent(renderer) for ax in fig.axes)
+    assert left.x1 < right.x0
+
+
+def incremental_metrics(seeds=(0, 1, 2)) -> pd.DataFrame:
+    rows = [dict(seed=seed, strategy=strategy, after_task=after, task=task, trained_params=10,
+                 class_il_acc=50.0 + seed + (strategy == "joint") * 10 - 5 * (after - task), task_il_acc=70.0 + seed)
+            for seed in seeds for strategy in ("expand", "finetune", "joint") for after in (1, 2, 3)
+            for task in range(1, after + 1)]
+    return pd.DataFrame(rows)
+
+
+def test_the_class_incremental_curves_carry_the_interval_over_seeds(drawn):
+    fig = drawn(figures.class_incremental(incremental_metrics(), "cifar10", "quick"))
+    half = 4.302653 * 1.0 / 3 ** 0.5  # t(0.975, 2 degrees of freedom) x the s.d. of seeds 0, 1, 2 (1.0) / sqrt(3)
+    for ax in fig.axes:
+        assert len(ax.containers) == 3  # expand, finetune, joint: each with error bars
+        for container in ax.containers:
+            segments = container.lines[2][0].get_segments()
+            assert [round(s[1][1] - s[0][1], 4) for s in segments] == [round(2 * half, 4)] * len(segments)
+    assert figures.seed_interval(pd.Series([1.0, 2.0, 3.0])) == pytest.approx((2.0, 2.0 - half, 2.0 + half), 1e-5)
+    assert figures.seed_interval(pd.Series([4.0])) == (4.0, 4.0, 4.0)
+
+
+def test_the_convergence_band_is_named_in_the_legend(drawn):
+    curves = pd.DataFrame([dict(dataset="d", label=label, seed=seed, epoch=epoch, test_acc=10.0 * epoch + seed,
+                                train_seconds=float(epoch)) for label in ("ViT-2", "Para-F-1-2 joint")
+                           for seed in (0, 1) for epoch in (1, 2, 3)])
+    ax = drawn(figures.convergence(curves, "a CPU", "quick")).axes[0]
+    assert legend_texts(ax) == [["ViT-2", "Para-F-1-2 joint", "band: ±1 s.d. over seeds"]]
+
+
+def test_fine_tuning_curves_tick_whole_epochs(drawn):
+    history = [{"epoch": e, "test_acc": 20.0 + e} for e in range(1, 6)]
+    runs = pd.DataFrame([dict(dataset="cifar10", seed=0, arrangement="sequential", model="Para-F-12-12")])
+    ax = drawn(figures.finetune_curves(runs, [SimpleNamespace(history=history)], {}, False)).axes[0]
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
