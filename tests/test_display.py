@@ -374,11 +374,12 @@ def test_the_layer_speed_figure_ticks_exactly_the_measured_layer_counts(drawn):
         assert labels == [str(n) for n in sorted(layers["num_layers"].unique())]
 
 
-def test_the_growth_figure_titles_do_not_overlap(drawn):
-    fig = drawn(figures.growth(pd.read_csv(TABLES_DIR / "expansion_growth.csv"), "cifar10", "quick"))
+def test_the_growth_figure_titles_stay_above_their_own_panels(drawn):
+    fig = drawn(figures.growth(pd.read_csv(TABLES_DIR / "expansion_growth.csv"), "fashion_mnist", "quick"))
     renderer = fig.canvas.get_renderer()
-    left, right = (ax.title.get_window_extent(renderer) for ax in fig.axes)
-    assert left.x1 < right.x0
+    for ax in fig.axes:  # a title wider than its panel runs into the next one
+        title, panel = ax.title.get_window_extent(renderer), ax.get_window_extent(renderer)
+        assert panel.x0 <= title.x0 and title.x1 <= panel.x1
 
 
 def incremental_metrics(seeds=(0, 1, 2)) -> pd.DataFrame:
