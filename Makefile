@@ -10,6 +10,7 @@ CONSTRAINTS ?= constraints.txt
 # Per-cell limit for papermill (seconds); the paper profile trains for hours per cell on a GPU.
 CELL_TIMEOUT ?= 172800
 BIN := $(VENV)/bin
+JUPYTER_HOOK := $(VENV)/etc/jupyter/jupyter_server_config.d/paraformer.json
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 # PARAFORMER_RESULTS names this root; the library itself puts every profile but quick (the committed results) in
 # <root>/<profile>/. RESULTS is where a profile's files end up, for the executed notebooks and clean-runs.
@@ -23,7 +24,13 @@ endif
 
 .PHONY: env constraints reproduce test bench throughput numerics lab refresh-notebooks clean-runs FORCE
 
-env: $(VENV)/.installed
+env: $(VENV)/.installed $(JUPYTER_HOOK)
+
+# The Jupyter server extension that keeps Run All's outputs out of the source notebooks (docs/notebooks.md): enabled
+# for every Jupyter server of the environment. Another environment: JUPYTER_CONFIG_PATH=$PWD/jupyter-config.
+$(JUPYTER_HOOK): jupyter-config/jupyter_server_config.d/paraformer.json
+	@mkdir -p $(dir $@)
+	cp $< $@
 
 # One pip call resolves torch and torchvision together so that they match.
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS) $(VENV)/.constraints
@@ -65,6 +72,7 @@ reproduce: env
 	  PARAFORMER_RESULTS=$(abspath $(ROOT)) PARAFORMER_RETRAIN=$(RETRAIN) PARAFORMER_PROGRESS=text \
 	  $(BIN)/python -m papermill "$$nb" "$$partial" \
 	    -p profile $(PROFILE) -k python3 --cwd notebooks --execution-timeout $(CELL_TIMEOUT) --log-output --no-progress-bar \
+	    && $(BIN)/python -m paraformer.tools.notebooks finish "$$partial" \
 	    && mv "$$partial" "$$out" || { echo "FAILED: $$nb (its partial output is $$partial)"; exit 1; }; \
 	done
 	@PARAFORMER_RESULTS=$(abspath $(ROOT)) $(BIN)/python -m paraformer.tools.train --report-stale --profile $(PROFILE)
@@ -98,13 +106,15 @@ numerics: env
 lab: env
 	$(BIN)/jupyter lab notebooks/
 
-# Re-execute the notebooks in place at their default profile, ci: their stored outputs are what nbval compares
-# against. Without -p, papermill adds no injected-parameters cell, which would override the parameters cell for
+# Re-execute the notebooks in place at their default profile, ci, and keep only the outputs of their
+# regression-check cells: what nbval compares against (tools.notebooks clean; the source notebooks carry no other
+# output). Without -p, papermill adds no injected-parameters cell, which would override the parameters cell for
 # anyone who opens the notebook (tests/test_notebooks.py fails if one is committed).
 refresh-notebooks: env
 	@tmp=$$(mktemp -d); for nb in $(NOTEBOOKS); do \
 	  PARAFORMER_RESULTS=$$tmp PARAFORMER_PROGRESS=text $(BIN)/python -m papermill "$$nb" "$$nb" \
-	    -k python3 --cwd notebooks --execution-timeout 600 --no-progress-bar || exit 1; \
+	    -k python3 --cwd notebooks --execution-timeout 600 --no-progress-bar \
+	    && $(BIN)/python -m paraformer.tools.notebooks clean "$$nb" || exit 1; \
 	done; rm -rf $$tmp
 
 # Forget finished runs and checkpoints of a profile, so that `make reproduce` trains everything again.

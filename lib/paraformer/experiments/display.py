@@ -1,6 +1,7 @@
 """What a notebook is given and what a reader sees in it: its parameters checked (`declare_parameters`,
-`check_parameters`; docs/profiles.md), a short table (`reader_table`) and one line per verdict (`verdict_lines`,
-with `verdict_details` below; docs/notebooks.md).
+`check_parameters`; docs/profiles.md) and its datasets (`check_data`), its verdicts first (`show_verdicts`), a short
+table (`reader_table`) and one line per verdict (`verdict_lines`, with `verdict_details` below; docs/notebooks.md);
+the package's errors for users in one line (`show_user_errors_in_one_line`).
 
 Papermill only warns about a parameter the `parameters` cell does not define, and puts its `injected-parameters`
 cell between the two calls, so every name that cell binds and the parameters cell did not is unknown. (The keyword
@@ -14,10 +15,21 @@ from __future__ import annotations
 import html
 import inspect
 import math
+import socket
+import sys
+import urllib.parse
+from pathlib import Path
 
 import pandas as pd
 
+from ..core.compilation import CompileLimitError
 from ..core.config import ConfigError
+# core.data's own look-up and message, so that check_data finds exactly what load_data would find
+from ..core.data import DATASETS, DatasetNotFoundError, _cache_path, _fingerprint, _locate, _not_found
+from ..core.datasources import DataIntegrityError
+from ..core.files import ResultsWriteError
+from ..core.paths import data_dir, results_dir
+from ..core.runcache import RunCacheError
 from .profiles import profile_device
 from .stats import Verdict
 
@@ -49,7 +61,9 @@ def declare_parameters(namespace: dict) -> None:
 def check_parameters(namespace: dict) -> None:
     """The first line of the code cell after the parameters cell: fail on names papermill injected that the
     parameters cell does not define, on an unknown profile, and on a GPU profile where device "auto" would fall back
-    to the CPU (`profiles.profile_device`)."""
+    to the CPU (`profiles.profile_device`). From here on, the kernel shows the package's errors for users in one
+    line (`show_user_errors_in_one_line`)."""
+    show_user_errors_in_one_line()
     record = namespace.get(_RECORD)
     if record is None:
         raise ConfigError("the notebook's parameters cell must end with declare_parameters(namespace=globals()) "
@@ -202,3 +216,203 @@ def plain_log_ticks(ax, axes: str = "xy") -> None:
         if axis.get_scale() == "log":
             axis.set_major_formatter(PlainLogFormatter(labelOnlyBase=False))
             axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
+
+
+# --- errors a user can fix, in one line ---------------------------------------------------------------------------
+
+# The package's errors whose message names the bad value and the fix: a traceback would bury that line under
+# frames of library code (and, for a dataset, under the chained download error).
+USER_ERRORS = (ConfigError, DatasetNotFoundError, DataIntegrityError, ResultsWriteError, RunCacheError,
+               CompileLimitError)
+
+
+def one_line(error: BaseException) -> str:
+    """"DatasetNotFoundError: <message>" on one line: a message's lines ("Provide it with", then "  - way" per
+    line) joined by "; " after a colon."""
+    lines = [line.strip().removeprefix("- ") for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if len(lines) > 1:
+        text = f"{text.rstrip(':')}: {'; '.join(lines[1:])}"
+    return f"{type(error).__name__}: {text}"
+
+
+def _one_line_handler(shell, etype, value, tb, tb_offset=None):
+    """IPython's custom exception handler: the error output holds one line (its ename and evalue as usual, so that
+    papermill names the error); `%tb` still shows the whole traceback."""
+    sys.last_type, sys.last_value, sys.last_traceback = etype, value, tb
+    shell._showtraceback(etype, value, [one_line(value)])
+
+
+def show_user_errors_in_one_line(shell=None) -> bool:
+    """Make the kernel (`shell`; None: the running one) show `USER_ERRORS` in one line; False outside IPython."""
+    if shell is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return False
+        shell = get_ipython()
+    if shell is None:
+        return False
+    shell.set_custom_exc(USER_ERRORS, _one_line_handler)
+    return True
+
+
+# --- the datasets a notebook needs, before anything downloads -------------------------------------------------------
+
+PROBE_SECONDS = 3.0  # how long the download host may take to accept a connection before the data count as missing
+
+
+def _download_urls(dataset_class) -> list[str]:
+    """The http(s) addresses torchvision's dataset class downloads from, wherever the class keeps them (`url`,
+    `mirrors`, `resources`, `_RESOURCES`, `_download_url_prefix`, ...)."""
+    found = []
+
+    def walk(value):
+        if isinstance(value, str):
+            if value.startswith(("http://", "https://")):
+                found.append(value)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+
+    for klass in dataset_class.__mro__:
+        for value in vars(klass).values():
+            walk(value)
+    return found
+
+
+def reachable(url: str, seconds: float = PROBE_SECONDS) -> BaseException | None:
+    """None if `url`'s host accepts a TCP connection within `seconds`, else the error (no name, no route, time-out)."""
+    address = urllib.parse.urlsplit(url)
+    try:
+        socket.create_connection((address.hostname, address.port or (443 if address.scheme == "https" else 80)),
+                                 timeout=seconds).close()
+    except OSError as error:
+        return error
+    return None
+
+
+def _torchvision_files_present(spec) -> bool:
+    """Whether torchvision's own files of `spec` are downloaded into `data_dir()` (its class opened without
+    download; it checks them)."""
+    import torchvision
+
+    dataset_class = getattr(torchvision.datasets, spec.torchvision_class)
+    try:
+        for kwargs in (spec.train_kwargs, spec.test_kwargs):
+            dataset_class(str(data_dir()), download=False, **dict(kwargs))
+    except (RuntimeError, OSError):  # torchvision's "Dataset not found or corrupted", a missing file
+        return False
+    return True
+
+
+def on_disk(config) -> bool:
+    """Whether `load_data(config)` of a registry dataset finds its images without a download: an offline copy, the
+    idx files, its decoded cache or torchvision's downloaded files (`core.data` looks in that order)."""
+    spec = DATASETS[config.dataset]
+    source = _locate(spec)
+    if source.kind != "torchvision":
+        return True
+    size = config.image_size or spec.image_size
+    return _cache_path(spec.name, _fingerprint(source, spec), size).is_file() or _torchvision_files_present(spec)
+
+
+def missing_datasets(runs, probe=reachable, first_only: bool = False) -> dict[str, BaseException]:
+    """Dataset name -> why it cannot be had, for each registry dataset that `runs` (PlannedRuns: `run.data`) read
+    and that is neither on disk (`on_disk`) nor downloadable: its download host did not answer `probe(url)`, asked
+    once per host (`first_only`: no more hosts asked once one dataset is missing). Datasets given as an ImageFolder
+    root are left to `load_data`, which refuses a missing one at once."""
+    missing, hosts = {}, {}
+    for config in dict.fromkeys(run.data for run in runs):
+        if first_only and missing:
+            break
+        if config.dataset not in DATASETS or config.dataset in missing or on_disk(config):
+            continue
+        import torchvision
+
+        urls = _download_urls(getattr(torchvision.datasets, DATASETS[config.dataset].torchvision_class))
+        if not urls:  # nowhere to ask: torchvision will try and say why
+            continue
+        host = urllib.parse.urlsplit(urls[0]).hostname
+        if host not in hosts:
+            hosts[host] = probe(urls[0])
+        if hosts[host] is not None:
+            missing[config.dataset] = hosts[host]
+    return missing
+
+
+def check_data(runs, probe=reachable) -> None:
+    """The line after `check_parameters` in a notebook that trains: stop at once, before any download attempt times
+    out, when a dataset its plan (`runs`) reads is missing (`missing_datasets`): the package's
+    DatasetNotFoundError for the first one, with every way to provide it."""
+    missing = missing_datasets(runs, probe, first_only=True)
+    if missing:
+        name, why = next(iter(missing.items()))
+        raise _not_found(DATASETS[name], why)
+
+
+# --- the answer first: a notebook's verdicts at the top -----------------------------------------------------------
+
+def claims_path(notebook: str, profile: str) -> Path:
+    """The claims table a notebook writes (`report.write_claims`) in `profile`'s results folder."""
+    return results_dir(profile) / "tables" / f"claims_{notebook}.csv"
+
+
+# replaced by report.claim_line when it lands
+def _claim_line(row: pd.Series) -> str:
+    """"**claim**: verdict; ours 0.75 [-0.27, 2.00] (99.2% interval); paper 15.58": the claim, its verdict, our
+    figure with its interval (and its unit, where the table has a `unit` column) and the paper's figure."""
+    unit = row.get("unit")
+    unit = "" if _missing(unit) else ("x" if unit == "x" else f" {unit}")
+    paper = "" if _missing(row["paper_figure"]) else f"; paper {paper_text(row['paper_figure'])}{unit}"
+    if row["verdict"] == "not testable here":
+        return f"**{row['claim']}**: *not testable here*{paper}"
+    level = "" if abs(row["interval_pct"] - 95) < 1e-6 else f" ({row['interval_pct']:.3g}% interval)"
+    ours = interval_text(row["ours"], row["low"], row["high"], 2) + unit
+    return f"**{row['claim']}**: **{row['verdict']}**; ours {ours}{level}{paper}"
+
+
+class VerdictSummary:
+    """A notebook's verdicts at `profile`, one line per claim of its committed claims table, or one line saying
+    the notebook has not run at that profile. Shown as Markdown; `update()` shows the table as it is now in the
+    same output (after the notebook has written it)."""
+
+    def __init__(self, notebook: str, profile: str):
+        self.notebook, self.profile = notebook, profile
+        self.handle = None  # IPython's display handle, once shown
+
+    def claims(self) -> pd.DataFrame | None:
+        path = claims_path(self.notebook, self.profile)
+        return pd.read_csv(path) if path.is_file() else None
+
+    def lines(self) -> list[str]:
+        claims = self.claims()
+        if claims is None or claims.empty:
+            return [f"**Verdicts at the {self.profile} profile**: not yet run at this profile"]
+        devices = "; ".join(dict.fromkeys(str(d) for d in claims["device"].dropna()))
+        head = (f"**Verdicts at the {self.profile} profile** (tables/claims_{self.notebook}.csv"
+                + (f", measured on {devices}" if devices else "") + "; how each was reached: below)")
+        return [head] + [f"- {_claim_line(row)}" for _, row in claims.iterrows()]
+
+    def _repr_markdown_(self) -> str:
+        return "\n".join(self.lines())
+
+    def __repr__(self) -> str:
+        return "\n".join(self.lines())
+
+    def update(self) -> None:
+        if self.handle is not None:
+            self.handle.update(self)
+
+
+def show_verdicts(notebook: str, profile: str, display=None) -> VerdictSummary:
+    """Show `VerdictSummary(notebook, profile)` under the notebook's parameters and return it, so that the cell
+    that writes the claims table can `update()` it. `display`: IPython's (a test passes its own)."""
+    if display is None:
+        from IPython.display import display
+    summary = VerdictSummary(notebook, profile)
+    summary.handle = display(summary, display_id=True)
+    return summary
