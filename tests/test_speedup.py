@@ -14,7 +14,7 @@ from paraformer.experiments.speedup import (KINDS, MIN_SPREAD, PREDICTED, UNKNOW
                                             cost_model_summary, layers_table, median_interval, multi_bars,
                                             multi_machine, multi_table, only_missing, paired_ratio, ratio_spread,
                                             speed_line, speed_testable, speed_verdicts, strategy_table, summary,
-                                            verdict_table)
+                                            summary_sections, verdict_table)
 
 CPU = {"device": "test CPU, 1 thread(s)", "device_type": "cpu"}
 GPU = {"device": "test GPU", "device_type": "cuda"}
@@ -215,10 +215,12 @@ def test_the_papers_claims_the_targets_and_the_measurements_are_listed_apart():
     assert table["unit"].str.match(r"^(x|share of N/M) \(.+ over .+\)$").all()  # every ratio says what it divides
     assert set(table["verdict"]) <= {"supported", "contradicted", "inconclusive", "not testable here"}
     # the summary: a line per verdict under its kind's title, in that order; no cost model without its costs
-    sections = summary(data)
+    sections = summary_sections(data)
     assert [title for title, _ in sections] == ["", *(KINDS[kind] for kind in groups)]
     assert sections[1:] == [(KINDS[kind], [speed_line(v) for v in group]) for kind, group in groups.items()]
     assert PREDICTED not in dict(sections)
+    assert summary(data) == [line for _, lines in sections for line in lines]  # the flat list: 1 + a line each
+    assert len(summary(data)) == 1 + len(judged)
 
 
 def test_only_missing_benchmarks_are_measured_when_other_devices_csvs_are_kept():

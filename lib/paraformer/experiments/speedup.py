@@ -748,10 +748,10 @@ def speed_line(verdict: SpeedVerdict) -> str:
     return line if verdict.verdict.verdict == "not testable here" else f"{line}; ours in {verdict.unit}"
 
 
-PREDICTED = "Predicted, not measured (cost model)"  # the title of `summary`'s last section
+PREDICTED = "Predicted, not measured (cost model)"  # the title of `summary_sections`' last section
 
 
-def summary(data: dict[str, pd.DataFrame]) -> list[tuple[str, list[str]]]:
+def summary_sections(data: dict[str, pd.DataFrame]) -> list[tuple[str, list[str]]]:
     """The verdicts of `speed_verdicts` in words, as (title, lines) sections: first (no title) the devices and how
     the intervals are made, then one section per kind (`by_kind`, titles from `KINDS`) with a line per verdict (its
     figures are in `verdict_table`'s detail), last the cost model's predictions under `PREDICTED`."""
@@ -765,9 +765,15 @@ def summary(data: dict[str, pd.DataFrame]) -> list[tuple[str, list[str]]]:
 
 
 def summary_markdown(data: dict[str, pd.DataFrame]) -> str:
-    """`summary` as Markdown: each section's title in bold, its lines as a list."""
+    """`summary_sections` as Markdown: each section's title in bold, its lines as a list."""
     blocks = []
-    for title, lines in summary(data):
+    for title, lines in summary_sections(data):
         body = "\n".join(f"- {line}" for line in lines) if title else " ".join(lines)
         blocks.append(f"**{title}**\n\n{body}" if title else body)
     return "\n\n".join(blocks)
+
+
+def summary(data: dict[str, pd.DataFrame]) -> list[str]:
+    """`summary_sections` as one list of lines without the titles (the context line first, the cost model last),
+    for a reader that lists them as they come."""
+    return [line for _, lines in summary_sections(data) for line in lines]
