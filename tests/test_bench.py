@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from paraformer.bench import speed as bench
+from paraformer.bench import branch_processes, speed as bench
 from paraformer.core.config import ConfigError
 from paraformer.core.provenance import device_name
 from paraformer.core.timing import median_seconds
@@ -18,7 +18,8 @@ HERE = device_name(torch.device("cpu"))
 
 
 def csvs(device):
-    names = ["strategies", "layers"] + [f"multi_{k}_{p}" for k in ("steps", "costs") for p in (1, 2)]
+    names = ["strategies", "layers", "branch_processes"] + [f"multi_{k}_{p}" for k in ("steps", "costs")
+                                                             for p in (1, 2)]
     return {name: pd.DataFrame({"device": [device]}) for name in names}
 
 
@@ -30,11 +31,13 @@ def test_nothing_is_measured_again_when_every_csv_comes_from_this_kind_of_device
 
 def test_missing_csvs_and_csvs_from_another_device_are_measured_here():
     data = csvs("NVIDIA H100 80GB HBM3")
-    assert bench.to_measure(data, device=torch.device("cpu")) == ["strategies", "layers", "multi"]
+    assert bench.to_measure(data, device=torch.device("cpu")) == ["strategies", "layers", "multi", "branch_processes"]
     data = csvs(HERE)
     del data["multi_costs_2"]
     assert bench.to_measure(data, device=torch.device("cpu")) == ["multi"]
     assert bench.to_measure(csvs(HERE), processes=(1, 2, 4), device=torch.device("cpu")) == ["multi"]
+    del data["branch_processes"]
+    assert bench.to_measure(data, device=torch.device("cpu")) == ["multi", "branch_processes"]
 
 
 def test_unknown_profiles_and_benchmarks_are_refused_with_the_choices():
@@ -123,3 +126,44 @@ def test_benchmarks_on_cuda_take_fp32_products_in_tf32_and_every_row_records_the
         assert set(bench.load("ci", tmp_path)["strategies"]["matmul_precision"]) == {recorded}
     assert seen == [True, before]  # on the CPU, as it was
     assert torch.backends.cuda.matmul.allow_tf32 == before  # and given back after the CUDA benchmarks
+
+
+# --- one branch per process: the 2024 claims' benchmark ----------------------------------------------------------
+
+def test_on_one_gpu_the_one_branch_per_process_benchmark_is_not_launched_and_the_machine_is_recorded(monkeypatch,
+                                                                                                    tmp_path):
+    one_gpu(monkeypatch)
+    machine = bench.with_not_measured({}, bench.process_counts(get_profile("ci").multi))[bench.MACHINE]
+    # recorded too where every count asked for was measured: the 2024 claims still need to know the devices
+    assert bench.MACHINE in bench.with_not_measured({}, bench.process_counts(None, (1,)))
+    launched = fake_torchrun(monkeypatch)  # after code_version's git, which runs through subprocess.run too
+    counts = bench.bench_branch_processes(get_profile("ci").bench, root=tmp_path)
+    assert launched == [] and counts.not_measured == (branch_processes.PROCESSES,)
+    assert (int(machine["devices"].iloc[0]), machine["unit"].iloc[0], machine["device_type"].iloc[0]) == \
+        (1, "GPU", "cuda")
+
+
+def test_the_one_branch_per_process_settings_refuse_too_few_rounds_for_an_interval():
+    with pytest.raises(ConfigError, match="repeats=5"):
+        branch_processes.BranchProcessSettings(repeats=5)
+    with pytest.raises(ConfigError, match="warmup=0"):
+        branch_processes.BranchProcessSettings(warmup=0)
+
+
+@pytest.mark.skipif(len(getattr(bench.os, "sched_getaffinity", lambda pid: {0})(0)) < 2 or torch.cuda.is_available(),
+                    reason="needs two CPU cores (one process pinned to each)")
+def test_two_pinned_processes_time_every_call_in_every_round(tmp_path):
+    ci = get_profile("ci")
+    settings = branch_processes.BranchProcessSettings(train_batch=4, repeats=6, warmup=1)
+    bench.run(ci.bench, ci.multi, only=("branch_processes",), root=tmp_path, claims=settings)
+    rounds = bench.load("ci", tmp_path)[branch_processes.NAME]
+    calls = {(mode, call) for mode, call in zip(rounds["mode"], rounds["call"])}
+    (alone, shared), (serial, branched) = branch_processes.GROWTH, branch_processes.N_OVER_M
+    names = {branch_processes.call_name(model, p) for model, p in ((alone, 1), (shared, 1), (shared, 2),
+                                                                   (serial, 1), (branched, 1), (branched, 2))}
+    assert calls == {(mode, name) for mode in ("inference", "train") for name in names}
+    assert rounds.groupby(["mode", "call"]).size().eq(6).all()  # every round kept, not a median
+    assert set(rounds["cores"]) == {" ".join(str(c) for c in sorted(bench.os.sched_getaffinity(0))[:2])}
+    assert set(rounds["devices"]) == {len(bench.os.sched_getaffinity(0))}
+    assert set(rounds.loc[rounds["mode"] == "train", "batch"]) == {4}
+    assert (rounds["seconds"] > 0).all()

@@ -6,10 +6,15 @@ import pandas as pd
 import pytest
 import torch
 
-from paraformer.experiments.paper import FAIRSCALE_SPEEDUP
-from paraformer.experiments.speedup import (MIN_SPREAD, UNKNOWN_SPREAD, at_depth, benchmark_depth, cost_model_lines,
-                                            cost_model_summary, layers_table, multi_bars, multi_table, only_missing,
-                                            ratio_spread, speed_verdicts, strategy_table, summary, verdict_table)
+from paraformer.bench import branch_processes, speed
+from paraformer.experiments.paper import FAIRSCALE_SPEEDUP, PAPER_2024, PAPER_2025
+from paraformer.experiments.speedup import (KINDS, MIN_SPREAD, PREDICTED, UNKNOWN_SPREAD, ClaimNeeds, Machine,
+                                            at_depth, benchmark_depth, branch_process_table, by_kind,
+                                            cost_model_check, cost_model_lines, cost_model_predictions,
+                                            cost_model_summary, layers_table, median_interval, multi_bars,
+                                            multi_machine, multi_table, only_missing, paired_ratio, ratio_spread,
+                                            speed_line, speed_testable, speed_verdicts, strategy_table, summary,
+                                            summary_sections, verdict_table)
 
 CPU = {"device": "test CPU, 1 thread(s)", "device_type": "cpu"}
 GPU = {"device": "test GPU", "device_type": "cuda"}
@@ -72,20 +77,40 @@ def test_the_n_over_m_table_puts_the_papers_ratio_beside_ours():
     assert table.loc["Para-F-1-24", "inference_speedup"] == pytest.approx(4.0)
     assert table.loc["Para-F-1-24", "train_speedup"] == pytest.approx(4.0)
     judged = verdicts({"layers": layers()})
-    latency, growth = judged["latency"].verdict, judged["growth"].verdict
+    latency, growth = judged["latency"].verdict, judged["growth_one_device"].verdict
     assert (latency.verdict, latency.ours, latency.threshold) == ("supported", pytest.approx(4.0),
                                                                   pytest.approx(1 / 0.6))
-    assert (judged["growth"].kind, growth.verdict, growth.ours) == ("paper", "contradicted", pytest.approx(1 / 6))
-    assert [v.kind for v in judged.values()] == ["target", "paper", "paper"]
+    assert (judged["growth_one_device"].kind, growth.verdict, growth.ours) == ("comparison", "contradicted",
+                                                                               pytest.approx(1 / 6))
+
+
+def test_the_single_device_ratios_are_measurements_not_verdicts_on_the_papers_claims():
+    # without the one-branch-per-process CSV the 2024 claims are not testable, whatever one device shows
+    judged = verdicts({"layers": layers()})
+    assert {key: v.kind for key, v in judged.items() if key in ("growth_one_device", "n_over_m_one_device")} == \
+        {"growth_one_device": "comparison", "n_over_m_one_device": "comparison"}
+    papers = {key: v for key, v in judged.items() if v.kind == "paper"}
+    assert list(papers) == ["growth", "n_over_m"]
+    assert all(v.verdict.verdict == "not testable here" and v.source == PAPER_2024 for v in papers.values())
+
+
+def test_the_latency_target_is_a_speed_up_judged_in_its_own_direction():
+    # ViT-24 over Para-F-1-24: 4x is above the 1/0.6 = 1.67x the target asks for; 1.25x (latency 0.8x) is below
+    met = verdicts({"layers": layers()})["latency"]
+    missed = verdicts({"layers": layers(((1, 1.0, 1.0, 10.0, 10.0), (24, 10.0, 8.0, 240.0, 60.0)))})["latency"]
+    assert (met.verdict.ours, met.verdict.verdict) == (pytest.approx(4.0), "supported")
+    assert (missed.verdict.ours, missed.verdict.verdict) == (pytest.approx(1.25), "contradicted")
+    assert met.verdict.threshold == pytest.approx(1 / 0.6) and met.kind == "target"
+    assert met.unit == "x (ViT-24 over Para-F-1-24, batch-1 latency, one device)"
 
 
 def test_the_n_over_m_claim_leaves_out_n_over_m_of_one():
     # Para-F-1-1 against ViT-1 reaches 80% of its N/M = 1; Para-F-1-24 reaches 95% of 24
     n_over_m = verdicts({"layers": layers(((1, 1.0, 1.25, 10.0, 10.0), (24, 24.0, 24 / 22.8, 240.0, 60.0)))})
-    claim = n_over_m["n_over_m"].verdict
+    claim = n_over_m["n_over_m_one_device"].verdict
     assert claim.ours == pytest.approx(0.95)
     assert claim.verdict == "supported"  # 0.95 / e^0.05 = 0.904 > 0.9
-    only_one = verdicts({"layers": layers(((1, 1.0, 1.25, 10.0, 10.0),))})["n_over_m"].verdict
+    only_one = verdicts({"layers": layers(((1, 1.0, 1.25, 10.0, 10.0),))})["n_over_m_one_device"].verdict
     assert only_one.verdict == "not testable here" and math.isnan(only_one.ours)
 
 
@@ -151,8 +176,10 @@ def test_the_scaling_target_and_a_missing_pipeline():
 
 def test_fairscale_on_a_cpu_is_not_testable_here():
     fairscale = verdicts(multi(CPU))["fairscale"]
-    assert (fairscale.kind, fairscale.verdict.verdict) == ("paper", "not testable here")
+    assert (fairscale.kind, fairscale.source, fairscale.verdict.verdict) == ("paper", PAPER_2025, "not testable here")
     assert fairscale.verdict.ours == pytest.approx(5.0) and fairscale.verdict.paper == FAIRSCALE_SPEEDUP[0]
+    rule = speed_testable(ClaimNeeds(2, "FairScale's Pipe", ("cuda",)), Machine("cpu", None, 2))
+    assert rule.cause == "overlap" and fairscale.verdict.reason == rule.reason
 
 
 def test_fairscale_on_gpus_is_judged_against_the_papers_lower_end():
@@ -170,14 +197,30 @@ def test_the_torch_pipelines_are_compared_without_a_paper_figure():
         assert (f1b.verdict.verdict, f1b.verdict.ours) == ("supported", pytest.approx(4.0))
 
 
-def test_the_summary_renders_one_line_per_verdict_and_the_table_one_row():
-    data = {"strategies": strategies(0.010, 0.012, 0.012, "fused"), "layers": layers(), **multi()}
+def test_the_papers_claims_the_targets_and_the_measurements_are_listed_apart():
+    data = {"strategies": strategies(0.010, 0.012, 0.012, "fused"), "layers": layers(), **multi(),
+            branch_processes.NAME: branch_rounds()}
     judged = speed_verdicts(data)
-    assert len(summary(data)) == 1 + len(judged)  # the intervals' origin, then each verdict
     table = verdict_table(judged)
-    assert list(table["key"]) == ["auto", "latency", "growth", "n_over_m", "scaling", "torch-gpipe", "torch-1f1b",
-                                  "fairscale"]
+    assert list(table["key"]) == ["growth", "n_over_m", "fairscale", "auto", "latency", "scaling",
+                                  "growth_train", "n_over_m_train", "growth_one_device", "n_over_m_one_device",
+                                  "torch-gpipe", "torch-1f1b"]
+    groups = by_kind(judged)
+    assert {kind: [v.key for v in group] for kind, group in groups.items()} == {
+        "paper": ["growth", "n_over_m", "fairscale"], "target": ["auto", "latency", "scaling"],
+        "comparison": ["growth_train", "n_over_m_train", "growth_one_device", "n_over_m_one_device", "torch-gpipe",
+                       "torch-1f1b"]}
+    assert set(table.loc[table["kind"] == "paper", "source"]) == {PAPER_2024, PAPER_2025}
+    assert set(table.loc[table["kind"] != "paper", "source"]) == {""}
+    assert table["unit"].str.match(r"^(x|share of N/M) \(.+ over .+\)$").all()  # every ratio says what it divides
     assert set(table["verdict"]) <= {"supported", "contradicted", "inconclusive", "not testable here"}
+    # the summary: a line per verdict under its kind's title, in that order; no cost model without its costs
+    sections = summary_sections(data)
+    assert [title for title, _ in sections] == ["", *(KINDS[kind] for kind in groups)]
+    assert sections[1:] == [(KINDS[kind], [speed_line(v) for v in group]) for kind, group in groups.items()]
+    assert PREDICTED not in dict(sections)
+    assert summary(data) == [line for _, lines in sections for line in lines]  # the flat list: 1 + a line each
+    assert len(summary(data)) == 1 + len(judged)
 
 
 def test_only_missing_benchmarks_are_measured_when_other_devices_csvs_are_kept():
@@ -281,11 +324,13 @@ def test_on_one_gpu_notebooks_06_and_08_measure_one_process_and_report_two_as_no
     assert table["processes"].tolist() == [1] * 4 + [2] and math.isnan(table["step_ms"].iloc[-1])
     assert list(multi_bars(table).columns) == [1]  # no bar for what was not measured
     judged = verdicts(data)
-    assert list(judged) == ["scaling", "torch-gpipe", "torch-1f1b", "fairscale"]
+    assert list(judged) == ["growth", "n_over_m", "fairscale", "scaling", "growth_train", "n_over_m_train",
+                            "torch-gpipe", "torch-1f1b"]
+    one_gpu = speed_testable(ClaimNeeds(2), Machine("cuda", 1, 0))  # every one of them presumes 2 devices
+    assert one_gpu.cause == "devices"
     for verdict in (v.verdict for v in judged.values()):
-        assert (verdict.verdict, verdict.reason) == ("not testable here", "not measured here (1 GPU)")
+        assert (verdict.verdict, verdict.reason) == ("not testable here", one_gpu.reason)
         assert math.isnan(verdict.ours)
-    assert len(summary(data)) == 1 + len(judged)
     assert speedup.predictions(data, "gpu") is None  # the cost model needs the 2-process costs
     # notebook 08: with its 1-process rows measured, what its speed claims lack is at 2 processes alone
     setting = get_profile("gpu").layer_parallel
@@ -298,3 +343,99 @@ def test_on_one_gpu_notebooks_06_and_08_measure_one_process_and_report_two_as_no
                                                         ("mgrit_scaling", "not testable here"),
                                                         ("mgrit_vs_branch", "not testable here")]
     assert set(layer_parallel.speed_table(data)["processes"]) == {1}
+
+
+# --- the 2024 claims on two processes, one branch each ---------------------------------------------------------------
+
+def branch_rounds(ms=None, rounds=7, device=CPU, devices=2):
+    """A made-up one-branch-per-process CSV: every call's milliseconds in every round (a call -> ms mapping per
+    mode, the same in each round but for a slow first round that every call shares)."""
+    ms = ms or {"inference": {"Para-F-1-1 on 1 process": 1.0, "Para-F-1-2 on 1 process": 1.9,
+                              "Para-F-1-2 on 2 processes": 1.1, "ViT-4 on 1 process": 4.0,
+                              "Para-F-2-4 on 1 process": 3.0, "Para-F-2-4 on 2 processes": 2.0},
+                "train": {"Para-F-1-1 on 1 process": 10.0, "Para-F-1-2 on 1 process": 19.0,
+                          "Para-F-1-2 on 2 processes": 20.0, "ViT-4 on 1 process": 40.0,
+                          "Para-F-2-4 on 1 process": 30.0, "Para-F-2-4 on 2 processes": 16.0}}
+    rows = []
+    for mode, calls in ms.items():
+        for call, t in calls.items():
+            model, processes = call.split(" on ")[0], int(call.split(" on ")[1].split()[0])
+            rows += [{"call": call, "model": model, "processes": processes, "mode": mode, "round": r,
+                      "batch": 1 if mode == "inference" else 8, "seconds": t / 1e3 * (3 if r == 0 else 1),
+                      "devices": devices, "cores": "0 1", **device} for r in range(rounds)]
+    return pd.DataFrame(rows)
+
+
+def test_a_median_is_bounded_by_order_statistics_at_95_percent_or_refused():
+    # n = 11: P(Binomial(11, 1/2) <= 1) = 12/2048 <= 2.5% < P(<= 2) = 67/2048, so the 2nd smallest and 2nd largest
+    assert median_interval(range(1, 12)) == (6, 2, 10)
+    assert median_interval([5, 1, 3, 2, 4, 6]) == (3.5, 1, 6)  # n = 6: 1/64 <= 2.5%, the extremes
+    with pytest.raises(ValueError, match="5 rounds cannot bound a median"):
+        median_interval(range(5))  # 1/32 > 2.5%: no order statistic will do
+
+
+def test_two_calls_are_divided_round_by_round():
+    # round by round the ratio is exactly 2, though each call's times spread 20-fold: the interval is the floor's
+    rounds = pd.DataFrame([{"mode": "train", "round": r, "call": call, "seconds": t * (2 if call == "a" else 1)}
+                           for r, t in enumerate((1, 20, 3, 4, 5, 6)) for call in ("a", "b")])
+    found = paired_ratio(rounds, "train", "a", "b")
+    assert (found.ratio, found.rounds) == (2.0, 6)
+    assert (found.low, found.high) == (pytest.approx(2 * math.exp(-MIN_SPREAD)), pytest.approx(2 * math.exp(MIN_SPREAD)))
+    with pytest.raises(ValueError, match=r"no inference rounds of \['a', 'b'\]"):
+        paired_ratio(rounds, "inference", "a", "b")
+
+
+def test_the_2024_claims_are_judged_with_a_branch_per_process():
+    judged = verdicts({branch_processes.NAME: branch_rounds()})
+    growth, n_over_m = judged["growth"], judged["n_over_m"]
+    # Para-F-1-1 alone 1.0 ms, Para-F-1-2 on two 1.1 ms: 0.91x, above 1/1.25
+    assert (growth.kind, growth.source, growth.verdict.verdict) == ("paper", PAPER_2024, "supported")
+    assert (growth.verdict.ours, growth.verdict.threshold) == (pytest.approx(1 / 1.1), pytest.approx(0.8))
+    assert growth.unit == "x (Para-F-1-1 on 1 process over Para-F-1-2 on 2 processes, batch-1 inference)"
+    # ViT-4 alone 4.0 ms, Para-F-2-4 on two 2.0 ms: 2.0x, above 0.9 x N/M = 1.8
+    assert (n_over_m.verdict.ours, n_over_m.verdict.threshold) == (pytest.approx(2.0), pytest.approx(1.8))
+    assert n_over_m.verdict.verdict == "supported"
+    assert n_over_m.unit == "x (ViT-4 on 1 process over Para-F-2-4 on 2 processes, batch-1 inference)"
+    # the training step's ratios are measurements: 10 / 20 = 0.5x and 40 / 16 = 2.5x
+    assert (judged["growth_train"].kind, judged["growth_train"].verdict.verdict) == ("comparison", "contradicted")
+    assert judged["n_over_m_train"].verdict.ours == pytest.approx(2.5)
+    table = branch_process_table(branch_rounds()).set_index(["mode", "call"])
+    assert table.loc[("inference", "Para-F-2-4 on 2 processes"), "median_ms"] == pytest.approx(2.0)
+    assert table.loc[("inference", "Para-F-2-4 on 2 processes"), "processes"] == 2
+
+
+def test_the_2024_claims_cannot_hold_without_a_second_device():
+    data = {speed.MACHINE: pd.DataFrame({"devices": [1], "unit": ["GPU"], "device_type": ["cuda"],
+                                         "device": ["test GPU"]})}
+    for key in ("growth", "n_over_m"):
+        verdict = verdicts(data)[key].verdict
+        assert verdict.verdict == "not testable here" and math.isnan(verdict.ours)
+        assert verdict.reason == speed_testable(ClaimNeeds(2), Machine("cuda", 1, 0)).reason
+
+
+def test_one_rule_decides_which_speed_claims_a_machine_can_test():
+    two = ClaimNeeds(2)
+    fairscale = ClaimNeeds(2, "FairScale's Pipe", ("cuda",))
+    assert speed_testable(two, Machine("cuda", 1, 0)).cause == "devices"  # one GPU
+    assert speed_testable(two, Machine("cpu", 2, 0)).cause == "measured"  # two cores, nothing run on them
+    assert speed_testable(two, Machine("cpu", None, 1)).cause == "measured"  # a single-device figure
+    assert speed_testable(fairscale, Machine("cpu", 2, 2)).cause == "overlap"
+    assert speed_testable(fairscale, Machine("cuda", 2, 2)) is None
+    assert speed_testable(two, Machine("cpu", 2, 2)) is None  # a plain claim on two cores
+    assert speed_testable(ClaimNeeds(1), Machine("cpu", None, 1)) is None
+    with pytest.raises(ValueError, match="ClaimNeeds.processes=0"):
+        speed_testable(ClaimNeeds(0), Machine("cpu", 2, 2))
+    # the multi-process figures' machine: their device, or this machine where a method was not measured
+    assert multi_machine(multi(GPU), 2, "fairscale") == Machine("cuda", None, 2)
+    here = {speed.MACHINE: pd.DataFrame({"devices": [1], "device_type": ["cuda"]})}
+    assert multi_machine({**multi(GPU), **here}, 2, "torch-gpipe") == Machine("cuda", 1, 0)
+
+
+def test_cost_model_predictions_and_the_measurements_they_are_checked_against_are_tables_apart():
+    every = cost_model_predictions(predicted())
+    assert set(every["figure"]) == {"predicted"} and len(every) == len(predicted())
+    assert not [column for column in every.columns if "measured" in column]
+    check = cost_model_check(predicted(), depth=4)
+    assert set(check["figure"]) == {"measured"} and check["measured_ms"].notna().all()
+    assert sorted(set(check["devices"])) == [1, 2]
+    assert len(check) == predicted()["measured_ms"].notna().sum()

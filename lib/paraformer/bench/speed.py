@@ -1,4 +1,4 @@
-"""Speed benchmarks (strategies, layers, multi: docs/parallel.md): `make bench` (python -m paraformer.tools.bench)
+"""Speed benchmarks (strategies, layers, multi, branch_processes: docs/parallel.md): `make bench` (python -m paraformer.tools.bench)
 writes CSVs under results/bench/, and notebook 06 reads them. Every figure is a ratio of times measured in the same
 run on the same device, never a timed test; times are medians over repeats, the models interleaved repeat by repeat
 (`paraformer.core.timing`).
@@ -28,7 +28,7 @@ from ..core.provenance import code_version, device_name
 from ..core.steps import resolve_device, training_step
 from ..core.timing import median_seconds
 
-BENCHMARKS = ("strategies", "layers", "multi")
+BENCHMARKS = ("strategies", "layers", "multi", "branch_processes")
 
 
 @dataclass(frozen=True)
@@ -195,6 +195,7 @@ def write_bench(df: pd.DataFrame, name: str, profile: str, device: torch.device,
 
 
 NOT_MEASURED = "multi_not_measured"  # `with_not_measured`'s table among the CSVs of `load`
+MACHINE = "machine"  # `with_not_measured`'s description of this machine among them (its devices, one process each)
 
 
 @dataclass(frozen=True)
@@ -235,15 +236,17 @@ def process_counts(multi, processes: tuple[int, ...] | None = None,
 
 
 def with_not_measured(data: dict[str, pd.DataFrame], counts: ProcessCounts) -> dict[str, pd.DataFrame]:
-    """`data` (from `load`) with, under `NOT_MEASURED`, the counts this machine cannot run and no CSV holds: one row
-    each (`processes`, `status`), which the tables and verdicts report in place of a measurement, stamped like the
-    CSVs with the device and code that could not measure them."""
+    """`data` (from `load`) with, under `MACHINE`, this machine (`device_type`, `devices`: how many processes of
+    one device each it runs, `unit`) and, under `NOT_MEASURED`, the counts it cannot run and no CSV holds: one row
+    each (`processes`, `status`), which the tables and verdicts report in place of a measurement. Both are stamped
+    like the CSVs with the device and code that could (not) measure them."""
+    stamp = dict(device=device_name(counts.device), device_type=counts.device.type, code_version=code_version())
+    machine = pd.DataFrame({"devices": [counts.devices], "unit": [counts.unit]}).assign(**stamp)
     missing = [p for p in counts.not_measured if f"multi_steps_{p}" not in data]
     if not missing:
-        return data
+        return {**data, MACHINE: machine}
     table = pd.DataFrame({"processes": missing, "status": [counts.status(p) for p in missing]})
-    return {**data, NOT_MEASURED: table.assign(device=device_name(counts.device), device_type=counts.device.type,
-                                               code_version=code_version())}
+    return {**data, MACHINE: machine, NOT_MEASURED: table.assign(**stamp)}
 
 
 def bench_multi(settings: BenchSettings, multi, processes: tuple[int, ...] | None = None,
@@ -259,16 +262,49 @@ def bench_multi(settings: BenchSettings, multi, processes: tuple[int, ...] | Non
               file=sys.stderr)
     given = json.dumps({"bench": asdict(settings), "multi": asdict(multi)})
     for count in counts.measured:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={count}",
-                   "-m", "paraformer.bench.multi", "--settings", given]
-        if root is not None:
-            command += ["--root", str(root)]
         print(f"multi-process benchmark: {count} process(es) of the {settings.name} settings", file=sys.stderr)
-        done = subprocess.run(command, env=env)
-        if done.returncode:
-            raise RuntimeError(f"the {count}-process benchmark failed with exit code {done.returncode} "
-                               f"(its output is above); run it by hand: {' '.join(command[2:])}")
+        torchrun("paraformer.bench.multi", count, given, root, env)
     return counts
+
+
+def torchrun(module: str, count: int, given: str, root: Path | None, env: dict) -> None:
+    """`module` on `count` processes of this machine (torchrun), passed the settings JSON `given`."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={count}",
+               "-m", module, "--settings", given]
+    if root is not None:
+        command += ["--root", str(root)]
+    done = subprocess.run(command, env=env)
+    if done.returncode:
+        raise RuntimeError(f"the {count}-process benchmark {module} failed with exit code {done.returncode} (its "
+                           f"output is above); run it by hand: {' '.join(command[2:])}")
+
+
+def bench_branch_processes(settings: BenchSettings, claims=None, root: Path | None = None) -> ProcessCounts:
+    """`paraformer.bench.branch_processes` (`claims`: its `BranchProcessSettings`, None: the defaults) through
+    torchrun on 2 processes, where this machine has two devices; reported as not measured here otherwise."""
+    from .branch_processes import PROCESSES, BranchProcessSettings  # it imports this module
+
+    env = dict(os.environ)
+    if not torch.cuda.is_available():
+        env["OMP_NUM_THREADS"] = "1"
+    counts = process_counts(None, (PROCESSES,))
+    if not counts.measured:
+        print(f"one-branch-per-process benchmark: {PROCESSES} processes {counts.status(PROCESSES)}, one device each",
+              file=sys.stderr)
+        return counts
+    claims = claims if claims is not None else BranchProcessSettings()
+    print(f"one-branch-per-process benchmark: {PROCESSES} processes of the {settings.name} settings", file=sys.stderr)
+    torchrun("paraformer.bench.branch_processes", PROCESSES,
+             json.dumps({"bench": asdict(settings), "claims": asdict(claims)}), root, env)
+    return counts
+
+
+def default_claims(multi):
+    """The one-branch-per-process benchmark's settings for a profile without its own: its defaults, training at
+    the multi-process benchmark's batch."""
+    from .branch_processes import BranchProcessSettings
+
+    return BranchProcessSettings(train_batch=multi.batch)
 
 
 def load(profile_name: str, root: Path | None = None) -> dict[str, pd.DataFrame]:
@@ -289,13 +325,17 @@ def to_measure(data: dict[str, pd.DataFrame], processes: tuple[int, ...] = (1, 2
     todo = [name for name in ("strategies", "layers") if stale([name])]
     if stale([f"multi_{kind}_{p}" for kind in ("steps", "costs") for p in processes]):
         todo.append("multi")
+    if stale(["branch_processes"]):
+        todo.append("branch_processes")
     return todo
 
 
 def run(settings: BenchSettings, multi, only: tuple[str, ...] = BENCHMARKS, processes: tuple[int, ...] | None = None,
-        device: torch.device | None = None, root: Path | None = None) -> None:
+        device: torch.device | None = None, root: Path | None = None, claims=None) -> None:
     """Run the benchmarks `only` of a profile's settings and write their CSVs (what `make bench` does); the
-    multi-process one at `processes` (None: the profile's), where this machine has the devices."""
+    multi-process one at `processes` (None: the profile's), where this machine has the devices; the
+    one-branch-per-process one with `claims` (its `BranchProcessSettings`, None: the defaults at the
+    multi-process benchmark's batch) where it has two."""
     device = device or resolve_device("auto")
     unknown = set(only) - set(BENCHMARKS)
     if unknown:
@@ -306,6 +346,8 @@ def run(settings: BenchSettings, multi, only: tuple[str, ...] = BENCHMARKS, proc
         for name in only:
             if name == "multi":  # its processes choose their own (bench.multi)
                 bench_multi(settings, multi, processes, root)
+            elif name == "branch_processes":
+                bench_branch_processes(settings, claims or default_claims(multi), root)
             else:
                 benchmark = bench_strategies if name == "strategies" else bench_layers
                 print(f"wrote {shown(write_bench(benchmark(settings, device), name, settings.name, device, root))}",
