@@ -242,3 +242,23 @@ def test_the_compute_behind_each_strategy_adds_up_its_tasks_except_joint_which_s
     assert table.loc[("expand", 2)] == pytest.approx((task1_flops + new_parts) / 1e12)
     assert table.loc[("finetune", 2)] == pytest.approx((task1_flops + everything) / 1e12)
     assert table.loc[("joint", 2)] == pytest.approx(everything / 1e12)
+
+
+def test_the_report_gets_both_expansion_claims_and_the_task_given_one_says_it_holds_by_construction():
+    from paraformer.experiments.accuracy import judge_claims
+    from paraformer.experiments.expansion import BY_CONSTRUCTION, Findings, expansion_claims
+
+    # expansion told the task keeps every old answer (100%), fine-tuning loses some; untold, both near chance
+    images, rng = 400, np.random.default_rng(0)
+    rows = [{"dataset": "cifar10", "seed": seed, "label": label, "correct": correct}
+            for seed in (0, 1, 2) for label, correct in [
+                ("expand, task given", np.ones(images, bool)), ("finetune, task given", rng.random(images) < 0.7),
+                ("expand, task not given", rng.random(images) < 0.14),
+                ("finetune, task not given", rng.random(images) < 0.13)]]
+    claims = expansion_claims("cifar10")
+    verdicts = judge_claims(pd.DataFrame(rows), claims)
+    found = Findings(pd.DataFrame(), claims, verdicts, pd.DataFrame(), [], [])
+    assert [v.claim for v in found.report_verdicts] == [c.claim for c in claims]  # task given and not given
+    assert found.by_construction == [BY_CONSTRUCTION, None]  # a field beside the verdict, not in the claim's words
+    assert found.sources == ["ours", "ours"]
+    assert [v.verdict for v in found.report_verdicts][0] == "supported"

@@ -80,6 +80,11 @@ def test_the_arms_differ_only_in_how_the_gradient_is_computed():
     dict(adaptive_start=(1, 3)),
     dict(adapt="faster"),
     dict(margin=0.0),
+    dict(finetune_from=("fixed", "adaptive")),  # no serially pre-trained reference
+    dict(finetune_from=("serial", "warm")),
+    dict(finetune_lr=0.0),
+    dict(finetune_train=0),
+    dict(finetune_detectable=-2.0),
 ])
 def test_a_setting_that_cannot_work_is_refused_in_one_line(fields):
     valid = SETTINGS["quick"]
@@ -136,6 +141,97 @@ def test_the_claims_are_judged_on_runs_paired_by_arm_seed_and_image():
     assert {v.confidence for v in verdicts} != {0.95}  # Holm over the three
 
 
+def fine_tunes(serial: tuple[float, ...], fixed_minus_serial: tuple[float, ...], images: int = 10000) -> pd.DataFrame:
+    """Runs of three seeds: every pre-training arm right on the same 60% of the images (the fixed arm layer-parallel
+    throughout, the adaptive one for 30% and 60% and 45% of its steps), the serial fine-tune right on `serial` % of
+    the images per seed, the fine-tune of the fixed arm's weights on that many points more per seed."""
+    rows = []
+    for seed, (accuracy, difference) in enumerate(zip(serial, fixed_minus_serial)):
+        for phase, arm, points, share in [("pre-training", "serial", 60.0, 0.0), ("pre-training", "fixed", 60.0, 1.0),
+                                          ("pre-training", "adaptive", 60.0, (0.3, 0.6, 0.45)[seed]),
+                                          ("fine-tuning", "serial", accuracy, 0.0),
+                                          ("fine-tuning", "fixed", accuracy + difference, 0.0)]:
+            correct = np.arange(images) < round(images * points / 100)
+            rows.append({"phase": phase, "dataset": "fashion_mnist" if phase == "pre-training" else "mnist",
+                         "arm": arm, "seed": seed, "correct": correct, "test_acc": 100 * correct.mean(),
+                         "layer_parallel_share": share})
+    return pd.DataFrame(rows)
+
+
+def test_unaffected_is_not_testable_while_the_serial_fine_tune_has_not_settled():
+    setting = SETTINGS["quick"]
+    claims = lp.accuracy_claims(setting)
+    runs = fine_tunes(serial=(39.0, 64.0, 63.0), fixed_minus_serial=(0.0, 0.0, 0.0))  # quick's seeds, 2026-12
+    verdicts = lp.judge_accuracy(runs, claims, setting)
+    assert [v.verdict for v in verdicts][2] == "not testable here"
+    assert verdicts[2].ours == pytest.approx(0.0) and verdicts[2].minimum_detectable is not None
+    assert verdicts[:2] == judge_claims(runs, claims[:2])  # Holm over the two claims tested, not three
+    # settled (>= 95%) and the same on every seed: judged with the others, Holm over all three
+    settled = fine_tunes(serial=(97.0, 97.2, 96.8), fixed_minus_serial=(0.1, -0.1, 0.0))
+    assert lp.judge_accuracy(settled, claims, setting) == judge_claims(settled, claims)
+    assert lp.finetune_not_testable(settled, setting, minimum_detectable=1.9) is None
+
+
+def test_unaffected_is_not_testable_where_the_design_cannot_detect_two_points():
+    setting = SETTINGS["quick"]
+    claims = lp.accuracy_claims(setting)
+    scattered = fine_tunes(serial=(97.0, 97.2, 96.8), fixed_minus_serial=(3.0, -3.0, 0.0))  # the seeds disagree
+    verdict = lp.judge_accuracy(scattered, claims, setting)[2]
+    assert verdict.minimum_detectable > setting.finetune_detectable and verdict.verdict == "not testable here"
+    wider = replace(setting, finetune_detectable=2 * verdict.minimum_detectable)
+    assert lp.judge_accuracy(scattered, claims, wider)[2].verdict != "not testable here"
+
+
+def test_the_pre_training_verdicts_say_what_share_of_steps_was_layer_parallel():
+    setting = SETTINGS["quick"]
+    runs = fine_tunes(serial=(97.0, 97.2, 96.8), fixed_minus_serial=(0.1, -0.1, 0.0))
+    assert lp.share_words(runs, "fixed") == "layer-parallel for all of its optimizer steps"
+    assert lp.share_words(runs, "adaptive") == "layer-parallel for 30-60% of its optimizer steps (seeds), serial for " \
+                                              "the rest"
+    claims = lp.accuracy_claims(setting)
+    plain = judge_claims(runs, claims)
+    shared = lp.with_shares(plain, claims, runs, setting)
+    assert [v.reason for v in shared] == [
+        plain[0].reason + "; the fixed arm was " + lp.share_words(runs, "fixed"),
+        plain[1].reason + "; the adaptive arm was " + lp.share_words(runs, "adaptive"),
+        plain[2].reason]  # a fine-tune is serial in every arm
+    assert [replace(v, reason="") for v in shared] == [replace(v, reason="") for v in plain]
+
+
+def test_the_share_of_layer_parallel_steps_comes_from_the_solver_switch_in_the_history():
+    mgrit = {"solver": "mgrit"}
+    switched = [{"solver_switch_step": None}, {"solver_switch_step": 121}, {"solver_switch_step": 121}]
+    assert lp.layer_parallel_share({"solver": "backprop"}, [{}], 395) == 0.0
+    assert lp.layer_parallel_share(mgrit, [{"solver_switch_step": None}] * 5, 395) == 1.0
+    assert lp.layer_parallel_share(mgrit, switched, 395) == pytest.approx(121 / 395)
+
+
+def test_the_claims_name_their_source_the_papers_text_or_ours():
+    setting = SETTINGS["quick"]
+    # fixed-cycle MGRIT is our question; the paper's method adapts, and its fine-tuning claim is the paper's
+    assert lp.claim_sources(setting) == ["ours", "paper", "paper"]
+    both = replace(setting, finetune_from=("serial", "fixed", "adaptive"))
+    assert [c.better for c in lp.accuracy_claims(both)] == ["fixed", "adaptive", "fixed", "adaptive"]
+    assert lp.claim_sources(both) == ["ours", "paper", "paper", "paper"]
+    found = SimpleNamespace(sources=lp.claim_sources(setting))
+    speed = SimpleNamespace(verdicts=[SimpleNamespace(kind="paper"), SimpleNamespace(kind="comparison")])
+    assert lp.report_sources(found, speed) == ["ours", "paper", "paper", "paper"]
+
+
+def test_every_arms_weights_are_fine_tuned_by_one_serial_recipe():
+    setting = replace(SETTINGS["quick"], finetune_lr=4e-3, finetune_train=5000)
+    tunes = [run for run in lp.plan("quick") if run.init is not None]
+    assert [(run.recipe.seed, lp.arm_of(run.init.run.recipe)) for run in tunes] == [
+        (seed, arm) for seed in (0, 1, 2) for arm in ("serial", "fixed")]
+    assert {run.recipe.solver for run in tunes} == {"backprop"}
+    assert tunes[0].recipe == tunes[1].recipe  # the same procedure for both weights
+    assert {run.init.run.recipe.seed for run in tunes[:2]} == {0}  # each seed fine-tunes its own pre-training
+    assert lp.finetune_recipe(setting, 1) == replace(setting.recipe("serial", 1, "fine-tuning"), lr=4e-3)
+    assert (lp.finetune_data(setting).n_train, lp.finetune_data(SETTINGS["quick"]).n_train) == (5000, 2500)
+    with pytest.raises(ConfigError):
+        replace(setting, finetune_from=("fixed",))  # without the serial reference
+
+
 # --- the solver's record ----------------------------------------------------------------------------------------
 
 def record(recipe: dict, history: list[dict]) -> SimpleNamespace:
@@ -152,15 +248,18 @@ def test_the_solver_table_reads_adaptations_the_switch_and_the_checks_from_the_h
     fixed = record({"solver": "mgrit", "mgrit_iterations": [1, 1], "mgrit_tolerance": 0.1},
                    [{"mgrit_iterations": [1, 1], "solver_switch_step": None, "mgrit_checks": []}])
     serial = record({"solver": "backprop"}, [{}])
-    runs = pd.DataFrame({"phase": ["pre-training"] * 3, "arm": ["serial", "fixed", "adaptive"], "seed": [0, 0, 0]})
+    runs = pd.DataFrame({"phase": ["pre-training"] * 3, "arm": ["serial", "fixed", "adaptive"], "seed": [0, 0, 0],
+                         "optimizer_steps": [60, 60, 60], "layer_parallel_share": [0.0, 1.0, 41 / 60]})
     table = lp.solver_table(runs, [serial, fixed, adaptive])
     assert table.drop(columns=["phase", "seed"]).to_dict("records") == [
-        {"arm": "fixed", "start_cycles": (1, 1), "end_cycles": (1, 1), "switch_step": None, "adapted_from": (),
-         "checks": 0, "past_tolerance": 0, "first_gradient_error": pytest.approx(math.nan, nan_ok=True),
+        {"arm": "fixed", "start_cycles": (1, 1), "end_cycles": (1, 1), "switch_step": None, "optimizer_steps": 60,
+         "layer_parallel_pct": 100.0, "adapted_from": (), "checks": 0, "past_tolerance": 0,
+         "first_gradient_error": pytest.approx(math.nan, nan_ok=True),
          "worst_gradient_error": pytest.approx(math.nan, nan_ok=True),
          "last_gradient_error": pytest.approx(math.nan, nan_ok=True)},
         {"arm": "adaptive", "start_cycles": (1, 1), "end_cycles": "backprop", "switch_step": 41,
-         "adapted_from": (21, 41), "checks": 3, "past_tolerance": 2, "first_gradient_error": 0.004,
+         "optimizer_steps": 60, "layer_parallel_pct": pytest.approx(100 * 41 / 60), "adapted_from": (21, 41),
+         "checks": 3, "past_tolerance": 2, "first_gradient_error": 0.004,
          "worst_gradient_error": 0.5, "last_gradient_error": 0.02}]
     checks = lp.solver_checks(runs, [serial, fixed, adaptive])
     assert checks[["arm", "step", "gradient_error", "cycles"]].values.tolist() == [
@@ -306,18 +405,21 @@ def tiny_ci(monkeypatch):
 def test_a_tiny_experiment_trains_every_arm_and_fine_tunes_the_serial_weights(tiny_ci, results_root):
     setting, folder = tiny_ci, results_root / "ci"
     runs, records = lp.run("ci", progress=False)
-    assert runs[["phase", "dataset", "arm", "seed", "test_images", "epochs"]].values.tolist() == [
-        ["pre-training", "fashion_mnist", arm, seed, 40, 1] for seed in (0, 1) for arm in lp.ARMS] + [
-        ["fine-tuning", "mnist", arm, seed, 40, 1] for seed in (0, 1) for arm in lp.FINETUNE_ARMS]
-    assert [r.config["recipe"]["solver"] for r in records] == ["backprop", "mgrit", "mgrit"] * 2 + \
-        ["backprop", "mgrit"] * 2
+    assert runs[["phase", "dataset", "arm", "model", "seed", "test_images", "epochs", "optimizer_steps"]
+                ].values.tolist() == [
+        ["pre-training", "fashion_mnist", arm, "ViT-8", seed, 40, 1, 4] for seed in (0, 1) for arm in lp.ARMS] + [
+        ["fine-tuning", "mnist", arm, "ViT-8", seed, 40, 1, 4] for seed in (0, 1) for arm in setting.finetune_from]
+    assert [r.config["recipe"]["solver"] for r in records] == ["backprop", "mgrit", "mgrit"] * 2 + ["backprop"] * 4
     assert {r.config["model"]["step"] for r in records} == {1 / 8}
-    # each fine-tune starts from its seed's serial weights, without their head
-    for seed, serial in zip((0, 1), records[0:6:3]):
-        weights = {k: v for k, v in load_trained_model(serial, folder).state_dict().items()
+    shares = runs.set_index(["phase", "arm", "seed"])["layer_parallel_share"]
+    assert [shares["pre-training", arm, seed] for seed in (0, 1) for arm in ("serial", "fixed")] == [0.0, 1.0] * 2
+    assert shares["fine-tuning"].tolist() == [0.0] * 4
+    # each fine-tune starts from its seed's weights of the arm it names, without their head
+    for (_, tune), record in zip(runs.iloc[6:].iterrows(), records[6:]):
+        source = records[lp.ARMS.index(tune["arm"]) + 3 * tune["seed"]]
+        weights = {k: v for k, v in load_trained_model(source, folder).state_dict().items()
                    if not k.startswith("head.")}
-        tuned = [r for r in records[6:] if r.config["recipe"]["seed"] == seed]
-        assert {r.config["init"]["digest"] for r in tuned} == {Initialization("", weights).digest}
+        assert record.config["init"]["digest"] == Initialization("", weights).digest
     # the adaptive arm checked the exact gradient every 2 of its 4 steps
     checks = lp.solver_checks(runs, records)
     assert checks[["seed", "step"]].values.tolist() == [[0, 0], [0, 2], [1, 0], [1, 2]]
@@ -332,8 +434,11 @@ def test_a_tiny_experiment_trains_every_arm_and_fine_tunes_the_serial_weights(ti
         coarse = lp.step_losses(runs, 0, "ci")
     assert coarse["step"].tolist() == [3] * 5  # one epoch of 4 steps each
     assert coarse["loss"].tolist() == [r.history[0]["train_loss"] for r, s in zip(records, runs["seed"]) if s == 0]
-    verdicts = judge_claims(runs, lp.accuracy_claims(setting))
-    assert [v.claim for v in verdicts] == [c.claim for c in lp.accuracy_claims(setting)]
+    found = lp.findings(runs, records, "ci")
+    assert [v.claim for v in found.verdicts] == [c.claim for c in lp.accuracy_claims(setting)]
+    assert found.table[["phase", "arm", "weights", "model", "layer_parallel_pct"]].values.tolist()[:2] == [
+        ["pre-training", "serial", "random", "ViT-8", 0.0], ["pre-training", "fixed", "random", "ViT-8", 100.0]]
+    assert found.table["weights"].tolist()[3:] == ["serial pre-training", "fixed pre-training"]
     # the plan's keys are the runs trained, the fine-tunes' too now that their weights exist
     assert [plans.key_of(run, folder) for run in lp.plan("ci")] == runs["run_key"].tolist()
     # a second call trains nothing: every run comes from the run cache of the profile's folder

@@ -235,3 +235,25 @@ def test_imagenet_weights_of_another_input_size_decode_the_images_at_that_size(t
     result = finetune.run("ci", progress=False)
     assert list(result.runs["image_size"]) == [32] and result.records[0].config["data"]["image_size"] == 32
     assert result.imagenet and result.runs["weights"].tolist() == [f"torchvision {pretrained.IMAGENET_VIT}"]
+
+
+def test_with_random_weights_the_regrouping_claims_are_not_testable_and_stay_an_architecture_check():
+    runs = finetune_runs("random (not pretrained)")
+    claims = finetune_claims(runs)
+    verdicts, checks = finetune.regrouping_verdicts(runs, claims, imagenet=False)
+    assert [(v.claim, v.verdict) for v in verdicts] == [(c.claim, "not testable here") for c in claims]
+    # the checks are the same paired comparisons, under claims of their own that the report never receives
+    judged = judge_claims(runs, claims)
+    assert [(v.verdict, v.ours, v.low, v.high) for v in checks] == [(v.verdict, v.ours, v.low, v.high) for v in judged]
+    assert {v.claim for v in checks}.isdisjoint(c.claim for c in claims)
+    table = finetune_table(runs, TABLE4_FINETUNE)
+    found = finetune.Findings(table, table4_verdicts(table), claims, verdicts, checks)
+    assert found.report_verdicts == found.paper_verdicts + verdicts
+    assert found.sources == ["paper", "ours", "ours"]  # Table 4 is the paper's; the regroupings are the suite's
+
+
+def test_with_imagenet_weights_the_regrouping_claims_are_judged_and_there_is_no_check():
+    runs = finetune_runs("torchvision ViT_B_16")
+    claims = finetune_claims(runs)
+    verdicts, checks = finetune.regrouping_verdicts(runs, claims, imagenet=True)
+    assert verdicts == judge_claims(runs, claims) and checks == []

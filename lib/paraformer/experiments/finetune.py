@@ -3,7 +3,9 @@ and regrouped into parallel branches (12 x depth 1, 4 x depth 3), each with a ne
 
 With torchvision's ImageNet ViT-B/16 (`paraformer.core.weights`) the sequential fine-tune is judged against the
 paper's Table 4; without them (no download here) a random 12-layer torchvision ViT stands in, which says nothing
-about Table 4 and is said so everywhere its numbers appear.
+about Table 4 and is said so everywhere its numbers appear. The regroupings are the suite's own question (the paper
+has none): with random weights their claims are not testable, and the same comparisons stay in the notebook's tables
+as an architecture check (`regrouping_verdicts`).
 """
 
 from __future__ import annotations
@@ -192,6 +194,11 @@ def finetune_table(runs: pd.DataFrame, paper_table: dict = TABLE4_FINETUNE) -> p
     return table[columns]
 
 
+PAPER, OURS = "paper", "ours"  # who makes a claim: the paper's text (Table 4), or the suite (the regroupings)
+NO_WEIGHTS = ("no pretrained weights here: a fine-tune of random weights says nothing about how pretrained weights "
+              "survive regrouping (the same comparison on random weights is an architecture check in the notebook)")
+
+
 def finetune_claims(runs: pd.DataFrame) -> list[AccuracyClaim]:
     """Per dataset and parallel arrangement: the regrouped weights fine-tune at least as well as the sequential
     ViT (the claim is "no worse": a difference above -1 point)."""
@@ -202,6 +209,18 @@ def finetune_claims(runs: pd.DataFrame) -> list[AccuracyClaim]:
                                  f"point of the sequential ViT on {dataset}", threshold=-1.0)
                    for model, words in dict.fromkeys(zip(rows["model"], rows["arrangement"])) if model != sequential]
     return claims
+
+
+def regrouping_verdicts(runs: pd.DataFrame, claims: list[AccuracyClaim],
+                        imagenet: bool) -> tuple[list[Verdict], list[Verdict]]:
+    """The regrouping claims' verdicts, and the architecture checks: with ImageNet weights the claims judged (paired,
+    Holm over them) and no checks; with random weights every claim not testable, and the same comparisons judged
+    under a name that says they are an architecture check on random weights."""
+    if imagenet:
+        return judge_claims(runs, claims), []
+    checks = [replace(c, claim=f"architecture check on random weights: {c.claim}") for c in claims]
+    return ([judge(c.claim, math.nan, math.nan, math.nan, c.threshold, not_testable=NO_WEIGHTS) for c in claims],
+            judge_claims(runs, checks))
 
 
 def table4_verdicts(table: pd.DataFrame) -> list[Verdict]:
@@ -226,8 +245,19 @@ def table4_verdicts(table: pd.DataFrame) -> list[Verdict]:
 class Findings:
     table: pd.DataFrame  # `finetune_table`
     paper_verdicts: list[Verdict]  # Table 4's accuracies (not testable with random weights)
-    claims: list[AccuracyClaim]  # the regroupings against the sequential fine-tune
-    verdicts: list[Verdict]
+    claims: list[AccuracyClaim]  # the regroupings against the sequential fine-tune (ours, not the paper's)
+    verdicts: list[Verdict]  # theirs: not testable with random weights (`regrouping_verdicts`)
+    checks: list[Verdict]  # the same comparisons on random weights, for the notebook alone; none with ImageNet's
+
+    @property
+    def report_verdicts(self) -> list[Verdict]:
+        """What the report gets: Table 4's accuracies and the regrouping claims, never the architecture checks."""
+        return self.paper_verdicts + self.verdicts
+
+    @property
+    def sources(self) -> list[str]:
+        """Who makes each of `report_verdicts`: the paper's Table 4, or ours (the regroupings)."""
+        return [PAPER] * len(self.paper_verdicts) + [OURS] * len(self.verdicts)
 
 
 def findings(result: Runs, profile: str) -> Findings:
@@ -235,8 +265,8 @@ def findings(result: Runs, profile: str) -> Findings:
     runs = result.runs
     table = finetune_table(runs)
     paper_verdicts = table4_verdicts(table)
-    found = finetune_claims(runs)
-    verdicts = judge_claims(runs, found)
+    claims = finetune_claims(runs)
+    verdicts, checks = regrouping_verdicts(runs, claims, result.imagenet)
     title = "Table 4: fine-tuning ViT-B/16 (Para-F-12-12) and its parallel regroupings, paper vs ours"
     if not result.imagenet:
         title += " (OUR WEIGHTS ARE RANDOM, NOT PRETRAINED)"
@@ -251,10 +281,12 @@ def findings(result: Runs, profile: str) -> Findings:
         *provenance(runs),
     ]
     write_table(table, "table4_finetune", title, notes, profile=profile)
-    write_table(verdict_table(paper_verdicts + verdicts), "table4_finetune_claims",
-                "Table 4's claims: the paper's accuracies, and regrouping the weights into branches",
-                ["regrouping claims: paired by seed and test image, Holm's correction over them, interval at "
-                 "confidence interval_pct (%); 'within 1 point' holds when the difference exceeds -1",
-                 result.weights_line], profile=profile)
-    write_claims(paper_verdicts + verdicts, PAPER_2024, NOTEBOOK, profile, runs["device"].iloc[0])
-    return Findings(table, paper_verdicts, found, verdicts)
+    found = Findings(table, paper_verdicts, claims, verdicts, checks)
+    write_table(verdict_table(found.report_verdicts + checks), "table4_finetune_claims",
+                "Table 4's claims: the paper's accuracies, and regrouping the weights into branches (ours)",
+                ["regrouping claims and checks: paired by seed and test image, Holm's correction over them, interval "
+                 "at confidence interval_pct (%); 'within 1 point' holds when the difference exceeds -1; with random "
+                 "weights the claims are not testable and the same comparisons are architecture checks, which the "
+                 "report leaves out", result.weights_line], profile=profile)
+    write_claims(found.report_verdicts, PAPER_2024, NOTEBOOK, profile, runs["device"].iloc[0])
+    return found
