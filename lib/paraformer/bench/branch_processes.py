@@ -33,31 +33,13 @@ from ..core.timing import median_seconds
 from ..parallel.branch import BranchParallel
 from ..parallel.launch import init_process_group
 from .multi import _training_step as fp32_training_step
-from .speed import BenchSettings, benchmark_matmul, devices_here, shown, steady_allocator, write_bench
+from .speed import (MIN_REPEATS, PROCESSES, BenchSettings, BranchProcessSettings, benchmark_matmul,  # noqa: F401
+                    devices_here, shown, steady_allocator, write_bench)
 
 NAME = "branch_processes"  # the CSV's name, and the benchmark's in `speed.BENCHMARKS`
-PROCESSES = 2  # one branch per process: the most two devices give
 # (the model on one process, the model on PROCESSES): each pair a ratio of the paper's claims
 GROWTH = ("1-1", "1-2")  # a layer per device: Para-F-1-1 alone against Para-F-1-2 on two
 N_OVER_M = ("4-4", "2-4")  # N/M = 2: the serial ViT-4 against Para-F-2-4, a depth-2 branch per device
-MIN_REPEATS = 6  # the fewest rounds whose extremes bound the median at 95% (1 - 2 / 2^6 > 0.95)
-
-
-@dataclass(frozen=True)
-class BranchProcessSettings:
-    """How long the one-branch-per-process benchmark times; its models have the profile's `BenchSettings` shape."""
-
-    train_batch: int = 64  # the training step's batch (quick's multi-process batch)
-    repeats: int = 41  # timed rounds, every one kept: at least 6 for a 95% interval of a median ratio
-    warmup: int = 5  # untimed rounds first
-
-    def __post_init__(self):
-        if self.repeats < MIN_REPEATS:
-            raise ConfigError(f"BranchProcessSettings.repeats={self.repeats}: a 95% interval of a median needs at "
-                              f"least {MIN_REPEATS} rounds; use {MIN_REPEATS} or more")
-        if self.warmup < 1 or self.train_batch < 1:
-            raise ConfigError(f"BranchProcessSettings(warmup={self.warmup}, train_batch={self.train_batch}): both "
-                              "must be at least 1")
 
 
 def model_name(model: str) -> str:

@@ -279,11 +279,31 @@ def torchrun(module: str, count: int, given: str, root: Path | None, env: dict) 
                            f"output is above); run it by hand: {' '.join(command[2:])}")
 
 
+# The one-branch-per-process benchmark's settings (`paraformer.bench.branch_processes`, which imports this module).
+PROCESSES = 2  # one branch per process: the most two devices give
+MIN_REPEATS = 6  # the fewest rounds whose extremes bound the median at 95% (1 - 2 / 2^6 > 0.95)
+
+
+@dataclass(frozen=True)
+class BranchProcessSettings:
+    """How long the one-branch-per-process benchmark times; its models have the profile's `BenchSettings` shape."""
+
+    train_batch: int = 64  # the training step's batch (quick's multi-process batch)
+    repeats: int = 41  # timed rounds, every one kept: at least 6 for a 95% interval of a median ratio
+    warmup: int = 5  # untimed rounds first
+
+    def __post_init__(self):
+        if self.repeats < MIN_REPEATS:
+            raise ConfigError(f"BranchProcessSettings.repeats={self.repeats}: a 95% interval of a median needs at "
+                              f"least {MIN_REPEATS} rounds; use {MIN_REPEATS} or more")
+        if self.warmup < 1 or self.train_batch < 1:
+            raise ConfigError(f"BranchProcessSettings(warmup={self.warmup}, train_batch={self.train_batch}): both "
+                              "must be at least 1")
+
+
 def bench_branch_processes(settings: BenchSettings, claims=None, root: Path | None = None) -> ProcessCounts:
     """`paraformer.bench.branch_processes` (`claims`: its `BranchProcessSettings`, None: the defaults) through
     torchrun on 2 processes, where this machine has two devices; reported as not measured here otherwise."""
-    from .branch_processes import PROCESSES, BranchProcessSettings  # it imports this module
-
     env = dict(os.environ)
     if not torch.cuda.is_available():
         env["OMP_NUM_THREADS"] = "1"
@@ -302,8 +322,6 @@ def bench_branch_processes(settings: BenchSettings, claims=None, root: Path | No
 def default_claims(multi):
     """The one-branch-per-process benchmark's settings for a profile without its own: its defaults, training at
     the multi-process benchmark's batch."""
-    from .branch_processes import BranchProcessSettings
-
     return BranchProcessSettings(train_batch=multi.batch)
 
 

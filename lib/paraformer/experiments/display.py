@@ -361,10 +361,12 @@ def claims_path(notebook: str, profile: str) -> Path:
     return results_dir(profile) / "tables" / f"claims_{notebook}.csv"
 
 
-# replaced by report.claim_line when it lands
 def _claim_line(row: pd.Series) -> str:
-    """"**claim**: verdict; ours 0.75 [-0.27, 2.00] (99.2% interval); paper 15.58": the claim, its verdict, our
-    figure with its interval (and its unit, where the table has a `unit` column) and the paper's figure."""
+    """A committed claim in one line: `report.claim_line` (its verdict, our figure with interval and unit, the regime
+    and the paper's figure); a table written before claims carried their regime keeps its older line."""
+    from .report import CLAIM_COLUMNS, claim_line  # (report imports the tables this module displays)
+    if set(CLAIM_COLUMNS) <= set(row.index):
+        return claim_line(row)
     unit = row.get("unit")
     unit = "" if _missing(unit) else ("x" if unit == "x" else f" {unit}")
     paper = "" if _missing(row["paper_figure"]) else f"; paper {paper_text(row['paper_figure'])}{unit}"

@@ -30,7 +30,7 @@ from .estimate import Estimate, estimate as estimate_runs
 from .paper import PAPER_2025
 from .plan import PlannedRun, Trained, data_shape, execute, planned
 from .profiles import get_profile
-from .report import write_claims
+from .report import with_sources, write_claims
 from .settings import ExpansionPlan, Scale
 from .stats import Verdict, accuracy_interval
 from .tables import code_warnings, record_provenance, save_figure, write_table  # noqa: F401 (the notebook's figures)
@@ -377,5 +377,6 @@ def findings(result: Runs, profile: str) -> Findings:
                 ["low/high: the interval at confidence interval_pct (%), Holm's correction over the sizes",
                  *growth_notes[1:4]], profile=profile)
     out = Findings(summary, found, verdicts, growth, grow_claims, grow_verdicts)
-    write_claims(out.report_verdicts, PAPER_2025, NOTEBOOK, profile, first.device)
+    write_claims(with_sources(out.report_verdicts, out.sources, out.by_construction), PAPER_2025, NOTEBOOK, profile,
+                 first.device)
     return out

@@ -30,7 +30,7 @@ from .estimate import Estimate, estimate as estimate_runs
 from .paper import PAPER_2024, TABLE4_FINETUNE
 from .plan import PlannedRun, execute, planned, sweep_rows
 from .profiles import get_profile
-from .report import write_claims
+from .report import with_sources, write_claims
 from .settings import PRETRAINED_MODES, FinetuneSettings
 from .stats import Verdict, judge
 from .tables import provenance, save_figure, write_table  # noqa: F401 (save_figure: the notebook's figure)
@@ -288,5 +288,6 @@ def findings(result: Runs, profile: str) -> Findings:
                  "at confidence interval_pct (%); 'within 1 point' holds when the difference exceeds -1; with random "
                  "weights the claims are not testable and the same comparisons are architecture checks, which the "
                  "report leaves out", result.weights_line], profile=profile)
-    write_claims(found.report_verdicts, PAPER_2024, NOTEBOOK, profile, runs["device"].iloc[0])
+    write_claims(with_sources(found.report_verdicts, found.sources), PAPER_2024, NOTEBOOK, profile,
+                 runs["device"].iloc[0])
     return found

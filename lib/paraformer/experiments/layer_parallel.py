@@ -33,7 +33,7 @@ from .estimate import Estimate, estimate as estimate_runs
 from .paper import PAPER_2026
 from .plan import FromRun, PlannedRun, data_shape, execute, planned
 from .profiles import get_profile
-from .report import write_claims
+from .report import with_sources, write_claims
 from .settings import ARMS, LayerParallelSettings
 from .stats import Verdict, judge
 from .tables import provenance, save_figure, write_table  # noqa: F401 (save_figure: the notebook's figure)
@@ -585,5 +585,6 @@ def report(found: Findings, measured: Speed, runs: pd.DataFrame, profile: str) -
     verdicts = found.verdicts + [v.verdict for v in measured.verdicts if v.kind == "paper"]
     # the devices behind the claims: the training runs' and the benchmark's
     devices = "; ".join(dict.fromkeys([*runs["device"], *(v.device for v in measured.verdicts)]))
+    verdicts = with_sources(verdicts, report_sources(found, measured))
     write_claims(verdicts, PAPER_2026, NOTEBOOK, profile, devices)
     return verdicts

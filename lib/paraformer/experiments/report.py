@@ -88,6 +88,16 @@ def claim_line(row: pd.Series) -> str:
     return render(verdict_of_row(row))
 
 
+def with_sources(verdicts: list[Verdict], sources: list[str], notes: list[str | None] | None = None) -> list[Verdict]:
+    """`verdicts` with their source ("paper", "summary" or "ours") and, where `notes` has one, a note added to the
+    reason (e.g. why a verdict holds by construction)."""
+    if len(sources) != len(verdicts):
+        raise ValueError(f"with_sources got {len(verdicts)} verdicts but {len(sources)} sources")
+    notes = notes or [None] * len(verdicts)
+    return [replace(v, source=src, reason=v.reason + (f"; {note}" if note else "")) for v, src, note in
+            zip(verdicts, sources, notes)]
+
+
 def write_claims(verdicts: list[Verdict], paper: str | list[str], notebook: str, profile: str,
                  device: str) -> pd.DataFrame:
     """`tables/claims_<notebook>.csv` (and .md) in `profile`'s results folder; returns the rows."""

@@ -31,6 +31,7 @@ import pandas as pd
 from ..bench import branch_processes, costmodel, speed
 from .display import verdict_line
 from .estimate import Estimate, estimate as estimate_runs
+from .paper import source as paper_source
 from .paper import FAIRSCALE_SPEEDUP, PAPER_2024, PAPER_2025
 from .plan import PlannedRun
 from .profiles import get_profile
@@ -353,7 +354,9 @@ class SpeedVerdict:
     source: str = ""  # the paper whose claim it is (kind "paper"); "" otherwise
 
     def to_dict(self) -> dict:
-        return {"key": self.key, "kind": self.kind, "source": self.source, **self.verdict.to_dict(),
+        verdict = self.verdict.to_dict()
+        return {"key": self.key, "kind": self.kind, "source": self.source, "source_kind": verdict.pop("source"),
+                **{k: v for k, v in verdict.items() if k not in ("unit", "regime")},
                 "unit": self.unit, "detail": self.detail, "device": self.device}
 
 
@@ -372,8 +375,19 @@ def judge_ratio(key: str, kind: str, claim: str, ratio: float, threshold: float,
         low, high = interval
     else:
         low, high = (ratio * math.exp(-spread), ratio * math.exp(spread)) if math.isfinite(ratio) else (ratio, ratio)
-    return SpeedVerdict(key, kind, judge(claim, ratio, low, high, threshold, paper=paper, not_testable=why), unit,
-                        detail, device, source)
+    kind_of_source = source_of(SPEED_SOURCES.get(key, "")) if kind == "paper" else {"source": "ours"}
+    verdict = judge(claim, ratio, low, high, threshold, paper=paper, not_testable=why,
+                    unit=unit if unit.startswith("x") else f"x {unit}", **kind_of_source)
+    return SpeedVerdict(key, kind, verdict, unit, detail, device, source)
+
+
+# the papers' speed claims -> their entry in `paper.SOURCES`
+SPEED_SOURCES = {"growth": "inference_growth", "n_over_m": "n_over_m", "fairscale": "fairscale",
+                 "acceleration": "layer_parallel_speed"}
+
+
+def source_of(key: str) -> dict:
+    return paper_source(key) if key else {"source": "paper"}
 
 
 def _strategy_verdicts(strategies: pd.DataFrame, spread: float) -> list[SpeedVerdict]:
