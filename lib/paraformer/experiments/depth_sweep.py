@@ -16,6 +16,7 @@ from ..core.paths import results_dir
 from .accuracy import AccuracyClaim, beats, claims_note, compare_with_paper, judge_claims, verdict_table
 from .estimate import Estimate, estimate as estimate_runs
 from .layer_sweep import MODELS as LAYER_MODELS, accuracy_note
+from .linear_baseline import linear_accuracies, with_linear
 from .paper import PAPER_2024, PAPER_EPOCHS, TABLE2_LAYER_SWEEP, TABLE3_DEPTH_SWEEP, combine, source, table3_exceptions
 from .plan import PlannedRun, execute, sweep, sweep_rows
 from .profiles import get_profile
@@ -108,7 +109,11 @@ def findings(depth_runs: pd.DataFrame, layer_runs: pd.DataFrame, profile: str,
              linear: dict[str, float] | None = None) -> Findings:
     """Writes tables/table3_depth_sweep*.{csv,md} and the findings as the report's claims."""
     both_runs = pd.concat([layer_runs, depth_runs], ignore_index=True)
-    table = compare_with_paper(depth_runs, TABLE3_DEPTH_SWEEP)
+    if linear is None:  # the baseline on the runs' own images and split (cached like a run)
+        scale = get_profile(profile).scale
+        linear = linear_accuracies([scale.data_config(d) for d in dict.fromkeys(both_runs["dataset"])],
+                                   results_dir(profile))
+    table = with_linear(compare_with_paper(depth_runs, TABLE3_DEPTH_SWEEP), linear)
     found = claims(both_runs)
     verdicts = judge_claims(both_runs, found, profile, linear)
     summary = depth_findings(found, verdicts)

@@ -14,6 +14,7 @@ import pandas as pd
 from ..core.paths import results_dir
 from .accuracy import AccuracyClaim, beats, claims_note, compare_with_paper, judge_claims, verdict_table
 from .estimate import Estimate, estimate as estimate_runs
+from .linear_baseline import linear_accuracies, with_linear
 from .paper import PAPER_2024, PAPER_EPOCHS, TABLE2_LAYER_SWEEP
 from .plan import PlannedRun, execute, sweep, sweep_rows
 from .profiles import PROFILES, get_profile
@@ -76,7 +77,11 @@ class Findings:
 
 def findings(runs: pd.DataFrame, profile: str, linear: dict[str, float] | None = None) -> Findings:
     """Writes tables/table2_layer_sweep*.{csv,md} and the headline claims of the report."""
-    table = compare_with_paper(runs, TABLE2_LAYER_SWEEP)
+    if linear is None:  # the baseline on the runs' own images and split (cached like a run)
+        scale = get_profile(profile).scale
+        linear = linear_accuracies([scale.data_config(d) for d in dict.fromkeys(runs["dataset"])],
+                                   results_dir(profile))
+    table = with_linear(compare_with_paper(runs, TABLE2_LAYER_SWEEP), linear)
     found = claims(runs)
     verdicts = judge_claims(runs, found, profile, linear)
     largest = {d: rows.sort_values("num_layers")["model"].tolist() for d, rows in table.groupby("dataset")}

@@ -167,6 +167,11 @@ def linear_rows(datas: list[DataConfig], folder: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def with_linear(table: pd.DataFrame, linear: dict[str, float]) -> pd.DataFrame:
+    """An accuracy table with the linear baseline of its row's dataset beside ours (`linear_acc`, points)."""
+    return table.assign(linear_acc=table["dataset"].map(linear))
+
+
 def linear_accuracies(datas: list[DataConfig], folder: Path) -> dict[str, float]:
     """dataset -> the baseline's accuracy (points), as `accuracy.judge_claims` takes it."""
     return {data.dataset: linear_baseline(data, folder).accuracy for data in dict.fromkeys(datas)}

@@ -29,6 +29,7 @@ from ..core.progressive import PASSES, steps_per_batch
 from ..core.runcache import RunResult
 from .accuracy import AccuracyClaim, accuracy_table, judge_claims, claims_note, verdict_table
 from .estimate import Estimate, estimate as estimate_runs
+from .linear_baseline import linear_accuracies, with_linear
 from .paper import BEST_GAIN_OVER_VIT, PAPER_2025, source
 from .plan import PlannedRun, cached_record, data_shape, execute, sweep, sweep_rows
 from .profiles import get_profile
@@ -322,7 +323,10 @@ def findings(result: Runs, profile: str, linear: dict[str, float] | None = None)
     """Writes tables/paraformer_vs_vit*.{csv,md}, tables/paraformer_convergence*.{csv,md} and the report's claims."""
     comparison, runs = result.comparison, result.runs
     scale = comparison.scale
-    table = versus_vit_table(runs)
+    if linear is None:  # the baseline on the runs' own images and split (cached like a run)
+        linear = linear_accuracies([scale.data_config(d) for d in dict.fromkeys(runs["dataset"])],
+                                   results_dir(profile))
+    table = with_linear(versus_vit_table(runs), linear)
     found = versus_vit_claims(runs)
     judge = functools.partial(judge_claims, profile=profile, linear=linear)
     verdicts = judge(runs, found)
