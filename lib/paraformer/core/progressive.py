@@ -1,5 +1,5 @@
 """How the branches learn: joint training of the full sum, and three forms of progressive approximation
-(Li, Wang & Wei 2025), in which each new branch lowers the loss left by the branches before it, so that every
+(Wang, Wei & Li 2025), in which each new branch lowers the loss left by the branches before it, so that every
 prefix 1..k is a classifier on its own. `Recipe.method` picks one; docs/models-and-training.md tables what each
 does per minibatch and what it costs.
 
