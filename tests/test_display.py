@@ -184,8 +184,9 @@ def test_the_summary_shows_one_line_per_claim_and_the_claims_the_notebook_writes
     assert len(shown.shown) == 2 and shown.shown[1].splitlines() == [
         "**Verdicts at the ci profile** (tables/claims_01_layer_sweep.csv, measured on a CPU; how each was reached: "
         "below)",
-        "- **1-24 beats 1-1 on cifar10**: **inconclusive**; ours 0.75 [-0.27, 2.00] (99.2% interval); paper 15.58",
-        "- **ViT-B/16 fine-tunes to Table 4**: *not testable here*"]
+        # each line is the claim as stats.render words it, from the table's row (report.claim_line)
+        "- 1-24 beats 1-1 on cifar10: inconclusive; ours +0.75 points [-0.27, 2]; paper's +15.6 points excluded.",
+        "- ViT-B/16 fine-tunes to Table 4: not testable here (no weights)."]
     assert display.claims_path("01_layer_sweep", "ci") == tmp_path / "ci" / "tables" / "claims_01_layer_sweep.csv"
 
 

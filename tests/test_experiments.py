@@ -25,7 +25,7 @@ def test_every_profile_builds_valid_models_for_its_image_sizes():
 
 
 def test_unknown_profile_is_refused_with_the_choices():
-    with pytest.raises(ConfigError, match="unknown profile 'fast'.*'ci', 'gpu', 'paper', 'quick'"):
+    with pytest.raises(ConfigError, match="unknown profile 'fast'.*'ci', 'cpu', 'gpu', 'paper', 'quick'"):
         get_profile("fast")
 
 
