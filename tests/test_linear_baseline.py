@@ -46,11 +46,54 @@ def test_other_images_or_another_split_get_their_own_record(tmp_path):
     assert len(keys) == 3 and len(list((tmp_path / "baselines").glob("*.json"))) == 3
 
 
-def test_the_l2_strength_is_chosen_on_the_validation_split_never_the_test_images(tmp_path):
-    held_out = lb.linear_baseline(DataConfig(dataset="fashion_mnist", n_train=300, n_test=200, val_fraction=0.2),
-                                  tmp_path)
+def test_the_l2_strength_is_chosen_on_the_validation_split_never_the_test_images(tmp_path, monkeypatch):
+    data = DataConfig(dataset="fashion_mnist", n_train=300, n_test=200, val_fraction=0.2)
+    images = lb.load_data(data)
+    seen = []
+    real_choose = lb.choose_l2
+
+    def spy(fit_x, fit_y, choose_x, choose_y, num_classes):
+        seen.append((len(fit_y), choose_y.clone()))
+        return real_choose(fit_x, fit_y, choose_x, choose_y, num_classes)
+    monkeypatch.setattr(lb, "choose_l2", spy)
+    held_out = lb.linear_baseline(data, tmp_path)
     assert held_out.val_accuracy is not None and held_out.l2 in lb.L2_GRID
-    assert lb.linear_baseline(SMALL, tmp_path).l2 == lb.DEFAULT_L2  # no validation split: the stated default
+    assert seen[0][0] == len(images.train_labels) and torch.equal(seen[0][1], images.val_labels)
+
+
+def test_without_a_validation_split_l2_is_chosen_on_a_stratified_fifth_of_the_training_images(tmp_path, monkeypatch):
+    images = lb.load_data(SMALL)
+    seen = []
+    real_choose = lb.choose_l2
+
+    def spy(fit_x, fit_y, choose_x, choose_y, num_classes):
+        seen.append((fit_y.clone(), choose_y.clone()))
+        return real_choose(fit_x, fit_y, choose_x, choose_y, num_classes)
+    monkeypatch.setattr(lb, "choose_l2", spy)
+    baseline = lb.linear_baseline(SMALL, tmp_path)
+    fit_y, choose_y = seen[0]
+    assert len(fit_y) + len(choose_y) == len(images.train_labels) == baseline.train_images
+    counts, held = torch.bincount(images.train_labels, minlength=10), torch.bincount(choose_y, minlength=10)
+    assert torch.equal(held, torch.round(lb.HOLDOUT_FRACTION * counts).clamp_min(1).long())
+    assert baseline.l2 in lb.L2_GRID and baseline.val_accuracy is None
+
+
+def test_the_holdout_keeps_a_single_image_class_for_fitting():
+    labels = torch.tensor([0, 0, 0, 0, 0, 1, 2, 2])
+    held = lb.stratified_holdout(labels, 0.2)
+    assert held.tolist() == [True, False, False, False, False, False, True, False]
+
+
+def test_the_choice_goes_to_the_best_score_and_ties_to_the_stronger_regularization(monkeypatch):
+    scores = iter([50.0, 70.0, 70.0, 60.0, 40.0, 40.0])  # one per candidate of L2_GRID, strongest first
+
+    class Fixed:
+        def __init__(self, accuracy):
+            self.accuracy = accuracy
+    monkeypatch.setattr(lb, "fit_linear", lambda *args: Fixed(next(scores)))
+    monkeypatch.setattr(lb, "_predict", lambda model, x: torch.arange(100) < model.accuracy)
+    l2, accuracy = lb.choose_l2(None, None, None, torch.ones(100, dtype=torch.bool), 2)
+    assert (l2, accuracy) == (lb.L2_GRID[1], 70.0)
 
 
 @pytest.mark.parametrize("damage", [lambda r: r.update(correct=r["correct"][:-1]),
