@@ -23,6 +23,7 @@ from ..core.runcache import RunResult, load_trained_model
 from ..training.evaluation import predict, prepare_batch
 from .accuracy import AccuracyClaim, judge_claims, claims_note, verdict_table
 from .estimate import Estimate, estimate as estimate_runs
+from .linear_baseline import linear_accuracies
 from .paper import BEST_COMPRESSION, PAPER_2025
 from .plan import PlannedRun, execute, sweep, sweep_rows
 from .profiles import get_profile
@@ -291,7 +292,9 @@ def findings(result: Runs, profile: str, tolerance: float = 1.0) -> Findings:
     picks = pd.concat([smallest_within(rows, tolerance).assign(dataset=d, method=m)
                        for (d, m), rows in means.groupby(["dataset", "method"], sort=False)], ignore_index=True)
     found = compression_claims(means, picks, result.vit_layers, tolerance)
-    verdicts = judge_claims(arms(result.table, result.vits), found)
+    runs = arms(result.table, result.vits)
+    linear = linear_accuracies([scale.data_config(d) for d in dict.fromkeys(runs["dataset"])], results_dir(profile))
+    verdicts = judge_claims(runs, found, profile, linear)
     headline = best_compression_verdict(picks, means, BEST_COMPRESSION)
     notes = [
         "every kept model is a ParaFormer holding only the kept branches; val_acc (mean over seeds) chose the greedy "

@@ -211,16 +211,16 @@ def finetune_claims(runs: pd.DataFrame) -> list[AccuracyClaim]:
     return claims
 
 
-def regrouping_verdicts(runs: pd.DataFrame, claims: list[AccuracyClaim],
-                        imagenet: bool) -> tuple[list[Verdict], list[Verdict]]:
+def regrouping_verdicts(runs: pd.DataFrame, claims: list[AccuracyClaim], imagenet: bool,
+                        profile: str | None = None) -> tuple[list[Verdict], list[Verdict]]:
     """The regrouping claims' verdicts, and the architecture checks: with ImageNet weights the claims judged (paired,
     Holm over them) and no checks; with random weights every claim not testable, and the same comparisons judged
     under a name that says they are an architecture check on random weights."""
     if imagenet:
-        return judge_claims(runs, claims), []
+        return judge_claims(runs, claims, profile), []
     checks = [replace(c, claim=f"architecture check on random weights: {c.claim}") for c in claims]
     return ([judge(c.claim, math.nan, math.nan, math.nan, c.threshold, not_testable=NO_WEIGHTS) for c in claims],
-            judge_claims(runs, checks))
+            judge_claims(runs, checks, profile))
 
 
 def table4_verdicts(table: pd.DataFrame) -> list[Verdict]:
@@ -266,14 +266,14 @@ def findings(result: Runs, profile: str) -> Findings:
     table = finetune_table(runs)
     paper_verdicts = table4_verdicts(table)
     claims = finetune_claims(runs)
-    verdicts, checks = regrouping_verdicts(runs, claims, result.imagenet)
+    verdicts, checks = regrouping_verdicts(runs, claims, result.imagenet, profile)
     title = "Table 4: fine-tuning ViT-B/16 (Para-F-12-12) and its parallel regroupings, paper vs ours"
     if not result.imagenet:
         title += " (OUR WEIGHTS ARE RANDOM, NOT PRETRAINED)"
     notes = [
         f"paper_acc: {PAPER_2024}, Table 4 (Google's ImageNet weights, 10 epochs of fine-tuning, full datasets), "
         "shown only beside a fine-tune of those weights; the paper has no parallel regroupings. our_acc: final test "
-        "accuracy on all test images, mean over seeds, with its 95% interval (bootstrap over test images and seeds).",
+        "accuracy on all test images, mean over seeds, with its 95% interval (t over seeds with the test images' variance).",
         result.weights_line,
         "minus_sequential: our_acc minus the sequential fine-tune of the same weights on the same dataset; "
         "train_tflop: counted fine-tuning FLOPs per run (paraformer.core.flops)",

@@ -30,6 +30,7 @@ from ..core.runlog import read_step_log
 from . import speedup
 from .accuracy import AccuracyClaim, accuracy_table, judge_claims, verdict_table
 from .estimate import Estimate, estimate as estimate_runs
+from .linear_baseline import linear_accuracies
 from .paper import PAPER_2026
 from .plan import FromRun, PlannedRun, data_shape, execute, planned
 from .profiles import get_profile
@@ -178,10 +179,11 @@ def finetune_not_testable(runs: pd.DataFrame, setting: LayerParallelSettings,
     return None
 
 
-def judge_accuracy(runs: pd.DataFrame, claims: list[AccuracyClaim],
-                   setting: LayerParallelSettings) -> list[Verdict]:
+def judge_accuracy(runs: pd.DataFrame, claims: list[AccuracyClaim], setting: LayerParallelSettings,
+                   profile: str | None = None, linear: dict[str, float] | None = None) -> list[Verdict]:
     """Each claim's verdict, in order: "unaffected" not testable where `finetune_not_testable` says so (its measured
-    difference and minimum detectable difference kept), the others judged together, Holm over them alone."""
+    difference and minimum detectable difference kept), the others judged together, Holm over them alone, each with
+    its regime where `profile` is given (`linear`: dataset -> the linear baseline, points)."""
     why = {}
     for claim in claims:
         if claim.dataset == setting.finetune_dataset:
@@ -191,7 +193,7 @@ def judge_accuracy(runs: pd.DataFrame, claims: list[AccuracyClaim],
                 why[claim.claim] = judge(claim.claim, alone.ours, alone.low, alone.high, claim.threshold,
                                          minimum_detectable=alone.minimum_detectable, not_testable=reason,
                                          p_value=alone.p_value)
-    tested = iter(judge_claims(runs, [claim for claim in claims if claim.claim not in why]))
+    tested = iter(judge_claims(runs, [claim for claim in claims if claim.claim not in why], profile, linear))
     return [why[claim.claim] if claim.claim in why else next(tested) for claim in claims]
 
 
@@ -510,7 +512,8 @@ def findings(runs: pd.DataFrame, records: list[RunResult], profile: str) -> Find
     """The accuracy claims and the solver's record; writes tables/layer_parallel*.{csv,md} (but the speed's)."""
     setting = get_profile(profile).layer_parallel
     table, found = arms_table(runs), accuracy_claims(setting)
-    verdicts = with_shares(judge_accuracy(runs, found, setting), found, runs, setting)
+    linear = linear_accuracies([setting.data_config("pre-training"), finetune_data(setting)], results_dir(profile))
+    verdicts = with_shares(judge_accuracy(runs, found, setting, profile, linear), found, runs, setting)
     tune = finetune_recipe(setting, 0)
     notes = [setting.describe(),
              f"phase: pre-training (the three arms from random weights) or fine-tuning (the final weights of the "
@@ -518,8 +521,8 @@ def findings(runs: pd.DataFrame, records: list[RunResult], profile: str) -> Find
              f"{finetune_data(setting).n_train or 'all'} images, {tune.epochs} epochs, lr {tune.lr:g}); arm: the "
              "pre-training arm (weights: whose weights a fine-tune starts from); solver: how the run's gradients "
              "were computed (Recipe.describe_solver)",
-             "our_acc: final test accuracy on all test images, mean over seeds, 95% interval (bootstrap over test "
-             "images and seeds); minus_serial: our_acc minus the serial arm's of the same phase; layer_parallel_pct: "
+             "our_acc: final test accuracy on all test images, mean over seeds, 95% interval (t over seeds with the "
+             "test images' variance); minus_serial: our_acc minus the serial arm's of the same phase; layer_parallel_pct: "
              "the share of the arm's optimizer steps whose gradients MGRIT computed (mean, min, max over seeds)",
              *provenance(runs)]
     write_table(table, "layer_parallel", "Layer-parallel (MGRIT) training against serial: accuracy", notes,

@@ -63,8 +63,8 @@ def accuracy_note(table: pd.DataFrame, paper_table: str) -> str:
     """The first note under the paper-vs-ours tables of Tables 2 and 3 (this notebook's and notebook 02's)."""
     return (f"paper_acc: {PAPER_2024}, {paper_table} (500 epochs, full datasets); empty = the paper has no such cell. "
             f"our_acc: final test accuracy on all {table['test_images'].min()} test images, mean over "
-            f"{table['seeds'].min()} seed(s); our_acc_low/high: its 95% interval (bootstrap over test images and "
-            "seeds); seed_std: std over seeds.")
+            f"{table['seeds'].min()} seed(s); our_acc_low/high: its 95% interval (t over seeds with the test "
+            "images' variance); seed_std: std over seeds.")
 
 
 @dataclass

@@ -35,7 +35,7 @@ from .paper import source as paper_source
 from .paper import FAIRSCALE_SPEEDUP, PAPER_2024, PAPER_2025
 from .plan import PlannedRun
 from .profiles import get_profile
-from .report import write_claims  # noqa: F401 (the notebook's claims)
+from .report import write_claims
 from .stats import Verdict, judge
 from .tables import save_figure, write_table  # noqa: F401 (the notebook's tables and figures)
 
@@ -571,6 +571,46 @@ def by_kind(verdicts: list[SpeedVerdict]) -> dict[str, list[SpeedVerdict]]:
 
 def verdict_table(verdicts: list[SpeedVerdict]) -> pd.DataFrame:
     return pd.DataFrame([v.to_dict() for v in verdicts])
+
+
+VERDICT_COLUMNS = ["kind", "claim", "ours", "low", "high", "unit", "threshold", "paper", "verdict", "reason", "detail"]
+
+
+def write_findings(data: dict[str, pd.DataFrame], profile: str) -> list[SpeedVerdict]:
+    """Writes the verdicts (tables/speed_verdicts, every kind apart in its `kind` column), the papers' claims alone
+    as the report's (claims_06_speedup), and the one-branch-per-process rounds where they were measured
+    (tables/speed_branch_processes); returns the verdicts."""
+    verdicts = speed_verdicts(data)
+    write_table(verdict_table(verdicts)[VERDICT_COLUMNS], "speed_verdicts", "Speed targets and claims: verdicts",
+                [f"kind: {'; '.join(f'{kind}: {words}' for kind, words in KINDS.items())}",
+                 f"Intervals: from the rounds of the one-branch-per-process benchmark where it gives them; elsewhere "
+                 f"{ratio_spread(data)[1]}."], profile=profile)
+    claimed = by_kind(verdicts).get("paper", [])
+    write_claims([v.verdict for v in claimed], [v.source for v in claimed], NOTEBOOK, profile,
+                 ", ".join(dict.fromkeys(v.device for v in claimed)))
+    if branch_processes.NAME in data:
+        rounds = data[branch_processes.NAME]
+        write_table(branch_process_table(rounds), "speed_branch_processes",
+                    f"One branch per process ({branch_processes.PROCESSES} processes) against one process: "
+                    "milliseconds per call", [f"Measured on {device_of(rounds)}; medians over the timed rounds, "
+                                              "every round kept in the benchmark CSV."], profile=profile)
+    return verdicts
+
+
+def write_cost_model(predicted: pd.DataFrame, depth: int | None, device: str, profile: str) -> None:
+    """Writes the cost model's predictions (tables/speed_cost_model, every row labelled predicted) and, apart, the
+    measured steps they were checked against (tables/speed_cost_model_check)."""
+    write_table(cost_model_predictions(predicted), "speed_cost_model",
+                "Cost model: predicted step milliseconds at P devices (predictions, not measurements)",
+                [f"Fed by measurements on {device}; checked against the steps measured at 1 and 2 processes "
+                 "(tables/speed_cost_model_check).",
+                 "predicted_ring_ms, predicted_tree_ms: under a ring or a tree (log2 P latency) all-reduce.",
+                 "Beyond 2 it assumes devices like these, linked like these processes; it ignores imbalance and "
+                 "contention."], profile=profile)
+    write_table(cost_model_check(predicted, depth), "speed_cost_model_check",
+                f"Cost model against the measured steps (benchmark depth {depth})",
+                [f"Measured on {device}; ring_over_measured, tree_over_measured: the prediction over the "
+                 "measurement."], profile=profile)
 
 
 def benchmark_depth(profile_name: str) -> int:
