@@ -4,6 +4,7 @@ committed notebooks that JupyterLab opens without changing and that hold no path
 import json
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 
 from paraformer.experiments.display import (MISSING, accuracy_columns, plain_log_ticks, reader_table, verdict_details,
                                             verdict_line)
+from paraformer.experiments.regime import Regime
 from paraformer.experiments.stats import judge
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +44,7 @@ def test_differences_carry_their_sign():
 
 def test_a_verdict_reads_as_the_claim_our_figure_with_its_interval_and_the_verdict():
     supported = judge("A beats B", 2.04, 1.01, 3.06, minimum_detectable=1.5, paper=2.39)
-    assert verdict_line(supported) == ("**A beats B**: ours +2.0 [+1.0, +3.1] points; paper +2.39 points → "
+    assert verdict_line(supported) == ("**A beats B**: ours +2.0 [+1.0, +3.1] points; paper +2.39 points (inside) → "
                                        "**supported**")
     corrected = judge("A beats C", 0.5, -0.4, 1.4, minimum_detectable=1.94, confidence=0.99375)
     assert verdict_line(corrected) == ("**A beats C**: ours +0.5 [-0.4, +1.4] points (99.4% interval) → "
@@ -53,6 +55,14 @@ def test_a_verdict_reads_as_the_claim_our_figure_with_its_interval_and_the_verdi
     assert verdict_line(untestable, "x") == "**Y**: *not testable here*: a CPU cannot overlap them"
     with pytest.raises(ValueError, match="unit='percent'"):
         verdict_line(supported, "percent")
+
+
+def test_a_verdict_from_an_under_trained_regime_reads_as_a_finding_at_that_scale_with_its_caveat():
+    regime = Regime("quick", (31.0, 30.0), (72.0, 56.0), chance=10.0, linear=30.0, epochs=5, train_images=2500)
+    verdict = replace(judge("A beats B", 0.75, -0.27, 2.0, paper=15.58, regime=regime), caveat="holds by design")
+    assert verdict_line(verdict) == ("**A beats B**: ours +0.8 [-0.3, +2.0] points (ours 30-31%, paper 56-72%, "
+                                     "linear 30%; 5 epochs, 2,500 images); paper +15.58 points (excluded at this "
+                                     "scale) → **inconclusive at quick (under-trained)** *Note: holds by design.*")
 
 
 def test_the_details_below_a_verdict_give_each_comparisons_level_and_power():

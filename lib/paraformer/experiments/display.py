@@ -31,7 +31,8 @@ from ..core.files import ResultsWriteError
 from ..core.paths import data_dir, results_dir
 from ..core.runcache import RunCacheError
 from .profiles import profile_device
-from .stats import Verdict
+from .regime import describe as describe_regime
+from .stats import Verdict, headline
 
 # IPython binds these in every kernel's namespace, and more of them (_, _i3, Out[3] as _3) as cells run.
 IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
@@ -169,14 +170,18 @@ def verdict_line(verdict: Verdict, unit: str = "points") -> str:
     digits, signed = UNITS[unit]
     suffix = "x" if unit == "x" else f" {unit}"
     paper = f"; paper {paper_text(verdict.paper, signed)}{suffix}" if not _missing(verdict.paper) else ""
+    if paper and verdict.paper_effect is not None:
+        paper += f" ({verdict.paper_effect}" + (" at this scale)" if verdict.at_scale_only else ")")
+    caveat = f" *Note: {verdict.caveat}.*" if verdict.caveat else ""
     if verdict.verdict == "not testable here":
-        return f"**{verdict.claim}**: *not testable here*: {verdict.reason}{paper}"
+        return f"**{verdict.claim}**: *not testable here*: {verdict.reason}{paper}{caveat}"
     found = interval_text(verdict.ours, verdict.low, verdict.high, digits, signed) + suffix
     level = "" if abs(verdict.confidence - 0.95) < 1e-9 else f" ({100 * verdict.confidence:.3g}% interval)"
     detects = ""
     if verdict.verdict == "inconclusive" and not _missing(verdict.minimum_detectable):
         detects = f" (this design detects {number_text(verdict.minimum_detectable, digits)}{suffix} or more)"
-    return f"**{verdict.claim}**: ours {found}{level}{paper} → **{verdict.verdict}**{detects}"
+    regime = f" ({describe_regime(verdict.regime)})" if verdict.regime is not None else ""
+    return f"**{verdict.claim}**: ours {found}{level}{regime}{paper} → **{headline(verdict)}**{detects}{caveat}"
 
 
 def verdict_lines(verdicts: list[Verdict], unit: str = "points") -> str:

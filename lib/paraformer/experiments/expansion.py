@@ -378,7 +378,9 @@ def findings(result: Runs, profile: str) -> Findings:
                 "Capacity growth: grown against from scratch at the same compute, paired by seed and test image",
                 ["low/high: the interval at confidence interval_pct (%), Holm's correction over the sizes",
                  *growth_notes[1:4]], profile=profile)
-    out = Findings(summary, found, verdicts, growth, grow_claims, grow_verdicts)
-    write_claims(with_sources(out.report_verdicts, out.sources, out.by_construction), PAPER_2025, NOTEBOOK, profile,
+    out = Findings(summary, found, with_sources(verdicts, [SOURCE] * len(verdicts), [by_construction(claim) for claim
+                                                                                       in found]),
+                   growth, grow_claims, grow_verdicts)
+    write_claims(with_sources(out.report_verdicts, out.sources), PAPER_2025, NOTEBOOK, profile,
                  first.device)
     return out

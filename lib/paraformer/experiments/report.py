@@ -26,7 +26,7 @@ from .tables import write_table
 CLAIM_COLUMNS = ["paper", "claim", "source", "source_note", "paper_figure", "unit", "ours", "low", "high",
                  "interval_pct", "threshold", "minimum_detectable", "p_value", "verdict", "reason", "paper_effect",
                  "regime_status", "arms", "paper_arms", "chance", "linear_acc", "epochs", "train_images",
-                 "paper_epochs", "notebook", "profile", "device"]
+                 "paper_epochs", "caveat", "notebook", "profile", "device"]
 PROFILE_ORDER = ("cpu", "quick", "gpu", "paper", "ci")  # columns of the report, the main one first where it has results
 REPORTED = ("cpu", "quick", "gpu", "paper")  # the profiles whose results are committed; ci's are a test's, reported alone
 README_START = "<!-- claims: written by notebooks/99_report.ipynb (make reproduce) from results/tables/claims_*.csv -->"
@@ -64,7 +64,7 @@ def claim_rows(verdicts: list[Verdict], paper: str | list[str], notebook: str, p
             "paper_arms": _numbers(r.paper_arms) if r else "", "chance": r.chance if r else None,
             "linear_acc": r.linear if r else None, "epochs": r.epochs if r else None,
             "train_images": r.train_images if r else None, "paper_epochs": r.paper_epochs if r else None,
-            "notebook": notebook, "profile": profile, "device": device})
+            "caveat": v.caveat, "notebook": notebook, "profile": profile, "device": device})
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
@@ -80,7 +80,8 @@ def verdict_of_row(row: pd.Series) -> Verdict:
     return Verdict(row["claim"], row["ours"], row["low"], row["high"], row["threshold"], row["verdict"], row["reason"],
                    _optional(row["paper_figure"]), _optional(row["minimum_detectable"]), row["interval_pct"] / 100,
                    _optional(row["p_value"]), row["unit"], _optional(row["paper_effect"]), regime, row["source"],
-                   row["source_note"] if isinstance(row["source_note"], str) else "")
+                   row["source_note"] if isinstance(row["source_note"], str) else "",
+                   row["caveat"] if isinstance(row["caveat"], str) else "")
 
 
 def claim_line(row: pd.Series) -> str:
@@ -89,13 +90,12 @@ def claim_line(row: pd.Series) -> str:
 
 
 def with_sources(verdicts: list[Verdict], sources: list[str], notes: list[str | None] | None = None) -> list[Verdict]:
-    """`verdicts` with their source ("paper", "summary" or "ours") and, where `notes` has one, a note added to the
-    reason (e.g. why a verdict holds by construction)."""
+    """`verdicts` with their source ("paper", "summary" or "ours") and, where `notes` has one, that note as the
+    verdict's caveat (e.g. why it holds by construction), which every rendering shows."""
     if len(sources) != len(verdicts):
         raise ValueError(f"with_sources got {len(verdicts)} verdicts but {len(sources)} sources")
     notes = notes or [None] * len(verdicts)
-    return [replace(v, source=src, reason=v.reason + (f"; {note}" if note else "")) for v, src, note in
-            zip(verdicts, sources, notes)]
+    return [replace(v, source=src, caveat=note or v.caveat) for v, src, note in zip(verdicts, sources, notes)]
 
 
 def write_claims(verdicts: list[Verdict], paper: str | list[str], notebook: str, profile: str,

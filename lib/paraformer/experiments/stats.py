@@ -43,6 +43,7 @@ class Verdict:
     regime: Regime | None = None  # the scale it was measured at, beside the paper's (`regime.status`)
     source: str = "paper"  # where the claim comes from (`SOURCES`)
     source_note: str = ""  # which text exactly, or what the source does not say
+    caveat: str = ""  # what a reader must know to read the verdict, e.g. that it holds by construction
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -118,11 +119,12 @@ def render(verdict: Verdict) -> str:
         paper = f"; paper's {_figure(verdict.paper, verdict.unit)}"
         if verdict.paper_effect is not None:
             paper += f" {verdict.paper_effect}" + (" at this scale" if verdict.at_scale_only else "")
+    caveat = f" Note: {verdict.caveat}." if verdict.caveat else ""
     if verdict.verdict == "not testable here":
-        return f"{verdict.claim}: not testable here ({verdict.reason}){paper}."
+        return f"{verdict.claim}: not testable here ({verdict.reason}){paper}.{caveat}"
     regime = f" ({describe_regime(verdict.regime)})" if verdict.regime is not None else ""
     return (f"{verdict.claim}: {headline(verdict)}; ours {_figure(verdict.ours, verdict.unit)} "
-            f"[{verdict.low:.3g}, {verdict.high:.3g}]{regime}{paper}.")
+            f"[{verdict.low:.3g}, {verdict.high:.3g}]{regime}{paper}.{caveat}")
 
 
 # --- paired accuracy comparisons over seeds and test images -------------------------------------------------
