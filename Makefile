@@ -4,6 +4,8 @@ VENV ?= .venv
 PROFILE ?= quick
 # Empty: reuse every finished run; stale: retrain the runs recorded by another version of the training code.
 RETRAIN ?=
+# Empty: train what the run cache lacks; never: refuse to (the tables of a profile farmed out by paraformer.tools.farm).
+TRAIN ?=
 # Exact versions of every package (`make constraints` writes them). `CONSTRAINTS=` (on every call, or exported)
 # installs the newest versions pip finds instead.
 CONSTRAINTS ?= constraints.txt
@@ -22,7 +24,7 @@ ifeq ($(strip $(CONSTRAINTS)),)
 export PARAFORMER_UNPINNED := 1
 endif
 
-.PHONY: env constraints reproduce test bench throughput numerics lab refresh-notebooks clean-runs FORCE
+.PHONY: env constraints reproduce test bench throughput gpu-check numerics lab refresh-notebooks clean-runs cluster-test-env FORCE
 
 env: $(VENV)/.installed $(JUPYTER_HOOK)
 
@@ -69,7 +71,7 @@ reproduce: env
 	  case " $$(echo $$selected) " in *" $$nb "*) ;; *) echo "== $$nb: not run at profile $(PROFILE) (Profile.notebooks)"; continue;; esac; \
 	  out=$(RESULTS)/notebooks/$$(basename $$nb); partial=$(RESULTS)/notebooks/.$$(basename $$nb .ipynb).partial.ipynb; \
 	  echo "== $$nb (profile $(PROFILE)) -> $$out"; \
-	  PARAFORMER_RESULTS=$(abspath $(ROOT)) PARAFORMER_RETRAIN=$(RETRAIN) PARAFORMER_PROGRESS=text \
+	  PARAFORMER_RESULTS=$(abspath $(ROOT)) PARAFORMER_RETRAIN=$(RETRAIN) PARAFORMER_TRAIN=$(TRAIN) PARAFORMER_PROGRESS=text \
 	  $(BIN)/python -m papermill "$$nb" "$$partial" \
 	    -p profile $(PROFILE) -k python3 --cwd notebooks --execution-timeout $(CELL_TIMEOUT) --log-output --no-progress-bar \
 	    && $(BIN)/python -m paraformer.tools.notebooks finish "$$partial" \
@@ -97,6 +99,19 @@ bench: env
 throughput: env
 	PARAFORMER_RESULTS=$(abspath $(ROOT)) $(BIN)/python -m paraformer.tools.bench --profile $(PROFILE) --only throughput
 
+# What a lent GPU has to answer, in one command that fits its few minutes of device time (docs/gpu.md): the CUDA tests'
+# checks, the gpu profile's estimate at the FLOP rate measured there, the throughput against timm, and a short run of
+# every training method and solver, compiled and not; into gpu-check.json and gpu-check.md under results/gpu-check/
+# (results/gpu-check/cpu/ with DEVICE=cpu, which runs the same checks on the CPU, the CUDA-only ones skipped). Exit
+# code 1 when a step failed. GPU_CHECK: more options, e.g. --quick or --time-budget 200 (seconds; default 240).
+# No env prerequisite: the lent machine has no internet to install from, so without $(VENV) its own $(PYTHON) runs
+# the package from lib/ (nothing beyond what the package imports: no papermill, no pytest).
+DEVICE ?= cuda
+GPU_CHECK ?=
+gpu-check:
+	PARAFORMER_RESULTS=$(abspath $(ROOT)) PYTHONPATH=$(abspath lib)$(if $(PYTHONPATH),:$(PYTHONPATH)) \
+	  $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) -m paraformer.tools.gpu_check --device $(DEVICE) $(GPU_CHECK)
+
 # After an edit of the training code: run the numerics canary and record the code in numerics.json. It says whether
 # the edit changed a number (then the finished runs are stale) or not (then they stay current); the tests hold
 # numerics.json to the code.
@@ -116,6 +131,10 @@ refresh-notebooks: env
 	    -k python3 --cwd notebooks --execution-timeout 600 --no-progress-bar \
 	    && $(BIN)/python -m paraformer.tools.notebooks clean "$$nb" || exit 1; \
 	done; rm -rf $$tmp
+
+# Debian's slurm-wlm and munge, for the farm's real one-node Slurm test (tests/test_farm.py; skipped without them).
+cluster-test-env:
+	tools/cluster/one_node_slurm.sh install
 
 # Forget finished runs and checkpoints of a profile, so that `make reproduce` trains everything again.
 clean-runs:

@@ -139,6 +139,16 @@ def retrain_policy() -> str:
     return policy
 
 
+def training_allowed() -> bool:
+    """PARAFORMER_TRAIN: "" (train what the run cache lacks) or "never" (refuse: the tables of a farmed profile are
+    rendered from the run cache alone, and a run it lacks is an error, not an hour of training on a login node)."""
+    policy = os.environ.get("PARAFORMER_TRAIN", "")
+    if policy not in ("", "never"):
+        raise ConfigError(f"PARAFORMER_TRAIN={policy!r} is unknown; leave it empty, or set 'never' to refuse to train "
+                          "a run the run cache lacks")
+    return policy == ""
+
+
 @dataclass(frozen=True)
 class Initialization:
     """Weights a run starts from instead of its random initialization (e.g. imported pretrained weights).

@@ -19,6 +19,7 @@ import json
 import math
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -32,9 +33,10 @@ from ..core.data import ImageData, augment_batch, load_data, normalization, norm
 from ..core.files import atomic_save, atomic_write_json, check_writable
 from ..core.model import ParaFormer
 from ..core.provenance import code_version, device_name
-from ..core.runcache import (Initialization, RunResult, StaleRunWarning, data_fingerprint_of, encode_labels,
+from ..core.runcache import (Initialization, RunCacheError, RunResult, StaleRunWarning, data_fingerprint_of, encode_labels,
                              load_checkpoint, load_trained_model, read_record, remove_leftovers, retrain_policy,
-                             run_key, run_name, run_paths, step_log_path)
+                             run_key, run_name, run_paths, step_log_path, training_allowed)
+from ..core.runlock import RunLock, lock_path
 from ..core.runlog import SilentStepLog, StepLog
 from ..core.steps import autocast, build_optimizer, grad_scaler, optimizer_step, precision, resolve_device
 from ..parallel.processes import Processes, RankFailure, check_layout, join
@@ -363,10 +365,24 @@ def train(model_config: ModelConfig, data_config: DataConfig, recipe: Recipe, *,
     name = run_name(name, model_config, data_config, recipe)
     fingerprint = data_fingerprint_of(data_config, data)
     key = run_key(model_config, data_config, recipe, parent, init, fingerprint)
+    # one owner per run: another process training it (a notebook, a farm's job) is waited for, and its record read
+    owner = RunLock(lock_path(run_paths(name, key, results_root)[0])) if processes.writes else nullcontext()
+    with owner:
+        return _train_owned(model_config, data_config, recipe, name, key, fingerprint, data, parent, init,
+                            results_root, progress, on_epoch_end, log_every, processes)
+
+
+def _train_owned(model_config, data_config, recipe, name, key, fingerprint, data, parent, init, results_root,
+                 progress, on_epoch_end, log_every, processes) -> RunResult:
+    """`train` once this process owns the run (rank 0 holds its lock)."""
     # rank 0 decides (it alone may retrain a stale run, deleting its record); the others read what it found
     cached = _cached_run(name, key, results_root) if processes.writes else None
     if processes.agree(cached is not None):
         return cached if cached is not None else _read_cached(name, key, results_root)
+    if not training_allowed():
+        raise RunCacheError(run_paths(name, key, results_root)[0], "is not in the run cache and PARAFORMER_TRAIN=never "
+                            "refuses to train it", "train it first (python -m paraformer.tools.farm submit), or unset "
+                            "PARAFORMER_TRAIN")
     data = data if data is not None else load_data(data_config)
     _check_data_fits(model_config, data_config, data, recipe)
     run = start_run(model_config, data_config, recipe, data, name, key, fingerprint, parent, init, results_root,
