@@ -38,9 +38,10 @@ import torch
 
 from ..core.config import ConfigError, OneLineArgumentParser
 from ..core.files import atomic_write_json
-from ..core.paths import project_root, results_dir
+from ..core.paths import project_root, results_dir, results_root
 from ..core.runcache import run_paths
 from ..core.runlock import held_by, lock_path
+from ..core.weights import PretrainedUnavailable
 from ..experiments.estimate import rate, run_rows
 from ..experiments.plan import PlannedRun, execute, key_of
 from ..experiments.profiles import PROFILES, get_profile
@@ -465,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return _run(args)
-    except ConfigError as error:
+    except (ConfigError, PretrainedUnavailable) as error:  # the latter: notebook 07's plan at paper needs the weights
         print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
         return 2
 
@@ -474,8 +475,9 @@ def _run(args) -> int:
     folder = results_dir(args.profile)
     get_profile(args.profile)
     if args.command == "collect":
+        # ROOT: the results root the jobs wrote into (PARAFORMER_RESULTS), which make would otherwise set to results/
         return subprocess.call(["make", "-C", str(project_root()), "reproduce", f"PROFILE={args.profile}",
-                                "TRAIN=never"])
+                                "TRAIN=never", f"ROOT={results_root()}"])
     if args.command == "submit":
         flags = {name: getattr(args, name) for name in ("partition", "gpus_per_job", "cpus_per_task", "mem_gb", "time",
                                                         "max_parallel", "account", "qos")}
