@@ -1,11 +1,11 @@
 """One owner per run (paraformer.core.runlock): two processes given the same run never both train it."""
 
-import json
 import multiprocessing
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -105,8 +105,23 @@ def test_with_training_refused_a_missing_run_is_an_error_and_a_cached_one_is_rea
         train(**TINY, results_root=tmp_path / "other", progress=False)
 
 
-def test_the_lock_file_sits_beside_the_record_and_names_who_trained_last(tmp_path):
+def test_a_finished_or_refused_run_leaves_no_lock_file_behind(tmp_path):
     result = train(**TINY, results_root=tmp_path, progress=False)
     lock = lock_path(run_paths(result.name, result.key, tmp_path)[0])
-    assert lock.parent == tmp_path / "runs" and json.loads(lock.read_text())["pid"] == os.getpid()
-    assert held_by(lock) is None
+    assert lock.parent == tmp_path / "runs" and not lock.exists() and held_by(lock) is None
+
+
+def test_a_claimant_that_waited_for_an_owner_locks_the_file_the_path_names_after_the_owner_removed_its_own(tmp_path):
+    path = tmp_path / "r-1.lock"
+    owner = RunLock(path).__enter__()
+    got = []
+
+    def claim():
+        with RunLock(path, poll=0.05) as second:  # opens the owner's file, waits on it, finds it removed
+            got.append(os.fstat(second._handle.fileno()).st_ino == os.stat(path).st_ino)
+    waiter = threading.Thread(target=claim)
+    waiter.start()
+    time.sleep(0.3)
+    owner.__exit__(None, None, None)
+    waiter.join(timeout=10)
+    assert got == [True] and not path.exists()
