@@ -214,7 +214,8 @@ def test_the_regression_checks_are_found():  # else the test above would pass by
 
 def run_all(notebook: dict) -> dict:
     """`notebook` as JupyterLab saves it after Run All on another Python: every code cell with outputs (a widget's
-    among them), execution counts and timings, the kernel's language_info and widget state."""
+    among them), execution counts and timings, collapsed outputs shown, the kernel's language_info and widget
+    state."""
     for count, cell in enumerate((c for c in notebook["cells"] if c["cell_type"] == "code"), start=1):
         cell["execution_count"] = count
         cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": f"cell {count}\n"},
@@ -223,6 +224,8 @@ def run_all(notebook: dict) -> dict:
                                                                                    "version_minor": 0},
                                      "text/plain": "HBox()"}}]
         cell["metadata"]["execution"] = {"iopub.status.busy": "2026-12-06T10:00:00Z"}
+        # JupyterLab shows a collapsed output again once its cell has run (seen in Chromium, tools/lab_check.py)
+        cell["metadata"].get("jupyter", {}).pop("outputs_hidden", None)
     notebook["metadata"]["language_info"]["version"] = "3.99.0"
     notebook["metadata"]["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
     return notebook

@@ -14,7 +14,7 @@ from paraformer.core.config import DataConfig, ModelConfig, Recipe
 from paraformer.experiments import versus_vit
 from paraformer.experiments.profiles import get_profile
 from paraformer.experiments.regime import Regime
-from paraformer.experiments.report import (CLAIM_COLUMNS, NBSP, REPORTED, claim_rows, collect_claims,
+from paraformer.experiments.report import (CLAIM_COLUMNS, NBSP, REPORTED, claim_rows, collect_claims, paper_tables,
                                            convergence_verdicts, devices, epochs_to_target, report_markdown,
                                            report_table, reported_profiles, verdict_counts, verdict_of_row,
                                            write_claims)
@@ -70,13 +70,18 @@ def test_a_committed_claim_reads_back_as_the_verdict_it_was_written_from():
 def test_the_report_table_qualifies_a_verdict_by_its_scale_and_never_wraps_our_figure():
     low = Regime("quick", arms=(31.0, 32.0), paper_arms=(71.53, 55.95), chance=10.0, linear=30.5)
     rows = claim_rows([judge("1-24 beats 1-1", 0.75, -0.27, 2.0, paper=15.58, regime=low, minimum_detectable=1.2),
-                       judge("P is faster", 2.5, 2.4, 2.6, threshold=1.0, unit="x (B over P)")],
+                       judge("P is faster", 2.5, 2.4, 2.6, threshold=1.0, unit="x (B over P)"),
+                       judge("1-2 on 2 is faster", -0.5, -0.7, -0.3, threshold=1.0,
+                             unit="x (Para-F-1-1 on 1 over Para-F-1-2 on 2)")],
                       "Wang & Li 2024", "01_layer_sweep", "quick", "cpu")
     table = report_table(rows).set_index("claim")
     assert table.loc["1-24 beats 1-1", "quick: verdict"] == ("inconclusive at quick (under-trained); detects 1.2; "
                                                             "paper's figure excluded")
     assert table.loc["1-24 beats 1-1", "quick: ours"] == NBSP.join(["+0.75", "[-0.27,", "2]", "points"])
     assert table.loc["P is faster", "quick: ours"] == NBSP.join(["2.5", "[2.4,", "2.6]", "x", "(B", "over", "P)"])
+    # the names' hyphens are no-break ones; the minus signs stay minus signs
+    assert table.loc["1-2 on 2 is faster", "quick: ours"] == NBSP.join(
+        ["-0.5", "[-0.7,", "-0.3]", "x", "(Para\u2011F\u20111\u20111", "on", "1", "over", "Para\u2011F\u20111\u20112", "on", "2)"])
     assert " " not in "".join(table[["quick: ours"]].values.ravel())  # nothing for a browser to break a line at
     assert table.loc["P is faster", "notebook"] == ("[01](notebooks/01_layer_sweep.ipynb) "
                                                      "[claims](tables/claims_01_layer_sweep.md)")
@@ -229,3 +234,16 @@ def test_two_results_folders_are_compared_run_by_run_bit_for_bit(tmp_path, capsy
     lines = capsys.readouterr().out.splitlines()
     assert lines[-4:-1] == [f"{record}: per-epoch history differs (epoch 2)", f"{record}: final_test_acc differs",
                             f"{record}: final weights differ"]
+
+
+def test_the_notebook_shows_the_report_s_tables_one_per_paper_without_the_links_that_resolve_only_from_the_report():
+    rows = pd.concat([claim_rows([judge("1-24 beats 1-1", 0.75, -0.27, 2.0)], "Wang & Li 2024", "01_layer_sweep",
+                                 "quick", "cpu"),
+                      claim_rows([judge("authors beats ViT-6", 3.6, -0.7, 7.9)], "Wang, Wei & Li 2025",
+                                 "03_paraformer_vs_vit", "quick", "cpu")])
+    with_links, without = paper_tables(rows), paper_tables(rows, links=False)
+    headings = [line for line in without.splitlines() if line.startswith("## ")]
+    assert headings == ["## Wang & Li 2024", "## Wang, Wei & Li 2025"]
+    header = [cell.strip() for cell in without.splitlines()[2].strip("|").split("|")]
+    assert header == ["claim", "source", "paper's figure", "quick: ours", "quick: verdict"]
+    assert [cell.strip() for cell in with_links.splitlines()[2].strip("|").split("|")][-1] == "notebook"

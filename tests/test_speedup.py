@@ -391,11 +391,11 @@ def test_the_2024_claims_are_judged_with_a_branch_per_process():
     # Para-F-1-1 alone 1.0 ms, Para-F-1-2 on two 1.1 ms: 0.91x, above 1/1.25
     assert (growth.kind, growth.source, growth.verdict.verdict) == ("paper", PAPER_2024, "supported")
     assert (growth.verdict.ours, growth.verdict.threshold) == (pytest.approx(1 / 1.1), pytest.approx(0.8))
-    assert growth.unit == "x (Para-F-1-1 on 1 process over Para-F-1-2 on 2 processes, batch-1 inference)"
+    assert growth.unit == "x (1-1 on 1 over 1-2 on 2 processes, batch-1 inference)"
     # ViT-4 alone 4.0 ms, Para-F-2-4 on two 2.0 ms: 2.0x, above 0.9 x N/M = 1.8
     assert (n_over_m.verdict.ours, n_over_m.verdict.threshold) == (pytest.approx(2.0), pytest.approx(1.8))
     assert n_over_m.verdict.verdict == "supported"
-    assert n_over_m.unit == "x (ViT-4 on 1 process over Para-F-2-4 on 2 processes, batch-1 inference)"
+    assert n_over_m.unit == "x (ViT-4 on 1 over 2-4 on 2 processes, batch-1 inference)"
     # the training step's ratios are measurements: 10 / 20 = 0.5x and 40 / 16 = 2.5x
     assert (judged["growth_train"].kind, judged["growth_train"].verdict.verdict) == ("comparison", "contradicted")
     assert judged["n_over_m_train"].verdict.ours == pytest.approx(2.5)

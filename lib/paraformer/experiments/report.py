@@ -10,6 +10,7 @@ tables alone (never by hand) and stating which runs (code, device) they came fro
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,6 +33,8 @@ REPORTED = ("cpu", "quick", "gpu", "paper")  # the profiles whose results are co
 README_START = "<!-- claims: written by notebooks/99_report.ipynb (make reproduce) from results/tables/claims_*.csv -->"
 README_END = "<!-- claims end -->"
 NBSP = "\u00a0"  # joins the words of a figure so that a table cell never wraps inside it
+# A browser also breaks a line after a hyphen inside a word ("Para-F-|1-2"): the unit's names take the no-break one.
+NB_HYPHEN = "\u2011"
 
 
 def _numbers(values: tuple[float, ...]) -> str:
@@ -132,12 +135,14 @@ def collect_claims(profiles: tuple[str, ...], root: Path | None = None) -> pd.Da
 
 
 def ours_cell(row: pd.Series) -> str:
-    """Our figure with its interval and unit, joined by no-break spaces: "+0.75 [-0.27, 2] points"."""
+    """Our figure with its interval and unit, joined by no-break spaces, "+0.75 [-0.27, 2] points", and the unit's
+    in-word hyphens no-break ones ("x (Para-F-1-1 on 1 process over ...)"); the numbers keep their minus signs."""
     if row["verdict"] == "not testable here" or not math.isfinite(row["ours"]):
         return "-"
     ratio = row["unit"].startswith("x")
     sign = "+" if not ratio and row["ours"] > 0 else ""
-    return NBSP.join([f"{sign}{row['ours']:.3g}", f"[{row['low']:.3g},", f"{row['high']:.3g}]", *row["unit"].split()])
+    unit = re.sub(r"(?<=\w)-(?=\w)", NB_HYPHEN, row["unit"])
+    return NBSP.join([f"{sign}{row['ours']:.3g}", f"[{row['low']:.3g},", f"{row['high']:.3g}]", *unit.split()])
 
 
 def verdict_cell(row: pd.Series) -> str:
@@ -177,6 +182,18 @@ def report_table(claims: pd.DataFrame) -> pd.DataFrame:
         row["notebook"] = _link(main)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def paper_tables(claims: pd.DataFrame, links: bool = True) -> str:
+    """`report_table` as Markdown, one section per paper, so that no row repeats the paper's name. `links=False`
+    drops the links column, whose targets are relative to results/REPORT.md (notebook 99 shows the tables from
+    results/notebooks/, where they would not resolve)."""
+    table = report_table(claims)
+    sections = []
+    for paper, rows in table.groupby("paper", sort=False):
+        rows = rows.drop(columns=["paper"] if links else ["paper", "notebook"])
+        sections += [f"## {paper}", "", rows.to_markdown(index=False), ""]
+    return "\n".join(sections).rstrip("\n")
 
 
 def verdict_counts(claims: pd.DataFrame) -> pd.DataFrame:
@@ -227,9 +244,7 @@ def report_markdown(claims: pd.DataFrame, notes: list[str]) -> str:
              "## Verdicts", "", verdict_counts(claims).to_markdown(index=False), ""]
     lines += [f"- **{profile}** ran on: {'; '.join(names)}" for profile, names in devices(claims).items()]
     lines += ["", "## How to read it", ""] + [f"- {words}" for words in READING]
-    table = report_table(claims)
-    for paper, rows in table.groupby("paper", sort=False):
-        lines += ["", f"## {paper}", "", rows.drop(columns="paper").to_markdown(index=False)]
+    lines += ["", paper_tables(claims)]
     lines += ["", "## Why", ""]
     for _, r in claims.iterrows():
         verdict = verdict_of_row(r)

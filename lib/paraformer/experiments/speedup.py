@@ -22,6 +22,7 @@ conservative for ratios within one run (the cross-run pair is the noisier) and i
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from dataclasses import dataclass
 
@@ -216,9 +217,13 @@ def median_interval(values, confidence: float = 0.95) -> tuple[float, float, flo
 
 
 def ratio_unit(mode: str, slower: str, faster: str) -> str:
-    """What a `PairedRatio` divides, as the verdicts' `unit`: "x (Para-F-1-1 on 1 process over Para-F-1-2 on 2
-    processes, batch-1 inference)"."""
-    return f"x ({slower} over {faster}, {'batch-1 inference' if mode == 'inference' else 'training step'})"
+    """What a `PairedRatio` divides, as the verdicts' `unit`, short enough for one line of the report's "ours"
+    column: "x (1-1 on 1 over 1-2 on 2 processes, batch-1 inference)" for `slower` "Para-F-1-1 on 1 process" and
+    `faster` "Para-F-1-2 on 2 processes" (the claims' own short model names)."""
+    def short(call: str) -> str:
+        return re.sub(r" process(es)?$", "", call.removeprefix("Para-F-"))
+    return (f"x ({short(slower)} over {short(faster)} processes, "
+            f"{'batch-1 inference' if mode == 'inference' else 'training step'})")
 
 
 @dataclass(frozen=True)

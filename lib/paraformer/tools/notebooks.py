@@ -32,6 +32,9 @@ PARAMETERS_TAG, INJECTED_TAG = "parameters", "injected-parameters"  # papermill'
 # What a run adds to a notebook's metadata: papermill's record of the run, Jupyter's timings, ipywidgets' state.
 RUN_NOTEBOOK_METADATA = ("papermill", "widgets")
 RUN_CELL_METADATA = ("papermill", "execution", "ExecuteTime", "collapsed", "scrolled")
+# A regression check is collapsed, source and output, in every saved source notebook: JupyterLab shows a collapsed
+# output again once its cell has run, and a save would otherwise keep it shown.
+REGRESSION_HIDDEN = {"outputs_hidden": True, "source_hidden": True}
 
 
 def _tags(cell: dict) -> list[str]:
@@ -47,7 +50,8 @@ def references(notebook: dict) -> dict[str, tuple[list, int | None]]:
 def clean(notebook: dict, kept: dict[str, tuple[list, int | None]] | None = None,
           metadata: dict | None = None) -> dict:
     """`notebook` as a source notebook is committed, changed in place and returned: no outputs or execution counts
-    but the regression references in `kept` (cell id -> outputs, count; None: the notebook's own), no run metadata;
+    but the regression references in `kept` (cell id -> outputs, count; None: the notebook's own), collapsed
+    (`REGRESSION_HIDDEN`), no run metadata;
     its notebook metadata `metadata` where given (the committed file's: the kernel's language_info, which differs
     between Python versions, is not a run's to change)."""
     kept = references(notebook) if kept is None else kept
@@ -62,6 +66,8 @@ def clean(notebook: dict, kept: dict[str, tuple[list, int | None]] | None = None
             continue
         outputs, count = kept.get(cell.get("id"), ([], None)) if REGRESSION_TAG in _tags(cell) else ([], None)
         cell["outputs"], cell["execution_count"] = json.loads(json.dumps(outputs)), count
+        if REGRESSION_TAG in _tags(cell):
+            cell["metadata"]["jupyter"] = dict(REGRESSION_HIDDEN)
     return notebook
 
 
