@@ -136,6 +136,7 @@ refresh-notebooks: env
 cluster-test-env:
 	tools/cluster/one_node_slurm.sh install
 
-# Forget finished runs and checkpoints of a profile, so that `make reproduce` trains everything again.
+# Forget finished runs, checkpoints and cached linear baselines of a profile, so that `make reproduce` trains
+# everything again (the benchmark CSVs stay: notebook 06 re-measures those of another kind of device).
 clean-runs:
-	rm -rf $(RESULTS)/runs $(RESULTS)/checkpoints $(RESULTS)/models
+	rm -rf $(RESULTS)/runs $(RESULTS)/checkpoints $(RESULTS)/models $(RESULTS)/baselines
