@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from paraformer.core.config import DataConfig, ModelConfig, Recipe
-from paraformer.experiments import versus_vit
+from paraformer.experiments import display, versus_vit
+from paraformer.experiments.plan import sweep_rows
 from paraformer.experiments.profiles import get_profile
 from paraformer.experiments.regime import Regime
 from paraformer.experiments.report import (CLAIM_COLUMNS, NBSP, REPORTED, claim_rows, collect_claims, paper_tables,
@@ -248,3 +249,12 @@ def test_the_notebook_shows_the_report_s_tables_one_per_paper_without_the_links_
     header = [cell.strip() for cell in without.splitlines()[2].strip("|").split("|")]
     assert header == ["claim", "source", "paper's figure", "quick: ours", "quick: verdict"]
     assert [cell.strip() for cell in with_links.splitlines()[2].strip("|").split("|")][-1] == "notebook"
+
+
+def test_a_part_of_notebook_03_that_a_profile_does_not_run_is_an_empty_table_and_says_so():
+    # quick and cpu do not run the authors' recipe: no runs, an empty labelled table, no verdicts
+    comparison = get_profile("quick").comparison
+    assert comparison.authors_datasets == () and versus_vit.authors_plan(comparison) == []
+    empty = versus_vit._labelled(sweep_rows([]), comparison.authors_variant())
+    assert empty.empty and "label" in empty.columns
+    assert display.verdict_lines([]) == f"- {display.NOT_RUN}"

@@ -184,8 +184,13 @@ def verdict_line(verdict: Verdict, unit: str = "points") -> str:
     return f"**{verdict.claim}**: ours {found}{level}{regime}{paper} → **{headline(verdict)}**{detects}{caveat}"
 
 
+NOT_RUN = "not run at this profile"
+
+
 def verdict_lines(verdicts: list[Verdict], unit: str = "points") -> str:
-    """`verdict_line` of each verdict, as a Markdown list."""
+    """`verdict_line` of each verdict, as a Markdown list ("not run at this profile" for none)."""
+    if not verdicts:
+        return f"- {NOT_RUN}"
     return "\n".join(f"- {verdict_line(v, unit)}" for v in verdicts)
 
 

@@ -186,6 +186,8 @@ def describe(profile: str, datasets=None) -> list[str]:
 
 
 def _labelled(rows: pd.DataFrame, comparison: Comparison) -> pd.DataFrame:
+    if rows.empty:  # a part the profile does not run (the authors' recipe at quick and cpu)
+        return rows.assign(label=pd.Series(dtype=object))
     return rows.assign(label=[method_label(m, k, comparison.vit) for m, k in zip(rows["model"], rows["method"])])
 
 
