@@ -209,3 +209,29 @@ def test_a_job_cancelled_mid_run_resumes_from_its_checkpoint_when_sent_again(slu
     ours = load_trained_model(farmed, tmp_path).state_dict()
     theirs = load_trained_model(serial_result, alone).state_dict()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_a_two_process_run_is_one_slurm_job_of_two_tasks_that_trains_what_one_process_trains(slurm, tmp_path):
+    # Recipe.processes = 2: one job, two Slurm tasks, torch.distributed's variables from submitit's environment
+    # (as torchrun would set them), gloo on the CPU; against the same run on one process, up to float sums' order.
+    model = ModelConfig(branch_depth=1, num_layers=2, width=32, num_heads=2, image_size=28, in_channels=1, patch_size=7)
+    data = DataConfig(dataset="fashion_mnist", n_train=256, n_test=100)
+    recipe = Recipe(epochs=2, batch_size=32, warmup_epochs=0, parallel="data", processes=2)
+    run = planned("two-processes", model, data, recipe)
+    runs = [farm.FarmRun(run, key_of(run, tmp_path), 1.0, ("two-processes",))]
+    (job,) = farm.submit("ci", "slurm", SLURM, runs=runs, folder=tmp_path)
+    assert job["processes"] == 2
+    wait_until(lambda: farm.run_states(runs, tmp_path)[0].state in ("done", "failed"))
+    (state,) = farm.run_states(runs, tmp_path)
+    assert state.state == "done", farm.log_tail(job, 30)
+    farmed = read_record(run_paths(run.name, runs[0].key, tmp_path)[0], runs[0].key)
+    assert (farmed.config["recipe"]["processes"], farmed.config["recipe"]["parallel"]) == (2, "data")
+    assert state.status["job"] == job["job_id"]
+    one = planned("two-processes", model, data, replace(recipe, parallel="none", processes=1))
+    single = execute([one], tmp_path / "one", progress=False)[0].result
+    assert [e["train_loss"] for e in farmed.history] == pytest.approx([e["train_loss"] for e in single.history],
+                                                                       rel=1e-4)
+    ours = load_trained_model(farmed, tmp_path).state_dict()
+    theirs = load_trained_model(single, tmp_path / "one").state_dict()
+    for name in ours:
+        torch.testing.assert_close(ours[name], theirs[name], rtol=1e-3, atol=1e-4)

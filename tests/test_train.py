@@ -311,13 +311,13 @@ def test_a_run_of_other_numbers_is_returned_with_a_warning_or_retrained_when_ask
     with pytest.warns(StaleRunWarning):
         again = train(MODEL, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False)
     assert again.cached and is_stale(again) and again.code_digest == first.code_digest
-    assert stale_records(tmp_path) == ([run_paths(first.name, first.key, tmp_path)[0]], 1)
+    assert stale_records(tmp_path) == ([run_paths(first.name, first.key, tmp_path)[0]], [], 1)
 
     monkeypatch.setenv("PARAFORMER_RETRAIN", "stale")
     retrained = train(MODEL, DATA, RECIPE, data=toy_data(), results_root=tmp_path, progress=False)
     assert not retrained.cached and (retrained.code_digest, retrained.numerics) == ("other-code", "")
     assert not is_stale(retrained) and retrained.final_test_acc == first.final_test_acc
-    assert stale_records(tmp_path) == ([], 1)
+    assert stale_records(tmp_path) == ([], [], 1)
 
     monkeypatch.setenv("PARAFORMER_RETRAIN", "yes")
     with pytest.raises(ConfigError):
@@ -563,6 +563,7 @@ def test_the_gpu_profile_runs_through_the_same_path_at_a_ci_size(tmp_path, monke
     values = json.loads(record.read_text())
     assert values["config"]["recipe"]["augment"] == ["flip", "crop"] and values["config"]["model"]["width"] == 192
     assert values["config"]["recipe"]["batch_size"] == 512 and values["precision"] == "fp32"
+    assert values["config"]["recipe"]["warmup_epochs"] == 1.0  # the profile's 3 would outlast the 1-epoch run
 
 
 @pytest.mark.parametrize("args, bad", [

@@ -130,7 +130,7 @@ def load_data(config: DataConfig) -> ImageData:
         available = len(pools[split])
         if n is not None and n > available:
             raise ConfigError(f"DataConfig.{field}={n} exceeds the {available} images of {name}'s {split} split; "
-                              f"use at most {available} (or None for all)")
+                              f"use at most {available} (None for all; on the command line, all)")
     train_idx = pools["train"][stratified_subset(full["train_labels"][pools["train"]], config.n_train,
                                                  config.subset_seed)]
     n_val = round(config.val_fraction * len(train_idx))
@@ -143,6 +143,13 @@ def load_data(config: DataConfig) -> ImageData:
     is_val = torch.zeros(len(train_idx), dtype=torch.bool)
     is_val[val_pos] = True
     val_idx, train_idx = train_idx[is_val], train_idx[~is_val]
+    wanted_classes = config.classes if config.classes is not None else range(len(full["classes"]))
+    untrained = sorted(set(wanted_classes) - set(full["train_labels"][train_idx].tolist()))
+    if untrained:  # a class no training image shows would only ever be guessed wrong, silently
+        shown = ", ".join(str(full["classes"][c]) for c in untrained[:5]) + (", ..." if len(untrained) > 5 else "")
+        raise ConfigError(f"DataConfig.n_train={config.n_train} leaves {len(untrained)} of {len(wanted_classes)} "
+                          f"classes of {name} without a training image ({shown}); raise n_train to at least one "
+                          f"training image per class (after the validation split)")
     test_idx = pools["test"][stratified_subset(full["test_labels"][pools["test"]], config.n_test, config.subset_seed)]
     return ImageData(
         name=name,

@@ -221,6 +221,7 @@ class ImageFolderDecoder:
         self.formats: set[str] = set()
         self.jpeg_quality: int | None = None
         self.scaled_16_bit = 0  # not lossless, although PNG is
+        self.hidden: list[str] = []  # images skipped for a hidden name on their path (`_hidden_image`)
 
     def add(self, split: str, folder: str, filename: str, raw: bytes) -> None:
         relative = f"{split}/{folder}/{filename}"
@@ -259,6 +260,10 @@ class ImageFolderDecoder:
         if unknown:
             raise DataIntegrityError(f"{self.path} has class folders {unknown} that classes.txt does not list; add "
                                      f"them to it or remove them", self.path, "classes", folders=unknown)
+        if len(classes) < 2 and not allow_empty:  # one class: every prediction is right, a silent 100%
+            raise DataIntegrityError(f"{self.path} has {len(classes)} class folder(s) ({', '.join(classes) or 'none'})"
+                                     f" under train/ and test/; a classifier needs at least 2: add a folder per class",
+                                     self.path, "classes", found=len(classes))
         index = {folder: i for i, folder in enumerate(classes)}
         if not allow_empty:
             check_classes_present(list(classes), {split: torch.tensor([index[f] for f, *_ in items], dtype=torch.long)
@@ -322,7 +327,8 @@ class ImageFolderDecoder:
         total = sum(map(len, self.items.values()))
         converted = sum(had != self.channels for items in self.items.values() for *_, had in items)
         notes = [conversion_note(converted if self.channels else 0, total, self.channels),
-                 f"{self.scaled_16_bit} of {total} images scaled from 16 to 8 bits" if self.scaled_16_bit else ""]
+                 f"{self.scaled_16_bit} of {total} images scaled from 16 to 8 bits" if self.scaled_16_bit else "",
+                 f"{len(self.hidden)} hidden image(s) skipped, e.g. {sorted(self.hidden)[0]}" if self.hidden else ""]
         return "; ".join(note for note in notes if note)
 
 
@@ -347,11 +353,24 @@ def _ijg_luminance_table(quality: int) -> list[int]:
     return list(Image.open(buffer).quantization[0])
 
 
+def _below_split(parts: list[str]) -> list[str]:
+    """`parts` from train/ or test/ on, without the archive's top folder (e.g. cifar10/)."""
+    return parts[1:] if parts and parts[0] not in ("train", "test") else parts
+
+
+def _hidden_image(parts: list[str]) -> bool:
+    """An image file under train/<class>/ or test/<class>/ with a hidden name on its way (JupyterLab's
+    .ipynb_checkpoints/, macOS's ._ files): skipped, since a hidden folder would otherwise become a class."""
+    parts = _below_split(parts)
+    return (len(parts) >= 3 and parts[0] in ("train", "test") and parts[-1].lower().endswith(IMAGE_EXTENSIONS)
+            and any(part.startswith(".") for part in parts[1:]))
+
+
 def _split_and_class(parts: list[str]) -> tuple[str, str] | None:
-    """('train', class folder) for `[top/]train/<class>/.../<file>`; None for anything else."""
-    if parts and parts[0] not in ("train", "test"):
-        parts = parts[1:]  # the archive's top folder, e.g. cifar10/
-    if len(parts) >= 3 and parts[0] in ("train", "test") and not parts[-1].startswith("."):
+    """('train', class folder) for `[top/]train/<class>/.../<file>`; None for anything else, hidden entries
+    included (`_hidden_image`)."""
+    parts = _below_split(parts)
+    if len(parts) >= 3 and parts[0] in ("train", "test") and not any(part.startswith(".") for part in parts[1:]):
         if parts[-1].lower().endswith(IMAGE_EXTENSIONS):
             return parts[0], parts[1]
     return None
@@ -378,6 +397,8 @@ def read_archive(path: Path, channels: int | None, size: int | None, limit: int 
                     seen += 1
                     if limit is not None and seen >= limit:
                         break
+                elif _hidden_image(parts):
+                    decoder.hidden.append(member.name)
             if limit is None:
                 while stream.read(1 << 20):  # to gzip's end, where its length and CRC are checked
                     pass
@@ -394,9 +415,12 @@ def read_folder(root: Path, channels: int | None, size: int | None) -> dict:
         decoder.read_classes_txt((root / "classes.txt").read_text())
     for split in ("train", "test"):
         for file in sorted((root / split).rglob("*")):
-            where = _split_and_class(list(file.relative_to(root).parts))
+            parts = list(file.relative_to(root).parts)
+            where = _split_and_class(parts)
             if where is not None and file.is_file():
                 decoder.add(*where, str(file.relative_to(root / split / where[1])), file.read_bytes())
+            elif _hidden_image(parts) and file.is_file():
+                decoder.hidden.append("/".join(parts))
     return decoder.finish()
 
 

@@ -38,6 +38,15 @@ def results_dir(profile: str | None = None) -> Path:
     return root if profile in (None, COMMITTED_PROFILE) else root / profile
 
 
+def own_data_results_dir(profile: str | None = None) -> Path:
+    """Where a run on data that no notebook uses (a user's ImageFolder) is recorded: PARAFORMER_RESULTS's profile
+    folder where it is set, else the git-ignored own-results/<profile>/ of the checkout, never the committed
+    results/, whose records `load_runs` would mix into the notebooks' tables."""
+    if os.environ.get("PARAFORMER_RESULTS"):
+        return results_dir(profile)
+    return project_root() / "own-results" / (profile or COMMITTED_PROFILE)
+
+
 def offline_dirs() -> list[Path]:
     """Where offline dataset copies are looked for, in order: PARAFORMER_OFFLINE_DATA (os.pathsep-separated),
     then the project's ../shared/datasets."""

@@ -11,8 +11,10 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import re
+import reprlib
 import warnings
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -125,9 +127,38 @@ def read_record(path: Path, key: str | None = None) -> RunResult:
     if not isinstance(values, dict) or set(values) - known or required - set(values):
         found = sorted(values) if isinstance(values, dict) else type(values).__name__
         raise RunCacheError(path, f"is not a run record of this version (fields {found})", fix)
+    for field_name, value in values.items():
+        kind, nullable = _RECORD_TYPES.get(field_name, (None, True))
+        if kind is not None and not (value is None and nullable) and not _KIND_CHECKS[kind](value):
+            raise RunCacheError(path, f"has {field_name}={reprlib.repr(value)}, not {kind} (edited by hand?)", fix)
+    if not 0 <= values["final_test_acc"] <= 100:
+        raise RunCacheError(path, f"has final_test_acc={values['final_test_acc']!r}, not a percentage", fix)
     if key is not None and values["key"] != key:
         raise RunCacheError(path, f"holds run {values['key']}, not {key}", fix)
     return RunResult(**values)
+
+
+# What each field of a record holds (and whether it may be null): a hand-edited value of another kind is refused by
+# `read_record` rather than loaded into a table, where a string accuracy would average wrongly or fail far from its file.
+_RECORD_TYPES = {
+    **dict.fromkeys(("name", "key", "device", "data_source", "code_version", "torch_version", "finished_at",
+                     "code_digest", "data_fingerprint", "precision", "test_predictions", "test_labels", "numerics"),
+                    ("a string", False)),
+    "config": ("a mapping", False), "history": ("a list", False), "compiled": ("a mapping", True),
+    "num_params": ("an integer", False), "final_test_acc": ("a number", False), "wall_seconds": ("a number", False),
+    "final_val_acc": ("a number", True), "final_prefix_test_acc": ("a list of numbers", True),
+}
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_KIND_CHECKS = {
+    "a string": lambda v: isinstance(v, str), "a mapping": lambda v: isinstance(v, dict),
+    "a list": lambda v: isinstance(v, list), "an integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "a number": _finite_number, "a list of numbers": lambda v: isinstance(v, list) and all(map(_finite_number, v)),
+}
 
 
 def retrain_policy() -> str:

@@ -62,7 +62,7 @@ _gpu = Scale(
 _paper = Scale(
     name="paper", datasets=("cifar10", "cifar100", "stl10", "oxford_pets", "flowers102"), n_train=None,
     n_test=None, width=192, num_heads=3, mlp_ratio=4.0, dropout=0.1, val_fraction=0.05,
-    recipe=Recipe(epochs=500, batch_size=128, lr=5e-4, weight_decay=0.05, warmup_epochs=5.0),
+    recipe=Recipe(epochs=500, batch_size=128, lr=5e-4, weight_decay=0.05, warmup_epochs=5.0, augment=("flip", "crop")),
     lr_grid=(2.5e-4, 5e-4, 1e-3))
 
 # Notebook 07: hyperparameters the paper omits follow the ViT paper's fine-tuning recipe (SGD with momentum 0.9,

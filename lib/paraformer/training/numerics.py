@@ -197,28 +197,32 @@ def record(digests: dict[str, str], canary: str, kind: str) -> dict:
     return values
 
 
-def stale_records(root: Path) -> tuple[list[Path], int]:
-    """The finished runs under `root`/runs that are stale (`is_stale`, or unreadable), and how many there are."""
+def stale_records(root: Path) -> tuple[list[Path], list[RunCacheError], int]:
+    """The finished runs under `root`/runs that are stale (`is_stale`), those whose record is damaged (unreadable,
+    truncated or edited: the errors, each naming its file), and how many records there are."""
     folder = Path(root) / "runs"
     records = sorted(folder.glob("*.json")) if folder.is_dir() else []
-    stale = []
+    stale, damaged = [], []
     for path in records:
         try:
             if is_stale(read_record(path)):
                 stale.append(path)
-        except RunCacheError:
-            stale.append(path)  # unreadable: certainly not this code's
-    return stale, len(records)
+        except RunCacheError as error:
+            damaged.append(error)  # not stale: retraining "stale" runs would not replace it
+    return stale, damaged, len(records)
 
 
 def report_stale(root: Path) -> int:
-    """One loud line when the run cache under `root` holds stale runs (what `make reproduce` prints last)."""
-    stale, total = stale_records(root)
+    """One loud line when the run cache under `root` holds stale runs (what `make reproduce` prints last), and one
+    per damaged record."""
+    stale, damaged, total = stale_records(root)
     running = current_numerics() or f"code {code_digest()}, not in numerics.json (make numerics)"
+    for error in damaged:
+        print(f"WARNING: damaged run record: {error}", file=sys.stderr)
     if stale:
         print(f"WARNING: {len(stale)} of {total} finished runs in {stale[0].parent} were trained by code not known to "
               f"compute this code's numbers ({running}); the tables built from them say so. `make reproduce "
               f"RETRAIN=stale` retrains them.", file=sys.stderr)
-    else:
+    elif not damaged:
         print(f"run cache: all {total} finished runs compute this code's numbers ({running})")
     return 0

@@ -258,6 +258,12 @@ def save_checkpoint(run: TrainingRun, training: StageTraining) -> None:
     atomic_save(state, run.paths[1], keep_previous=True)
 
 
+def curve_label(run: TrainingRun) -> str:
+    """The progress line's name for the epoch's test accuracy: "acc" on every test image, "acc@1000" on the curves'
+    subset, which is not the final accuracy (always on every image)."""
+    return "acc" if run.curve_index is None else f"acc@{len(run.curve_index)}"
+
+
 def curve_subset(data: ImageData, data_config: DataConfig) -> torch.Tensor | None:
     """Indices of the test images the learning curves use (`DataConfig.n_test_per_epoch`), or None for all."""
     n = data_config.n_test_per_epoch
@@ -408,7 +414,8 @@ def _train_owned(model_config, data_config, recipe, name, key, fingerprint, data
             run.step_log.end_epoch(entry)  # before the checkpoint: a resumed run drops the rows it redoes
             save_checkpoint(run, training)
             if bar is not None:
-                bar.set_postfix(loss=f"{entry['train_loss']:.3f}", acc=f"{entry['test_acc']:.2f}", refresh=False)
+                bar.set_postfix(loss=f"{entry['train_loss']:.3f}", refresh=False,
+                                **{curve_label(run): f"{entry['test_acc']:.2f}"})
                 bar.update(1)  # one line per epoch in text mode
             if on_epoch_end is not None:
                 on_epoch_end(entry)
