@@ -190,3 +190,14 @@ def test_a_registry_name_shadowing_a_local_folder_is_named_in_a_note(tmp_path, m
     code, _, err = run_cli(CI_RUN + ["--n-train", "99999999"], capsys)  # stops at the data, after the note
     assert code == 2 and len(err) == 2
     assert err[0].startswith("note:") and os.path.join(".", "fashion_mnist") in err[0]
+
+
+def test_a_benchmark_of_zero_processes_is_one_line_before_anything_is_measured(capsys, monkeypatch):
+    from paraformer.bench import speed
+    from paraformer.tools import bench
+
+    monkeypatch.setattr(speed, "run", lambda *args, **kwargs: pytest.fail("measured before the arguments were checked"))
+    with pytest.raises(SystemExit) as caught:
+        bench.main(["--profile", "ci", "--processes", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert caught.value.code == 2 and len(err) == 1 and "'0'" in err[0]
