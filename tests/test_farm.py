@@ -111,6 +111,18 @@ def test_a_damaged_job_record_is_refused_naming_its_line(tmp_path):
         farm.read_ledger(tmp_path)
 
 
+
+def test_a_resubmitted_job_reads_the_epochs_of_the_checkpoint_train_resumes_from(tmp_path):
+    run = plan_01()[0]
+    checkpoint = run_paths(run.name, key_of(run, tmp_path), tmp_path)[1]
+    assert farm.checkpoint_epochs(tmp_path, run) == 0  # none yet
+    checkpoint.parent.mkdir(parents=True)
+    previous = checkpoint.with_name(checkpoint.name + ".prev")
+    torch.save({"history": [{"epoch": 1}]}, previous)  # the version before the last, as `load_checkpoint` tries next
+    assert farm.checkpoint_epochs(tmp_path, run) == 1
+    torch.save({"history": [{"epoch": 1}, {"epoch": 2}]}, checkpoint)
+    assert farm.checkpoint_epochs(tmp_path, run) == 2
+
 # --- local processes --------------------------------------------------------------------------------------------
 
 def test_local_jobs_train_every_run_as_serial_training_does_and_a_second_submit_sends_nothing(tmp_path, serial,
@@ -194,14 +206,18 @@ def test_a_job_cancelled_mid_run_resumes_from_its_checkpoint_when_sent_again(slu
     runs = [farm.FarmRun(run, key_of(run, tmp_path), 1.0, ("x",))]
     (job,) = farm.submit("ci", "slurm", SLURM, runs=runs, folder=tmp_path)
     checkpoint = run_paths(run.name, runs[0].key, tmp_path)[1]
-    wait_until(checkpoint.is_file, poll=0.2)
+    wait_until(lambda: checkpoint.is_file() or farm.run_states(runs, tmp_path)[0].state in ("failed", "stopped"),
+               poll=0.2)
+    assert checkpoint.is_file(), farm.log_tail(job, 20)
     subprocess.run(["scancel", job["job_id"]], check=True)
     wait_until(lambda: farm.run_states(runs, tmp_path)[0].state == "stopped")
     assert not run_paths(run.name, runs[0].key, tmp_path)[0].is_file()  # stopped before its end
     (again,) = farm.submit("ci", "slurm", SLURM, runs=runs, folder=tmp_path)
     wait_until(lambda: farm.run_states(runs, tmp_path)[0].state == "done")
     status = farm.run_states(runs, tmp_path)[0].status
-    assert status["job"] == again["job_id"] != job["job_id"] and status["resumed_from_epoch"] >= 1
+    assert status["job"] == again["job_id"] != job["job_id"]
+    assert status["resumed_from_epoch"] >= 1, (sorted(p.name for p in checkpoint.parent.iterdir()),
+                                               farm.log_tail(job, 20), farm.log_tail(again, 20))
     alone = tmp_path / "alone"
     serial_result = execute([run], alone, progress=False)[0].result
     farmed = read_record(run_paths(run.name, runs[0].key, tmp_path)[0], runs[0].key)

@@ -5,6 +5,9 @@ else's."""
 import os
 import subprocess
 
+import pytest
+import torch
+
 import paraformer.core.files as files
 import paraformer.core.provenance as provenance
 import paraformer.experiments.tables as tables
@@ -69,3 +72,25 @@ def test_only_the_temporary_files_of_dead_writers_on_this_machine_are_removed(tm
         path.write_text("x")
     assert files.remove_orphan_temporaries(tmp_path) == [dead]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (alive, elsewhere, finished_file))
+
+
+def test_a_checkpoint_being_replaced_is_never_missing_even_if_its_writer_dies_before_the_last_rename(
+        tmp_path, monkeypatch):
+    # a job killed at any instant leaves the checkpoint a resubmitted job reads (the farm's resumed_from_epoch)
+    path = tmp_path / "run.pt"
+    files.atomic_save({"epochs": 1}, path, keep_previous=True)
+    real_replace = os.replace
+
+    def dies_on_the_new_version(source, target):
+        if os.fspath(target) == os.fspath(path):
+            raise KeyboardInterrupt  # SIGKILL lands here: the new version is written but not yet in place
+        real_replace(source, target)
+
+    monkeypatch.setattr(files.os, "replace", dies_on_the_new_version)
+    with pytest.raises(KeyboardInterrupt):
+        files.atomic_save({"epochs": 2}, path, keep_previous=True)
+    monkeypatch.setattr(files.os, "replace", real_replace)
+    assert torch.load(path) == {"epochs": 1} and torch.load(files.previous_path(path)) == {"epochs": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt", "run.pt.prev"]  # no temporary left behind
+    files.atomic_save({"epochs": 3}, path, keep_previous=True)
+    assert torch.load(path) == {"epochs": 3} and torch.load(files.previous_path(path)) == {"epochs": 1}

@@ -96,10 +96,27 @@ def atomic_path(path: Path, keep_previous: bool = False):
             raise ResultsWriteError(path, f"{error} ({free / 2**20:.0f} MiB free there)") from error
         os.chmod(tmp, 0o644)  # mkstemp makes files private; results and caches are meant to be shared
         if keep_previous and path.exists():
-            os.replace(path, previous_path(path))
+            _keep_as_previous(path)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+def _keep_as_previous(path: Path) -> None:
+    """Keep `path` as `previous_path(path)` while `path` itself stays in place: a reader, or a process killed between
+    two renames, never finds the file missing (a kill between renames used to leave only the previous version)."""
+    previous = previous_path(path)
+    staged = _writer_temporary(path.parent, previous.name)
+    staged.unlink()
+    try:
+        try:
+            os.link(path, staged)
+        except OSError:  # a filesystem without hard links: a copy does the same, slower
+            shutil.copy2(path, staged)
+        os.replace(staged, previous)
+    except BaseException:
+        staged.unlink(missing_ok=True)
         raise
 
 

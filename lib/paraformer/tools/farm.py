@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 
 from ..core.config import ConfigError, OneLineArgumentParser
-from ..core.files import atomic_write_json
+from ..core.files import atomic_write_json, previous_path
 from ..core.paths import project_root, results_dir, results_root
 from ..core.runcache import run_paths
 from ..core.runlock import held_by, lock_path
@@ -254,13 +254,15 @@ def state_table(states: list[RunState]) -> pd.DataFrame:
 def checkpoint_epochs(folder: Path, run: PlannedRun) -> int:
     """The epochs the run's checkpoint holds (0: none): where a resubmitted job resumes it."""
     key = key_of(run, folder)
-    path = run_paths(run.name, key, folder)[1] if key is not None else None
-    if path is None or not path.is_file():
+    if key is None:
         return 0
-    try:
-        return len(torch.load(path, map_location="cpu", weights_only=False)["history"])
-    except Exception:  # a damaged checkpoint: train() sets it aside and says so
-        return 0
+    path = run_paths(run.name, key, folder)[1]
+    for candidate in (path, previous_path(path)):  # the order `load_checkpoint` tries them in
+        try:
+            return len(torch.load(candidate, map_location="cpu", weights_only=True)["history"])
+        except Exception:  # missing or damaged: train() sets a damaged one aside and says so
+            continue
+    return 0
 
 
 class TrainJob:

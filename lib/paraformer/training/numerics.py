@@ -172,12 +172,26 @@ def gains_runs_only(before: dict[str, str], after: dict[str, str]) -> bool:
     return bool(before) and set(after) > set(before) and all(after[name] == digest for name, digest in before.items())
 
 
+def run_set(digests: dict[str, str]) -> str:
+    """Which runs a canary ran: canary digests are comparable only between canaries of the same runs (a canary that
+    gained a run has a new digest for numbers that did not change)."""
+    return hashlib.sha256(",".join(sorted(digests)).encode()).hexdigest()[:12]
+
+
+def _run_set_of(entry: dict, code: str) -> str | None:
+    """The run set of `code`'s canary on a kind (None: not recorded, from before run sets were kept)."""
+    if code in entry.get("run_sets", {}):
+        return entry["run_sets"][code]
+    return run_set(entry["runs"]) if code == entry["last"] and entry["runs"] else None
+
+
 def record(digests: dict[str, str], canary: str, kind: str) -> dict:
     """Record that the running code computes `canary` (its per-run `digests`) on a machine of `kind`, and so which
     numbers it computes. New code computes those of a code whose canary on `kind` was the same, or of the last code
     recorded on `kind` where the canary only gained runs and computes the others alike (`gains_runs_only`), else
-    numbers of its own (labelled `canary`). Known code keeps its label unless `kind` contradicts it, by a different canary from
-    a code with that label: a change seen on any kind wins. Returns what it wrote to numerics.json."""
+    numbers of its own (labelled `canary`). Known code keeps its label unless `kind` contradicts it, by a different canary of
+    the same runs from a code with that label: a change seen on any kind wins (recording the same code twice changes
+    nothing). Returns what it wrote to numerics.json."""
     values = json.loads(json.dumps(recorded()))
     known, code = values["known"], code_digest()
     entry = values["kinds"].setdefault(kind, {"canaries": {}, "runs": {}, "last": ""})
@@ -187,8 +201,10 @@ def record(digests: dict[str, str], canary: str, kind: str) -> dict:
         if same is None and gains_runs_only(entry["runs"], digests) and entry["last"] in known:
             same = known[entry["last"]]  # every run the last code computed is computed alike: only new runs differ
         known[code] = same or canary
-    elif any(known[other] == known[code] and digest != canary for other, digest in others.items()):
+    elif any(known[other] == known[code] and digest != canary and _run_set_of(entry, other) == run_set(digests)
+             for other, digest in others.items()):
         known[code] = canary
+    entry.setdefault("run_sets", {})[code] = run_set(digests)
     entry["canaries"][code], entry["runs"], entry["last"] = canary, digests, code
     values["code_digest"] = code
     global _recorded
