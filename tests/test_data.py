@@ -328,6 +328,36 @@ def test_read_idx_rejects_a_file_that_is_not_unsigned_byte_idx(tmp_path):
         read_idx(tmp_path / "bad.gz")
 
 
+
+def test_a_first_decode_shows_its_progress_on_a_terminal_to_the_end_and_nowhere_else(tmp_path, monkeypatch):
+    import paraformer.core.datasources as datasources
+
+    bars, shown, updates = [], [], []
+
+    def kept(path, total, unit="B"):
+        bars.append(real(path, total, unit))
+        shown.append(not bars[-1].disable)  # tqdm marks every bar disabled once closed
+        update = bars[-1].update
+        bars[-1].update = lambda n: (updates.append(n), update(n))
+        return bars[-1]
+
+    real = datasources.decoding_bar
+    monkeypatch.setattr(datasources, "decoding_bar", kept)
+    # a megabyte of noise ahead of the images: more than gzip reads at once, so that reading moves the bar twice
+    archive = write_archive(tmp_path / "toy.tar.gz", "toy", {"notes/noise.bin": os.urandom(1 << 20), **toy_files()})
+    folder = write_folder(tmp_path / "toy", toy_files())
+    datasources.read_archive(archive, 1, 8)
+    datasources.read_folder(folder, 1, 8)
+    assert shown == [False, False]  # stderr is no terminal here: no bar in logs, notebooks or tests
+    monkeypatch.setattr(datasources, "_is_terminal", lambda stream: True)
+    bars.clear(), shown.clear(), updates.clear()
+    datasources.read_archive(archive, 1, 8)
+    assert shown == [True] and sum(n > 0 for n in updates) >= 2  # it moves while decoding, not once at the end
+    datasources.read_folder(folder, 1, 8)
+    files = sum(1 for split in ("train", "test") for _ in (folder / split).rglob("*"))  # class folders too
+    assert shown == [True, True]
+    assert [(bar.n, bar.total) for bar in bars] == [(archive.stat().st_size,) * 2, (files, files)]
+
 @pytest.mark.skipif(not Path("/work/shared/datasets/fashion_mnist.tar.gz").exists(),
                     reason="the shared offline Fashion-MNIST archive is not on this machine")
 def test_the_shared_fashion_mnist_archive_is_remapped_to_official_labels():

@@ -224,4 +224,13 @@ def test_a_claim_made_of_parts_holds_only_when_every_part_does(parts, expected):
     assert [v.verdict for v in verdicts] == parts
     combined = all_of("all parts hold", verdicts)
     assert combined.verdict == expected
-    assert combined.low == min(v.low for v in verdicts if v.verdict != "not testable here")
+    deciding = [v for v in verdicts if v.verdict == expected] if expected == "contradicted" else verdicts
+    assert combined.low == min(v.low for v in deciding if v.verdict != "not testable here")
+
+
+def test_a_claim_contradicted_by_one_part_shows_that_parts_interval_not_a_wider_inconclusive_one():
+    wide = judge("2-24 beats 1-24", -1.26, -5.03, 2.51)  # inconclusive, and the lowest interval
+    against = judge("3-24 beats 1-24", -2.0, -3.0, -1.0)
+    combined = all_of("deeper branches beat 1-24", [wide, against])
+    assert (wide.verdict, against.verdict, combined.verdict) == ("inconclusive", "contradicted", "contradicted")
+    assert (combined.ours, combined.low, combined.high) == (-2.0, -3.0, -1.0)  # below the threshold, as it says

@@ -376,6 +376,25 @@ def _split_and_class(parts: list[str]) -> tuple[str, str] | None:
     return None
 
 
+def decoding_bar(path: Path, total: int, unit: str = "B"):
+    """A progress bar for the first decode of a dataset (CIFAR-10's archive takes about half a minute; later loads
+    read the data cache), shown where stderr is a terminal and nowhere else: logs, notebooks and tests stay as
+    they were."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"decoding {Path(path).name} (once: later loads read the data cache)", unit=unit,
+                unit_scale=unit == "B", disable=not _is_terminal(sys.stderr), leave=False)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
+
+
 def read_archive(path: Path, channels: int | None, size: int | None, limit: int | None = None) -> dict:
     """Decode an ImageFolder .tar.gz by streaming it: nothing is unpacked to disk. `limit` stops after that
     many images (for quick looks; a split may then be empty)."""
@@ -385,8 +404,9 @@ def read_archive(path: Path, channels: int | None, size: int | None, limit: int 
         # GzipFile rather than tarfile's own "r|gz": tarfile's stream reader treats a truncated gzip stream as
         # the end of the archive and quietly returns the members before the cut.
         with open(path, "rb") as raw, gzip.GzipFile(fileobj=raw) as stream, \
-                tarfile.open(fileobj=stream, mode="r|") as tar:
+                tarfile.open(fileobj=stream, mode="r|") as tar, decoding_bar(path, path.stat().st_size) as bar:
             for member in tar:
+                bar.update(raw.tell() - bar.n)  # the compressed bytes read so far
                 if not member.isfile():
                     continue
                 parts = member.name.split("/")
@@ -402,6 +422,7 @@ def read_archive(path: Path, channels: int | None, size: int | None, limit: int 
             if limit is None:
                 while stream.read(1 << 20):  # to gzip's end, where its length and CRC are checked
                     pass
+                bar.update(raw.tell() - bar.n)
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as error:
         raise DataIntegrityError(f"offline archive {path} is unreadable or incomplete ({type(error).__name__}: "
                                  f"{error}); copy it again or remove it", path, "unreadable") from error
@@ -413,12 +434,14 @@ def read_folder(root: Path, channels: int | None, size: int | None) -> dict:
     decoder = ImageFolderDecoder(root, channels, size, in_archive=False)
     if (root / "classes.txt").is_file():
         decoder.read_classes_txt((root / "classes.txt").read_text())
-    for split in ("train", "test"):
-        for file in sorted((root / split).rglob("*")):
+    files = [file for split in ("train", "test") for file in sorted((root / split).rglob("*"))]
+    with decoding_bar(root, len(files), unit="file") as bar:
+        for file in files:
+            bar.update(1)
             parts = list(file.relative_to(root).parts)
             where = _split_and_class(parts)
             if where is not None and file.is_file():
-                decoder.add(*where, str(file.relative_to(root / split / where[1])), file.read_bytes())
+                decoder.add(*where, str(file.relative_to(root / where[0] / where[1])), file.read_bytes())
             elif _hidden_image(parts) and file.is_file():
                 decoder.hidden.append("/".join(parts))
     return decoder.finish()

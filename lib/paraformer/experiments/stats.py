@@ -285,13 +285,15 @@ def all_of(claim: str, verdicts: list[Verdict], paper: float | None = None, regi
            source: str = "paper", source_note: str = "") -> Verdict:
     """A claim that holds when every one of its parts does (e.g. "deeper branches beat Para-F-1-24" over 2-24,
     3-24 and 6-24): contradicted when any part is, else the parts' verdict where they all agree, else inconclusive.
-    Its figure and interval are those of the weakest part (the lowest interval), and so is the paper's figure unless
-    `paper` is given; its regime gathers every part's arms."""
+    Its figure and interval are those of the part that decides it: the weakest part (the lowest interval), or where
+    a part is contradicted, the weakest contradicted part, so that a contradicted claim never shows an interval that
+    contains its threshold. So is the paper's figure unless `paper` is given; its regime gathers every part's arms."""
     if not verdicts:
         raise ValueError(f"all_of({claim!r}) needs at least one verdict")
-    weakest = min(verdicts, key=lambda v: (v.verdict == "not testable here", v.low))
     kinds = {v.verdict for v in verdicts}
-    word = "contradicted" if "contradicted" in kinds else kinds.pop() if len(kinds) == 1 else "inconclusive"
+    word = "contradicted" if "contradicted" in kinds else next(iter(kinds)) if len(kinds) == 1 else "inconclusive"
+    deciding = [v for v in verdicts if v.verdict == "contradicted"] or verdicts
+    weakest = min(deciding, key=lambda v: (v.verdict == "not testable here", v.low))
     parts = "; ".join(f"{v.claim}: {v.verdict}" for v in verdicts)
     paper = weakest.paper if paper is None else paper  # the weakest part's own figure: the same comparison as ours
     regime = regime if regime is not None else _merged_regime([v.regime for v in verdicts])

@@ -136,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     record = run_paths(result.name, result.key, results)[0]
     origin = "from the run cache" if result.cached else f"trained in {result.wall_seconds:.0f} s on {result.device}"
-    images = len(data.test_labels)
-    low, high = wilson_interval(round(result.final_test_acc * images / 100), images)
+    right = result.correct()  # per test image: the interval from counts, not from the rounded percentage
+    images = len(right)
+    low, high = wilson_interval(int(right.sum()), images)
     print(f"{result.name}: final test accuracy {result.final_test_acc:.2f}% on all {images} test images (95% "
           f"interval {low:.1f}-{high:.1f}%) ({origin}); record {record}")
     return 0
