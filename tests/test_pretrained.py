@@ -1,6 +1,7 @@
 """Importing torchvision ViTs: the imported ParaFormer computes what the ViT computes, and fine-tuning starts
 from exactly those weights. No test downloads anything."""
 
+import functools
 import urllib.error
 
 import numpy as np
@@ -16,7 +17,7 @@ from paraformer.core.config import ConfigError, DataConfig, ModelConfig, Recipe
 from paraformer.core.data import IMAGENET_MEAN, IMAGENET_STD
 from paraformer.core.model import ParaFormer
 from paraformer.core.runcache import Initialization, run_key
-from paraformer.core.weights import config_from_torchvision, from_torchvision
+from paraformer.core.weights import PretrainedUnavailable, config_from_torchvision, from_torchvision
 from paraformer.experiments import finetune
 from paraformer.experiments.accuracy import judge_claims
 from paraformer.experiments.finetune import finetune_claims, finetune_table, imagenet_available, table4_verdicts
@@ -227,6 +228,7 @@ def test_imagenet_weights_of_another_input_size_decode_the_images_at_that_size(t
     vit = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=12, num_heads=2,
                                                hidden_dim=16, mlp_dim=32)
     monkeypatch.setattr(finetune, "_imagenet_vit", lambda: vit)
+    monkeypatch.setattr(finetune, "_imagenet_shape", lambda: vit)  # the shape a plan reads, without the weights
     monkeypatch.setattr(finetune, "imagenet_available", lambda mode: (True, "Weights: a stand-in."))
     ci = get_profile("ci")
     settings = replace(ci.finetune, n_train=64, n_test=40, branch_depths=(12,), recipe=replace(ci.finetune.recipe,
@@ -257,3 +259,24 @@ def test_with_imagenet_weights_the_regrouping_claims_are_judged_and_there_is_no_
     claims = finetune_claims(runs)
     verdicts, checks = finetune.regrouping_verdicts(runs, claims, imagenet=True)
     assert verdicts == judge_claims(runs, claims) and checks == []
+
+
+def test_a_profile_that_requires_imagenet_weights_is_estimated_without_them_and_says_they_are_missing(monkeypatch):
+    """`paper` offline: the estimate (make reproduce's first step) costs notebook 07's ViT-B/16 fine-tunes at 224 px
+    as they will train once the weights are in place, instead of failing; planning the notebook still refuses."""
+    def unavailable():
+        raise PretrainedUnavailable("no weights here")
+
+    monkeypatch.setattr(finetune, "_imagenet_vit", unavailable)
+    monkeypatch.setattr(finetune, "imagenet_available", functools.lru_cache(finetune.imagenet_available.__wrapped__))
+    settings = get_profile("paper").finetune
+    assert settings.pretrained == "required"
+    with pytest.raises(PretrainedUnavailable):
+        finetune.plan("paper")
+    estimate = finetune.estimate("paper", flops_per_second=1e12)
+    rows = estimate.runs
+    assert len(rows) == len(settings.datasets) * len(settings.seeds) * len(settings.branch_depths)
+    assert set(rows["run"].str.endswith("-finetune-imagenet")) == {True}
+    assert all(run.model.image_size == 224 and run.model.width == 768 and run.init.imagenet
+               for run in finetune.plan("paper", imagenet=True))
+    assert estimate.note and estimate.minutes > 0

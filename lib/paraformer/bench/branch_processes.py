@@ -17,12 +17,8 @@ that each ratio's interval comes from the repeats (`paraformer.experiments.speed
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -34,7 +30,7 @@ from ..parallel.branch import BranchParallel
 from ..parallel.launch import init_process_group
 from .multi import _training_step as fp32_training_step
 from .speed import (MIN_REPEATS, PROCESSES, BenchSettings, BranchProcessSettings, benchmark_matmul,  # noqa: F401
-                    devices_here, shown, steady_allocator, write_bench)
+                    devices_here, shown, steady_allocator, worker_settings, write_bench)
 
 NAME = "branch_processes"  # the CSV's name, and the benchmark's in `speed.BENCHMARKS`
 # (the model on one process, the model on PROCESSES): each pair a ratio of the paper's claims
@@ -129,17 +125,9 @@ def measure(shape: BenchSettings, setting: BranchProcessSettings, device: torch.
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog=f"torchrun --nproc_per_node {PROCESSES} -m {__name__}",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--settings", required=True,
-                        help='JSON {"bench": BenchSettings fields, "claims": BranchProcessSettings fields}, as '
-                             "paraformer.bench.speed.bench_branch_processes writes it")
-    parser.add_argument("--root", type=Path, default=None,
-                        help="write into ROOT/bench/<profile>/ instead of the profile's results folder")
-    args = parser.parse_args(argv)
-    given = json.loads(args.settings)
-    shape = BenchSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in given["bench"].items()})
-    setting = BranchProcessSettings(**given["claims"])
+    root, (shape, setting) = worker_settings(f"torchrun --nproc_per_node {PROCESSES} -m {__name__}",
+                                             __doc__.splitlines()[0],
+                                             {"bench": BenchSettings, "claims": BranchProcessSettings}, argv)
     cpu = not torch.cuda.is_available()
     # counted before pinning, which leaves this process one core
     devices, unit = devices_here(torch.device("cpu" if cpu else "cuda"))
@@ -156,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         if rank == 0:
             table = table.assign(devices=devices, unit=unit, cores=" ".join(str(c) for c in cores) if cpu else "",
                                  threads_per_process=torch.get_num_threads())
-            path = write_bench(table, NAME, shape.name, device, args.root, device_type=device.type)
+            path = write_bench(table, NAME, shape.name, device, root, device_type=device.type)
             print(f"wrote {shown(path)}", file=sys.stderr)
     finally:
         dist.destroy_process_group()

@@ -16,12 +16,9 @@ divide) is skipped with a message. Rank 0 writes multi_steps_<P>.csv, and multi_
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -36,7 +33,7 @@ from ..parallel.launch import init_process_group
 from ..parallel.mgrit import LayerParallel, MGRITConfig, check_layout, layer_step, layer_vjp
 from ..parallel.pipeline import sequential_vit
 from ..parallel.processes import rank_share
-from .speed import BenchSettings, benchmark_matmul, shown, steady_allocator, write_bench
+from .speed import BenchSettings, benchmark_matmul, shown, steady_allocator, worker_settings, write_bench
 
 
 @dataclass(frozen=True)
@@ -278,17 +275,9 @@ def measure_costs(shape: BenchSettings, setting: MultiSettings, device: torch.de
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="torchrun --nproc_per_node P -m paraformer.bench.multi",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--settings", required=True,
-                        help='JSON {"bench": BenchSettings fields, "multi": MultiSettings fields}, as '
-                             "paraformer.bench.speed.bench_multi writes it")
-    parser.add_argument("--root", type=Path, default=None,
-                        help="write into ROOT/bench/<profile>/ instead of the profile's results folder")
-    args = parser.parse_args(argv)
-    given = json.loads(args.settings)
-    shape, setting = (kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in given[key].items()})
-                      for kind, key in ((BenchSettings, "bench"), (MultiSettings, "multi")))
+    root, (shape, setting) = worker_settings("torchrun --nproc_per_node P -m paraformer.bench.multi",
+                                             __doc__.splitlines()[0], {"bench": BenchSettings, "multi": MultiSettings},
+                                             argv)
     if not torch.cuda.is_available():
         torch.set_num_threads(1)  # one core per process (FairScale: one per partition thread)
     steady_allocator()
@@ -307,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
             if rank == 0:
                 for name, table in (("steps", rows), ("costs", costs)):
                     df = pd.DataFrame(table).assign(processes=world, threads_per_process=torch.get_num_threads())
-                    path = write_bench(df, f"multi_{name}_{world}", shape.name, device, args.root,
+                    path = write_bench(df, f"multi_{name}_{world}", shape.name, device, root,
                                        device_type=device.type)
                     print(f"wrote {shown(path)}", file=sys.stderr)
         finally:

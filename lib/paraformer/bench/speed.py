@@ -6,6 +6,7 @@ run on the same device, never a timed test; times are medians over repeats, the 
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import json
 import os
@@ -277,6 +278,22 @@ def torchrun(module: str, count: int, given: str, root: Path | None, env: dict) 
     if done.returncode:
         raise RuntimeError(f"the {count}-process benchmark {module} failed with exit code {done.returncode} (its "
                            f"output is above); run it by hand: {' '.join(command[2:])}")
+
+
+def worker_settings(prog: str, description: str, parts: dict[str, type], argv: list[str] | None = None
+                    ) -> tuple[Path | None, list]:
+    """The command line of a benchmark that `torchrun` starts: --settings, the JSON of one settings dataclass per
+    part of `parts` (its key in the JSON: its class), as `bench_multi` and `bench_branch_processes` write it, and
+    --root. Returns the root and the settings, in the order of `parts`."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    fields = ", ".join(f'"{key}": {kind.__name__} fields' for key, kind in parts.items())
+    parser.add_argument("--settings", required=True, help=f"JSON {{{fields}}}, as paraformer.bench.speed writes it")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="write into ROOT/bench/<profile>/ instead of the profile's results folder")
+    args = parser.parse_args(argv)
+    given = json.loads(args.settings)
+    return args.root, [kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in given[key].items()})
+                       for key, kind in parts.items()]  # JSON has lists where the dataclasses hold tuples
 
 
 # The one-branch-per-process benchmark's settings (`paraformer.bench.branch_processes`, which imports this module).

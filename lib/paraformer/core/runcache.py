@@ -180,6 +180,11 @@ def training_allowed() -> bool:
     return policy == ""
 
 
+class WeightsUnavailable(RuntimeError):
+    """Starting weights that cannot be had here, or not yet (downloaded weights not in their cache): the key of a
+    run that starts from them is unknown until they are."""
+
+
 @dataclass(frozen=True)
 class Initialization:
     """Weights a run starts from instead of its random initialization (e.g. imported pretrained weights).

@@ -20,11 +20,12 @@ import torchvision
 from .config import ConfigError, ModelConfig
 from .data import IMAGENET_MEAN, IMAGENET_STD
 from .model import ParaFormer
+from .runcache import WeightsUnavailable
 
 IMAGENET_VIT = torchvision.models.ViT_B_16_Weights.IMAGENET1K_V1  # Google's original ImageNet weights
 
 
-class PretrainedUnavailable(RuntimeError):
+class PretrainedUnavailable(WeightsUnavailable):
     """The ImageNet weights are neither in torchvision's cache nor downloadable here."""
 
 

@@ -39,6 +39,13 @@ NOTEBOOK = "07_finetune_pretrained"
 _imagenet_vit = functools.lru_cache(maxsize=1)(load_imagenet_vit)  # loaded once per process
 
 
+def _imagenet_shape() -> torchvision.models.VisionTransformer:
+    """torchvision's vit_b_16 without weights (on the meta device): its shape is all a plan needs, so that a plan
+    or an estimate never waits for (or fails on) the download of the weights."""
+    with torch.device("meta"):
+        return torchvision.models.vit_b_16()
+
+
 def arrangement(branch_depth: int, layers: int = 12) -> str:
     return ("sequential (1 branch)" if branch_depth == layers
             else f"{layers // branch_depth} branches x depth {branch_depth}")
@@ -114,24 +121,27 @@ def _weights(settings: FinetuneSettings, imagenet: bool, dataset: str, image_siz
                      settings.random_patch.get(image_size, 16))
 
 
-def plan(profile: str, pretrained: str | None = None, datasets=None) -> list[PlannedRun]:
+def plan(profile: str, pretrained: str | None = None, datasets=None, *, imagenet: bool | None = None
+         ) -> list[PlannedRun]:
     """Per dataset and seed, the 12-layer ViT's weights as the sequential ViT and regrouped into parallel branches
     (`FinetuneSettings.branch_depths`), each with a new head. `pretrained`: "auto", "required" or "never" (None:
-    the profile's); ImageNet weights where they are found."""
+    the profile's); ImageNet weights where they are found. `imagenet` (None: look for the weights) plans with or
+    without them whether or not they are here (an estimate of runs that will have them)."""
     settings = get_profile(profile).finetune
-    imagenet, _ = imagenet_available(pretrained or settings.pretrained)
+    if imagenet is None:
+        imagenet, _ = imagenet_available(pretrained or settings.pretrained)
     kind = "imagenet" if imagenet else "random"
     runs = []
     for dataset in datasets or settings.datasets:
         # the ImageNet ViT takes its own size (224 px): the images are decoded at it, as train() never resizes
-        data = settings.data_config(dataset, _imagenet_vit().image_size if imagenet else None)
+        data = settings.data_config(dataset, _imagenet_shape().image_size if imagenet else None)
         spec = DATASETS[dataset]
         size = data.image_size or spec.image_size
         for seed in settings.seeds:
             for depth in settings.branch_depths:
                 weights = _weights(settings, imagenet, dataset, size, seed, depth)
                 if imagenet:
-                    config = config_from_torchvision(_imagenet_vit(), spec.in_channels)
+                    config = config_from_torchvision(_imagenet_shape(), spec.in_channels)
                 else:
                     with torch.device("meta"):  # the config alone: no weights are made
                         config = config_from_torchvision(weights.vit(), spec.in_channels)
@@ -143,7 +153,15 @@ def plan(profile: str, pretrained: str | None = None, datasets=None) -> list[Pla
 
 
 def estimate(profile: str, pretrained: str | None = None, datasets=None, flops_per_second=None) -> Estimate:
-    return estimate_runs(NOTEBOOK, profile, plan(profile, pretrained, datasets), flops_per_second)
+    """The estimate of `plan`. Where the profile requires ImageNet weights that are not here (`paper` offline), the
+    runs are costed as they will train once the weights are in place, and the estimate says the weights are missing:
+    an estimate is for planning, and the notebook itself stops without them."""
+    try:
+        return estimate_runs(NOTEBOOK, profile, plan(profile, pretrained, datasets), flops_per_second)
+    except PretrainedUnavailable:
+        return estimate_runs(NOTEBOOK, profile, plan(profile, pretrained, datasets, imagenet=True), flops_per_second,
+                             note=f"costed with torchvision's ImageNet {IMAGENET_VIT}, which this profile requires and "
+                                  f"which is not in torch's cache here: the notebook stops until it is")
 
 
 def describe(profile: str, pretrained: str | None = None) -> list[str]:

@@ -20,7 +20,8 @@ from ..core.config import ConfigError, DataConfig, ModelConfig, Recipe
 from ..core.data import DATASETS, ImageData, data_fingerprint, load_data
 from ..core.flops import run_training_flops
 from ..core.progressive import PASSES, optimizer_steps
-from ..core.runcache import Initialization, RunResult, load_trained_model, read_record, run_key, run_name, run_paths
+from ..core.runcache import (Initialization, RunResult, WeightsUnavailable, load_trained_model, read_record, run_key,
+                             run_name, run_paths)
 from ..training import train
 
 
@@ -73,12 +74,16 @@ def _fingerprint(data: DataConfig) -> str | None:
 
 def key_of(run: PlannedRun, folder: Path, stand_in: bool = False) -> str | None:
     """The run key train() gives `run` (`runcache.run_key`), or None where it cannot be known yet: its data are not
-    here, or its starting weights cannot be made (`FromRun` before the other run has trained). With `stand_in`,
+    here, or its starting weights cannot be made (`FromRun` before the other run has trained, downloaded weights
+    not in their cache). With `stand_in`,
     such a run gets a key from the description of what is missing instead: good for telling runs apart, not for
     finding them in the run cache."""
     fingerprint = _fingerprint(run.data)
     parent = key_of(run.parent, folder, stand_in) if run.parent is not None else None
-    init = run.init.initialization(Path(folder)) if run.init is not None else None
+    try:
+        init = run.init.initialization(Path(folder)) if run.init is not None else None
+    except WeightsUnavailable:  # e.g. downloaded weights not here (yet): execute() says where they go
+        init = None
     unknown = (fingerprint is None or (run.parent is not None and parent is None)
                or (run.init is not None and init is None))
     if unknown and not stand_in:
