@@ -75,9 +75,8 @@ def _fingerprint(data: DataConfig) -> str | None:
 def key_of(run: PlannedRun, folder: Path, stand_in: bool = False) -> str | None:
     """The run key train() gives `run` (`runcache.run_key`), or None where it cannot be known yet: its data are not
     here, or its starting weights cannot be made (`FromRun` before the other run has trained, downloaded weights
-    not in their cache). With `stand_in`,
-    such a run gets a key from the description of what is missing instead: good for telling runs apart, not for
-    finding them in the run cache."""
+    not in their cache). With `stand_in`, such a run gets a key from the description of what is missing instead:
+    good for telling runs apart, not for finding them in the run cache."""
     fingerprint = _fingerprint(run.data)
     parent = key_of(run.parent, folder, stand_in) if run.parent is not None else None
     try:
