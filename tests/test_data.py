@@ -328,7 +328,6 @@ def test_read_idx_rejects_a_file_that_is_not_unsigned_byte_idx(tmp_path):
         read_idx(tmp_path / "bad.gz")
 
 
-
 def test_a_first_decode_shows_its_progress_on_a_terminal_to_the_end_and_nowhere_else(tmp_path, monkeypatch):
     import paraformer.core.datasources as datasources
 
@@ -357,6 +356,7 @@ def test_a_first_decode_shows_its_progress_on_a_terminal_to_the_end_and_nowhere_
     files = sum(1 for split in ("train", "test") for _ in (folder / split).rglob("*"))  # class folders too
     assert shown == [True, True]
     assert [(bar.n, bar.total) for bar in bars] == [(archive.stat().st_size,) * 2, (files, files)]
+
 
 @pytest.mark.skipif(not Path("/work/shared/datasets/fashion_mnist.tar.gz").exists(),
                     reason="the shared offline Fashion-MNIST archive is not on this machine")
