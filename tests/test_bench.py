@@ -1,13 +1,15 @@
 """What the benchmark harness measures again, the errors it gives, and the one timing loop every benchmark uses
 (its timings are benchmarks, not tests)."""
 
+from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
 
-from paraformer.bench import branch_processes, speed as bench
+from paraformer.bench import branch_processes, multi, speed as bench
 from paraformer.core.config import ConfigError
 from paraformer.core.provenance import device_name
 from paraformer.core.timing import median_seconds
@@ -15,6 +17,7 @@ from paraformer.experiments.profiles import get_profile
 from paraformer.tools import bench as bench_tool
 
 HERE = device_name(torch.device("cpu"))
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def csvs(device):
@@ -38,6 +41,60 @@ def test_missing_csvs_and_csvs_from_another_device_are_measured_here():
     assert bench.to_measure(csvs(HERE), processes=(1, 2, 4), device=torch.device("cpu")) == ["multi"]
     del data["branch_processes"]
     assert bench.to_measure(data, device=torch.device("cpu")) == ["multi", "branch_processes"]
+
+
+QUICK = get_profile("quick")
+QUICK_DIGESTS = bench.expected_digests(QUICK.bench, QUICK.multi, bench.default_claims(QUICK.multi))
+
+
+def stamped(data: dict[str, pd.DataFrame], digests: dict[str, str]) -> dict[str, pd.DataFrame]:
+    """`data` as the benchmarks write it: each CSV with the digest of the settings it was timed at."""
+    return {name: df.assign(settings_digest=digests["multi" if name.startswith("multi") else name])
+            for name, df in data.items()}
+
+
+def test_csvs_timed_at_other_settings_or_not_saying_theirs_are_measured_again():
+    cpu, claims = torch.device("cpu"), bench.default_claims(QUICK.multi)
+    data = stamped(csvs(HERE), QUICK_DIGESTS)
+    assert bench.to_measure(data, device=cpu, digests=QUICK_DIGESTS) == []
+    # fewer repeats make every benchmark another one: BenchSettings shapes them all
+    fewer = bench.expected_digests(replace(QUICK.bench, repeats=QUICK.bench.repeats - 1), QUICK.multi, claims)
+    assert bench.to_measure(data, device=cpu, digests=fewer) == ["strategies", "layers", "multi", "branch_processes"]
+    longer = bench.expected_digests(QUICK.bench, replace(QUICK.multi, steps=QUICK.multi.steps + 1), claims)
+    assert bench.to_measure(data, device=cpu, digests=longer) == ["multi"]
+    rounds = bench.expected_digests(QUICK.bench, QUICK.multi, replace(claims, repeats=claims.repeats + 1))
+    assert bench.to_measure(data, device=cpu, digests=rounds) == ["branch_processes"]
+    # other process counts are not other settings: each count has its own CSV
+    assert bench.expected_digests(QUICK.bench, replace(QUICK.multi, processes=(1, 2, 4)), claims) == QUICK_DIGESTS
+    data["layers"] = data["layers"].drop(columns="settings_digest")  # written before CSVs said their settings
+    assert bench.to_measure(data, device=cpu, digests=QUICK_DIGESTS) == ["layers"]
+    assert bench.to_measure(data, device=cpu) == []  # without digests: the device alone
+
+
+def test_the_benchmark_workers_stamp_the_digest_the_notebook_expects(monkeypatch):
+    sent = {}
+
+    def run(command, env):  # what the worker would be given, instead of starting it
+        module = command[command.index("-m", 3) + 1]
+        sent[module] = command[command.index("--settings"):]
+        return SimpleNamespace(returncode=0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(bench.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(bench.subprocess, "run", run)
+    bench.bench_multi(QUICK.bench, QUICK.multi, (2,))
+    bench.bench_branch_processes(QUICK.bench, bench.default_claims(QUICK.multi))
+    for benchmark, worker in (("multi", multi), ("branch_processes", branch_processes)):
+        _, parsed = bench.worker_settings(benchmark, "", worker.WORKER_SETTINGS, sent[worker.__name__])
+        assert bench.settings_digest(*parsed) == QUICK_DIGESTS[benchmark]
+
+
+def test_the_committed_quick_benchmarks_say_they_were_timed_at_quicks_settings():
+    # else a changed quick setting would leave notebook 06 reading CSVs timed at the old one
+    data = {name: df for name, df in bench.load("quick", ROOT / "results").items() if name != "throughput"}
+    assert sorted(data) == sorted(["strategies", "layers", "branch_processes"]
+                                  + [f"multi_{kind}_{p}" for kind in ("steps", "costs") for p in (1, 2)])
+    for name, df in data.items():
+        assert set(df["settings_digest"]) == {QUICK_DIGESTS["multi" if name.startswith("multi") else name]}, name
 
 
 def test_unknown_profiles_and_benchmarks_are_refused_with_the_choices():
@@ -167,3 +224,4 @@ def test_two_pinned_processes_time_every_call_in_every_round(tmp_path):
     assert set(rounds["devices"]) == {len(bench.os.sched_getaffinity(0))}
     assert set(rounds.loc[rounds["mode"] == "train", "batch"]) == {4}
     assert (rounds["seconds"] > 0).all()
+    assert set(rounds["settings_digest"]) == {bench.expected_digests(ci.bench, ci.multi, settings)["branch_processes"]}

@@ -30,7 +30,7 @@ from ..parallel.branch import BranchParallel
 from ..parallel.launch import init_process_group
 from .multi import _training_step as fp32_training_step
 from .speed import (MIN_REPEATS, PROCESSES, BenchSettings, BranchProcessSettings, benchmark_matmul,  # noqa: F401
-                    devices_here, shown, steady_allocator, worker_settings, write_bench)
+                    devices_here, settings_digest, shown, steady_allocator, worker_settings, write_bench)
 
 NAME = "branch_processes"  # the CSV's name, and the benchmark's in `speed.BENCHMARKS`
 # (the model on one process, the model on PROCESSES): each pair a ratio of the paper's claims
@@ -124,10 +124,13 @@ def measure(shape: BenchSettings, setting: BranchProcessSettings, device: torch.
     return pd.DataFrame(rows)
 
 
+# the parts of --settings, as speed.bench_branch_processes writes them, and their classes
+WORKER_SETTINGS = {"bench": BenchSettings, "claims": BranchProcessSettings}
+
+
 def main(argv: list[str] | None = None) -> None:
     root, (shape, setting) = worker_settings(f"torchrun --nproc_per_node {PROCESSES} -m {__name__}",
-                                             __doc__.splitlines()[0],
-                                             {"bench": BenchSettings, "claims": BranchProcessSettings}, argv)
+                                             __doc__.splitlines()[0], WORKER_SETTINGS, argv)
     cpu = not torch.cuda.is_available()
     # counted before pinning, which leaves this process one core
     devices, unit = devices_here(torch.device("cpu" if cpu else "cuda"))
@@ -144,7 +147,8 @@ def main(argv: list[str] | None = None) -> None:
         if rank == 0:
             table = table.assign(devices=devices, unit=unit, cores=" ".join(str(c) for c in cores) if cpu else "",
                                  threads_per_process=torch.get_num_threads())
-            path = write_bench(table, NAME, shape.name, device, root, device_type=device.type)
+            path = write_bench(table, NAME, shape.name, device, root, settings=settings_digest(shape, setting),
+                               device_type=device.type)
             print(f"wrote {shown(path)}", file=sys.stderr)
     finally:
         dist.destroy_process_group()

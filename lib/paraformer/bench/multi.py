@@ -33,7 +33,8 @@ from ..parallel.launch import init_process_group
 from ..parallel.mgrit import LayerParallel, MGRITConfig, check_layout, layer_step, layer_vjp
 from ..parallel.pipeline import sequential_vit
 from ..parallel.processes import rank_share
-from .speed import BenchSettings, benchmark_matmul, shown, steady_allocator, worker_settings, write_bench
+from .speed import (BenchSettings, benchmark_matmul, settings_digest, shown, steady_allocator, worker_settings,
+                    write_bench)
 
 
 @dataclass(frozen=True)
@@ -274,10 +275,13 @@ def measure_costs(shape: BenchSettings, setting: MultiSettings, device: torch.de
     return rows
 
 
+# the parts of --settings, as speed.bench_multi writes them, and their classes
+WORKER_SETTINGS = {"bench": BenchSettings, "multi": MultiSettings}
+
+
 def main(argv: list[str] | None = None) -> None:
     root, (shape, setting) = worker_settings("torchrun --nproc_per_node P -m paraformer.bench.multi",
-                                             __doc__.splitlines()[0], {"bench": BenchSettings, "multi": MultiSettings},
-                                             argv)
+                                             __doc__.splitlines()[0], WORKER_SETTINGS, argv)
     if not torch.cuda.is_available():
         torch.set_num_threads(1)  # one core per process (FairScale: one per partition thread)
     steady_allocator()
@@ -297,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
                 for name, table in (("steps", rows), ("costs", costs)):
                     df = pd.DataFrame(table).assign(processes=world, threads_per_process=torch.get_num_threads())
                     path = write_bench(df, f"multi_{name}_{world}", shape.name, device, root,
-                                       device_type=device.type)
+                                       settings=settings_digest(shape, setting), device_type=device.type)
                     print(f"wrote {shown(path)}", file=sys.stderr)
         finally:
             dist.destroy_process_group()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import hashlib
 import json
 import os
 import subprocess
@@ -186,12 +187,29 @@ def bench_dir(profile_name: str, root: Path | None = None) -> Path:
     return (Path(root) if root is not None else results_dir(profile_name)) / "bench" / profile_name
 
 
-def write_bench(df: pd.DataFrame, name: str, profile: str, device: torch.device, root: Path | None = None,
-                **device_columns) -> Path:
+def settings_digest(*settings) -> str:
+    """A short digest of the settings dataclasses a benchmark was timed at (`expected_digests`), stamped on every
+    row of its CSV, so that a CSV timed at other settings (repeats, batches, shapes) is measured again
+    (`to_measure`) instead of being read as current. The multi-process benchmark's `processes` is left out: it
+    says which counts to measure, and each count has its own CSV."""
+    fields = [{k: v for k, v in asdict(part).items() if k != "processes"} for part in settings]
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def expected_digests(settings: BenchSettings, multi, claims) -> dict[str, str]:
+    """Each benchmark's `settings_digest` at a profile's settings: `settings` (its `BenchSettings`), `multi` (its
+    `MultiSettings`) and `claims` (the one-branch-per-process benchmark's `BranchProcessSettings`)."""
+    return {"strategies": settings_digest(settings), "layers": settings_digest(settings),
+            "multi": settings_digest(settings, multi), "branch_processes": settings_digest(settings, claims)}
+
+
+def write_bench(df: pd.DataFrame, name: str, profile: str, device: torch.device, root: Path | None = None, *,
+                settings: str, **device_columns) -> Path:
     """`bench_dir(profile)/<name>.csv`, rows stamped with the device (then `device_columns`), its fp32 matrix
-    products' precision (`benchmark_matmul`), torch, code, profile."""
+    products' precision (`benchmark_matmul`), torch, code, profile and `settings` (`settings_digest`)."""
     df = df.assign(device=device_name(device), **device_columns, matmul_precision=matmul_precision(device),
-                   torch_version=torch.__version__, code_version=code_version(), profile=profile)
+                   torch_version=torch.__version__, code_version=code_version(), profile=profile,
+                   settings_digest=settings)
     return atomic_write_text(df.to_csv(index=False), bench_dir(profile, root) / f"{name}.csv")
 
 
@@ -348,19 +366,24 @@ def load(profile_name: str, root: Path | None = None) -> dict[str, pd.DataFrame]
 
 
 def to_measure(data: dict[str, pd.DataFrame], processes: tuple[int, ...] = (1, 2),
-               device: torch.device | None = None) -> list[str]:
-    """The benchmarks with no CSV in `data` (from `load`) or one measured on another kind of device: those must be
-    run here before their tables mean anything for this machine."""
+               device: torch.device | None = None, digests: dict[str, str] | None = None) -> list[str]:
+    """The benchmarks with no CSV in `data` (from `load`), one measured on another kind of device, or (where
+    `digests`, from `expected_digests`, is given) one timed at other settings or at settings it does not record:
+    those must be run here before their tables mean anything for this machine and profile."""
     device = device or resolve_device("auto")
     here = device_name(device).split(",")[0]  # the device model, without the thread count
 
-    def stale(names):
-        return any(name not in data or {d.split(",")[0] for d in data[name]["device"]} != {here} for name in names)
+    def stale(benchmark, names):
+        def other_settings(df):
+            return digests is not None and ("settings_digest" not in df
+                                            or set(df["settings_digest"]) != {digests[benchmark]})
+        return any(name not in data or {d.split(",")[0] for d in data[name]["device"]} != {here}
+                   or other_settings(data[name]) for name in names)
 
-    todo = [name for name in ("strategies", "layers") if stale([name])]
-    if stale([f"multi_{kind}_{p}" for kind in ("steps", "costs") for p in processes]):
+    todo = [name for name in ("strategies", "layers") if stale(name, [name])]
+    if stale("multi", [f"multi_{kind}_{p}" for kind in ("steps", "costs") for p in processes]):
         todo.append("multi")
-    if stale(["branch_processes"]):
+    if stale("branch_processes", ["branch_processes"]):
         todo.append("branch_processes")
     return todo
 
@@ -385,5 +408,6 @@ def run(settings: BenchSettings, multi, only: tuple[str, ...] = BENCHMARKS, proc
                 bench_branch_processes(settings, claims or default_claims(multi), root)
             else:
                 benchmark = bench_strategies if name == "strategies" else bench_layers
-                print(f"wrote {shown(write_bench(benchmark(settings, device), name, settings.name, device, root))}",
-                      file=sys.stderr)
+                path = write_bench(benchmark(settings, device), name, settings.name, device, root,
+                                   settings=settings_digest(settings))
+                print(f"wrote {shown(path)}", file=sys.stderr)

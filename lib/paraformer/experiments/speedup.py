@@ -56,13 +56,15 @@ def estimate(profile: str, flops_per_second=None) -> Estimate:
 def run(profile: str, rerun: bool = False, processes=None, measure_other_device: bool = True,
         only: tuple[str, ...] = speed.BENCHMARKS) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """The profile's benchmark CSVs (`speed.load`) and what was measured here first (of `only`): every benchmark with
-    `rerun`, else those missing or (unless `measure_other_device` is False) measured on another kind of device. The
+    `rerun`, else those missing or (unless `measure_other_device` is False: then only the missing ones) measured on
+    another kind of device or timed at other settings than the profile's (`speed.expected_digests`). The
     multi-process benchmark runs at `processes` (None: the profile's, 1 and 2) as far as this machine has devices;
     the counts beyond them that no CSV holds are in the data as not measured here (`speed.with_not_measured`)."""
     settings = get_profile(profile)
     counts = speed.process_counts(settings.multi, processes)
     data = speed.load(profile)
-    todo = [name for name in (speed.BENCHMARKS if rerun else speed.to_measure(data, counts.measured))
+    digests = speed.expected_digests(settings.bench, settings.multi, speed.default_claims(settings.multi))
+    todo = [name for name in (speed.BENCHMARKS if rerun else speed.to_measure(data, counts.measured, digests=digests))
             if name in only]
     if not (rerun or measure_other_device):
         todo = only_missing(todo, data, counts.measured)
