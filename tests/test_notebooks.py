@@ -150,6 +150,17 @@ def test_every_profile_but_quick_writes_into_its_own_folder(results_root):
     assert bench.bench_dir("quick") == results_root / "bench" / "quick"
 
 
+def test_a_tables_text_is_shown_as_written_and_its_numbers_to_two_decimals(results_root):
+    # a learning rate kept as text ("0.001") once read 0.00 in the Markdown, every rate alike
+    table = pd.DataFrame({"label": ["ViT-6", "Para-F-1-6"], "val_acc": [89.504, 88.931],
+                          "chosen_lr": ["0.001", "4e-05"], "note": [None, "tied"]})
+    _, markdown = write_table(table, "t", "title", profile="ci")
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in markdown.read_text().splitlines()
+            if line.startswith("|")]
+    assert rows[0] == ["label", "val_acc", "chosen_lr", "note"]
+    assert rows[2:] == [["ViT-6", "89.50", "0.001", "-"], ["Para-F-1-6", "88.93", "4e-05", "tied"]]
+
+
 def test_the_committed_quick_benchmarks_are_found_without_configuration(monkeypatch):
     monkeypatch.delenv("PARAFORMER_RESULTS")
     committed = {p.stem for p in (ROOT / "results" / "bench" / "quick").glob("*.csv")}

@@ -20,7 +20,12 @@ def write_table(df: pd.DataFrame, name: str, title: str, notes: list[str] = (), 
     remove_orphan_temporaries(folder)
     csv_path = atomic_write_text(df.to_csv(index=False, float_format="%.2f"), folder / f"{name}.csv")
     shown = df.astype(object).where(df.notna(), None)  # tabulate leaves None cells empty, but prints NaN as "nan"
-    lines = [f"# {title}", "", shown.to_markdown(index=False, floatfmt=".2f", missingval="-"), ""]
+    # tabulate reads text that looks like a number as one and rounds it to two decimals: a learning rate "0.001"
+    # written as text would read 0.00, so text columns are shown as written
+    text = [i for i, column in enumerate(df.columns) if df[column].dropna().map(type).eq(str).all()
+            and df[column].notna().any()]
+    lines = [f"# {title}", "", shown.to_markdown(index=False, floatfmt=".2f", missingval="-",
+                                                 disable_numparse=text), ""]
     md_path = atomic_write_text("\n".join(lines + [f"- {note}" for note in notes]) + "\n", folder / f"{name}.md")
     return csv_path, md_path
 
