@@ -139,6 +139,16 @@ def test_convergence_counts_epochs_to_the_target_paired_by_seed():
     assert alone.verdict == "not testable here"
 
 
+def test_seeds_that_all_converge_one_epoch_sooner_are_not_certain_of_it():
+    # whole-epoch counts that agree on every seed have no spread; the interval keeps the counts' resolution
+    epochs = epochs_to_target(curves({"joint": 3, "authors": 2}), "joint")
+    (sooner,) = convergence_verdicts(epochs, "joint", ["authors"])
+    assert sooner.ours == 1.0 and sooner.verdict == "inconclusive"
+    assert sooner.low < 0 < sooner.high and sooner.minimum_detectable > 1
+    (much,) = convergence_verdicts(epochs_to_target(curves({"joint": 6, "authors": 2}), "joint"), "joint", ["authors"])
+    assert much.ours == 4.0 and much.verdict == "supported" and much.high - much.low > 0
+
+
 def test_the_grid_chooses_on_validation_and_breaks_ties_towards_the_recipes_rate():
     grid = pd.DataFrame([{"dataset": "d", "label": label, "lr": lr, "val_acc": acc, "test_acc": 100 - acc}
                          for label, accs in (("ViT-6", (40, 45, 45)), ("P joint", (50, 44, 43)))

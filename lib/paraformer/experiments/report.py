@@ -309,11 +309,18 @@ def epochs_to_target(curves: pd.DataFrame, reference: str, fraction: float = 0.9
     return pd.DataFrame(rows)
 
 
+# Epoch counts are whole epochs: each first epoch at the target stands for a crossing anywhere in the epoch before
+# it (uniform rounding, variance 1/12), so a paired difference of two counts is known to no better than 2/12 epochs
+# squared. Seeds that all give the same difference have no spread, and without this floor their t interval would have
+# no width: three seeds one epoch sooner would read as certain.
+EPOCH_COUNT_VARIANCE = 2 / 12
+
+
 def convergence_verdicts(epochs: pd.DataFrame, reference: str, labels: list[str], alpha: float = 0.05,
                          source: str = "paper", source_note: str = "") -> list[Verdict]:
     """ "<label> reaches the target in fewer epochs than <reference>", per dataset and label: the paired (by seed)
-    difference reference minus label, with a t interval at the Bonferroni level over the family; not testable
-    with fewer than 2 seeds."""
+    difference reference minus label, with a t interval at the Bonferroni level over the family, its variance over
+    seeds at least the counts' own (`EPOCH_COUNT_VARIANCE`); not testable with fewer than 2 seeds."""
     family = [(d, label) for d in dict.fromkeys(epochs["dataset"]) for label in labels]
     level = alpha / max(1, len(family))
     verdicts = []
@@ -329,7 +336,7 @@ def convergence_verdicts(epochs: pd.DataFrame, reference: str, labels: list[str]
                                   not_testable=f"{len(seeds)} paired seed(s); an interval needs at least 2"))
             continue
         diff = pd.Series([ref[s] - other[s] for s in seeds], dtype=float)
-        mean, sd = float(diff.mean()), float(diff.std(ddof=1))
+        mean, sd = float(diff.mean()), math.sqrt(max(float(diff.var(ddof=1)), EPOCH_COUNT_VARIANCE))
         half = float(stats.t.ppf(1 - level / 2, len(seeds) - 1) * sd / math.sqrt(len(seeds)))
         censored = int(rows[rows["label"].isin([label, reference])]["censored"].sum())
         verdict = judge(claim, mean, mean - half, mean + half, 0.0, confidence=1 - level, unit="epochs",

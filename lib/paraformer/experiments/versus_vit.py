@@ -398,7 +398,8 @@ def findings(result: Runs, profile: str, linear: dict[str, float] | None = None)
     write(verdict_table(convergence), "paraformer_convergence_claims",
           "Faster convergence: epochs to the target, each method against joint training, paired by seed",
           ["ours: joint's epochs minus the method's (mean over seeds); interval: t over seeds at the Bonferroni level "
-           "over the family", scale.describe()])
+           "over the family, its spread at least the whole-epoch counts' own (variance 2/12 epochs squared)",
+           scale.describe()])
     headline = [v for c, v in zip(found, verdicts) if c.better.endswith(" authors")] + steps_verdicts
     headline += [v for v in convergence if v.claim.startswith(authors)]
     write_claims(headline, PAPER_2025, NOTEBOOK, profile, runs["device"].iloc[0])
