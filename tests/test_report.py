@@ -1,6 +1,7 @@
 """The claims report, convergence verdicts, fair baselines and the run-record loader: what the last notebook and a
 researcher re-analysing the results rely on."""
 
+import math
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -9,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy.stats import norm
+from scipy.stats import t as t_dist
 
 from paraformer.core.config import DataConfig, ModelConfig, Recipe
 from paraformer.experiments import display, versus_vit
@@ -141,10 +144,14 @@ def test_convergence_counts_epochs_to_the_target_paired_by_seed():
 
 def test_seeds_that_all_converge_one_epoch_sooner_are_not_certain_of_it():
     # whole-epoch counts that agree on every seed have no spread; the interval keeps the counts' resolution
-    epochs = epochs_to_target(curves({"joint": 3, "authors": 2}), "joint")
-    (sooner,) = convergence_verdicts(epochs, "joint", ["authors"])
-    assert sooner.ours == 1.0 and sooner.verdict == "inconclusive"
-    assert sooner.low < 0 < sooner.high and sooner.minimum_detectable > 1
+    epochs = epochs_to_target(curves({"joint": 3, "authors": 2, "prefix": 2}), "joint")
+    sooner, _ = convergence_verdicts(epochs, "joint", ["authors", "prefix"])
+    assert sooner.ours == 1.0 and sooner.verdict == "inconclusive" and sooner.low < 0 < sooner.high
+    # what it detects, at the level of its interval (Bonferroni over the two methods), from the counts' variance
+    level = 0.05 / 2
+    assert sooner.confidence == pytest.approx(1 - level)
+    assert sooner.minimum_detectable == pytest.approx((t_dist.ppf(1 - level / 2, 2) + norm.ppf(0.8))
+                                                      * math.sqrt(2 / 12) / math.sqrt(3))
     (much,) = convergence_verdicts(epochs_to_target(curves({"joint": 6, "authors": 2}), "joint"), "joint", ["authors"])
     assert much.ours == 4.0 and much.verdict == "supported" and much.high - much.low > 0
 

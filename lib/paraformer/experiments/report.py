@@ -342,7 +342,7 @@ def convergence_verdicts(epochs: pd.DataFrame, reference: str, labels: list[str]
         verdict = judge(claim, mean, mean - half, mean + half, 0.0, confidence=1 - level, unit="epochs",
                         source=source, source_note=source_note,
                         correction=f"t over {len(seeds)} seeds, Bonferroni over {len(family)}",
-                        minimum_detectable=float((stats.t.ppf(1 - alpha / 2, len(seeds) - 1)
+                        minimum_detectable=float((stats.t.ppf(1 - level / 2, len(seeds) - 1)
                                                   + stats.norm.ppf(0.8)) * sd / math.sqrt(len(seeds))))
         if censored:
             verdict = replace(verdict, reason=verdict.reason + f" ({censored} run(s) never reached the target: "
